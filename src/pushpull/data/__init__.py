@@ -1,0 +1,1 @@
+"""Clean datasets, corruptions (-C), perturbation sequences (-P) and their on-disk layouts."""

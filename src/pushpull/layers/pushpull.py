@@ -1,0 +1,294 @@
+"""The push-pull layer: a convolution paired with an inhibitory, larger, opposite-polarity copy.
+
+    R(x) = ReLU(x * k + b) - alpha * ReLU(x * (-k_hat) - b)
+
+where ``k_hat`` is the push kernel ``k`` resized by bilinear interpolation
+(``align_corners=True``) to ``pull_kernel_size(K, scale)``. Only ``k`` (and optionally a
+per-channel ``alpha``) is learned, so the layer has the parameter count of the plain
+convolution it replaces.
+
+The module keeps the original implementation's state-dict layout (``<name>.push.weight``,
+``<name>.push.bias``, ``<name>.alpha``) so its checkpoints load unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+Pads = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad order
+PaddingArg = Union[int, tuple[int, int], str]
+Impl = Literal["auto", "reference"]
+
+
+def pull_kernel_size(kernel_size: int, scale: float) -> int:
+    """Side of the pull kernel: ``floor(K * scale)``, made odd by adding 1; ``K`` when scale is 1."""
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale!r}")
+    if scale == 1:
+        return kernel_size
+    size = math.floor(kernel_size * scale)
+    return size + 1 if size % 2 == 0 else size
+
+
+def pull_kernel(weight: Tensor, scale: float) -> Tensor:
+    """The (positive) pull kernel ``k_hat``: ``weight`` resized bilinearly with aligned corners."""
+    kh, kw = weight.shape[-2:]
+    size = (pull_kernel_size(kh, scale), pull_kernel_size(kw, scale))
+    if size == (kh, kw):
+        return weight
+    return F.interpolate(weight, size=size, mode="bilinear", align_corners=True)
+
+
+def push_padding(
+    padding: PaddingArg, kernel_size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> Pads:
+    """Explicit (left, right, top, bottom) padding of the push convolution, as ``nn.Conv2d`` pads."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError("padding='same' is not supported for strided convolutions (as in nn.Conv2d)")
+        (th, tw) = (dilation[0] * (kernel_size[0] - 1), dilation[1] * (kernel_size[1] - 1))
+        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+    ph, pw = _pair(padding)
+    if ph < 0 or pw < 0:
+        raise ValueError(f"padding must be non-negative, got {padding!r}")
+    return (pw, pw, ph, ph)
+
+
+def pull_padding(push_pads: Pads, kernel_size: tuple[int, int], pull_size: tuple[int, int],
+                 dilation: tuple[int, int]) -> Pads:
+    """Padding that centres the pull kernel on the push kernel and gives the same output shape.
+
+    For odd kernels and dilation 1 this is the original ``p//2 - K//2 + padding``; it
+    generalises to dilation (offsets scale with it) and even push kernels (whose centre
+    falls between pixels: the pull centre is put on the pixel before it). Negative
+    values mean cropping (a pull kernel smaller than the push, scale < 1).
+    """
+    out = []
+    for axis, (before, after) in ((1, push_pads[0:2]), (0, push_pads[2:4])):
+        d, k, p = dilation[axis], kernel_size[axis], pull_size[axis]
+        centre_pull = d * (p - 1) // 2  # p is odd (or equal to k)
+        centre_push_twice = d * (k - 1)
+        out += [before + centre_pull - centre_push_twice // 2,
+                after + centre_pull - (centre_push_twice + 1) // 2]
+    return (out[0], out[1], out[2], out[3])
+
+
+def pad2d(x: Tensor, pads: Pads, mode: str = "zeros") -> Tensor:
+    """``F.pad`` that also accepts negative amounts (crops) for every padding mode."""
+    if all(p == 0 for p in pads):
+        return x
+    positive = tuple(max(p, 0) for p in pads)
+    if any(positive):
+        x = F.pad(x, positive, mode="constant" if mode == "zeros" else mode)
+    if any(p < 0 for p in pads):
+        left, right, top, bottom = (max(-p, 0) for p in pads)
+        x = x[..., top: x.shape[-2] - bottom, left: x.shape[-1] - right]
+    return x
+
+
+def combine(push: Tensor, pull: Tensor, alpha: Union[float, Tensor], dual_output: bool) -> Tensor:
+    """``ReLU(push) - alpha * ReLU(pull)``, or both rectified maps side by side (dual output)."""
+    push, pull = F.relu(push), F.relu(pull)
+    if dual_output:
+        return torch.cat([push, pull], dim=1)
+    return push - alpha * pull
+
+
+def push_pull_conv2d_reference(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: PaddingArg = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    scale: float = 2.0,
+    alpha: Union[float, Tensor] = 1.0,
+    dual_output: bool = False,
+    padding_mode: str = "zeros",
+) -> Tensor:
+    """The naive definition: two convolutions, the second with the resized, negated kernel.
+
+    Slow (a K=3 layer costs about 6.4 plain convolutions) but obviously correct; the
+    fast path is tested against it.
+    """
+    stride, dilation = _pair(stride), _pair(dilation)
+    kernel_size = (weight.shape[-2], weight.shape[-1])
+    pads = push_padding(padding, kernel_size, stride, dilation)
+    k_hat = pull_kernel(weight, scale)
+    q_pads = pull_padding(pads, kernel_size, (k_hat.shape[-2], k_hat.shape[-1]), dilation)
+    push = F.conv2d(pad2d(x, pads, padding_mode), weight, bias, stride, 0, dilation, groups)
+    pull = F.conv2d(pad2d(x, q_pads, padding_mode), -k_hat, None if bias is None else -bias,
+                    stride, 0, dilation, groups)
+    return combine(push, pull, alpha, dual_output)
+
+
+def push_pull_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = 1,
+    padding: PaddingArg = 0,
+    dilation: int | tuple[int, int] = 1,
+    groups: int = 1,
+    scale: float = 2.0,
+    alpha: Union[float, Tensor] = 1.0,
+    dual_output: bool = False,
+    padding_mode: str = "zeros",
+    impl: Impl = "auto",
+) -> Tensor:
+    """Functional push-pull convolution; ``impl`` picks the implementation (all are exact)."""
+    if impl not in ("auto", "reference"):
+        raise ValueError(f"impl must be 'auto' or 'reference', got {impl!r}")
+    return push_pull_conv2d_reference(x, weight, bias, stride, padding, dilation, groups, scale, alpha,
+                                      dual_output, padding_mode)
+
+
+class PushPullConv2d(nn.Module):
+    """Drop-in replacement for ``nn.Conv2d`` with push-pull inhibition.
+
+    Takes ``nn.Conv2d``'s arguments plus:
+
+    * ``scale``: pull kernel size factor (2: a 3x3 push gets a 7x7 pull).
+    * ``alpha``: inhibition strength, a fixed float (default 1) ...
+    * ``trainable_alpha``: ... or a learned per-channel strength, initialised near 0.5 and
+      used as ``ReLU(alpha)`` so it stays non-negative.
+    * ``dual_output``: return push and pull responses concatenated (2 x out_channels).
+    * ``impl``: ``"auto"`` (fast, exact) or ``"reference"`` (the naive definition).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: PaddingArg = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        scale: float = 2.0,
+        alpha: float = 1.0,
+        trainable_alpha: bool = False,
+        dual_output: bool = False,
+        impl: Impl = "auto",
+    ) -> None:
+        super().__init__()
+        if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be a positive number, got {scale!r}")
+        if not trainable_alpha and not (isinstance(alpha, (int, float)) and alpha >= 0):
+            raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
+        if impl not in ("auto", "reference"):
+            raise ValueError(f"impl must be 'auto' or 'reference', got {impl!r}")
+        self.push = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                              bias, padding_mode, device=device, dtype=dtype)
+        self.scale = float(scale)
+        self.dual_output = dual_output
+        self.impl = impl
+        self.trainable_alpha = trainable_alpha
+        if trainable_alpha:
+            r = 1.0 / math.sqrt(in_channels * out_channels)
+            self.alpha = nn.Parameter(
+                torch.empty(1, out_channels, 1, 1, device=device, dtype=dtype).uniform_(0.5 - r, 0.5 + r))
+        else:
+            self.alpha = float(alpha)
+
+    # Read-only views of the wrapped convolution, so the layer reads like an nn.Conv2d.
+    @property
+    def in_channels(self) -> int:
+        return self.push.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.push.out_channels * (2 if self.dual_output else 1)
+
+    @property
+    def kernel_size(self) -> tuple[int, int]:
+        return self.push.kernel_size  # type: ignore[return-value]
+
+    @property
+    def pull_size(self) -> tuple[int, int]:
+        return (pull_kernel_size(self.kernel_size[0], self.scale), pull_kernel_size(self.kernel_size[1], self.scale))
+
+    @property
+    def stride(self) -> tuple[int, int]:
+        return self.push.stride  # type: ignore[return-value]
+
+    @property
+    def padding(self) -> PaddingArg:
+        return self.push.padding  # type: ignore[return-value]
+
+    @property
+    def dilation(self) -> tuple[int, int]:
+        return self.push.dilation  # type: ignore[return-value]
+
+    @property
+    def groups(self) -> int:
+        return self.push.groups
+
+    @property
+    def weight(self) -> Tensor:
+        return self.push.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.push.bias
+
+    def effective_alpha(self) -> Union[float, Tensor]:
+        """The inhibition strength as applied: ``ReLU(alpha)`` when trainable."""
+        return F.relu(self.alpha) if isinstance(self.alpha, Tensor) else self.alpha
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() not in (3, 4):
+            raise ValueError(f"{type(self).__name__} expects a (N, C, H, W) or (C, H, W) input, "
+                             f"got shape {tuple(x.shape)}")
+        if x.shape[-3] != self.in_channels:
+            raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
+                             f"got {x.shape[-3]} (input shape {tuple(x.shape)})")
+        pads = push_padding(self.padding, self.kernel_size, self.stride, self.dilation)
+        for axis, (name, extra) in enumerate((("height", pads[2] + pads[3]), ("width", pads[0] + pads[1]))):
+            span = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1
+            size = x.shape[-2 + axis]
+            if size + extra < span:
+                raise ValueError(f"input {name} {size} (+{extra} padding) is smaller than the "
+                                 f"{'dilated ' if self.dilation[axis] > 1 else ''}kernel ({span})")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        batched = x.dim() == 4
+        out = push_pull_conv2d(
+            x if batched else x.unsqueeze(0), self.push.weight, self.push.bias, self.stride, self.padding,
+            self.dilation, self.groups, self.scale, self.effective_alpha(), self.dual_output,
+            self.push.padding_mode, self.impl)
+        return out if batched else out.squeeze(0)
+
+    def extra_repr(self) -> str:
+        p = self.push
+        s = (f"{p.in_channels}, {p.out_channels}, push={tuple(p.kernel_size)}, pull={self.pull_size}, "
+             f"stride={tuple(p.stride)}")
+        if p.padding != (0, 0):
+            s += f", padding={p.padding if isinstance(p.padding, str) else tuple(p.padding)}"
+        if p.dilation != (1, 1):
+            s += f", dilation={tuple(p.dilation)}"
+        if p.groups != 1:
+            s += f", groups={p.groups}"
+        if p.bias is None:
+            s += ", bias=False"
+        s += ", alpha=trainable" if self.trainable_alpha else f", alpha={self.alpha:g}"
+        if self.dual_output:
+            s += ", dual_output=True"
+        return s
