@@ -1,0 +1,320 @@
+"""-P perturbation sequences (CIFAR-10-P, ImageNet-P), after Hendrycks & Dietterich's generator.
+
+A sequence is T frames of one image under a slowly varying perturbation; the flip
+probability of a classifier along it is the FP metric. ``perturb`` returns uint8
+(N, T, H, W, 3) for a uint8 batch (N, H, W, 3). The schedules follow the reference
+scripts ``make_cifar_p.py`` / ``make_imagenet_p.py`` (frame counts, constants, uint8
+truncation); the random frames of image i come from a stream that depends only on
+(seed, name, indices[i]), so output does not depend on batching.
+
+Geometric sequences use the operation the reference used: torchvision's ``affine`` on
+PIL images (translate, rotate, scale, shear, zoom blur) and an exact re-implementation
+of OpenCV's fixed-point ``warpPerspective`` (tilt). With ``crop``, frames are computed on
+the given image and centre-cropped afterwards, as ImageNet-P crops 224 px out of the
+256 px resized image (noise sequences crop first; their statistics are the same).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+
+Params = Literal["cifar", "imagenet"]
+
+PERTURBATIONS: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow",
+    "brightness", "translate", "rotate", "tilt", "scale",
+)
+"""The 10 benchmark perturbations whose flip rates make up mFR, in the paper's order."""
+
+HARDER_NOISE: tuple[str, ...] = (
+    "gaussian_noise_2", "gaussian_noise_3", "shot_noise_2", "shot_noise_3", "speckle_noise_2", "speckle_noise_3",
+)
+VALIDATION_PERTURBATIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "shear")
+ALL_PERTURBATIONS: tuple[str, ...] = PERTURBATIONS + VALIDATION_PERTURBATIONS + HARDER_NOISE
+
+NOISE_SEQUENCES: frozenset[str] = frozenset(
+    n for n in ALL_PERTURBATIONS if n.split("_noise")[0] in ("gaussian", "shot", "speckle"))
+"""Sequences whose frame 0 is the clean image; FP compares every frame with frame 0."""
+
+# The reference constants, per parameter set. Noise: one value per variant ("", _2, _3).
+_PARAMS: dict[str, dict[str, object]] = {
+    "cifar": {
+        "gaussian_noise": (0.02, 0.04, 0.06), "shot_noise": (700, 400, 200), "speckle_noise": (0.05, 0.07, 0.10),
+        "motion_blur": dict(frames=21, radius=6, sigma=1.8, angle=lambda i: (i - 20) * 9),
+        "snow": dict(zoom=2, radius=10, sigma=2),
+        "brightness": lambda i: (i - 15) * 1.5 / 100.0, "translate": (16, 7), "tilt": 0.75, "scale": lambda i: (i * 2 + 70) / 100.0,
+        "gaussian_blur": dict(sigma=lambda i: 0.3 + 0.015 * i, truncate=7.0),
+        "spatter": dict(loc=0.6, scale=0.265, sigma=1.75, threshold=0.7, drift=(0.2, 0.8)),
+    },
+    "imagenet": {
+        "gaussian_noise": (0.03, 0.05, 0.08), "shot_noise": (300, 120, 60), "speckle_noise": (0.05, 0.10, 0.15),
+        "motion_blur": dict(frames=31, radius=10, sigma=3, angle=lambda i: (i - 30) * 4),
+        "snow": dict(zoom=3, radius=14, sigma=4),
+        "brightness": lambda i: (i - 15) * 2 / 100.0, "translate": (41, 20), "tilt": 1.0, "scale": lambda i: (i * 2.5 + 40) / 100.0,
+        "gaussian_blur": dict(sigma=lambda i: 0.25 + 0.035 * i, truncate=6.0),
+        "spatter": dict(loc=0.65, scale=0.27, sigma=3.7, threshold=0.69, drift=(0.05, 0.1, 0.15, 0.7)),
+    },
+}
+FRAMES = 31
+
+
+def num_frames(name: str, params: Params = "cifar") -> int:
+    """Sequence length T of a perturbation (31 except CIFAR motion blur 21, translate 16 / 41)."""
+    _check(name, params)
+    if name == "motion_blur":
+        return _PARAMS[params]["motion_blur"]["frames"]
+    if name == "translate":
+        return _PARAMS[params]["translate"][0]
+    return FRAMES
+
+
+def _check(name: str, params: str) -> None:
+    if name not in ALL_PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {name!r}; choose from {', '.join(ALL_PERTURBATIONS)}")
+    if params not in _PARAMS:
+        raise ValueError(f"params must be 'cifar' or 'imagenet', got {params!r}")
+
+
+def image_rng(seed: int, name: str, index: int) -> np.random.Generator:
+    """The random stream of one image's sequence: a function of (seed, name, index) only."""
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode()), int(index)])
+
+
+def _center_crop(frames: np.ndarray, size: int | None) -> np.ndarray:
+    if size is None:
+        return frames
+    h, w = frames.shape[-3:-1]
+    if size > min(h, w):
+        raise ValueError(f"crop {size} is larger than the images ({h}x{w})")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return frames[..., top:top + size, left:left + size, :]
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def _noise_level(name: str, params: str) -> tuple[str, float]:
+    base, _, variant = name.partition("_noise")
+    return base, _PARAMS[params][base + "_noise"][int(variant[1:]) - 1 if variant else 0]
+
+
+def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Frames 1..30 of one image's noise sequence (the per-image oracle and the fast path in one)."""
+    shape = (FRAMES - 1,) + clean.shape
+    if base == "gaussian":  # torch float32 arithmetic as in the reference: clamp(x + s*randn) -> uint8(x*255)
+        x = clean.astype(np.float32) / np.float32(255)
+        z = np.clip(x + np.float32(level) * rng.standard_normal(shape, dtype=np.float32), 0, 1)
+        return (z * np.float32(255)).astype(np.uint8)
+    x = clean / 255.0
+    if base == "shot":
+        z = rng.poisson(np.broadcast_to(x * level, shape)) / level
+    else:  # speckle
+        z = x + x * rng.normal(size=shape, scale=level)
+    return (255 * np.clip(z, 0, 1)).astype(np.uint8)
+
+
+def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
+    base, level = _noise_level(name, params)
+    out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
+    out[:, 0] = images
+    for i, clean in enumerate(images):
+        out[i, 1:] = _noise_frames(clean, base, level, rngs(i))
+    return out
+
+
+# --------------------------------------------------------------------------- photometric
+
+
+def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
+    """skimage.color.rgb2hsv on float arrays (..., 3), vectorised over any leading axes."""
+    v = rgb.max(-1)
+    delta = np.ptp(rgb, axis=-1)
+    safe = np.where(delta == 0, 1.0, delta)
+    r, g, b = np.moveaxis(rgb, -1, 0)
+    h = np.where(r == v, (g - b) / safe, 0.0)  # ties: the later channel wins, as in skimage
+    h = np.where(g == v, 2.0 + (b - r) / safe, h)
+    h = np.where(b == v, 4.0 + (r - g) / safe, h)
+    h = np.where(delta == 0, 0.0, (h / 6.0) % 1.0)
+    s = np.where(v == 0, 0.0, delta / np.where(v == 0, 1.0, v))
+    return np.stack([h, s, v], -1)
+
+
+def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
+    """skimage.color.hsv2rgb, vectorised."""
+    h, s, v = np.moveaxis(hsv, -1, 0)
+    hi = np.floor(h * 6)
+    f = h * 6 - hi
+    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
+    hi = hi.astype(np.int64) % 6
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    return np.stack([np.choose(hi, [c[k] for c in choices]) for k in range(3)], -1)
+
+
+def _brightness(images: np.ndarray, params: str) -> np.ndarray:
+    delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
+    hsv = rgb_to_hsv(images / 255.0)
+    frames = []
+    for i in range(FRAMES):
+        shifted = hsv.copy()
+        shifted[..., 2] = np.clip(shifted[..., 2] + delta_v(i), 0, 1)
+        frames.append((hsv_to_rgb(shifted) * 255).astype(np.uint8))
+    return np.stack(frames, 1)
+
+
+def _gaussian_blur(images: np.ndarray, params: str) -> np.ndarray:
+    """skimage.filters.gaussian(multichannel, mode='nearest') per frame, whole batch at once."""
+    from scipy.ndimage import gaussian_filter
+
+    cfg = _PARAMS[params]["gaussian_blur"]
+    x = images / 255.0
+    frames = [(255 * gaussian_filter(x, sigma=(0, cfg["sigma"](i), cfg["sigma"](i), 0), mode="nearest",
+                                     truncate=cfg["truncate"])).astype(np.uint8) for i in range(FRAMES)]
+    return np.stack(frames, 1)
+
+
+# --------------------------------------------------------------------------- geometric
+
+
+def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: bool) -> np.ndarray:
+    """torchvision ``affine`` on PIL images, as the reference called it, for every (image, frame)."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+
+    mode = InterpolationMode.BILINEAR if bilinear else InterpolationMode.NEAREST
+    out = np.empty((len(images), len(frames)) + images.shape[1:], np.uint8)
+    for n, img in enumerate(images):
+        pil = Image.fromarray(img)
+        for t, kw in enumerate(frames):
+            kw = {"angle": 0.0, "translate": [0, 0], "scale": 1.0, "shear": [0.0, 0.0]} | kw
+            out[n, t] = np.asarray(TF.affine(pil, interpolation=mode, **kw))
+    return out
+
+
+def _zoom_blur(images: np.ndarray) -> np.ndarray:
+    """Running mean of zooms 1 + 0.004 k (float32, truncated to uint8 as ToPILImage does)."""
+    zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], bilinear=True)
+    total = images.astype(np.float32) / np.float32(255)
+    out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
+    out[:, 0] = images
+    for i in range(1, FRAMES):
+        total += zooms[:, i - 1].astype(np.float32) / np.float32(255)
+        out[:, i] = (total / np.float32(i + 1) * np.float32(255)).astype(np.uint8)
+    return out
+
+
+def tilt_matrix(degrees: float, height: int, width: int) -> np.ndarray:
+    """The reference's 3x3 perspective: rotate the image plane by ``degrees`` about both axes."""
+    phi = theta = np.deg2rad(degrees)
+    f = np.sqrt(width ** 2 + height ** 2)
+    p1 = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1], [0, 0, 1]])
+    rx = np.array([[1, 0, 0, 0], [0, np.cos(theta), -np.sin(theta), 0], [0, np.sin(theta), np.cos(theta), 0],
+                   [0, 0, 0, 1]])
+    ry = np.array([[np.cos(phi), 0, -np.sin(phi), 0], [0, 1, 0, 0], [np.sin(phi), 0, np.cos(phi), 0], [0, 0, 0, 1]])
+    t = np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, f], [0, 0, 0, 1]])
+    p2 = np.array([[f, 0, width / 2, 0], [0, f, height / 2, 0], [0, 0, 1, 0]])
+    return p2 @ t @ rx @ ry @ p1
+
+
+def warp_perspective(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """OpenCV ``warpPerspective(src, M, (w, h))`` with INTER_LINEAR and a black constant border.
+
+    Re-implements its fixed-point arithmetic (source coordinates rounded to 1/32 px,
+    integer bilinear weights, rounding shift by 15 bits), for a whole batch (N, H, W, C)
+    at once since the map is shared.
+    """
+    n, h, w, c = images.shape
+    inv = np.linalg.inv(matrix)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    den = inv[2, 0] * xs + inv[2, 1] * ys + inv[2, 2]
+    scale = np.divide(32.0, den, out=np.zeros_like(den), where=den != 0)
+    lim = float(np.iinfo(np.int32).max)
+    fx = np.rint(np.clip((inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) * scale, -lim, lim)).astype(np.int64)
+    fy = np.rint(np.clip((inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) * scale, -lim, lim)).astype(np.int64)
+    sx, ax, sy, ay = fx >> 5, fx & 31, fy >> 5, fy & 31
+    padded = np.zeros((n, h + 2, w + 2, c), np.int64)
+    padded[:, 1:-1, 1:-1] = images
+    x0, x1 = np.clip(sx + 1, 0, w + 1), np.clip(sx + 2, 0, w + 1)
+    y0, y1 = np.clip(sy + 1, 0, h + 1), np.clip(sy + 2, 0, h + 1)
+    # a pixel whose neighbourhood lies wholly outside is the border value
+    outside = ((sx >= w) | (sx + 1 < 0) | (sy >= h) | (sy + 1 < 0))[..., None]
+    wx0, wy0 = (32 - ax)[..., None], (32 - ay)[..., None]
+    wx1, wy1 = ax[..., None], ay[..., None]
+    acc = (padded[:, y0, x0] * (wy0 * wx0) + padded[:, y0, x1] * (wy0 * wx1)
+           + padded[:, y1, x0] * (wy1 * wx0) + padded[:, y1, x1] * (wy1 * wx1)) * 32
+    out = np.clip((acc + (1 << 14)) >> 15, 0, 255)
+    return np.where(outside, 0, out).astype(np.uint8)
+
+
+def _tilt(images: np.ndarray, params: str) -> np.ndarray:
+    step = _PARAMS[params]["tilt"]
+    h, w = images.shape[1:3]
+    return np.stack([warp_perspective(images, tilt_matrix(step * (i - 15), h, w)) for i in range(FRAMES)], 1)
+
+
+def _geometric(images: np.ndarray, name: str, params: str) -> np.ndarray:
+    if name == "translate":
+        frames, off = _PARAMS[params]["translate"]
+        return _pil_affine_frames(images, [{"translate": [i - off, 0]} for i in range(frames)],
+                                  bilinear=False)
+    if name == "rotate":
+        frames = [{"angle": float(i - 15)} for i in range(FRAMES)]
+    elif name == "scale":
+        frames = [{"scale": _PARAMS[params]["scale"](i)} for i in range(FRAMES)]
+    else:  # shear
+        frames = [{"shear": [float(i - 15), 0.0]} for i in range(FRAMES)]
+    return _pil_affine_frames(images, frames, bilinear=True)
+
+
+# --------------------------------------------------------------------------- API
+
+
+def perturb(
+    images: np.ndarray,
+    name: str,
+    *,
+    seed: int = 0,
+    indices: Sequence[int] | np.ndarray | None = None,
+    params: Params = "cifar",
+    crop: int | None = None,
+) -> np.ndarray:
+    """Perturbation sequences of a uint8 batch (N, H, W, 3): uint8 (N, T, h, w, 3).
+
+    ``indices`` name the images in their dataset (default ``arange(N)``): image i's random
+    frames depend only on (seed, name, indices[i]). ``crop`` centre-crops every frame
+    (ImageNet-P: 224 out of a 256 px image).
+    """
+    _check(name, params)
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be uint8 (N, H, W, 3), got {images.dtype} {images.shape}")
+    indices = np.arange(len(images)) if indices is None else np.asarray(indices)
+    if indices.shape != (len(images),):
+        raise ValueError(f"indices must have one entry per image ({len(images)}), got shape {indices.shape}")
+
+    def rngs(i: int) -> np.random.Generator:
+        return image_rng(seed, name, indices[i])
+
+    if name in NOISE_SEQUENCES:
+        return _noise(np.ascontiguousarray(_center_crop(images, crop)), name, params, rngs)
+    if name == "brightness":
+        frames = _brightness(images, params)
+    elif name == "gaussian_blur":
+        frames = _gaussian_blur(images, params)
+    elif name == "zoom_blur":
+        frames = _zoom_blur(images)
+    elif name == "tilt":
+        frames = _tilt(images, params)
+    elif name in ("translate", "rotate", "scale", "shear"):
+        frames = _geometric(images, name, params)
+    else:
+        frames = _from_corruption_primitives(images, name, params, rngs)
+    return np.ascontiguousarray(_center_crop(frames, crop))
+
+
+def _from_corruption_primitives(images, name, params, rngs):  # noqa: ANN001, ANN202 - filled in below
+    raise NotImplementedError(f"{name} sequences need the corruption primitives (pushpull.data.corruptions)")
