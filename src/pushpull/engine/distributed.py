@@ -1,0 +1,62 @@
+"""Data-parallel context from ``torchrun``'s environment (RANK, WORLD_SIZE, LOCAL_RANK).
+
+Without those variables everything degrades to one process: the same training code runs
+on a laptop CPU, one GPU, or many GPUs on many nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 logs, shows progress bars and writes files."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device: str | None = None) -> DistContext:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); one process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return DistContext()
+    ctx = DistContext(int(os.environ["RANK"]), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
+        if use_cuda:
+            torch.cuda.set_device(ctx.local_rank)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return ctx
+
+
+def all_reduce(values: list[float], ctx: DistContext, op: str = "sum") -> list[float]:
+    """Element-wise sum (or max) of a few numbers over all processes."""
+    if not ctx.enabled:
+        return list(values)
+    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor(values, dtype=torch.float64, device=backend_device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def all_gather_object(obj: object, ctx: DistContext) -> list[object]:
+    """Every process's ``obj``, in rank order (one-element list without distribution)."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out

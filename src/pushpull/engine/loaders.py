@@ -1,0 +1,59 @@
+"""Data order and augmentation that depend only on (seed, epoch, index).
+
+So a run gives the same batches whatever the number of loader workers, and a resumed run
+(even mid-epoch) sees exactly the images the uninterrupted one would have seen. With N
+processes each takes every N-th index of the epoch's permutation (DistributedSampler),
+so the union of the N per-process batches is the single-process batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .distributed import DistContext
+
+_MASK = (1 << 63) - 1
+
+
+class EpochSeeded(Dataset):
+    """Wrap a dataset so item ``i`` of epoch ``e`` draws its augmentation from a generator seeded by (seed, e, i).
+
+    The global torch generator is forked around each item, so loading never disturbs the
+    training process's random stream.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        item_seed = ((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + index) & _MASK
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(item_seed)
+            return self.dataset[index]
+
+
+def epoch_indices(dataset: Dataset, epoch: int, seed: int, ctx: DistContext) -> list[int]:
+    """This process's share of epoch ``epoch``'s shuffled order (padded to equal shares, as DistributedSampler does)."""
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def make_loader(dataset: Dataset, indices: list[int], batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+    """Batches of ``dataset`` in the order of ``indices``."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers, pin_memory=pin_memory)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool, ctx: DistContext) -> DataLoader:
+    """This process's every-N-th share of ``dataset``, unshuffled and unpadded (the shares' sums are exact)."""
+    indices = list(range(ctx.rank, len(dataset), ctx.world_size))  # type: ignore[arg-type]
+    return make_loader(dataset, indices, batch_size, workers, pin_memory)

@@ -1,0 +1,415 @@
+"""Training with the paper's recipes: one CPU, one GPU (AMP, channels_last) or many (torchrun + DDP).
+
+``fit`` is the loop over any model and datasets; ``train`` builds those from a model
+name, a recipe and a data folder, and saves the final model with its normalisation.
+
+A run folder holds ``config.json`` (what was asked), ``checkpoint.pt`` (written
+atomically every epoch and every ``checkpoint_minutes``), ``metrics.csv`` (one row per
+epoch), ``tb/`` (TensorBoard, when installed) and finally ``model.safetensors`` +
+``model.json``. ``resume=True`` continues from ``checkpoint.pt`` exactly: model,
+optimiser, schedule, gradient scaler, the position inside the epoch and every random
+generator are restored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from ..recipes import Recipe, default_recipe, load_recipe
+from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .distributed import DistContext, all_gather_object, all_reduce, init_distributed
+from .loaders import EpochSeeded, epoch_indices, eval_loader, make_loader
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+COLUMNS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "epoch_seconds", "images_per_second")
+# Recipe fields a resumed run may change: it can be extended, not altered.
+RESUMABLE_CHANGES = {"epochs", "description"}
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict[str, float]]
+    out: Path
+    finished: bool
+    model_path: Path | None = None
+
+
+class _Meter:
+    """Running sums of one epoch (loss x images, wrong predictions, images), kept on the device (no syncs)."""
+
+    def __init__(self, loss: float = 0.0, wrong: float = 0.0, count: float = 0.0):
+        self.loss, self.wrong, self.count = loss, wrong, count
+
+    def add(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        n = target.numel()
+        self.loss = self.loss + loss.detach().double() * n
+        self.wrong = self.wrong + (logits.detach().argmax(1) != target).sum()
+        self.count += n
+
+    def sums(self, ctx: DistContext) -> list[float]:
+        """[loss sum, wrong, count] over all processes."""
+        return all_reduce([float(self.loss), float(self.wrong), float(self.count)], ctx)
+
+    def means(self, ctx: DistContext) -> tuple[float, float]:
+        """(mean loss, error) over all processes."""
+        loss, wrong, count = self.sums(ctx)
+        return loss / max(count, 1), wrong / max(count, 1)
+
+
+@dataclass
+class _StopRequest:
+    """Set by SIGTERM (cluster pre-emption): checkpoint at the next step and stop."""
+
+    requested: bool = False
+    handlers: dict[int, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[_StopRequest]:
+    stop = _StopRequest()
+    try:
+        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(stop, "requested", True))
+    except ValueError:  # not the main thread: leave signals alone
+        yield stop
+        return
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def resolve_device(device: str | torch.device | None, ctx: DistContext) -> torch.device:
+    """``cuda:<local rank>`` when CUDA is available (or asked for), else the CPU."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was requested but CUDA is not available")
+        if device.index is None:
+            device = torch.device("cuda", ctx.local_rank)
+    return device
+
+
+def _set_determinism(deterministic: bool, device: torch.device) -> None:
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+
+
+def fit(
+    model: nn.Module,
+    train_set: Dataset,
+    test_set: Dataset,
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    workers: int = 0,
+    amp: bool | None = None,
+    channels_last: bool | None = None,
+    sync_bn: bool = False,
+    seed: int = 0,
+    deterministic: bool = False,
+    checkpoint_minutes: float = 10.0,
+    max_steps: int | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    save_final: Callable[[nn.Module, list[dict[str, float]]], Path] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_set`` (yielding (image, label)) with ``recipe``; evaluate on ``test_set`` every epoch.
+
+    ``amp`` and ``channels_last`` default to on for CUDA, off on the CPU. Under torchrun the
+    recipe's ``batch_size`` is split over the processes. ``max_steps`` stops (after a
+    checkpoint) once that many optimiser steps have run in total: for time-limited jobs,
+    continued with ``resume=True``. ``save_final`` is called on rank 0 with the trained
+    (unwrapped) model when the last epoch is done.
+    """
+    out = Path(out)
+    ctx = init_distributed(str(device) if device is not None else None)
+    device = resolve_device(device, ctx)
+    if recipe.batch_size % ctx.world_size:
+        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {ctx.world_size} processes")
+    batch_size = recipe.batch_size // ctx.world_size
+    amp = device.type == "cuda" if amp is None else amp
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    _set_determinism(deterministic, device)
+    torch.manual_seed(seed + ctx.rank)
+
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    model = model.to(device, memory_format=memory_format)
+    if sync_bn and ctx.enabled:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), recipe.gamma)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)) \
+        if amp else nullcontext
+
+    train_data = EpochSeeded(train_set, seed)
+    pin = device.type == "cuda"
+    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "meter": _Meter()}
+    checkpoint_path = out / CHECKPOINT
+    if resume and checkpoint_path.exists():
+        _restore(load_checkpoint(checkpoint_path), recipe, model, optimizer, scheduler, scaler, state, ctx)
+        _log(ctx, f"resuming {out} at epoch {state['epoch']} step {state['step_in_epoch']}")
+    elif checkpoint_path.exists():
+        raise FileExistsError(f"{checkpoint_path} exists: pass resume=True (--resume) to continue that run, "
+                              "or choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    # Wrapped after restoring, so DDP's initial broadcast carries the resumed weights.
+    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if ctx.enabled else model
+    writer = _tensorboard(out / "tb", state["epoch"]) if ctx.is_main else None
+
+    def checkpoint() -> None:
+        rngs = all_gather_object(rng_state(), ctx)
+        meter = state["meter"].sums(ctx)
+        if ctx.is_main:
+            save_checkpoint({
+                "recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+                "epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"],
+                "global_step": state["global_step"], "history": state["history"],
+                "meter": meter, "world_size": ctx.world_size,
+            }, checkpoint_path)
+
+    finished = False
+    with _stop_on_sigterm() as stop:
+        last_save = time.monotonic()
+        while state["epoch"] < recipe.epochs:
+            epoch = state["epoch"]
+            train_data.set_epoch(epoch)
+            indices = epoch_indices(train_data, epoch, seed, ctx)
+            steps_in_epoch = -(-len(indices) // batch_size)
+            start = state["step_in_epoch"] * batch_size
+            loader = make_loader(train_data, indices[start:], batch_size, workers, pin)
+            lr = optimizer.param_groups[0]["lr"]
+            bar = tqdm(total=len(indices) * ctx.world_size, initial=start * ctx.world_size, unit="img",
+                       desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not (progress and ctx.is_main),
+                       dynamic_ncols=True, leave=False)
+            net.train()
+            tic, seen = time.perf_counter(), 0
+            for images, target in loader:
+                images = images.to(device, non_blocking=pin, memory_format=memory_format)
+                target = target.to(device, non_blocking=pin)
+                with autocast():
+                    logits = net(images)
+                    loss = F.cross_entropy(logits, target)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                state["meter"].add(logits.detach(), target, loss.detach())
+                state["step_in_epoch"] += 1
+                state["global_step"] += 1
+                seen += len(target)
+                bar.update(len(target) * ctx.world_size)
+                if state["step_in_epoch"] % 20 == 1 and not bar.disable:
+                    meter = state["meter"]
+                    bar.set_postfix(loss=f"{float(meter.loss) / meter.count:.3f}",
+                                    err=f"{float(meter.wrong) / meter.count:.3f}", lr=f"{lr:.3g}", refresh=False)
+                due = time.monotonic() - last_save >= checkpoint_minutes * 60
+                halt = stop.requested or (max_steps is not None and state["global_step"] >= max_steps)
+                due, halt = (bool(v) for v in all_reduce([float(due), float(halt)], ctx, op="max"))
+                if halt and state["step_in_epoch"] < steps_in_epoch:
+                    checkpoint()
+                    bar.close()
+                    _log(ctx, f"stopped at epoch {epoch} step {state['step_in_epoch']}; continue with resume")
+                    return TrainResult(model, state["history"], out, finished=False)
+                if due:
+                    checkpoint()
+                    last_save = time.monotonic()
+            bar.close()
+            seconds = time.perf_counter() - tic
+            train_loss, train_error = state["meter"].means(ctx)
+            test_loss, test_error = evaluate_loss(net, test_set, batch_size, device, ctx, workers=workers,
+                                                  memory_format=memory_format, autocast=autocast)
+            scheduler.step()
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error,
+                   "test_loss": test_loss, "test_error": test_error, "epoch_seconds": seconds,
+                   "images_per_second": seen * ctx.world_size / max(seconds, 1e-9)}
+            state["history"].append(row)
+            state.update(epoch=epoch + 1, step_in_epoch=0, meter=_Meter())
+            checkpoint()
+            last_save = time.monotonic()
+            if ctx.is_main:
+                _write_metrics(out / METRICS, state["history"])
+                if writer is not None:
+                    for key in COLUMNS[1:]:
+                        writer.add_scalar(key, row[key], epoch + 1)
+                    writer.flush()
+                _log(ctx, f"epoch {epoch + 1}/{recipe.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
+                          f"error {100 * train_error:.2f}%  test loss {test_loss:.4f} error {100 * test_error:.2f}%  "
+                          f"{row['images_per_second']:.0f} img/s")
+            if stop.requested or (max_steps is not None and state["global_step"] >= max_steps):
+                if state["epoch"] < recipe.epochs:
+                    _log(ctx, f"stopped after epoch {state['epoch']}; continue with resume")
+                    return TrainResult(model, state["history"], out, finished=False)
+        finished = True
+    if writer is not None:
+        writer.close()
+    model_path = save_final(model, state["history"]) if save_final is not None and ctx.is_main else None
+    return TrainResult(model, state["history"], out, finished=finished, model_path=model_path)
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, ctx: DistContext,
+                  *, workers: int = 0, memory_format: torch.memory_format = torch.preserve_format,
+                  autocast: Callable[[], Any] = nullcontext) -> tuple[float, float]:
+    """(mean cross-entropy, top-1 error) of ``model`` on ``dataset``, each process taking every N-th image."""
+    model.eval()
+    meter = _Meter()
+    for images, target in eval_loader(dataset, batch_size, workers, device.type == "cuda", ctx):
+        images = images.to(device, memory_format=memory_format)
+        target = target.to(device)
+        with autocast():
+            logits = model(images)
+        meter.add(logits, target, F.cross_entropy(logits.float(), target))
+    return meter.means(ctx)
+
+
+def _restore(ckpt: dict[str, Any], recipe: Recipe, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: Any, scaler: torch.amp.GradScaler, state: dict[str, Any], ctx: DistContext) -> None:
+    saved = ckpt["recipe"]
+    changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k) != v and k not in RESUMABLE_CHANGES)
+    if changed:
+        raise ValueError("cannot resume with a different recipe: " +
+                         ", ".join(f"{k} was {saved.get(k)!r}, now {getattr(recipe, k)!r}" for k in changed))
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    scaler.load_state_dict(ckpt["scaler"])
+    state.update(epoch=ckpt["epoch"], step_in_epoch=ckpt["step_in_epoch"], global_step=ckpt["global_step"],
+                 history=ckpt["history"])
+    loss, wrong, count = ckpt["meter"]
+    state["meter"] = _Meter(loss, wrong, count) if ctx.is_main else _Meter()
+    if ckpt["world_size"] == ctx.world_size:
+        set_rng_state(ckpt["rng"][ctx.rank])
+    elif ckpt["step_in_epoch"]:
+        raise ValueError(f"the checkpoint was written mid-epoch by {ckpt['world_size']} processes; "
+                         f"resume it with the same number of processes (now {ctx.world_size})")
+
+
+def _write_metrics(path: Path, history: Sequence[dict[str, float]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(path, buffer.getvalue())
+
+
+def _tensorboard(folder: Path, start_epoch: int) -> Any:
+    """A SummaryWriter when the optional ``tensorboard`` package is installed, else None (CSV is always written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder), purge_step=start_epoch + 1 if start_epoch else None)
+
+
+def _log(ctx: DistContext, message: str) -> None:
+    if ctx.is_main:
+        tqdm.write(message, file=sys.stderr)
+
+
+def train(
+    model: str | nn.Module,
+    recipe: str | Path | Recipe | None = None,
+    data: str | Path | None = None,
+    out: str | Path = "runs/train",
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    download: bool = False,
+    seed: int = 0,
+    **options: Any,
+) -> TrainResult:
+    """Train a model of the zoo (by name) or any ``nn.Module`` with a recipe of the paper.
+
+    ``recipe``: a shipped name (``pushpull.recipes.list_recipes()``), a JSON path or a
+    :class:`Recipe`; by default the paper's recipe for the model. Recipe fields can be
+    overridden by keyword (``epochs=10, lr=0.05``); the other keywords are those of
+    :func:`fit` (``device``, ``workers``, ``amp``, ``resume``, ...). ``data``: the CIFAR root
+    (python layout) or the ImageNet root (``train/`` and ``val/`` class folders).
+    The final model is saved as ``out/model.safetensors`` with its metadata
+    (``pushpull.models.load_model`` and ``pushpull eval`` read it).
+    """
+    recipe_fields = set(Recipe.__dataclass_fields__)
+    overrides = {k: options.pop(k) for k in list(options) if k in recipe_fields}
+    if recipe is None:
+        if not isinstance(model, str):
+            raise ValueError("give a recipe when training a custom nn.Module")
+        recipe = default_recipe(model)
+    recipe = load_recipe(recipe, **overrides)
+    if data is None:
+        raise ValueError("data: give the dataset folder (CIFAR python layout, or ImageNet train/ and val/)")
+    train_set, test_set, num_classes, (mean, std) = build_datasets(recipe, data, download=download)
+    model_kwargs = {"num_classes": num_classes, **(model_kwargs or {})}
+    out = Path(out)
+    if isinstance(model, str):
+        from ..models import create_model
+
+        name = model
+        torch.manual_seed(seed)
+        model = create_model(name, **model_kwargs)
+    else:
+        name = None
+
+    def save_final(trained: nn.Module, history: list[dict[str, float]]) -> Path:
+        path = out / "model.safetensors"
+        if name is None:
+            from safetensors.torch import save_model
+
+            save_model(trained, str(path))
+            return path
+        from ..models import save_model as save_zoo_model
+
+        save_zoo_model(trained.cpu(), path, name=name, model_kwargs=model_kwargs, mean=list(mean), std=list(std),
+                       source=f"pushpull train, recipe {recipe.name} v{recipe.version}",
+                       extra={"recipe": recipe.to_dict(), "seed": seed, "history": history})
+        return path
+
+    config = {"model": name or type(model).__name__, "model_kwargs": model_kwargs, "recipe": recipe.to_dict(),
+              "data": str(data), "seed": seed, "options": {k: str(v) for k, v in options.items()},
+              "normalization": {"mean": list(mean), "std": list(std)}}
+    if int(os.environ.get("RANK", "0")) == 0:
+        atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
+    return fit(model, train_set, test_set, recipe, out, seed=seed, save_final=save_final, **options)
+
+
+def build_datasets(recipe: Recipe, data: str | Path, download: bool = False) -> tuple[Dataset, Dataset, int, tuple]:
+    """(train set, test set, number of classes, (mean, std)) of ``recipe.dataset`` under ``data``."""
+    if recipe.dataset == "imagenet":
+        from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
+        from ..data.imagenet import imagenet_datasets
+
+        if download:
+            raise ValueError("ImageNet cannot be downloaded automatically: point data at its train/ and val/ folders")
+        train_set, test_set = imagenet_datasets(data, recipe)
+        return train_set, test_set, len(train_set.classes), (IMAGENET_MEAN, IMAGENET_STD)
+    from ..data.cifar import cifar_datasets, cifar_normalization
+
+    train_set, test_set = cifar_datasets(data, recipe, download=download)
+    return train_set, test_set, 100 if recipe.dataset == "cifar100" else 10, cifar_normalization(recipe.dataset)

@@ -1,0 +1,153 @@
+"""The paper's training settings (section 4.3) as versioned JSON files, and their loader.
+
+A recipe is everything that defines *what* is trained (optimiser, schedule, augmentation,
+dataset); *how* it runs (device, workers, precision, number of processes) is not part of
+it. ``batch_size`` is the global batch: with N data-parallel processes each takes
+``batch_size / N``, so a recipe means the same thing on one GPU or many.
+
+    >>> recipe = load_recipe("cifar-resnet", epochs=2)
+    >>> recipe.lr_at(80)   # 0-based epoch 80 is the first at lr 0.01
+    0.010000000000000002
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+DATASETS = ("cifar10", "cifar100", "imagenet")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One training setting. Every field can be overridden (``load_recipe(name, **overrides)``)."""
+
+    name: str
+    version: int
+    dataset: str
+    epochs: int
+    batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    milestones: tuple[int, ...]
+    gamma: float
+    crop_padding: int = field(metadata={"help": "CIFAR random crop: zero padding in px (0: no crop)"})
+    flip: bool = field(metadata={"help": "random horizontal flip"})
+    cutout: int = field(metadata={"help": "cutout square side in px (0: off)"})
+    autoaugment: bool = field(metadata={"help": "AutoAugment (CIFAR-10 policy on CIFAR, ImageNet policy on ImageNet)"})
+    crop_size: int = field(metadata={"help": "training crop side (ImageNet: random-resized crop)"})
+    eval_resize: int = field(metadata={"help": "ImageNet evaluation: resize the short side, then centre-crop crop_size"})
+    description: str = ""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        problems = _type_problems(self)
+        if problems:
+            raise ValueError(f"recipe {self.name!r}: " + "; ".join(problems))
+        object.__setattr__(self, "milestones", tuple(self.milestones))
+        for name in ("lr", "momentum", "weight_decay", "gamma"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+        if self.dataset not in DATASETS:
+            problems.append(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("lr", "gamma"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("momentum", "weight_decay", "crop_padding", "cutout"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if any(m < 0 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
+            problems.append(f"milestones must be increasing non-negative epochs, got {list(self.milestones)}")
+        if self.nesterov and self.momentum == 0:
+            problems.append("nesterov needs momentum > 0")
+        if problems:
+            raise ValueError(f"recipe {self.name!r}: " + "; ".join(problems))
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of 0-based ``epoch``: ``lr * gamma ** (number of milestones <= epoch)``."""
+        return self.lr * self.gamma ** sum(m <= epoch for m in self.milestones)
+
+    def replace(self, **overrides: Any) -> Recipe:
+        """A copy with some fields changed; unknown names are an error."""
+        _check_names(overrides, f"override of recipe {self.name!r}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["milestones"] = list(self.milestones)
+        return out
+
+
+def _type_problems(recipe: Recipe) -> list[str]:
+    """Fields whose values have the wrong type (JSON and keyword overrides are not type-checked otherwise)."""
+    expected = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+    problems = []
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        if f.type == "tuple[int, ...]":
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        else:
+            ok = isinstance(value, expected[f.type]) and (f.type == "bool" or not isinstance(value, bool))
+        if not ok:
+            problems.append(f"{f.name} must be {f.type}, got {value!r}")
+    return problems
+
+
+def _check_names(values: dict[str, Any], what: str) -> None:
+    known = {f.name for f in dataclasses.fields(Recipe)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{what}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with the package."""
+    return sorted(p.name[: -len(".json")] for p in resources.files(__name__).iterdir() if p.name.endswith(".json"))
+
+
+def load_recipe(recipe: str | Path | Recipe, **overrides: Any) -> Recipe:
+    """A shipped recipe by name, or a JSON file by path, with ``overrides`` applied (``None`` values ignored)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(recipe, Recipe):
+        return recipe.replace(**overrides)
+    path = Path(recipe)
+    if path.suffix == ".json" or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe file not found: {path}")
+        text = path.read_text()
+    elif str(recipe) in list_recipes():
+        text = resources.files(__name__).joinpath(f"{recipe}.json").read_text()
+    else:
+        raise ValueError(f"unknown recipe {str(recipe)!r}: known recipes are {list_recipes()} (or give a .json path)")
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"recipe {recipe}: not valid JSON ({err})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"recipe {recipe}: expected a JSON object, got {type(values).__name__}")
+    _check_names(values, f"recipe {recipe}")
+    missing = sorted(f.name for f in dataclasses.fields(Recipe)
+                     if f.name not in values and f.default is dataclasses.MISSING)
+    if missing:
+        raise ValueError(f"recipe {recipe}: missing field(s) {missing}")
+    return Recipe(**values).replace(**overrides)
+
+
+def default_recipe(model: str) -> str:
+    """The paper's recipe for a model name: DenseNet, WideResNet, ImageNet ResNet, else CIFAR ResNet."""
+    name = model.lower()
+    if name.startswith("densenet"):
+        return "cifar-densenet"
+    if name.startswith(("wrn", "wide")):
+        return "cifar-wrn"
+    if name.startswith(("resnet18", "resnet50", "resnet34", "resnet101", "resnet152")):
+        return "imagenet-resnet"
+    return "cifar-resnet"
