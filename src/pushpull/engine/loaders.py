@@ -49,8 +49,13 @@ def epoch_indices(dataset: Dataset, epoch: int, seed: int, ctx: DistContext) -> 
 
 
 def make_loader(dataset: Dataset, indices: list[int], batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    """Batches of ``dataset`` in the order of ``indices``."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers, pin_memory=pin_memory)
+    """Batches of ``dataset`` in the order of ``indices``.
+
+    The loader gets its own generator: creating an iterator otherwise draws from the global
+    one, which a resumed run (a new iterator mid-epoch) would then see shifted.
+    """
+    return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers, pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(len(indices)))
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool, ctx: DistContext) -> DataLoader:
