@@ -1,0 +1,111 @@
+"""Response maps of one filter on noisy images, and how well they keep the clean response (paper Fig. 2).
+
+A filter that is robust to noise gives, on a noisy image, a response map that still
+looks like (correlates with) its response on the clean image. The paper shows this for
+a plain convolution and a push-pull filter with the same learned shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .layers import layer_kernel, layer_output
+
+
+def to_model_input(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """uint8 (N, H, W, C) images to the normalised float32 (N, C, H, W) tensor models take."""
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"expected uint8 images of shape (N, H, W, C), got {images.dtype} {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+def pearson(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
+    """Pearson correlation of two arrays (flattened), in float64; 0 when either is constant."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    a, b = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((a @ a) * (b @ b))
+    return float(a @ b / denominator) if denominator > 0 else 0.0
+
+
+def kernel_similarity(layer_a: nn.Module, layer_b: nn.Module) -> Tensor:
+    """Cosine similarity (out_a, out_b) between the (push) kernels of two conv-like layers."""
+    ka, kb = layer_kernel(layer_a), layer_kernel(layer_b)
+    if ka.shape[1:] != kb.shape[1:]:
+        raise ValueError(f"kernels of different shapes cannot be paired: {tuple(ka.shape[1:])} vs "
+                         f"{tuple(kb.shape[1:])}; choose the channels explicitly")
+    ka = nn.functional.normalize(ka.flatten(1).double(), dim=1)
+    kb = nn.functional.normalize(kb.flatten(1).double(), dim=1)
+    return ka @ kb.T
+
+
+def most_similar_channels(layer_a: nn.Module, layer_b: nn.Module) -> tuple[int, int, float]:
+    """The pair of output channels whose kernels have the largest |cosine|, and that cosine."""
+    similarity = kernel_similarity(layer_a, layer_b)
+    flat = int(similarity.abs().argmax())
+    i, j = divmod(flat, similarity.shape[1])
+    return i, j, float(similarity[i, j])
+
+
+@dataclass
+class ResponseSet:
+    """One filter's response maps on a clean image and its noisy versions."""
+
+    label: str
+    layer: str
+    channel: int
+    maps: np.ndarray  # (1 + n_noisy, H', W'): the clean response first
+    correlations: list[float] = field(init=False)  # with the clean response, one per noisy image
+
+    def __post_init__(self) -> None:
+        self.correlations = [pearson(self.maps[0], m) for m in self.maps[1:]]
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "layer": self.layer, "channel": self.channel,
+                "correlation_with_clean": self.correlations}
+
+
+def filter_responses(model: nn.Module, layer_name: str, channel: int, images: Tensor,
+                     label: str = "") -> ResponseSet:
+    """Response maps of output ``channel`` of layer ``layer_name`` on normalised ``images``.
+
+    ``images[0]`` is the clean image, the others its corrupted versions. The maps are the
+    layer's own output (for a push-pull layer: ReLU(push) - alpha * ReLU(pull)).
+    """
+    layer = model.get_submodule(layer_name)
+    out = layer_output(model.eval(), layer, images)
+    if not 0 <= channel < out.shape[1]:
+        raise ValueError(f"channel {channel} out of range: {layer_name} has {out.shape[1]} output channels")
+    return ResponseSet(label or layer_name, layer_name, channel, out[:, channel].double().numpy())
+
+
+def plot_responses(images: np.ndarray, column_titles: Sequence[str], responses: Sequence[ResponseSet],
+                   path: str) -> None:
+    """Figure: the images on top, one row of response maps per filter, correlations in the titles."""
+    from ._figures import new_figure, save_figure
+
+    n_cols = len(images)
+    fig, axes = new_figure(1 + len(responses), n_cols, panel=1.6)
+    for col in range(n_cols):
+        axes[0, col].imshow(images[col], interpolation="nearest")
+        axes[0, col].set_title(column_titles[col], fontsize=9)
+    for row, resp in enumerate(responses, start=1):
+        limit = float(np.abs(resp.maps).max()) or 1.0  # one symmetric scale per row: noise shows as texture
+        for col in range(n_cols):
+            ax = axes[row, col]
+            ax.imshow(resp.maps[col], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.set_title("clean" if col == 0 else f"r = {resp.correlations[col - 1]:.3f}", fontsize=9)
+        axes[row, 0].set_ylabel(f"{resp.label}\n{resp.layer}[{resp.channel}]", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Response maps; r = correlation with the clean response", fontsize=10)
+    save_figure(fig, path)

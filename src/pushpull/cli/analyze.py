@@ -1,0 +1,318 @@
+"""``pushpull analyze``: response maps under noise, frequency tuning, weight and activation sparsity."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+PICKLE_SUFFIXES = (".pth", ".tar", ".pt", ".ckpt")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "analyze", help="why push-pull helps: response maps, frequency response, sparsity",
+        description="Analyses of the paper's Figs. 2 and 4 for any model. MODEL is a saved model "
+                    "(.safetensors), a registry name, or an official checkpoint (.pth.tar, or its folder; "
+                    "needs --allow-pickle). Each command writes a PNG figure and a JSON file to --out.")
+    commands = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: ./analysis)")
+    common.add_argument("--allow-pickle", action="store_true",
+                        help="allow loading pickled checkpoints (.pth/.pth.tar): they can run code, trust them first")
+    common.add_argument("--mean", type=float, nargs=3, help="input normalisation mean in [0, 1] units "
+                        "(default: the saved model's, else CIFAR-10's)")
+    common.add_argument("--std", type=float, nargs=3, help="input normalisation std (default as --mean)")
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data", type=Path, help="CIFAR root folder (holding cifar-10-batches-py)")
+    data.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10")
+
+    p = commands.add_parser(
+        "responses", parents=[common, data], help="response maps of one filter on an image under noise (Fig. 2)",
+        description="Response maps of one filter of MODEL (and of the most similar filter of a second model) "
+                    "on an image and its noisy versions, with each map's correlation with the clean one.")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="one or two models (or use --compare)")
+    p.add_argument("--compare", metavar="MODEL2", help="second model, shown below the first")
+    p.add_argument("--layer", help="convolution to analyse, by module name (default: the first one)")
+    p.add_argument("--image", required=True, help="an image file, or a test-set index with --data")
+    p.add_argument("--noise", default="gaussian", help="corruption name (gaussian, shot, impulse, speckle, or any "
+                   "corruption of pushpull.data.corruptions; default gaussian)")
+    p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    p.add_argument("--channel", type=int, nargs="+",
+                   help="output channel per model (default: the pair of most similar kernels)")
+    p.set_defaults(func=_handler(_run_responses))
+
+    p = commands.add_parser(
+        "spectrum", parents=[common], help="frequency/orientation tuning of push, pull and push-pull, on gratings",
+        description="Responses of every channel of a layer that sees the image to sinusoidal gratings of "
+                    "varying frequency and orientation: push, pull and the combined push-pull operator "
+                    "(or the rectified convolution of a plain model).")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--channels", type=int, nargs="+", help="channels to plot (default: all; the JSON has all)")
+    p.add_argument("--layer", help="convolution to analyse, by module name (default: the first one)")
+    p.add_argument("--frequencies", type=int, default=20, help="number of frequencies in (0, 0.5] cycles/pixel")
+    p.add_argument("--orientations", type=int, default=12, help="number of orientations in [0, 180) degrees")
+    p.add_argument("--contrast", type=float, default=0.25, help="grating amplitude in [0, 1] pixel units")
+    p.set_defaults(func=_handler(_run_spectrum))
+
+    p = commands.add_parser(
+        "weights", parents=[common, data], help="weight histograms and sparsity; activation sparsity (Fig. 4)",
+        description="Histograms and sparsity statistics (near-zero fractions, Hoyer sparsity, excess kurtosis) "
+                    "of the weights of chosen layers and, with --data, of the first block's activations.")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.add_argument("--layers", nargs="+", help="layer names or glob patterns (e.g. 'layer1.*'; 'first' is the "
+                   "first convolution; default: first)")
+    p.add_argument("--thresholds", type=float, nargs="+", default=[1e-3, 1e-2, 5e-2, 1e-1],
+                   help="near-zero thresholds for |value|")
+    p.add_argument("--activation-layer", help="module whose output is measured (default: the first block)")
+    p.add_argument("--num-images", type=int, default=500, help="test images for activations (spread over the set)")
+    p.set_defaults(func=_handler(_run_weights))
+
+
+class _UserError(Exception):
+    """A mistake in the command line; reported without a traceback."""
+
+
+def _handler(work: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``work`` with user mistakes printed as one clear line and exit code 2."""
+
+    def handle(args: argparse.Namespace) -> int:
+        try:
+            return work(args)
+        except _UserError as e:
+            print(f"pushpull analyze {args.analysis}: error: {e}", file=sys.stderr)
+            return 2
+
+    return handle
+
+
+def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Module, label, mean, std)
+    """A model from a saved file, an official checkpoint, or the registry; with its normalisation."""
+    from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
+
+    path = Path(spec)
+    meta: dict = {}
+    if path.is_dir():
+        candidates = sorted(p for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES + (".safetensors",)))
+        if len(candidates) != 1:
+            raise _UserError(f"{path}: expected one checkpoint in the folder, found {len(candidates)}")
+        label, path = path.name, candidates[0]
+    else:
+        label = path.name.split(".")[0]
+    if path.is_file() and path.suffix == ".safetensors":
+        from ..models import load_model
+
+        model, meta = load_model(path)
+    elif path.is_file() and path.name.endswith(PICKLE_SUFFIXES):
+        if not args.allow_pickle:
+            raise _UserError(f"{path} is a pickle, which can run arbitrary code when loaded; "
+                             "pass --allow-pickle if you trust it")
+        from ..models.official import import_official
+
+        model, meta = import_official(path, allow_pickle=True)
+    elif path.exists():
+        raise _UserError(f"{path}: not a model file (expected .safetensors or an official .pth.tar)")
+    else:
+        from .. import create_model, list_models
+
+        if spec not in list_models():
+            raise _UserError(f"{spec!r} is neither a file nor a registered model name; "
+                             f"see `pushpull models` for the names")
+        model, label = create_model(spec), spec
+    norm = meta.get("normalization", {})
+    mean = args.mean or norm.get("mean") or CIFAR10_MEAN
+    std = args.std or norm.get("std") or CIFAR10_STD
+    return model.eval(), label, tuple(mean), tuple(std)
+
+
+def _load_models(specs: list[str], args: argparse.Namespace) -> list:
+    models = [_load_model(spec, args) for spec in specs]
+    labels = [m[1] for m in models]
+    for i, label in enumerate(labels):  # keep labels unique, they key the JSON
+        if labels.count(label) > 1:
+            models[i] = (models[i][0], f"{label}#{i + 1}", *models[i][2:])
+    return models
+
+
+def _layer_name(model, args: argparse.Namespace) -> str:  # noqa: ANN001
+    from ..analysis import select_layers
+
+    try:
+        return next(iter(select_layers(model, [args.layer] if args.layer else None)))
+    except ValueError as e:
+        raise _UserError(str(e)) from None
+
+
+def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), description)
+    import numpy as np
+
+    spec = args.image
+    if spec.isdigit() and not Path(spec).exists():
+        if args.data is None:
+            raise _UserError(f"--image {spec} is a test-set index: give the dataset with --data")
+        from ..data.cifar import load_cifar
+
+        images, labels = load_cifar(args.data, train=False, dataset=args.dataset)
+        index = int(spec)
+        if index >= len(images):
+            raise _UserError(f"--image {index} out of range: the {args.dataset} test set has {len(images)} images")
+        return images[index], f"{args.dataset} test #{index} (label {int(labels[index])})"
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(spec) as img:
+            return np.asarray(img.convert("RGB")), Path(spec).name
+    except FileNotFoundError:
+        raise _UserError(f"--image {spec}: no such file") from None
+    except UnidentifiedImageError:
+        raise _UserError(f"--image {spec}: not an image file PIL can read") from None
+
+
+def _noisy(image, args: argparse.Namespace):  # noqa: ANN001, ANN202 - uint8 (1 + S, H, W, 3)
+    import numpy as np
+
+    from ..data.corruptions import CORRUPTIONS, corrupt
+
+    name = args.noise if args.noise in CORRUPTIONS else f"{args.noise}_noise"
+    if name not in CORRUPTIONS:
+        raise _UserError(f"unknown --noise {args.noise!r}; choose from {', '.join(CORRUPTIONS)}")
+    if any(not 1 <= s <= 5 for s in args.severities):
+        raise _UserError(f"--severities must be in 1..5, got {args.severities}")
+    params = "cifar" if max(image.shape[:2]) <= 64 else "imagenet"
+    noisy = [corrupt(image[None], name, s, seed=args.seed, params=params)[0] for s in args.severities]
+    return np.stack([image, *noisy]), name
+
+
+def _run_responses(args: argparse.Namespace) -> int:
+    from ..analysis import filter_responses, most_similar_channels, to_model_input
+    from ..analysis._figures import write_json
+    from ..analysis.responses import plot_responses
+
+    specs = args.models + ([args.compare] if args.compare else [])
+    if len(specs) > 2:
+        raise _UserError(f"responses compares at most two models, got {len(specs)}")
+    models = _load_models(specs, args)
+    layers = [_layer_name(m[0], args) for m in models]
+    image, description = _image(args)
+    images, noise = _noisy(image, args)
+    similarity = None
+    if args.channel:
+        if len(args.channel) != len(models):
+            raise _UserError(f"--channel needs one index per model ({len(models)}), got {len(args.channel)}")
+        channels = args.channel
+    elif len(models) == 2:
+        a, b = (m[0].get_submodule(n) for m, n in zip(models, layers))
+        try:
+            i, j, similarity = most_similar_channels(a, b)
+        except ValueError as e:
+            raise _UserError(str(e)) from None
+        channels = [i, j]
+    else:
+        channels = [0]
+    results = []
+    for (model, label, mean, std), layer, channel in zip(models, layers, channels):
+        try:
+            results.append(filter_responses(model, layer, channel, to_model_input(images, mean, std), label))
+        except ValueError as e:
+            raise _UserError(str(e)) from None
+    titles = ["clean"] + [f"{noise} s{s}" for s in args.severities]
+    plot_responses(images, titles, results, str(args.out / "responses.png"))
+    write_json({"image": description, "noise": noise, "severities": args.severities, "seed": args.seed,
+                "kernel_cosine_similarity": similarity, "filters": [r.to_json() for r in results]},
+               args.out / "responses.json")
+    for r in results:
+        print(f"{r.label} {r.layer}[{r.channel}]: correlation with clean "
+              + " ".join(f"{c:.3f}" for c in r.correlations))
+    print(f"wrote {args.out / 'responses.png'} and {args.out / 'responses.json'}")
+    return 0
+
+
+def _run_spectrum(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..analysis import frequency_response
+    from ..analysis._figures import write_json
+    from ..analysis.spectrum import plot_spectrum
+
+    if args.frequencies < 2 or args.orientations < 1 or not 0 < args.contrast <= 0.5:
+        raise _UserError("need --frequencies >= 2, --orientations >= 1 and 0 < --contrast <= 0.5")
+    frequencies = np.linspace(0.5 / args.frequencies, 0.5, args.frequencies)
+    orientations = np.arange(args.orientations) * 180.0 / args.orientations
+    spectra = []
+    for model, label, _, std in _load_models(args.models, args):
+        name = _layer_name(model, args)
+        try:
+            spectra.append((label, frequency_response(model.get_submodule(name), std, name=name,
+                                                      frequencies=frequencies, orientations=orientations,
+                                                      contrast=args.contrast)))
+        except ValueError as e:
+            raise _UserError(str(e)) from None
+        channels = next(iter(spectra[-1][1].responses.values())).shape[0]
+        if args.channels and not all(0 <= c < channels for c in args.channels):
+            raise _UserError(f"--channels out of range: {label} {name} has {channels} channels")
+    plot_spectrum(spectra, str(args.out / "spectrum.png"), args.channels)
+    write_json({"contrast": args.contrast, "models": {label: s.to_json() for label, s in spectra}},
+               args.out / "spectrum.json")
+    for label, spec in spectra:
+        op = "push_pull" if "push_pull" in spec.responses else "conv"
+        peaks = [spec.summary(op, c) for c in range(spec.responses[op].shape[0])]
+        print(f"{label} {spec.layer} ({op}): median preferred frequency "
+              f"{np.median([p['peak_frequency'] for p in peaks]):.3f} cycles/pixel, median half-height bandwidth "
+              f"{np.median([p['half_height_bandwidth'] for p in peaks]):.3f}")
+    print(f"wrote {args.out / 'spectrum.png'} and {args.out / 'spectrum.json'}")
+    return 0
+
+
+def _run_weights(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..analysis import first_block, select_layers, sparsity_stats, to_model_input
+    from ..analysis._figures import write_json
+    from ..analysis.sparsity import activations, plot_sparsity, weight_values
+
+    if any(t < 0 for t in args.thresholds):
+        raise _UserError(f"--thresholds must be non-negative, got {args.thresholds}")
+    batch = None
+    if args.data is not None:
+        if args.num_images < 1:
+            raise _UserError(f"--num-images must be positive, got {args.num_images}")
+        from ..data.cifar import load_cifar
+
+        images, _ = load_cifar(args.data, train=False, dataset=args.dataset)
+        # The test set is ordered by class: spread the subset over it.
+        batch = images[np.linspace(0, len(images) - 1, min(args.num_images, len(images))).astype(int)]
+    weights, acts, report = {}, {}, {}
+    for model, label, mean, std in _load_models(args.models, args):
+        try:
+            layers = select_layers(model, args.layers)
+        except ValueError as e:
+            raise _UserError(str(e)) from None
+        values = weight_values(layers)
+        weights[label] = values
+        entry = {"layers": {n: sparsity_stats(v, args.thresholds) for n, v in values.items()},
+                 "all_layers": sparsity_stats(np.concatenate(list(values.values())), args.thresholds)}
+        if batch is not None:
+            try:
+                module = args.activation_layer or first_block(model)
+                acts[label] = activations(model, module, to_model_input(batch, mean, std)).ravel()
+            except (ValueError, AttributeError) as e:
+                raise _UserError(f"activation layer: {e}") from None
+            entry["activations"] = {"module": module, "images": len(batch), **sparsity_stats(acts[label],
+                                                                                           args.thresholds)}
+        report[label] = entry
+    plot_sparsity(weights, acts, str(args.out / "weights.png"))
+    write_json({"thresholds": args.thresholds, "models": report}, args.out / "weights.json")
+    for label, entry in report.items():
+        w = entry["all_layers"]
+        line = (f"{label} weights of {', '.join(entry['layers'])}: Hoyer {w['hoyer']:.3f}, "
+                f"excess kurtosis {w['excess_kurtosis']:.2f}, |w|<={args.thresholds[0]:g}: "
+                f"{next(iter(w['fraction_near_zero'].values())):.3f}")
+        if "activations" in entry:
+            a = entry["activations"]
+            line += f"; activations of {a['module']}: zero {a['fraction_zero']:.3f}, Hoyer {a['hoyer']:.3f}"
+        print(line)
+    print(f"wrote {args.out / 'weights.png'} and {args.out / 'weights.json'}")
+    return 0
