@@ -1,0 +1,20 @@
+"""Conversions shared by every family, written to do the reference's float operations in the same order."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 -> float64 in [0, 1], as the reference's ``np.array(x) / 255.``."""
+    return images / 255.0
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """[0, 1] floats -> uint8 by truncation, as the reference's ``np.uint8(np.clip(x, 0, 1) * 255)``."""
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def draw(rngs, method: str, *args, **kwargs) -> np.ndarray:
+    """Stack one draw per image from its own stream: ``rng.<method>(*args, **kwargs)``."""
+    return np.stack([getattr(rng, method)(*args, **kwargs) for rng in rngs])

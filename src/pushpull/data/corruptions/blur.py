@@ -1,0 +1,206 @@
+"""Blur corruptions (batched): Gaussian, glass, defocus, motion (ImageMagick-style) and zoom blur.
+
+The primitives ``motion_blur`` and ``zoom_blur`` are parameterised directly (radius, sigma, angle per
+image; zoom factors) so the -P sequences reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from ._common import draw, to_uint8, to_unit
+
+# ImageMagick's constants (MagickCore/image-private.h).
+_MAGICK_EPSILON = 1.0e-12
+_MAGICK_SQ2PI = 2.50662827463100024161235523934010416269302368164062
+
+
+def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
+    """skimage's ``gaussian(x, sigma)`` on a batch: the two image axes only (axis 0 is the batch)."""
+    sigmas = (0, sigma, sigma) + (0,) * (x.ndim - 3)
+    return gaussian_filter(x, sigmas, mode=mode, truncate=truncate)
+
+
+def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of the [0, 1] image (edges repeated), truncated to uint8."""
+    return to_uint8(gaussian_smooth(to_unit(images), sigma))
+
+
+def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
+               rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Blur, locally scramble pixels, blur again: frosted-glass look.
+
+    The reference visits (h, w) from the bottom-right corner up and left and does
+    ``x[h, w] = x[h + dy, w + dx]`` with (dx, dy) uniform in [-delta, delta - 1] (its "swap" is a
+    copy, because numpy views alias). Each image draws all its offsets at once:
+    ``rng.integers(-delta, delta, size=(iterations, positions, 2))`` in visiting order, [..., 0] = dx.
+    """
+    n, h, w, c = images.shape
+    x = (gaussian_smooth(to_unit(images), sigma) * 255).astype(np.uint8)
+    positions = glass_positions(h, w, delta)
+    offsets = draw(rngs, "integers", -delta, delta, size=(iterations, len(positions), 2))
+    flat = x.reshape(n, h * w, c)
+    for it in range(iterations):
+        source = _resolve_sequential_copies(positions, offsets[:, it], h, w)
+        flat = np.take_along_axis(flat, source[:, :, None], axis=1)
+    return to_uint8(gaussian_smooth(flat.reshape(n, h, w, c) / 255.0, sigma))
+
+
+def glass_positions(h: int, w: int, delta: int) -> np.ndarray:
+    """(row, col) pairs in the reference's visiting order: rows then cols, from ``size - delta`` down to ``delta + 1``."""
+    rows = np.arange(h - delta, delta, -1)
+    cols = np.arange(w - delta, delta, -1)
+    return np.stack(np.meshgrid(rows, cols, indexing="ij"), axis=-1).reshape(-1, 2)
+
+
+def _resolve_sequential_copies(positions: np.ndarray, offsets: np.ndarray, h: int, w: int) -> np.ndarray:
+    """For each pixel, the flat index of the *original* pixel it holds after the sequential copies.
+
+    Position p (visited at step t) copies from q = p + offset. If q was visited earlier, it already
+    holds a copy, so p takes what q took; otherwise q is still original. Pointer jumping resolves
+    these chains for the whole batch at once (at most log2(chain length) rounds).
+    """
+    n = offsets.shape[0]
+    visited = positions[:, 0] * w + positions[:, 1]
+    step = np.full(h * w, len(visited))  # never-visited pixels count as "later"
+    step[visited] = np.arange(len(visited))
+    src = (positions[None, :, 0] + offsets[:, :, 1]) * w + positions[None, :, 1] + offsets[:, :, 0]
+    # Invariant: pixel j ends up holding original[ptr[j]] if not chase[j], else what pixel ptr[j] ends up holding.
+    ptr = np.tile(np.arange(h * w), (n, 1))
+    ptr[:, visited] = src
+    chase = np.zeros((n, h * w), bool)
+    chase[:, visited] = step[src] < step[visited][None, :]
+    while chase.any():
+        b, j = np.nonzero(chase)
+        q = ptr[b, j]
+        ptr[b, j], chase[b, j] = ptr[b, q], chase[b, q]
+    return ptr
+
+
+def disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
+    """The reference's anti-aliased disk: a binary disk, normalised, then Gaussian-blurred (OpenCV)."""
+    if radius <= 8:
+        support, ksize = np.arange(-8, 8 + 1), (3, 3)
+    else:
+        support, ksize = np.arange(-radius, radius + 1), (5, 5)
+    xx, yy = np.meshgrid(support, support)
+    aliased = np.array((xx**2 + yy**2) <= radius**2, dtype=np.float32)
+    aliased /= np.sum(aliased)
+    return cv2.GaussianBlur(aliased, ksize=ksize, sigmaX=alias_blur)
+
+
+def defocus_blur(images: np.ndarray, radius: float, alias_blur: float) -> np.ndarray:
+    """Out-of-focus blur: correlation with an anti-aliased disk (OpenCV ``filter2D``, reflect-101 edges)."""
+    kernel = disk_kernel(radius, alias_blur)
+    x = to_unit(images)
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        for ch in range(x.shape[-1]):
+            out[i, ..., ch] = cv2.filter2D(x[i, ..., ch], -1, kernel)
+    return to_uint8(out)
+
+
+def motion_kernel(radius: float, sigma: float) -> np.ndarray:
+    """ImageMagick's motion-blur weights: a one-sided Gaussian over ``2 * ceil(radius) + 1`` taps."""
+    width = int(2.0 * math.ceil(radius) + 1.0) if radius > _MAGICK_EPSILON else 1
+    s = sigma if abs(sigma) >= _MAGICK_EPSILON else _MAGICK_EPSILON
+    taps = [math.exp(-(i * i) / (2.0 * s * s)) / (_MAGICK_SQ2PI * s) for i in range(width)]
+    total = 0.0
+    for t in taps:  # summed in order, as ImageMagick does
+        total += t
+    return np.array([t / total for t in taps])
+
+
+def motion_offsets(width: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """ImageMagick's tap offsets (dy, dx) along the blur direction ``angle`` (degrees)."""
+    theta = math.pi * angle / 180.0
+    px, py = width * math.sin(theta), width * math.cos(theta)
+    hyp = math.hypot(px, py)
+    dx = np.array([math.ceil(i * py / hyp - 0.5) for i in range(width)], dtype=np.int64)
+    dy = np.array([math.ceil(i * px / hyp - 0.5) for i in range(width)], dtype=np.int64)
+    return dy, dx
+
+
+def motion_blur(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
+    """What ImageMagick's ``MotionBlurImage(radius, sigma, angle)`` computes on 8-bit images.
+
+    Each output pixel is a Gaussian-weighted sum of the pixels *behind* it along ``angle``
+    (edge pixels repeated), computed on 16-bit quanta (``v * 257``), rounded to 16 bits and scaled
+    back to 8 bits exactly as a Q16 ImageMagick build writes an 8-bit PNG. Works on any channel
+    count (C = 1 for the snow layer). ``angles``: one angle in degrees per image.
+    """
+    n, h, w, c = images.shape
+    kernel = motion_kernel(radius, sigma)
+    width = len(kernel)
+    offsets = [motion_offsets(width, float(a)) for a in angles]
+    dys = np.array([o[0] for o in offsets]).reshape(n, width)
+    dxs = np.array([o[1] for o in offsets]).reshape(n, width)
+    quanta = images.astype(np.float64) * 257.0
+    batch = np.arange(n)[:, None, None]
+    acc = np.zeros(images.shape, np.float64)
+    for i in range(width):
+        rows = np.clip(np.arange(h)[None, :] + dys[:, i, None], 0, h - 1)
+        cols = np.clip(np.arange(w)[None, :] + dxs[:, i, None], 0, w - 1)
+        acc += kernel[i] * quanta[batch, rows[:, :, None], cols[:, None, :]]
+    return quantum_to_char(acc)
+
+
+def quantum_to_char(acc: np.ndarray) -> np.ndarray:
+    """ImageMagick Q16: ``ClampToQuantum`` (round half up) then ``ScaleQuantumToChar``."""
+    q = np.where(acc <= 0, 0, np.where(acc >= 65535, 65535, np.floor(acc + 0.5))).astype(np.uint64)
+    return (((q + 128) - ((q + 128) >> 8)) >> 8).astype(np.uint8)
+
+
+def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Geometry of the reference's ``clipped_zoom``: central crop, and scipy ``zoom(order=1)`` taps.
+
+    Returns (top, crop, start, w0, w1) for the kept output pixels along one axis: the output pixel
+    k reads crop pixels start[k] (weight w0[k]) and start[k] + 1 (weight w1[k]), with scipy's own
+    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0).
+    """
+    crop = int(np.ceil(size / zoom))
+    top = (size - crop) // 2
+    out = int(round(crop * zoom))
+    ratio = (crop - 1) / (out - 1) if out > 1 else 1.0
+    trim = (out - size) // 2
+    cc = np.arange(trim, trim + size, dtype=np.float64) * ratio
+    start = np.floor(cc)
+    w0 = 1.0 - (cc - start)
+    w1 = 1.0 - w0
+    return top, crop, start.astype(np.int64), w0, w1
+
+
+def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
+    """The reference's ``clipped_zoom`` on a batch (N, S, S, C): zoom into the centre, same size out.
+
+    Bit-identical to ``scipy.ndimage.zoom(crop, (zoom, zoom, 1), order=1)`` per image (the four taps
+    are multiplied and summed in scipy's order, in float64, then cast to x's dtype).
+    """
+    size = x.shape[1]
+    top, crop, start, w0, w1 = zoom_plan(size, zoom)
+    region = x[:, top:top + crop, top:top + crop].astype(np.float64)
+    s0 = np.minimum(start, crop - 1)
+    s1 = np.minimum(start + 1, crop - 1)
+    r0, r1 = region[:, s0], region[:, s1]
+    wy0, wy1 = w0[None, :, None, None], w1[None, :, None, None]
+    wx0, wx1 = w0[None, None, :, None], w1[None, None, :, None]
+    out = r0[:, :, s0] * wy0 * wx0
+    out += r0[:, :, s1] * wy0 * wx1
+    out += r1[:, :, s0] * wy1 * wx0
+    out += r1[:, :, s1] * wy1 * wx1
+    return out.astype(x.dtype)
+
+
+def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
+    """Mean of the image and its central zooms by each factor (float32, as the reference)."""
+    x = (images / 255.0).astype(np.float32)
+    out = np.zeros_like(x)
+    for z in zooms:
+        out += clipped_zoom(x, float(z))
+    x = (x + out) / (len(zooms) + 1)
+    return (np.clip(x, 0, 1) * 255).astype(np.uint8)

@@ -1,0 +1,126 @@
+"""Digital corruptions (batched): brightness, saturate, contrast, elastic transform, pixelate, JPEG.
+
+Colour conversions follow scikit-image's ``rgb2hsv`` / ``hsv2rgb`` formulas on any leading shape.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+from scipy.ndimage import gaussian_filter, map_coordinates
+
+from ._common import draw, to_uint8, to_unit
+
+
+def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] -> HSV in [0, 1] (scikit-image's formulas), last axis the channels."""
+    out = np.empty_like(rgb)
+    v = rgb.max(-1)
+    delta = np.ptp(rgb, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        s = delta / v
+        s[delta == 0.0] = 0.0
+        h = np.zeros_like(v)
+        idx = rgb[..., 0] == v
+        h[idx] = (rgb[idx][:, 1] - rgb[idx][:, 2]) / delta[idx]
+        idx = rgb[..., 1] == v
+        h[idx] = 2.0 + (rgb[idx][:, 2] - rgb[idx][:, 0]) / delta[idx]
+        idx = rgb[..., 2] == v
+        h[idx] = 4.0 + (rgb[idx][:, 0] - rgb[idx][:, 1]) / delta[idx]
+        h = (h / 6.0) % 1.0
+        h[delta == 0.0] = 0.0
+    out[..., 0], out[..., 1], out[..., 2] = h, s, v
+    out[np.isnan(out)] = 0
+    return out
+
+
+def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
+    """HSV in [0, 1] -> RGB in [0, 1] (scikit-image's formulas)."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    hi = np.floor(h * 6)
+    f = h * 6 - hi
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    hi = np.stack([hi, hi, hi], axis=-1).astype(np.uint8) % 6
+    choices = [np.stack(c, axis=-1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))]
+    return np.choose(hi, choices)
+
+
+def brightness(images: np.ndarray, shift: float) -> np.ndarray:
+    """Add ``shift`` to the HSV value channel (clipped to [0, 1]); negative shifts darken."""
+    x = rgb2hsv(to_unit(images))
+    x[..., 2] = np.clip(x[..., 2] + shift, 0, 1)
+    return to_uint8(hsv2rgb(x))
+
+
+def saturate(images: np.ndarray, scale: float, shift: float) -> np.ndarray:
+    """HSV saturation ``s * scale + shift`` (clipped to [0, 1])."""
+    x = rgb2hsv(to_unit(images))
+    x[..., 1] = np.clip(x[..., 1] * scale + shift, 0, 1)
+    return to_uint8(hsv2rgb(x))
+
+
+def channel_means(images: np.ndarray) -> np.ndarray:
+    """Per-image, per-channel mean in [0, 1], (N, 1, 1, C); from exact integer sums."""
+    h, w = images.shape[1:3]
+    return images.sum(axis=(1, 2), dtype=np.int64, keepdims=True) / (h * w) / 255.0
+
+
+def contrast(images: np.ndarray, factor: float) -> np.ndarray:
+    """Pull every pixel toward its image's channel means: ``(x - mean) * factor + mean``."""
+    x = to_unit(images)
+    means = channel_means(images)
+    return to_uint8((x - means) * factor + means)
+
+
+def affine_jitter(shape: tuple[int, int], offsets: np.ndarray) -> np.ndarray:
+    """The reference's random affine: three anchor points around the centre moved by ``offsets`` (3, 2)."""
+    center = np.float32(shape) // 2
+    square = min(shape) // 3
+    pts1 = np.float32([center + square, [center[0] + square, center[1] - square], center - square])
+    return cv2.getAffineTransform(pts1, pts1 + offsets.astype(np.float32))
+
+
+def elastic_transform(images: np.ndarray, alpha: float, sigma: float, affine: float,
+                      rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Random affine warp (OpenCV, reflect-101) then a smooth random displacement field (bilinear, reflect).
+
+    Each stream draws the affine offsets (3, 2), then the x field, then the y field (H, W), uniform.
+    """
+    n, h, w, c = images.shape
+    jitter = draw(rngs, "uniform", -affine, affine, size=(3, 2))
+    fields = np.stack([np.stack([rng.uniform(-1, 1, size=(h, w)) for _ in range(2)]) for rng in rngs])
+    fields = gaussian_filter(fields, (0, 0, sigma, sigma), mode="reflect", truncate=3)
+    fields = (fields * alpha).astype(np.float32)
+    x = images.astype(np.float32) / 255.0
+    cols, rows, chans = np.meshgrid(np.arange(w), np.arange(h), np.arange(c))
+    out = np.empty_like(x)
+    for i in range(n):
+        warped = cv2.warpAffine(x[i], affine_jitter((h, w), jitter[i]), (w, h), borderMode=cv2.BORDER_REFLECT_101)
+        dx, dy = fields[i, 0][..., None], fields[i, 1][..., None]
+        coords = np.stack([(rows + dy).reshape(-1, 1), (cols + dx).reshape(-1, 1), chans.reshape(-1, 1)])
+        out[i] = map_coordinates(warped.reshape(h, w, c), coords, order=1, mode="reflect").reshape(h, w, c)
+    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+
+
+def pixelate(images: np.ndarray, factor: float) -> np.ndarray:
+    """Box-downscale to ``int(size * factor)`` then box-upscale back (PIL)."""
+    n, h, w, _ = images.shape
+    small = (int(w * factor), int(h * factor))
+    return np.stack([np.asarray(Image.fromarray(im).resize(small, Image.BOX).resize((w, h), Image.BOX))
+                     for im in images])
+
+
+def jpeg_compression(images: np.ndarray, quality: int) -> np.ndarray:
+    """Encode and decode with PIL's JPEG at ``quality``."""
+    out = np.empty_like(images)
+    for i, im in enumerate(images):
+        buffer = io.BytesIO()
+        Image.fromarray(im).save(buffer, "JPEG", quality=quality)
+        out[i] = np.asarray(Image.open(buffer))
+    return out

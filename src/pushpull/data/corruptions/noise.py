@@ -1,0 +1,51 @@
+"""Noise corruptions (batched): Gaussian, shot (Poisson), impulse (salt-and-pepper) and speckle.
+
+Each takes uint8 images (N, H, W, C) and one ``numpy.random.Generator`` per image, and draws that
+image's noise from its own stream (so a batch gives the same pixels as one image at a time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ._common import draw, to_uint8, to_unit
+
+
+def gaussian_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """x + N(0, sigma) on [0, 1] images, clipped, truncated to uint8."""
+    noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
+    return to_uint8(to_unit(images) + noise)
+
+
+def shot_noise(images: np.ndarray, lam: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Poisson(x * lam) / lam on [0, 1] images (photon noise; smaller lam is noisier)."""
+    x = to_unit(images)
+    counts = np.stack([rng.poisson(xi * lam) for xi, rng in zip(x, rngs)])
+    return to_uint8(counts / lam)
+
+
+def impulse_noise(images: np.ndarray, amount: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Salt-and-pepper on each channel value: flipped with probability ``amount``, half to 1 and half to 0.
+
+    As scikit-image's ``random_noise(mode='s&p')``: one uniform draw decides "flipped", a second
+    "salt" (p = 0.5), per element.
+    """
+    shape = images.shape[1:]
+    flipped = np.empty(images.shape, bool)
+    salted = np.empty(images.shape, bool)
+    for i, rng in enumerate(rngs):  # per stream: first the "flipped" draw, then the "salted" one
+        flipped[i] = rng.random(shape) <= amount
+        salted[i] = rng.random(shape) <= 0.5
+    x = to_unit(images)
+    x[flipped & salted] = 1
+    x[flipped & ~salted] = 0
+    return to_uint8(x)
+
+
+def speckle_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """x + x * N(0, sigma): multiplicative noise, stronger on bright pixels."""
+    x = to_unit(images)
+    noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
+    return to_uint8(x + x * noise)

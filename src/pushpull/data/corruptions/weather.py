@@ -1,0 +1,163 @@
+"""Weather corruptions (batched): snow, frost, fog and spatter.
+
+``snow`` is split into ``snow_layers`` (the random flakes), ``motion_blur`` (from ``blur``) and
+``blend_snow`` so the -P sequences can move one layer through several angles.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from importlib import resources
+
+import cv2
+import numpy as np
+
+from ._common import draw, to_uint8, to_unit
+from .blur import clipped_zoom, gaussian_smooth, motion_blur
+
+FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
+
+
+def snow_layers(shape: tuple[int, int, int], loc: float, scale: float, zoom: float, threshold: float,
+                rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Random flakes, uint8 (N, H, W, 1): N(loc, scale) noise, zoomed in, thresholded."""
+    n, h, w = shape
+    layer = draw(rngs, "normal", size=(h, w), loc=loc, scale=scale)
+    layer = clipped_zoom(layer[..., None], zoom)
+    layer[layer < threshold] = 0
+    return (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+
+
+def blend_snow(images: np.ndarray, layers: np.ndarray, blend: float) -> np.ndarray:
+    """Whiten the image (``blend`` keeps the original) and add the blurred flakes plus their 180° rotation."""
+    n, h, w, _ = images.shape
+    x = images.astype(np.float32) / 255.0
+    gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
+    x = blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5)
+    flakes = layers / 255.0
+    return to_uint8(x + flakes + np.rot90(flakes, k=2, axes=(1, 2)))
+
+
+def snow(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.random.Generator],
+         angle_range: tuple[float, float] = (-135, -45)) -> np.ndarray:
+    """Snow: ``params`` = (loc, scale, zoom, threshold, blur radius, blur sigma, blend) as in the reference.
+
+    Each stream draws the flake noise, then the blur angle uniform in ``angle_range``.
+    """
+    loc, scale, zoom, threshold, radius, sigma, blend = params
+    layers = snow_layers(images.shape[:3], loc, scale, zoom, threshold, rngs)
+    angles = [rng.uniform(*angle_range) for rng in rngs]
+    return blend_snow(images, motion_blur(layers, radius, sigma, angles), blend)
+
+
+@functools.lru_cache(maxsize=None)
+def frost_texture(index: int, scale: float) -> np.ndarray:
+    """Frost photograph ``index`` (BGR uint8, as OpenCV reads it), resized by ``scale`` (bilinear)."""
+    data = (resources.files(__package__) / "frost" / FROST_FILES[index]).read_bytes()
+    texture = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if scale != 1:
+        texture = cv2.resize(texture, (0, 0), fx=scale, fy=scale)
+    texture.setflags(write=False)
+    return texture
+
+
+def frost_crops(shape: tuple[int, int, int], scale: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """One random frost crop (RGB uint8) per image: texture index, then top row, then left column."""
+    n, h, w = shape
+    crops = np.empty((n, h, w, 3), np.uint8)
+    for crop, rng in zip(crops, rngs):
+        texture = frost_texture(int(rng.integers(len(FROST_FILES))), scale)
+        top = rng.integers(0, texture.shape[0] - h)
+        left = rng.integers(0, texture.shape[1] - w)
+        crop[...] = texture[top:top + h, left:left + w][..., [2, 1, 0]]
+    return crops
+
+
+def frost(images: np.ndarray, image_weight: float, frost_weight: float, scale: float,
+          rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Frost: ``image_weight * x + frost_weight * crop`` on 0..255 values, clipped, truncated."""
+    crops = frost_crops(images.shape[:3], scale, rngs)
+    return np.clip(image_weight * images + frost_weight * crops, 0, 255).astype(np.uint8)
+
+
+def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
+    """Diamond-square height map in [0, 1], (mapsize, mapsize); ``mapsize`` a power of two."""
+    if mapsize & (mapsize - 1):
+        raise ValueError(f"mapsize must be a power of two, got {mapsize}")
+    maparray = np.empty((mapsize, mapsize), dtype=np.float64)
+    maparray[0, 0] = 0
+    stepsize = mapsize
+    wibble = 100.0
+
+    def wibbledmean(array):
+        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
+
+    while stepsize >= 2:
+        half = stepsize // 2
+        corners = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
+        squares = corners + np.roll(corners, shift=-1, axis=0)
+        squares += np.roll(squares, shift=-1, axis=1)
+        maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(squares)
+        centres = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
+        corners = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
+        left = centres + np.roll(centres, 1, axis=0) + (corners + np.roll(corners, -1, axis=1))
+        maparray[0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(left)
+        top = centres + np.roll(centres, 1, axis=1) + (corners + np.roll(corners, -1, axis=0))
+        maparray[half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(top)
+        stepsize //= 2
+        wibble /= wibbledecay
+    maparray -= maparray.min()
+    return maparray / maparray.max()
+
+
+def fog(images: np.ndarray, strength: float, decay: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Fog: add ``strength`` times a plasma fractal (map side: next power of two), then rescale."""
+    n, h, w, _ = images.shape
+    mapsize = 1 << (max(h, w) - 1).bit_length()
+    x = to_unit(images)
+    max_val = x.max(axis=(1, 2, 3), keepdims=True)
+    x += strength * np.stack([plasma_fractal(mapsize, decay, rng)[:h, :w] for rng in rngs])[..., None]
+    return to_uint8(x * max_val / (max_val + strength))
+
+
+def _water_mask(liquid: np.ndarray) -> np.ndarray:
+    """The reference's water-drop intensity (float32, H x W) from one thresholded liquid layer (uint8)."""
+    dist = 255 - cv2.Canny(liquid, 50, 150)
+    dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
+    _, dist = cv2.threshold(dist, 20, 20, cv2.THRESH_TRUNC)
+    dist = cv2.blur(dist, (3, 3)).astype(np.uint8)
+    dist = cv2.equalizeHist(dist)
+    dist = cv2.filter2D(dist, cv2.CV_8U, np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]]))
+    dist = cv2.blur(dist, (3, 3)).astype(np.float32)
+    return liquid * dist
+
+
+_WATER = np.array([175, 238, 238], np.float64) / 255.0  # pale turquoise (applied to channels 0, 1, 2)
+_MUD = np.array([63, 42, 20], np.float64) / 255.0  # mud brown
+
+
+def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Spatter: ``params`` = (loc, scale, sigma, threshold, intensity-or-sigma, mud) as in the reference.
+
+    mud = 0: water drops, shaded by OpenCV edge/distance maps, in pale turquoise; mud = 1: brown blobs.
+    """
+    loc, scale, sigma, threshold, amount, mud = params
+    n, h, w, _ = images.shape
+    x = images.astype(np.float32) / 255.0
+    liquid = gaussian_smooth(draw(rngs, "normal", size=(h, w), loc=loc, scale=scale), sigma)
+    liquid[liquid < threshold] = 0
+    if mud == 0:
+        layer = (liquid * 255).astype(np.uint8)
+        m = np.stack([_water_mask(li) for li in layer])
+        peak = m.max(axis=(1, 2), keepdims=True)
+        m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)  # the reference divides 0 by 0 here
+        m *= amount
+        color = _WATER.astype(np.float32)
+        return to_uint8(x + m[..., None] * color)
+    m = np.where(liquid > threshold, 1, 0).astype(np.float32)
+    m = gaussian_smooth(m, amount)
+    m[m < 0.8] = 0
+    color = _MUD.astype(np.float32) * m[..., None]
+    x *= 1 - m[..., None]
+    return to_uint8(x + color)
