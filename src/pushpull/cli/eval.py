@@ -1,0 +1,126 @@
+"""``pushpull eval``: robustness of one model on the clean set and the -C/-P benchmarks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected 3 values (R,G,B), got {text!r}")
+    return values
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate a model's robustness (E, CE, mCE, rCE, FP, mFR, T5D)",
+        description="Evaluate a classifier on the clean test set and the -C/-P benchmarks. A benchmark is "
+                    "read from --c-dir/--p-dir (official .npy layout) when given, else generated on the fly "
+                    "from the clean test set (seeded, reproducible). Results: a JSON file (resumable) and a CSV.",
+        epilog="examples:\n  pushpull eval runs/resnet20_pp.safetensors --data ~/data/cifar10 --limit 1000\n"
+               "  pushpull eval resnet20 --weights w.safetensors --data D --c-dir D/CIFAR-10-C --p-dir D/CIFAR-10-P\n"
+               "  pushpull eval timm:resnet18 --weights r18.pth --num-classes 10 --data D --benchmark cifar10-c",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", metavar="MODEL",
+                   help="saved model (.safetensors + .json), registry name, torchvision:NAME or timm:NAME")
+    p.add_argument("--weights", metavar="FILE", help="weights for a registry/torchvision/timm model")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow --weights to be a legacy pickle that needs arbitrary code (trusted files only)")
+    p.add_argument("--num-classes", type=int, help="number of classes of a registry/torchvision/timm model")
+    p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra keyword for the model builder, e.g. aa=2 (repeatable)")
+    p.add_argument("--data", required=True, metavar="DIR", help="clean dataset root (CIFAR python layout)")
+    p.add_argument("--benchmark", default="cifar10-c,cifar10-p",
+                   help="comma-separated: cifar10-c, cifar10-p, cifar100-c, cifar100-p (default: %(default)s)")
+    p.add_argument("--c-dir", metavar="DIR", help="-C folder (<corruption>.npy + labels.npy); default: generate")
+    p.add_argument("--p-dir", metavar="DIR", help="-P folder (<perturbation>.npy); default: generate")
+    p.add_argument("--corruptions", type=_names, help="subset of corruptions (default: all 19; mCE uses the 15)")
+    p.add_argument("--severities", type=lambda t: [int(s) for s in _names(t)], default=[1, 2, 3, 4, 5],
+                   help="subset of severities (default: 1,2,3,4,5)")
+    p.add_argument("--perturbations", type=_names, help="subset of perturbations (default: the 10 of mFR)")
+    p.add_argument("--limit", type=int, help="evaluate a strided subset of N test images / sequences")
+    p.add_argument("--seed", type=int, default=0, help="seed of generated benchmarks (default: %(default)s)")
+    p.add_argument("--flip-rule", choices=("hendrycks", "consecutive"), default="hendrycks",
+                   help="hendrycks: noise sequences vs frame 0, others consecutive; consecutive: all "
+                        "consecutive (the original push-pull code)")
+    p.add_argument("--baseline", default="auto",
+                   help="built-in baseline name, a results JSON file, 'auto' (the paper's) or 'none'")
+    p.add_argument("--mean", type=_floats, help="normalisation mean R,G,B in [0,1] (default: model metadata)")
+    p.add_argument("--std", type=_floats, help="normalisation std R,G,B in [0,1] (default: model metadata)")
+    p.add_argument("--label", help="the model's name in reports (default: its registry name)")
+    p.add_argument("--out", metavar="FILE", help="results JSON (default: results/<model>.json); CSV beside it")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.evaluate import evaluate
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+
+    out = Path(args.out) if args.out else Path("results") / f"{Path(args.label or args.model).stem.replace(':', '_')}.json"
+    try:
+        results = evaluate(
+            args.model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
+            limit=args.limit, seed=args.seed, corruptions=args.corruptions, severities=args.severities,
+            perturbations=args.perturbations, flip_rule=args.flip_rule,
+            baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,
+            weights=args.weights, num_classes=args.num_classes, model_kwargs=dict(args.model_arg),
+            trust_pickle=args.trust_pickle, label=args.label, out=out, resume=not args.no_resume,
+            batch_size=args.batch_size, device=device, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as exc:
+        print(f"pushpull eval: error: {exc}", file=sys.stderr)
+        print(f"(finished parts, if any, are saved in {out}; rerun the same command to resume)", file=sys.stderr)
+        return 1
+    print(format_summary(results))
+    print(f"results: {out} and {out.with_suffix('.csv')}")
+    return 0
+
+
+def format_summary(results: dict) -> str:
+    """A short human-readable summary of a results dict."""
+    s = results["summary"]
+    data = results["data"]
+    subset = f" (strided subset: {data['num_evaluated']} of {data['num_test_images']})" if data["limit"] else ""
+    lines = [f"{results['model']['label']} on {data['dataset']}{subset}, baseline: {s['baseline'] or 'none'}"]
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}%"
+
+    def num(v: float | None, digits: int = 3) -> str:
+        return "-" if v is None else f"{v:.{digits}f}"
+
+    lines.append(f"  E {pct(s['error'])}  mCE {num(s['mCE'])}  rCE {num(s['rCE'])}  mFR {num(s['mFR'])}  "
+                 f"mean CE {pct(s['mean_ce_unnormalized'])}  mFP {num(s['mFP'], 4)}  mT5D {num(s['mT5D'])}")
+    for name, row in s["corruptions"].items():
+        lines.append(f"  {name:<18} CE {pct(row['ce_unnormalized']):>7}  normalised {num(row['ce'])}  "
+                     f"rCE {num(row['rce'])}")
+    for name, row in s["perturbations"].items():
+        lines.append(f"  {name:<18} FP {num(row['fp'], 4)}  FR {num(row['fr'])}  T5D {num(row['t5d'])}")
+    return "\n".join(lines)

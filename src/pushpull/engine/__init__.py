@@ -1,0 +1,1 @@
+"""Loops over models and data: evaluation (``evaluate``) and training."""

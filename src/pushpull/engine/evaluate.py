@@ -1,0 +1,566 @@
+"""Robustness evaluation: clean error, -C errors per corruption and severity, -P flip statistics.
+
+Data flow: a background thread prepares every batch (reads the -C/-P arrays from disk or
+generates them from the clean set, converts and normalises) while the main thread runs
+the model under ``torch.inference_mode``. Each finished unit (clean set, one corruption
+at one severity, one perturbation) is written to the results JSON at once, atomically,
+so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import metrics
+from ..baselines import default_baseline, load_baseline
+from .checkpoint import atomic_write
+
+RESULTS_FORMAT = "pushpull-robustness-results"
+RESULTS_VERSION = 1
+BENCHMARKS = ("cifar10-c", "cifar10-p", "cifar100-c", "cifar100-p")
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def state_dict_sha256(model: nn.Module) -> str:
+    """A fingerprint of a model's weights when no weights file names them."""
+    digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or torch checkpoint; pickled code only with ``trust_pickle``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe pickles
+        raise ValueError(f"cannot read {path} safely ({type(exc).__name__}); if it is a trusted legacy "
+                         f"pickle, pass --trust-pickle (or convert it once to .safetensors)") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(model: nn.Module, path: str | Path, *, trust_pickle: bool = False) -> None:
+    """Load ``path`` into ``model``, strictly, with an error that names what does not fit."""
+    state = read_state_dict(path, trust_pickle=trust_pickle)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        parts = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                      ("shape mismatches (file vs model)", wrong)) if items]
+        raise ValueError(f"checkpoint {path} does not fit the model: " + "; ".join(parts))
+    model.load_state_dict(state)
+
+
+def build_model(spec: str, *, weights: str | Path | None = None, num_classes: int | None = None,
+                model_kwargs: dict | None = None, trust_pickle: bool = False) -> tuple[nn.Module, dict]:
+    """A model in eval mode and its description from a command-line spec.
+
+    ``spec`` is a saved model (``.safetensors`` with its JSON sidecar), a pushpull registry
+    name, ``torchvision:<name>`` or ``timm:<name>``; the last three take ``weights``.
+    Nothing is downloaded.
+    """
+    kwargs = dict(model_kwargs or {})
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    path = Path(spec)
+    if path.suffix in (".safetensors", ".json") or path.is_file():
+        if weights is not None:
+            raise ValueError(f"{spec} is a saved model: it carries its weights, so --weights is not used")
+        from ..models import load_model
+
+        model, meta = load_model(path.with_suffix(".safetensors"))
+        info = {"name": meta.get("model", path.stem), "spec": str(spec), "model_kwargs": meta.get("model_kwargs", {}),
+                "weights": str(path.with_suffix(".safetensors")),
+                "weights_sha256": file_sha256(path.with_suffix(".safetensors")),
+                "normalization": meta.get("normalization"), "source": meta.get("source")}
+        return model.eval(), info
+    if spec.startswith("torchvision:"):
+        import torchvision
+
+        model = torchvision.models.get_model(spec.split(":", 1)[1], weights=None, **kwargs)
+    elif spec.startswith("timm:"):
+        import timm
+
+        model = timm.create_model(spec.split(":", 1)[1], pretrained=False, **kwargs)
+    else:
+        from .. import create_model
+
+        model = create_model(spec, **kwargs)
+    if weights is None:
+        raise ValueError(f"model {spec!r} needs --weights FILE (no downloads: evaluation runs offline)")
+    load_weights(model, weights, trust_pickle=trust_pickle)
+    info = {"name": spec, "spec": spec, "model_kwargs": kwargs, "weights": str(weights),
+            "weights_sha256": file_sha256(weights), "normalization": None, "source": None}
+    return model.eval(), info
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def strided_indices(total: int, limit: int | None) -> np.ndarray:
+    """A deterministic subset of ``limit`` indices spread evenly over ``range(total)`` (all if None)."""
+    if limit is None or limit >= total:
+        return np.arange(total)
+    if limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    return (np.arange(limit) * total) // limit
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One entry of the results: the clean set, a corruption at a severity, or a perturbation."""
+
+    kind: str  # "clean" | "corruption" | "perturbation"
+    name: str = ""
+    severity: int = 0
+
+    @property
+    def label(self) -> str:
+        return {"clean": "clean", "corruption": f"{self.name} s{self.severity}", "perturbation": self.name}[self.kind]
+
+
+@dataclass
+class Batch:
+    unit: Unit
+    images: torch.Tensor  # normalised float (B, 3, H, W); B = sequences x frames for -P
+    labels: np.ndarray | None  # (B,) for classification units
+    frames: int  # 1, or T for -P
+    last: bool  # the unit's final batch
+
+
+class Sources:
+    """Where each unit's uint8 images come from: the clean set, -C/-P arrays on disk, or generated."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray, *, dataset: str,
+                 c_dir: Path | None, p_dir: Path | None, seed: int) -> None:
+        self.images, self.labels, self.indices = images, labels, indices
+        self.dataset, self.c_dir, self.p_dir, self.seed = dataset, c_dir, p_dir, seed
+        self._c_labels: np.ndarray | None = None
+
+    def check(self, corruptions: Sequence[str], perturbations: Sequence[str]) -> None:
+        """Fail before any work if a file is missing or its layout or labels do not match."""
+        n = len(self.labels)
+        for folder, names, kind in ((self.c_dir, corruptions, "corruption"), (self.p_dir, perturbations, "perturbation")):
+            if folder is None or not names:
+                continue
+            missing = [f"{name}.npy" for name in names if not (folder / f"{name}.npy").is_file()]
+            if missing:
+                raise FileNotFoundError(f"benchmark folder {folder} lacks {kind} file(s) {', '.join(missing)}; "
+                                        f"choose a subset with --{kind}s or regenerate the folder")
+        if self.c_dir is not None and corruptions:
+            label_file = self.c_dir / "labels.npy"
+            if not label_file.is_file():
+                raise FileNotFoundError(f"benchmark folder {self.c_dir} lacks labels.npy")
+            c_labels = np.load(label_file).astype(np.int64)
+            if c_labels.shape != (5 * n,):
+                raise ValueError(f"{label_file} holds {c_labels.shape[0]} labels; expected 5 severities x {n} "
+                                 f"test images = {5 * n}")
+            if not all(np.array_equal(c_labels[s * n:(s + 1) * n], self.labels) for s in range(5)):
+                raise ValueError(f"{label_file} does not match the clean test labels: is {self.c_dir} built "
+                                 f"from this dataset's test split, in order?")
+            for name in corruptions:
+                shape = np.load(self.c_dir / f"{name}.npy", mmap_mode="r").shape
+                if shape != (5 * n, *self.images.shape[1:]):
+                    raise ValueError(f"{self.c_dir / name}.npy has shape {shape}; expected "
+                                     f"{(5 * n, *self.images.shape[1:])}")
+        if self.p_dir is not None:
+            for name in perturbations:
+                shape = np.load(self.p_dir / f"{name}.npy", mmap_mode="r").shape
+                if len(shape) != 5 or shape[0] != n or shape[2:] != self.images.shape[1:]:
+                    raise ValueError(f"{self.p_dir / name}.npy has shape {shape}; expected ({n}, T, "
+                                     f"{', '.join(map(str, self.images.shape[1:]))})")
+
+    def chunks(self, unit: Unit, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
+        """(uint8 images, labels, frames) chunks of ``unit``, ``size`` images (or sequences) at a time."""
+        params = "imagenet" if self.dataset == "imagenet" else "cifar"
+        if unit.kind == "perturbation":
+            array = np.load(self.p_dir / f"{unit.name}.npy", mmap_mode="r") if self.p_dir else None
+            for idx in np.array_split(self.indices, max(1, -(-len(self.indices) // size))):
+                if array is not None:
+                    seqs = np.asarray(array[idx])
+                else:
+                    from ..data.perturbations import perturb
+
+                    seqs = perturb(self.images[idx], unit.name, seed=self.seed, indices=idx, params=params)
+                yield seqs.reshape(-1, *seqs.shape[2:]), None, seqs.shape[1]
+            return
+        array = None
+        if unit.kind == "corruption" and self.c_dir is not None:
+            array = np.load(self.c_dir / f"{unit.name}.npy", mmap_mode="r")
+        for start in range(0, len(self.indices), size):
+            idx = self.indices[start:start + size]
+            if unit.kind == "clean":
+                images = self.images[idx]
+            elif array is not None:
+                images = np.asarray(array[(unit.severity - 1) * len(self.labels) + idx])
+            else:
+                from ..data.corruptions import corrupt
+
+                images = corrupt(self.images[idx], unit.name, unit.severity, seed=self.seed, indices=idx,
+                                 params=params)
+            yield images, self.labels[idx], 1
+
+
+class Normalize:
+    """uint8 (N, H, W, 3) → float (N, 3, H, W) in the model's normalisation, in one pass."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t
+
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
+        src = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+        out = torch.empty(src.shape, dtype=torch.float32)
+        out.copy_(src)
+        return out.mul_(self.scale).add_(self.shift)
+
+
+def prefetch(produce: Callable[[], Iterator[Batch]], depth: int = 3) -> Iterator[Batch]:
+    """Run ``produce`` on a background thread, ``depth`` batches ahead; its errors re-raise here."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def worker() -> None:
+        try:
+            for item in produce():
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put(exc)
+
+    thread = threading.Thread(target=worker, name="pushpull-eval-data", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _software() -> dict[str, str]:
+    import torchvision
+
+    from .. import __version__
+
+    return {"pushpull": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def _fingerprint(results: dict) -> dict:
+    """What must match for a results file to be resumed."""
+    return {"weights_sha256": results["model"]["weights_sha256"], "data": results["data"],
+            "benchmarks": results["benchmarks"], "settings": {k: v for k, v in results["settings"].items()
+                                                              if k not in ("batch_size", "device")}}
+
+
+def is_done(results: dict, unit: Unit) -> bool:
+    if unit.kind == "clean":
+        return results.get("clean") is not None
+    if unit.kind == "corruption":
+        return str(unit.severity) in results["corruptions"].get(unit.name, {}).get("errors", {})
+    return unit.name in results["perturbations"]
+
+
+def write_results(results: dict, path: Path) -> None:
+    """The results JSON and its CSV twin, each written atomically."""
+    atomic_write(path, json.dumps(results, indent=1) + "\n")
+    atomic_write(path.with_suffix(".csv"), results_csv(results))
+
+
+def results_csv(results: dict) -> str:
+    """One row per number: ``metric,name,severity,value`` (errors and probabilities as fractions)."""
+    rows = ["metric,name,severity,value"]
+    if results.get("clean"):
+        rows.append(f"error,clean,,{results['clean']['error']:.6f}")
+    for name, entry in results["corruptions"].items():
+        rows += [f"error,{name},{s},{e:.6f}" for s, e in sorted(entry["errors"].items())]
+    for name, entry in results["perturbations"].items():
+        rows.append(f"flip_probability,{name},,{entry['flip_probability']:.6f}")
+        rows.append(f"top5_distance,{name},,{entry['top5_distance']:.6f}")
+    summary = results.get("summary") or {}
+    for key in ("mCE", "rCE", "mFR", "mean_ce_unnormalized", "mFP", "mT5D"):
+        if summary.get(key) is not None:
+            rows.append(f"{key},,,{summary[key]:.6f}")
+    return "\n".join(rows) + "\n"
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _parse_benchmarks(benchmarks: str | Sequence[str]) -> tuple[str, bool, bool]:
+    names = [b.strip().lower() for b in (benchmarks.split(",") if isinstance(benchmarks, str) else benchmarks) if b]
+    unknown = [b for b in names if b not in BENCHMARKS]
+    if unknown or not names:
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(BENCHMARKS)}")
+    datasets = {b.split("-")[0] for b in names}
+    if len(datasets) > 1:
+        raise ValueError(f"benchmarks of different datasets in one run: {', '.join(names)}")
+    return datasets.pop(), any(b.endswith("-c") for b in names), any(b.endswith("-p") for b in names)
+
+
+def _check_names(given: Sequence[str] | None, known: Sequence[str], kind: str) -> list[str]:
+    if given is None:
+        return list(known)
+    unknown = [n for n in given if n not in known]
+    if unknown:
+        raise ValueError(f"unknown {kind}(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return list(given)
+
+
+def evaluate(
+    model: nn.Module | str,
+    *,
+    data: str | Path,
+    benchmarks: str | Sequence[str] = ("cifar10-c", "cifar10-p"),
+    c_dir: str | Path | None = None,
+    p_dir: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    perturbations: Sequence[str] | None = None,
+    flip_rule: metrics.FlipRule = "hendrycks",
+    baseline: str | Path | None = "auto",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    weights: str | Path | None = None,
+    num_classes: int | None = None,
+    model_kwargs: dict | None = None,
+    trust_pickle: bool = False,
+    label: str | None = None,
+    out: str | Path | None = None,
+    resume: bool = True,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a classifier on the clean test set and the -C/-P benchmarks; return the results dict.
+
+    ``model`` is an ``nn.Module`` (taking normalised images) or a spec for
+    :func:`build_model`. ``data`` is the clean dataset root. A -C (-P) benchmark is read
+    from ``c_dir`` (``p_dir``) in the official layout when given, else generated from the
+    clean images in memory with seed ``seed``. ``limit`` evaluates a strided subset.
+    With ``out``, results are saved after every unit and an existing file of the same run
+    is resumed. ``baseline`` ("auto": the paper's for the dataset; None: no normalisation)
+    only affects the summary.
+    """
+    from ..data.cifar import load_cifar
+    from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
+
+    dataset, want_c, want_p = _parse_benchmarks(benchmarks)
+    if flip_rule not in metrics.FLIP_RULES:
+        raise ValueError(f"flip rule must be one of {metrics.FLIP_RULES}, got {flip_rule!r}")
+    bad = [s for s in severities if s not in SEVERITIES]
+    if bad or not severities:
+        raise ValueError(f"severities must be among {SEVERITIES}, got {list(severities)}")
+    from ..data.corruptions import CORRUPTIONS
+    from ..data.perturbations import ALL_PERTURBATIONS, NOISE_SEQUENCES, PERTURBATIONS
+
+    c_names = _check_names(corruptions, CORRUPTIONS, "corruption") if want_c else []
+    p_names = (_check_names(perturbations, ALL_PERTURBATIONS, "perturbation") if perturbations is not None
+               else list(PERTURBATIONS)) if want_p else []
+    c_dir = Path(c_dir) if c_dir is not None and want_c else None
+    p_dir = Path(p_dir) if p_dir is not None and want_p else None
+
+    if isinstance(model, str):
+        model, info = build_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs,
+                                  trust_pickle=trust_pickle)
+    else:
+        info = {"name": type(model).__name__, "spec": None, "model_kwargs": model_kwargs or {},
+                "weights": None, "weights_sha256": state_dict_sha256(model), "normalization": None, "source": None}
+    info["label"] = label or info["name"]
+    if (mean is None) != (std is None):
+        raise ValueError("give both --mean and --std, or neither")
+    if mean is not None:
+        norm = {"mean": list(mean), "std": list(std), "from": "given"}
+    elif info.get("normalization"):
+        norm = {**info["normalization"], "from": "model metadata"}
+    else:
+        norm = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "from": f"default for {dataset}"}
+    if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
+        raise ValueError(f"mean and std need 3 values (RGB), got {norm['mean']} and {norm['std']}")
+    info["normalization"] = norm
+
+    images, labels = load_cifar(data, train=False, dataset=dataset)
+    indices = strided_indices(len(labels), limit)
+    sources = Sources(images, labels, indices, dataset=dataset, c_dir=c_dir, p_dir=p_dir, seed=seed)
+    sources.check(c_names, p_names)
+
+    results: dict[str, Any] = {
+        "format": RESULTS_FORMAT, "format_version": RESULTS_VERSION, "model": info,
+        "data": {"dataset": dataset, "root": str(data), "split": "test", "num_test_images": int(len(labels)),
+                 "limit": limit, "num_evaluated": int(len(indices)),
+                 "subset": "all" if len(indices) == len(labels) else "strided: floor(i * N / limit)"},
+        "benchmarks": {
+            **({f"{dataset}-c": {"source": "disk" if c_dir else "generated", "path": str(c_dir) if c_dir else None,
+                                 "seed": None if c_dir else seed, "severities": list(severities),
+                                 "corruptions": c_names}} if want_c else {}),
+            **({f"{dataset}-p": {"source": "disk" if p_dir else "generated", "path": str(p_dir) if p_dir else None,
+                                 "seed": None if p_dir else seed, "perturbations": p_names}} if want_p else {}),
+        },
+        "settings": {"flip_rule": flip_rule, "batch_size": batch_size, "device": str(device)},
+        "software": _software(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "complete": False, "clean": None, "corruptions": {}, "perturbations": {}, "summary": None,
+    }
+    out = Path(out) if out is not None else None
+    if out is not None and out.is_file() and resume:
+        previous = json.loads(out.read_text())
+        if previous.get("format") != RESULTS_FORMAT:
+            raise ValueError(f"{out} exists and is not a pushpull results file; choose another --out")
+        if _fingerprint(previous) != _fingerprint(results):
+            raise ValueError(f"{out} holds results of a different run (model, data, benchmark or settings "
+                             f"differ); choose another --out or pass --no-resume to overwrite it")
+        for key in ("clean", "corruptions", "perturbations", "created"):
+            results[key] = previous[key]
+
+    units = [Unit("clean")] + [Unit("corruption", c, s) for c in c_names for s in severities] \
+        + [Unit("perturbation", p) for p in p_names]
+    todo = [u for u in units if not is_done(results, u)]
+    _run(model, todo, sources, Normalize(norm["mean"], norm["std"]), results, out=out, batch_size=batch_size,
+         device=torch.device(device), flip_rule=flip_rule, noise=NOISE_SEQUENCES, progress=progress)
+
+    results["complete"] = True
+    if baseline == "auto":
+        baseline = default_baseline(f"{dataset}-c")
+    results["summary"] = metrics.summarize(results, load_baseline(baseline) if baseline else None)
+    if out is not None:
+        write_results(results, out)
+    return results
+
+
+def _run(model: nn.Module, units: list[Unit], sources: Sources, normalize: Normalize, results: dict, *,
+         out: Path | None, batch_size: int, device: torch.device, flip_rule: str, noise: frozenset,
+         progress: bool) -> None:
+    """Evaluate ``units`` in order, recording each in ``results`` (and ``out``) as it completes."""
+    from tqdm.auto import tqdm
+
+    def produce() -> Iterator[Batch]:
+        for unit in units:
+            size = batch_size if unit.kind != "perturbation" else max(1, batch_size // 16)
+            for (images, labels, frames), last in _lookahead(sources.chunks(unit, size)):
+                x = normalize(images)
+                if device.type == "cuda":
+                    x = x.pin_memory()
+                yield Batch(unit, x, labels, frames, last)
+
+    n = len(sources.indices)
+    model = model.to(device).eval()
+    wrong = seen = 0
+    fp_sum = t5d_sum = 0.0
+    bar = tqdm(total=len(units), desc="evaluating", unit="set", disable=not progress)
+    with torch.inference_mode():
+        for batch in prefetch(produce):
+            logits = model(batch.images.to(device, non_blocking=True)).float()
+            if logits.ndim != 2:
+                raise ValueError(f"the model returned shape {tuple(logits.shape)}; expected (batch, classes)")
+            if not torch.isfinite(logits).all():
+                raise FloatingPointError(f"the model produced NaN/inf logits on {batch.unit.label}")
+            logits = logits.cpu().numpy()
+            if batch.labels is not None:
+                if batch.labels.max() >= logits.shape[1]:
+                    raise ValueError(f"labels go up to {batch.labels.max()} but the model has {logits.shape[1]} "
+                                     f"outputs: wrong --num-classes or dataset?")
+                wrong += int((logits.argmax(1) != batch.labels).sum())
+                seen += len(batch.labels)
+            else:
+                seqs = logits.reshape(-1, batch.frames, logits.shape[1])
+                is_noise = batch.unit.name in noise
+                fp_sum += metrics.flip_probability(seqs.argmax(-1), noise=is_noise, rule=flip_rule) * len(seqs)
+                t5d_sum += metrics.top5_distance(seqs, noise=is_noise, rule=flip_rule) * len(seqs)
+                seen += len(seqs)
+                frames = batch.frames
+            if not batch.last:
+                continue
+            unit = batch.unit
+            if seen != n:
+                raise RuntimeError(f"{unit.label}: evaluated {seen} items, expected {n}")
+            if unit.kind == "clean":
+                results["clean"] = {"error": wrong / seen, "n": seen}
+            elif unit.kind == "corruption":
+                entry = results["corruptions"].setdefault(unit.name, {"errors": {}, "n": seen})
+                entry["errors"][str(unit.severity)] = wrong / seen
+                entry["errors"] = dict(sorted(entry["errors"].items()))
+            else:
+                results["perturbations"][unit.name] = {"flip_probability": fp_sum / seen,
+                                                      "top5_distance": t5d_sum / seen, "n": seen, "frames": frames}
+            wrong = seen = 0
+            fp_sum = t5d_sum = 0.0
+            if out is not None:
+                write_results(results, out)
+            bar.update(1)
+            bar.set_postfix_str(unit.label)
+    bar.close()
+
+
+def _lookahead(iterable: Iterator) -> Iterator[tuple[Any, bool]]:
+    """Pairs (item, is_last) without materialising the iterator."""
+    it = iter(iterable)
+    try:
+        prev = next(it)
+    except StopIteration:
+        return
+    for item in it:
+        yield prev, False
+        prev = item
+    yield prev, True

@@ -1,0 +1,202 @@
+"""The evaluation pipeline against plain forward passes, on small stand-in data; errors; resume."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pushpull import metrics
+from pushpull.cli import main
+from pushpull.data.constants import CIFAR10_MEAN, CIFAR10_STD
+from pushpull.engine.evaluate import evaluate, load_weights, strided_indices
+
+N, T = 24, 5
+C_NAMES, P_NAMES = ["gaussian_noise", "fog"], ["shot_noise", "rotate"]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    """A fake CIFAR-10 test split (N images) with -C and -P folders in the official layout."""
+    root = tmp_path_factory.mktemp("bench")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (N, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, N)
+    (root / "cifar-10-batches-py").mkdir()
+    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({"data": images.transpose(0, 3, 1, 2).reshape(N, -1), "labels": labels.tolist()}, f)
+    (root / "C").mkdir()
+    (root / "P").mkdir()
+    np.save(root / "C" / "labels.npy", np.tile(labels, 5).astype(np.uint8))
+    for name in C_NAMES:
+        np.save(root / "C" / f"{name}.npy", rng.integers(0, 256, (5 * N, 32, 32, 3), dtype=np.uint8))
+    for name in P_NAMES:
+        seqs = np.repeat(images[:, None], T, axis=1).astype(np.int16)
+        seqs[:, 1:] += rng.integers(-60, 60, seqs[:, 1:].shape, dtype=np.int16)  # some predictions flip
+        np.save(root / "P" / f"{name}.npy", seqs.clip(0, 255).astype(np.uint8))
+    return root, images, labels
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                         nn.Linear(32, 10)).eval()
+
+
+def plain_logits(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    """The obvious path: scale to [0, 1], subtract the mean, divide by the std, one forward."""
+    x = torch.tensor(images, dtype=torch.float32).permute(0, 3, 1, 2) / 255
+    x = (x - torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)) / torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def run(bench, model, **kw):
+    root = bench[0]
+    args = dict(data=root, c_dir=root / "C", p_dir=root / "P", corruptions=C_NAMES, perturbations=P_NAMES,
+                batch_size=7, progress=False)
+    return evaluate(model, **{**args, **kw})
+
+
+def test_strided_indices():
+    assert strided_indices(10, 4).tolist() == [0, 2, 5, 7]
+    assert strided_indices(5, None).tolist() == list(range(5))
+    assert strided_indices(5, 9).tolist() == list(range(5))
+
+
+def test_errors_and_flips_equal_plain_forward(bench):
+    root, images, labels = bench
+    model = tiny_model()
+    res = run(bench, model, flip_rule="hendrycks")
+    assert res["clean"]["error"] == metrics.error_rate(plain_logits(model, images).argmax(1), labels)
+    for name in C_NAMES:
+        array = np.load(root / "C" / f"{name}.npy")
+        for s in range(1, 6):
+            want = metrics.error_rate(plain_logits(model, array[(s - 1) * N:s * N]).argmax(1), labels)
+            assert res["corruptions"][name]["errors"][str(s)] == pytest.approx(want)
+    for name in P_NAMES:
+        seqs = np.load(root / "P" / f"{name}.npy")
+        logits = plain_logits(model, seqs.reshape(-1, 32, 32, 3)).reshape(N, T, 10)
+        noise = name == "shot_noise"
+        entry = res["perturbations"][name]
+        assert entry["flip_probability"] == pytest.approx(metrics.flip_probability(logits.argmax(-1), noise=noise))
+        assert entry["top5_distance"] == pytest.approx(metrics.top5_distance(logits, noise=noise))
+    assert res["complete"] and res["benchmarks"]["cifar10-c"]["source"] == "disk"
+    assert res["summary"]["baseline"] == "alexnet-cifar10"
+    assert res["summary"]["mCE"] is None  # 2 of the 15 corruptions: no mean claimed
+    # the noise rule matters: consecutive frames give a different FP on the noise sequence
+    res_c = run(bench, model, flip_rule="consecutive", perturbations=["shot_noise"], corruptions=[])
+    seqs = np.load(root / "P" / "shot_noise.npy")
+    preds = plain_logits(model, seqs.reshape(-1, 32, 32, 3)).reshape(N, T, 10).argmax(-1)
+    assert res_c["perturbations"]["shot_noise"]["flip_probability"] == pytest.approx(
+        metrics.flip_probability(preds, noise=True, rule="consecutive"))
+
+
+def test_limit_evaluates_the_strided_subset(bench):
+    root, images, labels = bench
+    model = tiny_model()
+    res = run(bench, model, limit=8, perturbations=[], benchmarks="cifar10-c")
+    idx = strided_indices(N, 8)
+    assert res["clean"]["n"] == 8 and res["data"]["num_evaluated"] == 8 and res["data"]["limit"] == 8
+    assert res["clean"]["error"] == metrics.error_rate(plain_logits(model, images[idx]).argmax(1), labels[idx])
+    array = np.load(root / "C" / "fog.npy")
+    want = metrics.error_rate(plain_logits(model, array[2 * N + idx]).argmax(1), labels[idx])
+    assert res["corruptions"]["fog"]["errors"]["3"] == pytest.approx(want)
+
+
+class Interrupting(nn.Module):
+    """Counts forward calls and raises at call ``fail_at`` (a stand-in for Ctrl-C or a crash)."""
+
+    def __init__(self, inner: nn.Module, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.inner, self.fail_at, self.calls = inner, fail_at, 0
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise KeyboardInterrupt
+        return self.inner(x)
+
+
+def test_partial_results_are_saved_and_resumed(bench, tmp_path):
+    out = tmp_path / "r.json"
+    full = run(bench, Interrupting(tiny_model()))
+    batches_per_set = -(-N // 7)
+    broken = Interrupting(tiny_model(), fail_at=3 * batches_per_set + 2)  # inside the 4th set (gaussian s3)
+    with pytest.raises(KeyboardInterrupt):
+        run(bench, broken, out=out)
+    partial = json.loads(out.read_text())
+    assert not partial["complete"] and partial["clean"] is not None
+    assert list(partial["corruptions"]["gaussian_noise"]["errors"]) == ["1", "2"]
+    assert out.with_suffix(".csv").read_text().startswith("metric,name,severity,value\nerror,clean,")
+    resumed = Interrupting(tiny_model())
+    res = run(bench, resumed, out=out)
+    assert resumed.calls == full_calls(bench) - 3 * batches_per_set
+    for key in ("clean", "corruptions", "perturbations"):
+        assert res[key] == full[key]
+    assert json.loads(out.read_text())["complete"]
+    with pytest.raises(ValueError, match="different run"):
+        run(bench, tiny_model(seed=1), out=out)  # other weights: refuse to mix results
+
+
+def full_calls(bench) -> int:
+    model = Interrupting(tiny_model())
+    run(bench, model)
+    return model.calls
+
+
+def test_bad_inputs_give_clear_errors(bench, tmp_path):
+    root = bench[0]
+    with pytest.raises(FileNotFoundError, match="lacks corruption file.*snow.npy"):
+        run(bench, tiny_model(), corruptions=["gaussian_noise", "snow"])
+    with pytest.raises(ValueError, match="unknown corruption"):
+        run(bench, tiny_model(), corruptions=["gaussian_nois"])
+    bad = tmp_path / "C"
+    bad.mkdir()
+    np.save(bad / "labels.npy", np.zeros(5 * N, dtype=np.uint8))
+    np.save(bad / "fog.npy", np.load(root / "C" / "fog.npy"))
+    with pytest.raises(ValueError, match="does not match the clean test labels"):
+        run(bench, tiny_model(), c_dir=bad, corruptions=["fog"], perturbations=[])
+
+    class NaNModel(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return torch.full((x.shape[0], 10), float("nan"))
+
+    with pytest.raises(FloatingPointError, match="NaN"):
+        run(bench, NaNModel())
+    with pytest.raises(ValueError, match="outputs"):
+        run(bench, nn.Sequential(nn.Flatten(), nn.Linear(3072, 2)))
+    with pytest.raises(ValueError, match="unknown benchmark"):
+        run(bench, tiny_model(), benchmarks="cifar10-x")
+
+
+def test_checkpoint_that_does_not_fit_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 10))
+    path = tmp_path / "w.safetensors"
+    save_file(other.state_dict(), str(path))
+    with pytest.raises(ValueError, match=r"does not fit.*shape mismatches.*0\.weight"):
+        load_weights(tiny_model(), path)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tiny_model(3).state_dict().items()}}, tmp_path / "w.pth")
+    model = tiny_model()
+    load_weights(model, tmp_path / "w.pth")  # DataParallel prefix and a wrapping dict are accepted
+    assert torch.equal(model[0].weight, tiny_model(3)[0].weight)
+
+
+def test_cli_eval_writes_json_and_csv(bench, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    root = bench[0]
+    weights = tmp_path / "tiny.safetensors"
+    save_file(tiny_model().state_dict(), str(weights))
+    # a torchvision-style spec would download nothing; here a saved state dict for a registry-free module
+    # is exercised through the library entry point, the CLI through its error path and a disk benchmark
+    code = main(["eval", "resnet-does-not-exist", "--weights", str(weights), "--data", str(root),
+                 "--c-dir", str(root / "C"), "--benchmark", "cifar10-c", "--out", str(tmp_path / "x.json"), "--quiet"])
+    assert code != 0
+    assert "resnet-does-not-exist" in capsys.readouterr().err
