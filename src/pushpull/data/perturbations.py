@@ -129,50 +129,78 @@ def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.
 # --------------------------------------------------------------------------- photometric
 
 
-def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
-    """skimage.color.rgb2hsv on float arrays (..., 3), vectorised over any leading axes."""
-    v = rgb.max(-1)
-    delta = np.ptp(rgb, axis=-1)
-    safe = np.where(delta == 0, 1.0, delta)
-    r, g, b = np.moveaxis(rgb, -1, 0)
-    h = np.where(r == v, (g - b) / safe, 0.0)  # ties: the later channel wins, as in skimage
-    h = np.where(g == v, 2.0 + (b - r) / safe, h)
-    h = np.where(b == v, 4.0 + (r - g) / safe, h)
-    h = np.where(delta == 0, 0.0, (h / 6.0) % 1.0)
-    s = np.where(v == 0, 0.0, delta / np.where(v == 0, 1.0, v))
-    return np.stack([h, s, v], -1)
-
-
-def hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    """skimage.color.hsv2rgb, vectorised."""
-    h, s, v = np.moveaxis(hsv, -1, 0)
-    hi = np.floor(h * 6)
-    f = h * 6 - hi
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    hi = hi.astype(np.int64) % 6
-    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    return np.stack([np.choose(hi, [c[k] for c in choices]) for k in range(3)], -1)
-
-
 def _brightness(images: np.ndarray, params: str) -> np.ndarray:
+    from .corruptions.digital import hsv2rgb, rgb2hsv
+
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
-    hsv = rgb_to_hsv(images / 255.0)
+    hsv = rgb2hsv(images / 255.0)
+    value = hsv[..., 2].copy()
     frames = []
     for i in range(FRAMES):
-        shifted = hsv.copy()
-        shifted[..., 2] = np.clip(shifted[..., 2] + delta_v(i), 0, 1)
-        frames.append((hsv_to_rgb(shifted) * 255).astype(np.uint8))
+        hsv[..., 2] = np.clip(value + delta_v(i), 0, 1)
+        frames.append((hsv2rgb(hsv) * 255).astype(np.uint8))
     return np.stack(frames, 1)
 
 
 def _gaussian_blur(images: np.ndarray, params: str) -> np.ndarray:
     """skimage.filters.gaussian(multichannel, mode='nearest') per frame, whole batch at once."""
-    from scipy.ndimage import gaussian_filter
+    from .corruptions.blur import gaussian_smooth
 
     cfg = _PARAMS[params]["gaussian_blur"]
     x = images / 255.0
-    frames = [(255 * gaussian_filter(x, sigma=(0, cfg["sigma"](i), cfg["sigma"](i), 0), mode="nearest",
-                                     truncate=cfg["truncate"])).astype(np.uint8) for i in range(FRAMES)]
+    return np.stack([(255 * gaussian_smooth(x, cfg["sigma"](i), truncate=cfg["truncate"])).astype(np.uint8)
+                     for i in range(FRAMES)], 1)
+
+
+def _motion_blur(images: np.ndarray, params: str) -> np.ndarray:
+    """ImageMagick motion blur swept through angles (no randomness)."""
+    from .corruptions.blur import motion_blur
+
+    cfg = _PARAMS[params]["motion_blur"]
+    return np.stack([motion_blur(images, cfg["radius"], cfg["sigma"], [cfg["angle"](i)] * len(images))
+                     for i in range(cfg["frames"])], 1)
+
+
+def _snow(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
+    """One random flake layer per image, motion-blurred at angles 4i - 150, over a whitened image."""
+    from .corruptions.blur import motion_blur
+    from .corruptions.weather import blend_snow, snow_layers
+
+    cfg = _PARAMS[params]["snow"]
+    layers = snow_layers(images.shape[:3], 0.05, 0.3, cfg["zoom"], 0.5, [rngs(i) for i in range(len(images))])
+    return np.stack([blend_snow(images, motion_blur(layers, cfg["radius"], cfg["sigma"], [i * 4 - 150] * len(images)),
+                                0.85) for i in range(FRAMES)], 1)
+
+
+def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarray:
+    """``np.convolve(line, kernel, mode='same')`` along ``axis`` of an array, all lines at once."""
+    x = np.moveaxis(x, axis, -1)
+    n, k = x.shape[-1], len(kernel)
+    full = np.zeros(x.shape[:-1] + (n + k - 1,))
+    for j, weight in enumerate(kernel):
+        full[..., j:j + n] += weight * x
+    start = (k - 1) // 2
+    return np.moveaxis(full[..., start:start + n], -1, axis)
+
+
+def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
+    """Water drops that run down the image: the liquid layer is smeared downwards frame by frame."""
+    from .corruptions.blur import gaussian_smooth
+    from .corruptions.weather import _WATER, _water_mask
+
+    cfg = _PARAMS[params]["spatter"]
+    n, h, w, _ = images.shape
+    x = images.astype(np.float32) / np.float32(255)
+    liquid = np.stack([rngs(i).normal(size=(h, w), loc=cfg["loc"], scale=cfg["scale"]) for i in range(n)])
+    liquid = gaussian_smooth(liquid, cfg["sigma"])
+    liquid[liquid < cfg["threshold"]] = 0
+    frames = []
+    for _ in range(FRAMES):
+        m = np.stack([_water_mask(layer) for layer in (liquid * 255).astype(np.uint8)])
+        peak = m.max(axis=(1, 2), keepdims=True)
+        m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0) * np.float32(0.6)
+        frames.append((np.clip(x + m[..., None] * _WATER.astype(np.float32), 0, 1) * 255).astype(np.uint8))
+        liquid = convolve_same(liquid, cfg["drift"], axis=1)
     return np.stack(frames, 1)
 
 
@@ -311,10 +339,10 @@ def perturb(
         frames = _tilt(images, params)
     elif name in ("translate", "rotate", "scale", "shear"):
         frames = _geometric(images, name, params)
-    else:
-        frames = _from_corruption_primitives(images, name, params, rngs)
+    elif name == "motion_blur":
+        frames = _motion_blur(images, params)
+    elif name == "snow":
+        frames = _snow(images, params, rngs)
+    else:  # spatter
+        frames = _spatter(images, params, rngs)
     return np.ascontiguousarray(_center_crop(frames, crop))
-
-
-def _from_corruption_primitives(images, name, params, rngs):  # noqa: ANN001, ANN202 - filled in below
-    raise NotImplementedError(f"{name} sequences need the corruption primitives (pushpull.data.corruptions)")
