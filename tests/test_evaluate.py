@@ -200,3 +200,22 @@ def test_cli_eval_writes_json_and_csv(bench, tmp_path, capsys):
                  "--c-dir", str(root / "C"), "--benchmark", "cifar10-c", "--out", str(tmp_path / "x.json"), "--quiet"])
     assert code != 0
     assert "resnet-does-not-exist" in capsys.readouterr().err
+
+
+def test_generated_corruptions_match_the_generator_on_the_subset(bench):
+    from pushpull.data.corruptions import corrupt
+
+    root, images, labels = bench
+    model = tiny_model()
+    kw = dict(data=root, benchmarks="cifar10-c", corruptions=["gaussian_noise", "contrast"], severities=[2, 5],
+              limit=10, seed=7, progress=False)
+    res = evaluate(model, batch_size=4, **kw)
+    assert res["benchmarks"]["cifar10-c"]["source"] == "generated" and res["benchmarks"]["cifar10-c"]["seed"] == 7
+    idx = strided_indices(N, 10)
+    for name in ("gaussian_noise", "contrast"):
+        for s in (2, 5):
+            corrupted = corrupt(images[idx], name, s, seed=7, indices=idx)
+            want = metrics.error_rate(plain_logits(model, corrupted).argmax(1), labels[idx])
+            assert res["corruptions"][name]["errors"][str(s)] == pytest.approx(want)
+    again = evaluate(model, batch_size=3, **kw)  # other batching, same numbers
+    assert again["corruptions"] == res["corruptions"]

@@ -1,0 +1,36 @@
+"""``pushpull report``: the paper's tables (Markdown, CSV, LaTeX) and Figure 3 from results files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "report", help="tables (md/csv/tex) and the CE-vs-FP figure from `pushpull eval` results",
+        description="Build Table 1 style summary (E, mCE, rCE, mFR), per-corruption CE and per-perturbation FP "
+                    "tables, best value per column in bold, and Figure 3 (CE vs FP scatter) as PNG and SVG.",
+        epilog="example:\n  pushpull report results/*.json --out report/\n"
+               "  pushpull report results/resnet20*.json --baseline results/resnet20.json --out report-vs-r20/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("results", nargs="+", metavar="RESULTS", help="results JSON files of `pushpull eval`")
+    p.add_argument("--baseline", default="auto",
+                   help="built-in baseline name, a results JSON file, 'auto' (the paper's) or 'none'")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--no-figure", action="store_true", help="tables only")
+    p.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    try:
+        written = write_report(args.results, args.out, baseline=None if args.baseline == "none" else args.baseline,
+                               figure=not args.no_figure)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"pushpull report: error: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(path)
+    return 0
