@@ -1,0 +1,181 @@
+"""The -C corruptions: fast batched path == per-image oracle, reproducibility, parameters, errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pushpull.data.corruptions import (BENCHMARK_CORRUPTIONS, CIFAR, CORRUPTIONS, EXTRA_CORRUPTIONS, IMAGENET,
+                                       corrupt, corrupt_reference, motion_blur, zoom_blur)
+from pushpull.data.corruptions.blur import _resolve_sequential_copies, glass_positions
+
+
+@pytest.fixture(scope="module")
+def cifar_images(cifar10_root):
+    from pushpull.data.cifar import load_cifar
+
+    images, _ = load_cifar(cifar10_root, train=False)
+    return images[7::1231][:8]  # strided: the test split is class-major
+
+
+@pytest.fixture(scope="module")
+def imagenet_image(cifar_images):
+    """One smooth 224x224 photo-like image (a CIFAR image upsampled), plus a random-texture one."""
+    smooth = np.asarray(Image.fromarray(cifar_images[1]).resize((224, 224), Image.BILINEAR))
+    noisy = np.random.default_rng(5).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    return np.stack([smooth, noisy])
+
+
+def test_names_and_tables():
+    assert len(BENCHMARK_CORRUPTIONS) == 15 and len(EXTRA_CORRUPTIONS) == 4
+    assert CORRUPTIONS == BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+    assert EXTRA_CORRUPTIONS == ("speckle_noise", "gaussian_blur", "spatter", "saturate")
+    for table in (CIFAR, IMAGENET):
+        assert set(table) == set(CORRUPTIONS) and all(len(v) == 5 for v in table.values())
+    # The zoom-factor counts the SPEC states for CIFAR (np.arange's float end point gives 7, not 6).
+    assert [len(z) for z in CIFAR["zoom_blur"]] == [7, 12, 16, 21, 26]
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_fast_matches_oracle_cifar(name, cifar_images):
+    x = np.concatenate([cifar_images, np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)])
+    indices = np.arange(100, 100 + len(x))
+    for severity in range(1, 6):
+        fast = corrupt(x, name, severity, seed=11, indices=indices)
+        slow = corrupt_reference(x, name, severity, seed=11, indices=indices)
+        assert fast.dtype == np.uint8 and fast.shape == x.shape
+        np.testing.assert_array_equal(fast, slow, err_msg=f"{name} severity {severity}")
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_fast_matches_oracle_imagenet(name, imagenet_image):
+    for severity in range(1, 6):
+        x = imagenet_image[severity % 2:][:1]
+        fast = corrupt(x, name, severity, seed=2, params="imagenet")
+        slow = corrupt_reference(x, name, severity, seed=2, params="imagenet")
+        assert fast.shape == x.shape
+        np.testing.assert_array_equal(fast, slow, err_msg=f"{name} severity {severity}")
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_reproducible_across_batches_and_workers(name, cifar_images):
+    x = cifar_images
+    whole = corrupt(x, name, 3, seed=4, workers=1)
+    np.testing.assert_array_equal(corrupt(x, name, 3, seed=4, workers=2), whole)
+    parts = [corrupt(x[lo:lo + 3], name, 3, seed=4, indices=np.arange(lo, min(lo + 3, len(x))))
+             for lo in range(0, len(x), 3)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    if name not in ("defocus_blur", "gaussian_blur", "brightness", "contrast", "pixelate", "jpeg_compression",
+                    "zoom_blur", "saturate"):  # the random ones depend on the seed and the index
+        assert not np.array_equal(corrupt(x, name, 3, seed=5), whole)
+        assert not np.array_equal(corrupt(x[:1], name, 3, seed=4, indices=[1]), whole[:1])
+
+
+MONOTONE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "defocus_blur", "gaussian_blur",
+            "motion_blur", "zoom_blur", "snow", "fog", "brightness", "contrast", "pixelate", "jpeg_compression")
+
+
+@pytest.mark.parametrize("name", MONOTONE)
+def test_severity_is_monotone(name, cifar_images):
+    """Mean |corrupted - clean| grows with severity where the table only strengthens one knob.
+
+    Not for glass blur, frost, elastic, spatter and saturate, whose CIFAR tables trade knobs
+    (e.g. saturate lowers then raises saturation; spatter switches from water to mud).
+    """
+    x = cifar_images
+    gaps = [np.abs(corrupt(x, name, s).astype(float) - x).mean() for s in range(1, 6)]
+    assert all(np.diff(gaps) > 0), gaps
+
+
+def test_noise_statistics():
+    """The noise parameters are the reference's: std of Gaussian noise, Poisson variance, s&p rate."""
+    gray = np.full((4, 32, 32, 3), 128, np.uint8)
+    g = corrupt(gray, "gaussian_noise", 1).astype(float) / 255
+    assert abs(g.std() - 0.04) < 0.002
+    lam = CIFAR["shot_noise"][0]
+    s = corrupt(gray, "shot_noise", 1).astype(float) / 255
+    assert abs(s.var() - (128 / 255) / lam) < 0.1 * (128 / 255) / lam
+    imp = corrupt(gray, "impulse_noise", 5)
+    assert abs(np.isin(imp, (0, 255)).mean() - 0.07) < 0.01
+    assert abs((imp == 255).mean() - 0.035) < 0.007
+
+
+def test_motion_blur_is_imagemagick_one_sided_kernel():
+    """Angle 0 averages the pixel and those to its right (edge repeated) with exp(-i^2 / 2 sigma^2)."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 5, 12, 3), dtype=np.uint8)
+    radius, sigma = 3, 1.5
+    taps = [math.exp(-i * i / (2 * sigma * sigma)) for i in range(2 * radius + 1)]
+    expected = np.zeros(x.shape)
+    for i, t in enumerate(taps):
+        cols = np.minimum(np.arange(12) + i, 11)
+        expected += t / sum(taps) * x[:, :, cols].astype(float)
+    got = motion_blur(x, radius, sigma, [0.0, 0.0]).astype(float)
+    assert np.abs(got - expected).max() <= 0.5 + 1e-9
+    # 90 degrees blurs downward: the pixel and those below it.
+    col = motion_blur(np.ascontiguousarray(x.transpose(0, 2, 1, 3)), radius, sigma, [90.0, 90.0])
+    np.testing.assert_array_equal(col.transpose(0, 2, 1, 3), motion_blur(x, radius, sigma, [0.0, 0.0]))
+
+
+def test_zoom_blur_of_constant_image_is_constant():
+    x = np.full((2, 32, 32, 3), 200, np.uint8)
+    out = zoom_blur(x, np.arange(1, 1.26, 0.01))
+    assert np.abs(out.astype(int) - 200).max() <= 1
+
+
+@pytest.mark.parametrize("delta", [1, 2, 4])
+def test_glass_copies_resolved_like_the_sequential_loop(delta):
+    """Pointer-jumping resolution == literally running x[h, w] = x[h + dy, w + dx] in visiting order."""
+    h = w = 20
+    rng = np.random.default_rng(delta)
+    positions = glass_positions(h, w, delta)
+    offsets = rng.integers(-delta, delta, size=(3, len(positions), 2))
+    got = _resolve_sequential_copies(positions, offsets, h, w)
+    for b in range(3):
+        grid = np.arange(h * w).reshape(h, w)
+        for (r, c), (dx, dy) in zip(positions, offsets[b]):
+            grid[r, c] = grid[r + dy, c + dx]
+        np.testing.assert_array_equal(got[b], grid.ravel())
+
+
+def test_frost_textures_are_packaged():
+    from importlib import resources
+
+    folder = resources.files("pushpull.data.corruptions") / "frost"
+    assert (folder / "NOTICE").is_file()
+    from pushpull.data.corruptions.weather import FROST_FILES, frost_texture
+
+    assert len(FROST_FILES) == 5
+    for i in range(5):
+        assert frost_texture(i, 0.2).shape[0] > 32 and frost_texture(i, 1).shape[1] > 224
+
+
+def test_empty_batch():
+    x = np.zeros((0, 32, 32, 3), np.uint8)
+    assert corrupt(x, "fog", 2).shape == (0, 32, 32, 3)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(name="gausian_noise"), ValueError, "gaussian_noise"),
+    (dict(name="nope"), ValueError, "unknown corruption"),
+    (dict(severity=0), ValueError, "severity"),
+    (dict(severity=6), ValueError, "severity"),
+    (dict(severity=2.0), ValueError, "severity"),
+    (dict(images=np.zeros((2, 32, 32, 3), np.float32)), TypeError, "uint8"),
+    (dict(images=np.zeros((32, 32, 3), np.uint8)), ValueError, "shape"),
+    (dict(images=np.zeros((2, 32, 32, 1), np.uint8)), ValueError, "shape"),
+    (dict(indices=[0]), ValueError, "indices"),
+    (dict(indices=[0, -1]), ValueError, "indices"),
+    (dict(params="cifar100"), ValueError, "parameter table"),
+    (dict(seed=-1), ValueError, "seed"),
+])
+def test_errors(kwargs, error, match):
+    args = dict(images=np.zeros((2, 32, 32, 3), np.uint8), name="gaussian_noise", severity=1)
+    args.update(kwargs)
+    images, name, severity = args.pop("images"), args.pop("name"), args.pop("severity")
+    for fn in (corrupt, corrupt_reference):
+        with pytest.raises(error, match=match):
+            fn(images, name, severity, **args)
