@@ -1,0 +1,234 @@
+"""-P sequences: frame counts, reproducibility, and each fast path against a slow per-image reference."""
+
+from __future__ import annotations
+
+import colorsys
+
+import numpy as np
+import pytest
+
+from pushpull.data.perturbations import (ALL_PERTURBATIONS, NOISE_SEQUENCES, PERTURBATIONS, convolve_same, image_rng,
+                                         num_frames, perturb, tilt_matrix, warp_perspective)
+
+RNG = np.random.default_rng(1234)
+IMAGES = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+
+
+def smooth_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Random but smooth images (a few low frequencies), so interpolation differences stay small."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    out = np.zeros((n, size, size, 3))
+    for _ in range(4):
+        fy, fx, phase = rng.uniform(0.5, 2.5, 3)
+        out += rng.uniform(20, 50, (n, 1, 1, 3)) * np.sin(2 * np.pi * (fy * y + fx * x) + phase)[None, ..., None]
+    return np.clip(out + 128, 0, 255).astype(np.uint8)
+
+
+def test_names_and_frame_counts():
+    assert PERTURBATIONS == ("gaussian_noise", "shot_noise", "motion_blur", "zoom_blur", "snow", "brightness",
+                             "translate", "rotate", "tilt", "scale")
+    assert len(ALL_PERTURBATIONS) == 20 and set(PERTURBATIONS) < set(ALL_PERTURBATIONS)
+    cifar = {"motion_blur": 21, "translate": 16}
+    imagenet = {"motion_blur": 31, "translate": 41}
+    for name in ALL_PERTURBATIONS:
+        assert num_frames(name) == cifar.get(name, 31)
+        assert num_frames(name, "imagenet") == imagenet.get(name, 31)
+
+
+@pytest.mark.parametrize("name", ALL_PERTURBATIONS)
+def test_every_sequence_shape_and_reproducibility(name):
+    out = perturb(IMAGES, name, seed=3)
+    assert out.dtype == np.uint8 and out.shape == (3, num_frames(name)) + IMAGES.shape[1:]
+    assert np.array_equal(out, perturb(IMAGES, name, seed=3))
+    # frames vary along the sequence
+    assert len({frame.tobytes() for frame in out[0]}) > num_frames(name) // 2
+    if name in NOISE_SEQUENCES:
+        assert np.array_equal(out[:, 0], IMAGES)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise_2", "speckle_noise", "snow", "spatter"])
+def test_random_streams_depend_on_image_index_not_batch(name):
+    indices = np.array([7, 100, 9999])
+    whole = perturb(IMAGES, name, seed=5, indices=indices)
+    for k in range(3):
+        assert np.array_equal(whole[k], perturb(IMAGES[k:k + 1], name, seed=5, indices=indices[k:k + 1])[0])
+    assert not np.array_equal(whole, perturb(IMAGES, name, seed=6, indices=indices))
+    assert not np.array_equal(whole[0], perturb(IMAGES[:1], name, seed=5, indices=[8])[0])
+
+
+def reference_noise(image: np.ndarray, name: str, seed: int, index: int) -> np.ndarray:
+    """make_cifar_p.py's loops, one frame at a time, drawing from the image's stream."""
+    rng = image_rng(seed, name, index)
+    seq = [image]
+    for _ in range(1, 31):
+        if name == "gaussian_noise":
+            x = image.astype(np.float32) / np.float32(255)
+            z = np.clip(x + np.float32(0.02) * rng.standard_normal(x.shape, dtype=np.float32), 0, 1)
+            seq.append((z * np.float32(255)).astype(np.uint8))
+        elif name == "shot_noise_3":
+            z = image / 255.0
+            seq.append(np.uint8(255 * np.clip(rng.poisson(z * 200) / 200.0, 0, 1)))
+        else:  # speckle_noise_2
+            x = image / 255.0
+            seq.append(np.uint8(255 * np.clip(x + x * rng.normal(size=x.shape, scale=0.07), 0, 1)))
+    return np.stack(seq)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise_3", "speckle_noise_2"])
+def test_noise_matches_per_frame_reference(name):
+    out = perturb(IMAGES, name, seed=2, indices=[4, 5, 6])
+    for k in range(3):
+        assert np.array_equal(out[k], reference_noise(IMAGES[k], name, 2, 4 + k))
+
+
+def test_noise_levels():
+    gray = np.full((4, 32, 32, 3), 128, np.uint8)
+    for name, sigma in (("gaussian_noise", 0.02), ("gaussian_noise_2", 0.04), ("gaussian_noise_3", 0.06)):
+        frames = perturb(gray, name)[:, 1:].astype(float) / 255
+        assert abs(frames.std() - sigma) < 0.1 * sigma
+    for name, lam in (("shot_noise", 700), ("shot_noise_2", 400), ("shot_noise_3", 200)):
+        frames = perturb(gray, name)[:, 1:].astype(float) / 255
+        expected = np.sqrt(128 / 255 / lam)  # Poisson(x·λ)/λ has variance x/λ
+        assert abs(frames.std() - expected) < 0.1 * expected
+
+
+def test_brightness_matches_colorsys_reference():
+    out = perturb(IMAGES[:1], "brightness")
+    flat = IMAGES[0].reshape(-1, 3) / 255.0
+    for i in (0, 7, 15, 30):
+        expected = []
+        for r, g, b in flat:
+            h, s, v = colorsys.rgb_to_hsv(r, g, b)
+            expected.append(colorsys.hsv_to_rgb(h, s, min(max(v + (i - 15) * 1.5 / 100, 0), 1)))
+        expected = (np.array(expected) * 255).reshape(32, 32, 3)
+        # truncation to uint8; values a rounding error away from an integer may fall either way
+        clear = np.abs(expected - np.round(expected)) > 1e-6
+        assert np.array_equal(out[0, i][clear], np.floor(expected[clear]).astype(np.uint8))
+        assert np.abs(out[0, i].astype(int) - np.floor(expected)).max() <= 1
+
+
+def test_gaussian_blur_matches_per_channel_filter():
+    from scipy.ndimage import gaussian_filter
+
+    out = perturb(IMAGES[:2], "gaussian_blur")
+    for i in (0, 30):
+        for k in range(2):
+            for c in range(3):
+                ref = gaussian_filter(IMAGES[k, ..., c] / 255.0, 0.3 + 0.015 * i, mode="nearest", truncate=7.0)
+                assert np.array_equal(out[k, i, ..., c], (255 * ref).astype(np.uint8))
+
+
+def test_geometric_sequences_pass_through_the_identity():
+    for name, identity in (("rotate", 15), ("scale", 15), ("shear", 15), ("translate", 7)):
+        assert np.array_equal(perturb(IMAGES, name)[:, identity], IMAGES), name
+
+
+def test_translate_shifts_with_black_fill():
+    out = perturb(IMAGES, "translate")
+    for i in range(16):
+        d = i - 7
+        expected = np.zeros_like(IMAGES)
+        if d >= 0:
+            expected[:, :, d:] = IMAGES[:, :, :32 - d]
+        else:
+            expected[:, :, :d] = IMAGES[:, :, -d:]
+        assert np.array_equal(out[:, i], expected)
+
+
+def test_rotate_turns_the_image():
+    img = smooth_images(1, 32)
+    out = perturb(img, "rotate")
+    mirrored = perturb(img[:, :, ::-1].copy(), "rotate")[:, :, :, ::-1]
+    # rotating a mirrored image by +a is mirroring the image rotated by -a
+    assert np.abs(out[0, 10].astype(int) - mirrored[0, 20]).mean() < 2
+    assert np.abs(out[0, 0].astype(int) - img[0]).mean() > 5
+
+
+def test_zoom_blur_is_a_running_mean_of_zooms():
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+
+    out = perturb(IMAGES[:1], "zoom_blur")
+    pil = Image.fromarray(IMAGES[0])
+    zooms = [IMAGES[0]] + [np.asarray(TF.affine(pil, 0.0, [0, 0], 1 + 0.004 * k, [0.0, 0.0],
+                                                interpolation=InterpolationMode.BILINEAR)) for k in range(1, 31)]
+    for i in (0, 1, 12, 30):
+        mean = sum(z.astype(np.float64) for z in zooms[:i + 1]) / (i + 1)
+        assert np.abs(out[0, i].astype(np.float64) - mean).max() <= 1.0  # truncation of a float32 mean
+
+
+def reference_warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """OpenCV's INTER_LINEAR warpPerspective, one pixel at a time (1/32 px grid, 15-bit weights)."""
+    h, w, c = image.shape
+    inv = np.linalg.inv(matrix)
+    out = np.zeros_like(image)
+    for y in range(h):
+        for x in range(w):
+            den = inv[2, 0] * x + inv[2, 1] * y + inv[2, 2]
+            px = int(np.rint((inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]) * 32 / den))
+            py = int(np.rint((inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]) * 32 / den))
+            sx, sy, ax, ay = px // 32, py // 32, px % 32, py % 32
+            total = np.zeros(c, np.int64)
+            for dy, wy in ((0, 32 - ay), (1, ay)):
+                for dx, wx in ((0, 32 - ax), (1, ax)):
+                    if 0 <= sy + dy < h and 0 <= sx + dx < w:
+                        total += image[sy + dy, sx + dx].astype(np.int64) * wy * wx * 32
+            out[y, x] = np.clip((total + (1 << 14)) >> 15, 0, 255)
+    return out
+
+
+@pytest.mark.parametrize("degrees", [-11.25, 0.0, 6.0])
+def test_warp_perspective_matches_pixel_loop(degrees):
+    img = IMAGES[:2, :20, :24]
+    m = tilt_matrix(degrees, 20, 24)
+    out = warp_perspective(img, m)
+    for k in range(2):
+        assert np.array_equal(out[k], reference_warp(img[k], m))
+
+
+def test_warp_perspective_integer_shift_is_exact():
+    m = np.array([[1.0, 0, 3], [0, 1, -2], [0, 0, 1]])
+    out = warp_perspective(IMAGES, m)
+    assert np.array_equal(out[:, :30, 3:], IMAGES[:, 2:, :29])
+    assert not out[:, :, :3].any() and not out[:, 30:].any()
+
+
+def test_tilt_matches_opencv_when_installed():
+    cv2 = pytest.importorskip("cv2")
+    if int(cv2.__version__.split(".")[0]) >= 5:
+        pytest.skip("OpenCV 5 changed warpPerspective's rounding; the reference generator used OpenCV 3/4")
+    out = perturb(IMAGES, "tilt")
+    for i in (0, 9, 30):
+        m = tilt_matrix(0.75 * (i - 15), 32, 32)
+        assert np.array_equal(out[:, i], np.stack([cv2.warpPerspective(x, m, (32, 32)) for x in IMAGES]))
+
+
+def test_convolve_same_matches_numpy():
+    x = RNG.random((2, 9, 5))
+    for kernel in ([0.2, 0.8], [0.05, 0.1, 0.15, 0.7]):
+        expected = np.apply_along_axis(lambda line: np.convolve(line, kernel, mode="same"), 1, x)
+        np.testing.assert_allclose(convolve_same(x, kernel, axis=1), expected, rtol=1e-12, atol=1e-15)
+
+
+def test_imagenet_params_and_crop():
+    images = smooth_images(2, 40)
+    out = perturb(images, "translate", params="imagenet", crop=24)
+    assert out.shape == (2, 41, 24, 24, 3)
+    assert np.array_equal(out[:, 20], images[:, 8:32, 8:32])  # identity frame, centre crop
+    assert np.array_equal(out[:, 21, :, 1:], images[:, 8:32, 8:31])  # moved right by one pixel, context from outside
+    noise = perturb(images, "gaussian_noise", params="imagenet", crop=24)
+    assert np.array_equal(noise[:, 0], images[:, 8:32, 8:32])
+    assert abs((noise[:, 1:].astype(float) - noise[:, :1]).std() / 255 - 0.03) < 0.005
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="unknown perturbation 'rotation'"):
+        perturb(IMAGES, "rotation")
+    with pytest.raises(ValueError, match="uint8"):
+        perturb(IMAGES.astype(np.float32), "rotate")
+    with pytest.raises(ValueError, match="params"):
+        perturb(IMAGES, "rotate", params="tiny")
+    with pytest.raises(ValueError, match="indices"):
+        perturb(IMAGES, "gaussian_noise", indices=[1, 2])
