@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from ._fast import Geometry, PushPullFunction
+
 Pads = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad order
 PaddingArg = Union[int, tuple[int, int], str]
 Impl = Literal["auto", "reference"]
@@ -133,6 +135,30 @@ def push_pull_conv2d_reference(
     return combine(push, pull, alpha, dual_output)
 
 
+def exporting() -> bool:
+    """True while the call is traced, scripted, compiled or exported: use plain, traceable ops then."""
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export())
+
+
+def _conv_padding(x: Tensor, pads: Pads, mode: str) -> tuple[Tensor, tuple[int, int]]:
+    """Let the convolution pad when it can (symmetric zeros); otherwise pad ``x`` explicitly."""
+    left, right, top, bottom = pads
+    if mode == "zeros" and left == right >= 0 and top == bottom >= 0:
+        return x, (top, left)
+    return pad2d(x, pads, mode), (0, 0)
+
+
+def _check_functional_args(x: Tensor, weight: Tensor, groups: int) -> None:
+    if weight.dim() != 4:
+        raise ValueError(f"weight must be (out_channels, in_channels / groups, kH, kW), got shape {tuple(weight.shape)}")
+    if x.dim() != 4:
+        raise ValueError(f"input must be (N, C, H, W) or (C, H, W), got shape {tuple(x.shape)}")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"input has {x.shape[1]} channels but the weight expects {weight.shape[1] * groups} "
+                         f"({weight.shape[1]} per group x {groups} groups)")
+
+
 def push_pull_conv2d(
     x: Tensor,
     weight: Tensor,
@@ -146,12 +172,42 @@ def push_pull_conv2d(
     dual_output: bool = False,
     padding_mode: str = "zeros",
     impl: Impl = "auto",
+    *,
+    pull_weight: Tensor | None = None,
 ) -> Tensor:
-    """Functional push-pull convolution; ``impl`` picks the implementation (all are exact)."""
+    """Functional push-pull convolution; ``impl`` picks the implementation (both are exact).
+
+    ``"auto"`` runs the fused operator (:mod:`._fast`), or the reference while being traced,
+    compiled or exported. ``pull_weight`` may pass a precomputed ``pull_kernel(weight, scale)``
+    (the module passes its cached one). Accepts (N, C, H, W) or unbatched (C, H, W) inputs.
+    """
     if impl not in ("auto", "reference"):
         raise ValueError(f"impl must be 'auto' or 'reference', got {impl!r}")
-    return push_pull_conv2d_reference(x, weight, bias, stride, padding, dilation, groups, scale, alpha,
-                                      dual_output, padding_mode)
+    if x.dim() == 3:
+        return push_pull_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, scale, alpha,
+                                dual_output, padding_mode, impl, pull_weight=pull_weight).squeeze(0)
+    _check_functional_args(x, weight, groups)
+    if impl == "reference" or exporting():
+        return push_pull_conv2d_reference(x, weight, bias, stride, padding, dilation, groups, scale, alpha,
+                                          dual_output, padding_mode)
+    stride, dilation = _pair(stride), _pair(dilation)
+    kernel_size = (weight.shape[-2], weight.shape[-1])
+    pads = push_padding(padding, kernel_size, stride, dilation)
+    if pull_weight is None:
+        pull_weight = pull_kernel(weight.detach(), scale)
+    q_pads = pull_padding(pads, kernel_size, (pull_weight.shape[-2], pull_weight.shape[-1]), dilation)
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type):  # run the convolutions in the autocast dtype, as F.conv2d would
+        dtype = torch.get_autocast_dtype(device_type)
+        x, weight, pull_weight = x.to(dtype), weight.to(dtype), pull_weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    if isinstance(alpha, Tensor):
+        alpha = alpha.to(x.dtype)
+    x_push, push_pad = _conv_padding(x, pads, padding_mode)
+    x_pull, pull_pad = _conv_padding(x, q_pads, padding_mode)
+    geo = Geometry(stride, push_pad, pull_pad, dilation, groups, dual_output)
+    with torch.autocast(device_type, enabled=False):
+        return PushPullFunction.apply(x_push, x_pull, weight, pull_weight, bias, alpha, geo)
 
 
 class PushPullConv2d(nn.Module):
@@ -190,7 +246,7 @@ class PushPullConv2d(nn.Module):
         super().__init__()
         if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
-        if not trainable_alpha and not (isinstance(alpha, (int, float)) and alpha >= 0):
+        if not trainable_alpha and not (isinstance(alpha, (int, float)) and 0 <= alpha < math.inf):
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
         if impl not in ("auto", "reference"):
             raise ValueError(f"impl must be 'auto' or 'reference', got {impl!r}")
@@ -199,6 +255,7 @@ class PushPullConv2d(nn.Module):
         self.scale = float(scale)
         self.dual_output = dual_output
         self.impl = impl
+        self._pull_cache: tuple | None = None
         self.trainable_alpha = trainable_alpha
         if trainable_alpha:
             r = 1.0 / math.sqrt(in_channels * out_channels)
@@ -256,6 +313,12 @@ class PushPullConv2d(nn.Module):
         if x.dim() not in (3, 4):
             raise ValueError(f"{type(self).__name__} expects a (N, C, H, W) or (C, H, W) input, "
                              f"got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype} "
+                            f"(convert and normalise images first)")
+        if x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"input dtype {x.dtype} does not match the layer's weights ({self.weight.dtype}); "
+                            f"convert one of them (e.g. layer.to({x.dtype})) or use torch.autocast")
         if x.shape[-3] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
                              f"got {x.shape[-3]} (input shape {tuple(x.shape)})")
@@ -267,14 +330,40 @@ class PushPullConv2d(nn.Module):
                 raise ValueError(f"input {name} {size} (+{extra} padding) is smaller than the "
                                  f"{'dilated ' if self.dilation[axis] > 1 else ''}kernel ({span})")
 
+    @property
+    def pull_weight(self) -> Tensor:
+        """The (positive) pull kernel derived from ``weight``, without gradient.
+
+        Computed once and reused while the push weights are unchanged: the cache is keyed on
+        the weight's storage, version counter (bumped by every in-place change: optimizer
+        steps, ``load_state_dict``, edits under ``no_grad``), dtype and device, and is dropped
+        by ``.to()`` / ``.half()`` / ``.cuda()``. Edits through ``weight.data`` bypass the version
+        counter: call :meth:`clear_cache` after those.
+        """
+        w = self.push.weight
+        key = (w._version, w.dtype, w.device, tuple(w.shape), w.stride(), torch.is_inference_mode_enabled())
+        cached = self._pull_cache
+        if cached is None or cached[0] != key or cached[1].data_ptr() != w.data_ptr():
+            with torch.no_grad():
+                # keeping an alias of the weight pins its storage, so an equal data_ptr means the same storage
+                cached = self._pull_cache = (key, w.detach(), pull_kernel(w.detach(), self.scale))
+        return cached[2]
+
+    def clear_cache(self) -> None:
+        """Forget the cached pull kernel (only needed after edits through ``weight.data``)."""
+        self._pull_cache = None
+
+    def _apply(self, fn, recurse=True):  # .to(), .half(), .cuda(): the cached kernel would be stale
+        self.clear_cache()
+        return super()._apply(fn, recurse)
+
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        batched = x.dim() == 4
-        out = push_pull_conv2d(
-            x if batched else x.unsqueeze(0), self.push.weight, self.push.bias, self.stride, self.padding,
-            self.dilation, self.groups, self.scale, self.effective_alpha(), self.dual_output,
-            self.push.padding_mode, self.impl)
-        return out if batched else out.squeeze(0)
+        fast = self.impl == "auto" and not exporting()
+        return push_pull_conv2d(
+            x, self.push.weight, self.push.bias, self.stride, self.padding, self.dilation, self.groups, self.scale,
+            self.effective_alpha(), self.dual_output, self.push.padding_mode, self.impl,
+            pull_weight=self.pull_weight if fast else None)
 
     def extra_repr(self) -> str:
         p = self.push
