@@ -177,12 +177,13 @@ class CorruptedImageNet(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[object, int]:
-        from torchvision.io import ImageReadMode, decode_image
+        from PIL import Image, UnidentifiedImageError
 
         path, label = self.samples[i]
         try:
-            image = decode_image(str(path), mode=ImageReadMode.RGB)
-        except RuntimeError as err:
+            with Image.open(path) as img:
+                image = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
+        except (OSError, UnidentifiedImageError) as err:
             raise ValueError(f"cannot decode {path}: {err}") from None
         return (self.transform(image) if self.transform else image), label
 
