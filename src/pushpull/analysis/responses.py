@@ -98,7 +98,8 @@ def plot_responses(images: np.ndarray, column_titles: Sequence[str], responses: 
         axes[0, col].imshow(images[col], interpolation="nearest")
         axes[0, col].set_title(column_titles[col], fontsize=9)
     for row, resp in enumerate(responses, start=1):
-        limit = float(np.abs(resp.maps).max()) or 1.0  # one symmetric scale per row: noise shows as texture
+        # One symmetric scale per row, so noise shows as texture; a percentile, so a few outliers don't wash it out.
+        limit = float(np.percentile(np.abs(resp.maps), 99.5)) or 1.0
         for col in range(n_cols):
             ax = axes[row, col]
             ax.imshow(resp.maps[col], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")

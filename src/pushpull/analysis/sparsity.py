@@ -65,6 +65,23 @@ def weight_values(layers: dict[str, nn.Module]) -> dict[str, np.ndarray]:
     return {name: layer_kernel(layer).double().flatten().numpy() for name, layer in layers.items()}
 
 
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish)
+
+
+def _after_first_conv(model: nn.Module):  # noqa: ANN202 - yields (name, module, holds a convolution)
+    """The siblings that follow the first convolution, in registration order."""
+    from .layers import conv_layers
+
+    convs = list(conv_layers(model))
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no Conv2d or PushPullConv2d layer")
+    parent_name, _, first = convs[0].rpartition(".")
+    names = [n for n, _ in model.get_submodule(parent_name).named_children()]
+    for child_name, child in list(model.get_submodule(parent_name).named_children())[names.index(first) + 1:]:
+        full = f"{parent_name}.{child_name}" if parent_name else child_name
+        yield full, child, any(n == full or n.startswith(full + ".") for n in convs)
+
+
 def first_block(model: nn.Module) -> str:
     """Name of the model's first block: the first module after the first convolution that holds a convolution.
 
@@ -72,24 +89,20 @@ def first_block(model: nn.Module) -> str:
     ``features.denseblock1`` in a DenseNet); when that is an ``nn.Sequential`` of blocks,
     its first element (``layer1.0``).
     """
-    from .layers import conv_layers
+    for name, module, holds_conv in _after_first_conv(model):
+        if holds_conv:
+            return f"{name}.0" if isinstance(module, nn.Sequential) and len(module) else name
+    raise ValueError("no block after the first convolution; name the module to measure")
 
-    convs = list(conv_layers(model))
-    if not convs:
-        raise ValueError(f"{type(model).__name__} has no Conv2d or PushPullConv2d layer")
-    parent_name, _, first = convs[0].rpartition(".")
-    parent = model.get_submodule(parent_name)
-    seen_first = False
-    for child_name, child in parent.named_children():
-        if child_name == first:
-            seen_first = True
-            continue
-        full = f"{parent_name}.{child_name}" if parent_name else child_name
-        if seen_first and any(n == full or n.startswith(full + ".") for n in convs):
-            if isinstance(child, nn.Sequential) and len(child) > 0:
-                return f"{full}.0"
-            return full
-    raise ValueError(f"no block after the first convolution {convs[0]!r}; name the layer to measure")
+
+def stem_activation(model: nn.Module) -> str | None:
+    """Name of the activation module right after the first convolution (before the first block), if any."""
+    for name, module, holds_conv in _after_first_conv(model):
+        if holds_conv:
+            return None
+        if isinstance(module, ACTIVATIONS):
+            return name
+    return None
 
 
 @torch.no_grad()
@@ -101,27 +114,34 @@ def activations(model: nn.Module, module_name: str, images: Tensor, batch_size: 
     return np.concatenate(parts)
 
 
-def plot_sparsity(weights: dict[str, dict[str, np.ndarray]], acts: dict[str, np.ndarray], path: str,
+def plot_sparsity(weights: dict[str, dict[str, np.ndarray]], acts: dict[str, dict[str, np.ndarray]], path: str,
                   bins: int = 101) -> None:
-    """Overlaid weight histograms (one per model), and activation histograms when given."""
+    """Overlaid histograms, one colour per model: the pooled weights, then each measured activation.
+
+    ``weights[model][layer]`` and ``acts[model][module]`` hold flat values; the i-th
+    activation panel overlays every model's i-th module.
+    """
     from ._figures import new_figure, save_figure
 
-    panels = 2 if acts else 1
-    fig, axes = new_figure(1, panels, panel=4.0)
-    pooled = {label: np.concatenate(list(layers.values())) for label, layers in weights.items()}
-    for ax, data, title in ((axes[0, 0], pooled, "weights"), *(((axes[0, 1], acts, "activations"),) if acts else ())):
-        limit = max(float(np.quantile(np.abs(v), 0.999)) for v in data.values()) or 1.0
-        edges = np.linspace(-limit, limit, bins) if title == "weights" else np.linspace(
-            min(0.0, min(float(v.min()) for v in data.values())), limit, bins)
+    slots = max((len(m) for m in acts.values()), default=0)
+    fig, axes = new_figure(1, 1 + slots, panel=3.6)
+    names = list(dict.fromkeys(n for layers in weights.values() for n in layers))
+    panels = [({label: np.concatenate(list(layers.values())) for label, layers in weights.items()},
+               "weights: " + (", ".join(names) if len(names) < 3 else f"{len(names)} layers, {names[0]} ... {names[-1]}"))]
+    for i in range(slots):
+        chosen = {label: list(modules.items())[i] for label, modules in acts.items() if len(modules) > i}
+        panels.append(({label: v for label, (_, v) in chosen.items()},
+                       "activations: " + ", ".join(dict.fromkeys(n for n, _ in chosen.values()))))
+    for ax, (data, title) in zip(axes[0], panels):
+        high = max(float(np.abs(v).max()) for v in data.values()) or 1.0
+        low = -high if title.startswith("weights") else min(0.0, min(float(v.min()) for v in data.values()))
+        edges = np.linspace(low, high, bins)
         for label, values in data.items():
-            ax.hist(np.clip(values, edges[0], edges[-1]), bins=edges, density=True, histtype="stepfilled",
-                    alpha=0.45, label=f"{label} (Hoyer {hoyer_sparsity(values):.2f}, "
-                                      f"kurt {excess_kurtosis(values):.1f})")
-        ax.set_title(title, fontsize=10)
+            ax.hist(values, bins=edges, density=True, histtype="stepfilled", alpha=0.45,
+                    label=f"{label}: Hoyer {hoyer_sparsity(values):.2f}, kurtosis {excess_kurtosis(values):.1f}")
+        ax.set_title(title[:60], fontsize=9)
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
-        if title == "activations":
+        if not title.startswith("weights"):
             ax.set_yscale("log")
-    names = sorted({n for layers in weights.values() for n in layers})
-    axes[0, 0].set_xlabel(", ".join(names)[:80])
     save_figure(fig, path)

@@ -227,7 +227,7 @@ def plot_spectrum(spectra: Sequence[tuple[str, Spectrum]], path: str, channels: 
                 ax.remove()
                 continue
             main = "push_pull" if "push_pull" in spec.responses else next(iter(spec.responses))
-            o = int(np.argmax(np.abs(spec.responses[main][chans[col]]).max(1)))
+            o = int(np.argmax(spec.responses[main][chans[col]].max(1)))  # preferred orientation, as summary()
             unit = float(np.abs(next(iter(spec.responses.values()))[chans[col], o]).max()) or 1.0
             for op, values in spec.responses.items():  # one unit per panel, so push - pull = push_pull holds
                 ax.plot(spec.frequencies, values[chans[col], o] / unit, label=op)

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-PICKLE_SUFFIXES = (".pth", ".tar", ".pt", ".ckpt")
+CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt", ".safetensors")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: ./analysis)")
     common.add_argument("--allow-pickle", action="store_true",
-                        help="allow loading pickled checkpoints (.pth/.pth.tar): they can run code, trust them first")
+                        help="allow a full unpickle of a checkpoint that cannot be read safely: it can run code, trust the file first")
     common.add_argument("--mean", type=float, nargs=3, help="input normalisation mean in [0, 1] units "
                         "(default: the saved model's, else CIFAR-10's)")
     common.add_argument("--std", type=float, nargs=3, help="input normalisation std (default as --mean)")
@@ -67,7 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "first convolution; default: first)")
     p.add_argument("--thresholds", type=float, nargs="+", default=[1e-3, 1e-2, 5e-2, 1e-1],
                    help="near-zero thresholds for |value|")
-    p.add_argument("--activation-layer", help="module whose output is measured (default: the first block)")
+    p.add_argument("--activations", nargs="+", metavar="MODULE", help="modules whose outputs are measured "
+                   "with --data (default: the activation after the first convolution, if any, and the first block)")
     p.add_argument("--num-images", type=int, default=500, help="test images for activations (spread over the set)")
     p.set_defaults(func=_handler(_run_weights))
 
@@ -92,37 +93,27 @@ def _handler(work: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Module, label, mean, std)
     """A model from a saved file, an official checkpoint, or the registry; with its normalisation."""
     from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
+    from ..models import UnsafeCheckpointError, create_model, import_official, load_model
 
     path = Path(spec)
-    meta: dict = {}
-    if path.is_dir():
-        candidates = sorted(p for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES + (".safetensors",)))
-        if len(candidates) != 1:
-            raise _UserError(f"{path}: expected one checkpoint in the folder, found {len(candidates)}")
-        label, path = path.name, candidates[0]
-    else:
-        label = path.name.split(".")[0]
-    if path.is_file() and path.suffix == ".safetensors":
-        from ..models import load_model
-
-        model, meta = load_model(path)
-    elif path.is_file() and path.name.endswith(PICKLE_SUFFIXES):
-        if not args.allow_pickle:
-            raise _UserError(f"{path} is a pickle, which can run arbitrary code when loaded; "
-                             "pass --allow-pickle if you trust it")
-        from ..models.official import import_official
-
-        model, meta = import_official(path, allow_pickle=True)
-    elif path.exists():
-        raise _UserError(f"{path}: not a model file (expected .safetensors or an official .pth.tar)")
-    else:
-        from .. import create_model, list_models
-
-        if spec not in list_models():
-            raise _UserError(f"{spec!r} is neither a file nor a registered model name; "
-                             f"see `pushpull models` for the names")
-        model, label = create_model(spec), spec
-    norm = meta.get("normalization", {})
+    label, meta = path.name.split(".")[0], {}
+    if path.is_file() and label in ("model_best", "checkpoint"):  # the original code's names: the folder says more
+        label = path.parent.name
+    try:
+        if path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.name.endswith(CHECKPOINT_SUFFIXES))
+            if len(candidates) != 1:
+                raise _UserError(f"{path}: expected one checkpoint in the folder, found {len(candidates)}")
+            path = candidates[0]
+        if path.suffix in (".safetensors", ".json"):
+            model, meta = load_model(path.with_suffix(".safetensors"))
+        elif path.is_file():
+            model = import_official(path, allow_pickle=args.allow_pickle)  # original checkpoints: CIFAR-10 inputs
+        else:
+            model, label = create_model(spec), spec
+    except (UnsafeCheckpointError, FileNotFoundError, ValueError, KeyError) as e:
+        raise _UserError(f"cannot load model {spec!r}: {e}") from None
+    norm = meta.get("normalization") or {}
     mean = args.mean or norm.get("mean") or CIFAR10_MEAN
     std = args.std or norm.get("std") or CIFAR10_STD
     return model.eval(), label, tuple(mean), tuple(std)
@@ -271,7 +262,7 @@ def _run_weights(args: argparse.Namespace) -> int:
 
     from ..analysis import first_block, select_layers, sparsity_stats, to_model_input
     from ..analysis._figures import write_json
-    from ..analysis.sparsity import activations, plot_sparsity, weight_values
+    from ..analysis.sparsity import activations, plot_sparsity, stem_activation, weight_values
 
     if any(t < 0 for t in args.thresholds):
         raise _UserError(f"--thresholds must be non-negative, got {args.thresholds}")
@@ -295,13 +286,14 @@ def _run_weights(args: argparse.Namespace) -> int:
         entry = {"layers": {n: sparsity_stats(v, args.thresholds) for n, v in values.items()},
                  "all_layers": sparsity_stats(np.concatenate(list(values.values())), args.thresholds)}
         if batch is not None:
+            x = to_model_input(batch, mean, std)
             try:
-                module = args.activation_layer or first_block(model)
-                acts[label] = activations(model, module, to_model_input(batch, mean, std)).ravel()
+                modules = args.activations or [m for m in (stem_activation(model), first_block(model)) if m]
+                acts[label] = {m: activations(model, m, x).ravel() for m in modules}
             except (ValueError, AttributeError) as e:
-                raise _UserError(f"activation layer: {e}") from None
-            entry["activations"] = {"module": module, "images": len(batch), **sparsity_stats(acts[label],
-                                                                                           args.thresholds)}
+                raise _UserError(f"{label}: activations: {e}") from None
+            entry["activations"] = {m: {"images": len(batch), **sparsity_stats(v, args.thresholds)}
+                                    for m, v in acts[label].items()}
         report[label] = entry
     plot_sparsity(weights, acts, str(args.out / "weights.png"))
     write_json({"thresholds": args.thresholds, "models": report}, args.out / "weights.json")
@@ -310,9 +302,8 @@ def _run_weights(args: argparse.Namespace) -> int:
         line = (f"{label} weights of {', '.join(entry['layers'])}: Hoyer {w['hoyer']:.3f}, "
                 f"excess kurtosis {w['excess_kurtosis']:.2f}, |w|<={args.thresholds[0]:g}: "
                 f"{next(iter(w['fraction_near_zero'].values())):.3f}")
-        if "activations" in entry:
-            a = entry["activations"]
-            line += f"; activations of {a['module']}: zero {a['fraction_zero']:.3f}, Hoyer {a['hoyer']:.3f}"
+        for module, a in entry.get("activations", {}).items():
+            line += f"; activations of {module}: zero {a['fraction_zero']:.3f}, Hoyer {a['hoyer']:.3f}"
         print(line)
     print(f"wrote {args.out / 'weights.png'} and {args.out / 'weights.json'}")
     return 0
