@@ -1,0 +1,40 @@
+"""``pushpull show-corruptions``: a contact sheet of one image under every corruption and severity."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "show-corruptions", help="draw one image under every corruption (rows) and severity (columns)",
+        description="Write a labelled PNG grid: the clean image, then severities 1-5 of each corruption, at the "
+                    "benchmark's resolution (CIFAR: 32 px centre square; ImageNet: resize 256, crop 224).")
+    parser.add_argument("image", help="any image file PIL can read")
+    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--params", choices=("cifar", "imagenet"), default="cifar", help="parameter table (default cifar)")
+    parser.add_argument("--corruptions", default=None, help="comma list (default: all 19)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pushpull.data.contact_sheet import contact_sheet, prepare_image
+    from pushpull.data.corruptions import CORRUPTIONS
+    from pushpull.data.make_benchmarks import atomic_path
+
+    from ._benchmark_args import parse_names
+
+    names = parse_names(args.corruptions, {"all": CORRUPTIONS}, "all", "corruption")
+    if not Path(args.image).is_file():
+        raise SystemExit(f"error: image not found: {args.image}")
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise SystemExit(f"error: --out must be a .png file, got {out}")
+    sheet = contact_sheet(prepare_image(args.image, args.params), names, params=args.params, seed=args.seed)
+    with atomic_path(out) as tmp:
+        sheet.save(tmp, format="PNG")
+    print(f"wrote {out} ({sheet.width}x{sheet.height})")
+    return 0

@@ -1,0 +1,121 @@
+"""``pushpull make-c`` / ``make-p`` / ``show-corruptions`` end to end on tiny generated inputs."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pushpull.cli import main
+from pushpull.data.benchmarks import CorruptedCIFAR, CorruptedImageNet, PerturbedCIFAR, PerturbedImageNet
+
+RNG = np.random.default_rng(11)
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    """A 40-image CIFAR-10 test split in the official python layout."""
+    root = tmp_path_factory.mktemp("cifar")
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir()
+    images = RNG.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    labels = list(np.arange(40) // 4)  # class-major, as the real test split
+    with (folder / "test_batch").open("wb") as f:
+        pickle.dump({"data": images.transpose(0, 3, 1, 2).reshape(40, -1), "labels": labels}, f)
+    return root, images, np.array(labels)
+
+
+def test_make_p_cifar_with_limit(tiny_cifar, tmp_path):
+    root, images, labels = tiny_cifar
+    assert main(["make-p", "--dataset", "cifar10", "--root", str(root), "--out", str(tmp_path),
+                 "--perturbations", "translate,gaussian_noise", "--limit", "8", "--workers", "1",
+                 "--no-progress"]) == 0
+    idx = np.arange(8) * 5
+    ds = PerturbedCIFAR(tmp_path, "translate", transform=None)
+    assert len(ds) == 8 and [ds[i][1] for i in range(8)] == list(labels[idx])
+    assert np.array_equal(ds[3][0][7].permute(1, 2, 0).numpy(), images[idx[3]])  # frame 7: no shift
+    assert PerturbedCIFAR(tmp_path, "gaussian_noise")[0][0].shape == (31, 3, 32, 32)
+
+
+def test_make_c_cifar(tiny_cifar, tmp_path):
+    root, images, labels = tiny_cifar
+    assert main(["make-c", "--dataset", "cifar10", "--root", str(root), "--out", str(tmp_path),
+                 "--corruptions", "contrast,pixelate", "--severities", "1,3", "--limit", "10", "--workers", "1",
+                 "--no-progress"]) == 0
+    ds = CorruptedCIFAR(tmp_path, "pixelate", severities=[3], transform=None)
+    assert len(ds) == 10 and [ds[i][1] for i in range(10)] == list(labels[np.arange(10) * 4])
+    with pytest.raises(ValueError, match="not stored"):
+        CorruptedCIFAR(tmp_path, "pixelate", severities=[2])
+
+
+def test_bad_arguments_name_the_culprit(tiny_cifar, tmp_path, capsys):
+    root, _, _ = tiny_cifar
+    base = ["--dataset", "cifar10", "--root", str(root), "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match="unknown corruption fogg"):
+        main(["make-c", *base, "--corruptions", "fog,fogg"])
+    with pytest.raises(SystemExit, match="severities"):
+        main(["make-c", *base, "--severities", "0,6"])
+    with pytest.raises(SystemExit, match="unknown perturbation rotation"):
+        main(["make-p", *base, "--perturbations", "rotation"])
+    with pytest.raises(FileNotFoundError, match="no cifar10 found"):
+        main(["make-p", "--dataset", "cifar10", "--root", str(tmp_path), "--out", str(tmp_path / "o")])
+
+
+@pytest.fixture(scope="module")
+def tiny_imagenet(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imagenet")
+    for wnid in ("n01440764", "n01443537"):
+        (root / wnid).mkdir()
+        for k in range(2):
+            Image.fromarray(RNG.integers(0, 256, (260, 300 + 40 * k, 3), dtype=np.uint8)).save(
+                root / wnid / f"ILSVRC2012_val_{wnid}_{k}.JPEG")
+    return root
+
+
+def test_make_c_imagenet_resumes(tiny_imagenet, tmp_path):
+    args = ["make-c", "--dataset", "imagenet", "--root", str(tiny_imagenet), "--out", str(tmp_path),
+            "--corruptions", "brightness", "--severities", "2", "--workers", "1", "--no-progress"]
+    assert main(args) == 0
+    files = sorted(tmp_path.rglob("*.JPEG"))
+    assert len(files) == 4 and files[0].relative_to(tmp_path).parts[:3] == ("brightness", "2", "n01440764")
+    assert Image.open(files[0]).size == (224, 224)
+    ds = CorruptedImageNet(tmp_path, "brightness", 2)
+    assert [label for _, label in ds.samples] == [0, 0, 1, 1]
+    files[1].unlink()
+    stamp = files[0].stat().st_mtime_ns
+    assert main(args) == 0  # only the missing file is redone
+    assert files[1].exists() and files[0].stat().st_mtime_ns == stamp
+
+
+def test_make_p_imagenet(tiny_imagenet, tmp_path):
+    pytest.importorskip("av")
+    assert main(["make-p", "--dataset", "imagenet", "--root", str(tiny_imagenet), "--out", str(tmp_path),
+                 "--perturbations", "translate", "--limit", "2", "--preset", "ultrafast", "--workers", "1",
+                 "--no-progress"]) == 0
+    ds = PerturbedImageNet(tmp_path, "translate")
+    assert len(ds) == 2 and [label for _, label in ds.samples] == [0, 1]
+    assert ds[0][0].shape == (41, 3, 224, 224)
+
+
+def test_show_corruptions_grid(tmp_path):
+    from pushpull.data.contact_sheet import tile_box
+    from pushpull.data.corruptions import CORRUPTIONS, corrupt
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "sheet.png"
+    assert main(["show-corruptions", str(image), "--out", str(out), "--corruptions", "fog,pixelate"]) == 0
+    sheet = np.asarray(Image.open(out).convert("RGB"))
+    right, bottom = tile_box(1, 5)[2:]
+    assert sheet.shape == (bottom + 4, right + 4, 3)  # 2 rows x (clean + 5 severities), 4 px margin
+    from pushpull.data.contact_sheet import prepare_image
+
+    small = prepare_image(image)
+    left, top, r, b = tile_box(1, 3)  # pixelate, severity 3, shown 3x with nearest neighbours
+    expected = corrupt(small[None], "pixelate", 3)[0].repeat(3, 0).repeat(3, 1)
+    assert np.array_equal(sheet[top:b, left:r], expected)
+    with pytest.raises(SystemExit, match="png"):
+        main(["show-corruptions", str(image), "--out", str(tmp_path / "x.jpg")])
+    assert len(CORRUPTIONS) == 19
