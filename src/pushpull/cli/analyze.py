@@ -162,19 +162,27 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
         raise _UserError(f"--image {spec}: not an image file PIL can read") from None
 
 
-def _noisy(image, args: argparse.Namespace):  # noqa: ANN001, ANN202 - uint8 (1 + S, H, W, 3)
-    import numpy as np
-
-    from ..data.corruptions import CORRUPTIONS, corrupt
+def _noise_name(args: argparse.Namespace) -> str:
+    """The corruption ``--noise`` names (``gaussian`` is ``gaussian_noise``), checked with the severities."""
+    from ..data.corruptions import CORRUPTIONS
 
     name = args.noise if args.noise in CORRUPTIONS else f"{args.noise}_noise"
     if name not in CORRUPTIONS:
         raise _UserError(f"unknown --noise {args.noise!r}; choose from {', '.join(CORRUPTIONS)}")
     if any(not 1 <= s <= 5 for s in args.severities):
         raise _UserError(f"--severities must be in 1..5, got {args.severities}")
+    return name
+
+
+def _noisy(image, name: str, args: argparse.Namespace):  # noqa: ANN001, ANN202 - uint8 (1 + S, H, W, 3)
+    """The image, then its corrupted versions at each severity."""
+    import numpy as np
+
+    from ..data.corruptions import corrupt
+
     params = "cifar" if max(image.shape[:2]) <= 64 else "imagenet"
-    noisy = [corrupt(image[None], name, s, seed=args.seed, params=params)[0] for s in args.severities]
-    return np.stack([image, *noisy]), name
+    return np.stack([image, *(corrupt(image[None], name, s, seed=args.seed, params=params)[0]
+                              for s in args.severities)])
 
 
 def _run_responses(args: argparse.Namespace) -> int:
@@ -185,10 +193,11 @@ def _run_responses(args: argparse.Namespace) -> int:
     specs = args.models + ([args.compare] if args.compare else [])
     if len(specs) > 2:
         raise _UserError(f"responses compares at most two models, got {len(specs)}")
+    noise = _noise_name(args)
+    image, description = _image(args)
     models = _load_models(specs, args)
     layers = [_layer_name(m[0], args) for m in models]
-    image, description = _image(args)
-    images, noise = _noisy(image, args)
+    images = _noisy(image, noise, args)
     similarity = None
     if args.channel:
         if len(args.channel) != len(models):
