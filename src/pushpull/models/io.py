@@ -1,0 +1,160 @@
+"""The saved-model format: weights in safetensors plus a JSON sidecar that says how to rebuild.
+
+``model.safetensors`` holds the state dict (no pickle); ``model.json`` beside it holds::
+
+    {"format_version": 1, "model": "resnet20_pp", "model_kwargs": {...}, "num_classes": 10,
+     "normalization": {"mean": [...], "std": [...]}, "source": "...", "created": "<UTC ISO 8601>",
+     "weights": "model.safetensors", "sha256": "<hex digest of the weights file>", "extra": {...}}
+
+Loading rebuilds ``create_model(model, **model_kwargs)``, checks the digest and loads the
+weights strictly. Both files are written atomically (temp file + ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .registry import create_model, model_info
+
+FORMAT_VERSION = 1
+
+
+def sidecar_path(path: str | os.PathLike) -> Path:
+    """The JSON metadata file that goes with the weights at ``path``."""
+    return Path(path).with_suffix(".json")
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stats(values: Sequence[float], what: str) -> list[float]:
+    values = [float(v) for v in values]
+    if len(values) not in (1, 3):
+        raise ValueError(f"normalization {what} must have 1 or 3 values, got {values}")
+    return values
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, *, name: str, model_kwargs: dict[str, Any] | None = None,
+               mean: Sequence[float], std: Sequence[float], source: str, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``model``'s weights to ``path`` (``.safetensors``) and its metadata to the JSON sidecar.
+
+    ``name`` and ``model_kwargs`` must rebuild the architecture with ``create_model``
+    (checked now, so a file that cannot be loaded is never written); ``mean``/``std`` are
+    the input normalisation in [0, 1] units; ``source`` says where the weights come from
+    (a training run, an imported checkpoint ...); ``extra`` is any JSON-serialisable dict.
+    Returns the weights path.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"saved models use the .safetensors suffix, got {path.name!r}")
+    model_kwargs = dict(model_kwargs or {})
+    info = model_info(name)
+    expected = create_model(info.name, **model_kwargs).state_dict()
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    check_fits(state, expected, f"{info.name} {model_kwargs}")
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": info.name,
+        "model_kwargs": model_kwargs,
+        "num_classes": int(model_kwargs.get("num_classes", info.num_classes)),
+        "normalization": {"mean": _stats(mean, "mean"), "std": _stats(std, "std")},
+        "source": str(source),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "weights": path.name,
+        "sha256": "",
+        "extra": extra or {},
+    }
+    json.dumps(meta)  # fail before writing anything if extra is not serialisable
+    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "model": info.name}))
+    meta["sha256"] = file_sha256(path)
+    _atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    return path
+
+
+def check_fits(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], what: str) -> None:
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} key(s) (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} key(s) (e.g. {', '.join(unexpected[:3])})")
+        if wrong:
+            parts.append("wrong shapes: " + ", ".join(
+                f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in wrong[:3]))
+        raise ValueError(f"the weights do not fit {what}: " + "; ".join(parts))
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of a saved model (``path`` is the ``.safetensors`` or the ``.json`` file)."""
+    meta_path = sidecar_path(path)
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"model metadata not found: {meta_path} (expected beside the weights)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta_path} is not valid JSON: {err}") from err
+    for key in ("format_version", "model", "model_kwargs", "normalization"):
+        if key not in meta:
+            raise ValueError(f"{meta_path} is not a pushpull model sidecar (no {key!r})")
+    if meta["format_version"] > FORMAT_VERSION:
+        raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this pushpull reads up to "
+                         f"{FORMAT_VERSION}: upgrade pushpull")
+    return meta
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
+               verify: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a saved model and load its weights: ``(model in eval mode, metadata)``. No pickle involved.
+
+    ``verify`` checks the weights file against the sidecar's sha256.
+    """
+    meta = read_metadata(path)
+    weights = sidecar_path(path).with_name(meta.get("weights") or Path(path).with_suffix(".safetensors").name)
+    if not weights.is_file():
+        raise FileNotFoundError(f"model weights not found: {weights}")
+    if verify and meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
+        raise ValueError(f"{weights} does not match the sha256 in {sidecar_path(path).name}: "
+                         "the file is corrupt or was replaced")
+    model = create_model(meta["model"], **meta["model_kwargs"])
+    try:
+        state = load_file(str(weights), device="cpu")
+    except SafetensorError as err:
+        raise ValueError(f"{weights} is not a readable safetensors file: {err}") from err
+    check_fits(state, model.state_dict(), f"{meta['model']} {meta['model_kwargs']}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), meta
+
+
+__all__ = ["FORMAT_VERSION", "load_model", "read_metadata", "save_model", "sidecar_path"]
