@@ -4,11 +4,26 @@ from .layers import PushPullConv2d, pull_kernel, pull_kernel_size, push_pull_con
 
 __version__ = "0.1.0"
 
+# Lazily imported public names (name -> submodule), so `import pushpull` stays light.
+_LAZY = {"create_model": "models", "list_models": "models", "convert": "models"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "PushPullConv2d",
     "pull_kernel",
     "pull_kernel_size",
     "push_pull_conv2d",
     "push_pull_conv2d_reference",
+    "create_model",
+    "list_models",
+    "convert",
     "__version__",
 ]
