@@ -105,10 +105,13 @@ class ChunkedNpy:
 
 
 def _finished(path: Path, shape: tuple[int, ...]) -> bool:
-    try:
-        return check_npy(path) == shape
-    except (FileNotFoundError, ValueError):
+    """Whether ``path`` is already complete; a different file in its place is never overwritten."""
+    if not path.exists():
         return False
+    found = check_npy(path)
+    if found != shape:
+        raise ValueError(f"{path} exists with shape {found}, this run makes {shape}; use another --out folder")
+    return True
 
 
 def _parallel(fn: Callable, jobs: list[tuple[object, tuple]], workers: int | None) -> Iterator[tuple[object, object]]:
