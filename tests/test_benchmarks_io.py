@@ -208,3 +208,11 @@ def test_make_cifar_c_layout(tmp_path):
     expected = corrupt(images, "gaussian_noise", 5, seed=4, indices=np.arange(10, 15))
     assert torch.equal(ds[7][0], torch.from_numpy(expected[2]).permute(2, 0, 1)) and ds[7][1] == 4
     assert CorruptedCIFAR(tmp_path, "gaussian_noise", severities=[5]).labels.tolist() == labels.tolist()
+
+
+def test_never_overwrites_a_different_file(tmp_path):
+    images = RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    np.save(tmp_path / "rotate.npy", np.zeros((10, 31, 32, 32, 3), np.uint8))  # e.g. an official file
+    with pytest.raises(ValueError, match=r"rotate.npy exists with shape \(10, 31"):
+        mb.make_cifar_p(images, np.zeros(4), tmp_path, ["rotate"], workers=1, progress=False)
+    assert check_npy(tmp_path / "rotate.npy") == (10, 31, 32, 32, 3)
