@@ -25,9 +25,9 @@ from pushpull.analysis import (
     pearson,
     select_layers,
     sparsity_stats,
-    to_model_input,
 )
 from pushpull.analysis.spectrum import operator_outputs
+from pushpull.engine.evaluate import Normalize
 
 SOBEL_X = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]]) / 8
 
@@ -126,20 +126,13 @@ def test_pearson_matches_numpy():
     assert pearson(a, np.ones_like(a)) == 0.0
 
 
-def test_to_model_input_normalises():
-    img = np.random.default_rng(3).integers(0, 256, (2, 5, 6, 3), dtype=np.uint8)
-    x = to_model_input(img, (0.1, 0.2, 0.3), (0.5, 0.25, 2.0))
-    assert x.shape == (2, 3, 5, 6)
-    torch.testing.assert_close(x[1, 2, 4, 5], torch.tensor((img[1, 4, 5, 2] / 255 - 0.3) / 2.0, dtype=torch.float32))
-
-
 def test_push_pull_response_degrades_less_under_noise():
     """A vertical edge under Gaussian noise (the CIFAR-10-C sigmas): push-pull keeps its clean response better."""
     edge = np.full((32, 32, 3), 50, np.uint8)
     edge[:, 16:] = 200
     rng = np.random.default_rng(0)
     noisy = [np.clip(edge / 255 + rng.normal(0, s, edge.shape), 0, 1) * 255 for s in (0.04, 0.06, 0.08, 0.09, 0.1)]
-    x = to_model_input(np.stack([edge, *noisy]).astype(np.uint8), (0.5,) * 3, (0.25,) * 3)
+    x = Normalize((0.5,) * 3, (0.25,) * 3)(np.stack([edge, *noisy]).astype(np.uint8))
     kernel = SOBEL_X.expand(1, 3, 3, 3).clone()
     plain, pp = nn.Conv2d(3, 1, 3, padding=1, bias=False), PushPullConv2d(3, 1, 3, padding=1, bias=False)
     plain.weight.data.copy_(kernel)

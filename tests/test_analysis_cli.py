@@ -14,9 +14,9 @@ from pushpull.analysis import (
     frequency_response,
     most_similar_channels,
     sparsity_stats,
-    to_model_input,
 )
 from pushpull.cli import main
+from pushpull.engine.evaluate import Normalize
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_responses_command(saved_pair, tmp_path, capsys):
     assert [(f["label"], f["channel"]) for f in result["filters"]] == [("resnet20", i), ("resnet20_pp", j)]
     # Recompute from the library and the corruption generator: same numbers.
     noisy = np.stack([image] + [corrupt(image[None], "gaussian_noise", s, seed=3)[0] for s in (1, 5)])
-    x = to_model_input(noisy, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    x = Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))(noisy)
     expected = filter_responses(pp, "conv1", j, x).correlations
     assert result["filters"][1]["correlation_with_clean"] == pytest.approx(expected, abs=1e-6)
 

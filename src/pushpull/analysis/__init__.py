@@ -1,7 +1,7 @@
 """Why push-pull helps: response maps under noise, frequency tuning, and weight/activation sparsity."""
 
 from .layers import conv_layers, layer_kernel, layer_output, select_layers
-from .responses import ResponseSet, filter_responses, kernel_similarity, most_similar_channels, pearson, to_model_input
+from .responses import ResponseSet, filter_responses, kernel_similarity, most_similar_channels, pearson
 from .sparsity import excess_kurtosis, first_block, hoyer_sparsity, sparsity_stats
 from .spectrum import Spectrum, frequency_response, gratings, kernel_response
 
@@ -23,5 +23,4 @@ __all__ = [
     "pearson",
     "select_layers",
     "sparsity_stats",
-    "to_model_input",
 ]

@@ -11,20 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from .layers import layer_kernel, layer_output
-
-
-def to_model_input(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> Tensor:
-    """uint8 (N, H, W, C) images to the normalised float32 (N, C, H, W) tensor models take."""
-    if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"expected uint8 images of shape (N, H, W, C), got {images.dtype} {images.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
-    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (x - m) / s
 
 
 def pearson(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:

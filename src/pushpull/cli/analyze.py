@@ -186,8 +186,9 @@ def _noisy(image, name: str, args: argparse.Namespace):  # noqa: ANN001, ANN202 
 
 
 def _run_responses(args: argparse.Namespace) -> int:
-    from ..analysis import filter_responses, most_similar_channels, to_model_input
+    from ..analysis import filter_responses, most_similar_channels
     from ..analysis._figures import write_json
+    from ..engine.evaluate import Normalize
     from ..analysis.responses import plot_responses
 
     specs = args.models + ([args.compare] if args.compare else [])
@@ -215,7 +216,7 @@ def _run_responses(args: argparse.Namespace) -> int:
     results = []
     for (model, label, mean, std), layer, channel in zip(models, layers, channels):
         try:
-            results.append(filter_responses(model, layer, channel, to_model_input(images, mean, std), label))
+            results.append(filter_responses(model, layer, channel, Normalize(mean, std)(images), label))
         except ValueError as e:
             raise _UserError(str(e)) from None
     titles = ["clean"] + [f"{noise} s{s}" for s in args.severities]
@@ -269,8 +270,9 @@ def _run_spectrum(args: argparse.Namespace) -> int:
 def _run_weights(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..analysis import first_block, select_layers, sparsity_stats, to_model_input
+    from ..analysis import first_block, select_layers, sparsity_stats
     from ..analysis._figures import write_json
+    from ..engine.evaluate import Normalize
     from ..analysis.sparsity import activations, plot_sparsity, stem_activation, weight_values
 
     if any(t < 0 for t in args.thresholds):
@@ -295,7 +297,7 @@ def _run_weights(args: argparse.Namespace) -> int:
         entry = {"layers": {n: sparsity_stats(v, args.thresholds) for n, v in values.items()},
                  "all_layers": sparsity_stats(np.concatenate(list(values.values())), args.thresholds)}
         if batch is not None:
-            x = to_model_input(batch, mean, std)
+            x = Normalize(mean, std)(batch)
             try:
                 modules = args.activations or [m for m in (stem_activation(model), first_block(model)) if m]
                 acts[label] = {m: activations(model, m, x).ravel() for m in modules}
