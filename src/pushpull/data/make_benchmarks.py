@@ -265,7 +265,7 @@ def _imagenet_batches(files: list[tuple[Path, str]], indices: np.ndarray, batch:
 def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str], *,
                     severities: Sequence[int] = SEVERITIES, limit: int | None = None, seed: int = 0,
                     workers: int | None = None, batch: int = 64, progress: bool = True) -> int:
-    """ImageNet-C: ``<out>/<corruption>/<s>/<wnid>/<file>.JPEG``, 224 px, JPEG quality 85.
+    """ImageNet-C: ``<out>/<corruption>/<s>/<wnid>/<file>``, 224 px, JPEG quality 85 (optimised), as the reference.
 
     Returns the number of files written (existing ones are kept).
     """
@@ -277,7 +277,7 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
     indices = select_indices(len(files), limit)
 
     def target(name: str, severity: int, path: Path, wnid: str) -> Path:
-        return out / name / str(severity) / wnid / (path.stem + ".JPEG")
+        return out / name / str(severity) / wnid / path.name
 
     written = 0
     jobs = [(name, s) for name in corruptions for s in severities]
@@ -291,7 +291,7 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
                 results = corrupt(images, name, severity, seed=seed, indices=chunk, params="imagenet", workers=workers)
                 for i, result in zip(chunk, results):
                     with atomic_path(target(name, severity, *files[i])) as tmp:
-                        Image.fromarray(result).save(tmp, format="JPEG", quality=85)
+                        Image.fromarray(result).save(tmp, format="JPEG", quality=85, optimize=True)
                     written += 1
                 bar.update(len(chunk))
             bar.update(done)
