@@ -41,7 +41,9 @@ def test_names_and_tables():
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
 def test_fast_matches_oracle_cifar(name, cifar_images):
-    x = np.concatenate([cifar_images, np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)])
+    rng = np.random.default_rng(1)
+    ties = rng.choice(np.array([0, 64, 255], np.uint8), (1, 32, 32, 3))  # equal channels: HSV ties, flat areas
+    x = np.concatenate([cifar_images, rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8), ties])
     indices = np.arange(100, 100 + len(x))
     for severity in range(1, 6):
         fast = corrupt(x, name, severity, seed=11, indices=indices)

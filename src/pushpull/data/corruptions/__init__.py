@@ -107,7 +107,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indi
     fn = _FAST[name]
     if len(images) == 0:
         return images.copy()
-    chunk = max(1, 16384 // (images.shape[1] * images.shape[2]))
+    chunk = max(1, 65536 // (images.shape[1] * images.shape[2]))  # 64 CIFAR images, 1 ImageNet image
     bounds = [(lo, min(lo + chunk, len(images))) for lo in range(0, len(images), chunk)]
 
     def run(bound):

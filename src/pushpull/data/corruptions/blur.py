@@ -137,16 +137,16 @@ def motion_blur(images: np.ndarray, radius: float, sigma: float, angles: Sequenc
     n, h, w, c = images.shape
     kernel = motion_kernel(radius, sigma)
     width = len(kernel)
-    offsets = [motion_offsets(width, float(a)) for a in angles]
-    dys = np.array([o[0] for o in offsets]).reshape(n, width)
-    dxs = np.array([o[1] for o in offsets]).reshape(n, width)
-    quanta = images.astype(np.float64) * 257.0
-    batch = np.arange(n)[:, None, None]
+    offsets = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64).reshape(n, 2, width)
+    pad = width  # every offset is below width in size, so edge padding by width covers all taps
+    padded = np.pad(images.astype(np.float64) * 257.0, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
     acc = np.zeros(images.shape, np.float64)
     for i in range(width):
-        rows = np.clip(np.arange(h)[None, :] + dys[:, i, None], 0, h - 1)
-        cols = np.clip(np.arange(w)[None, :] + dxs[:, i, None], 0, w - 1)
-        acc += kernel[i] * quanta[batch, rows[:, :, None], cols[:, None, :]]
+        taps = offsets[:, :, i]
+        for dy, dx in np.unique(taps, axis=0):
+            group = np.flatnonzero((taps[:, 0] == dy) & (taps[:, 1] == dx))
+            shifted = padded[group, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+            acc[group] += kernel[i] * shifted
     return quantum_to_char(acc)
 
 
@@ -183,16 +183,16 @@ def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
     """
     size = x.shape[1]
     top, crop, start, w0, w1 = zoom_plan(size, zoom)
-    region = x[:, top:top + crop, top:top + crop].astype(np.float64)
-    s0 = np.minimum(start, crop - 1)
-    s1 = np.minimum(start + 1, crop - 1)
-    r0, r1 = region[:, s0], region[:, s1]
-    wy0, wy1 = w0[None, :, None, None], w1[None, :, None, None]
-    wx0, wx1 = w0[None, None, :, None], w1[None, None, :, None]
-    out = r0[:, :, s0] * wy0 * wx0
-    out += r0[:, :, s1] * wy0 * wx1
-    out += r1[:, :, s0] * wy1 * wx0
-    out += r1[:, :, s1] * wy1 * wx1
+    region = x[:, top:top + crop, top:top + crop]
+    s0, s1 = np.minimum(start, crop - 1), np.minimum(start + 1, crop - 1)
+    # scipy's term is (v * w_row) * w_col: the row products are shared by every output column.
+    rows0 = np.take(region, s0, axis=1) * w0[:, None, None]
+    rows1 = np.take(region, s1, axis=1) * w1[:, None, None]
+    wx0, wx1 = w0[:, None], w1[:, None]
+    out = np.take(rows0, s0, axis=2) * wx0
+    out += np.take(rows0, s1, axis=2) * wx1
+    out += np.take(rows1, s0, axis=2) * wx0
+    out += np.take(rows1, s1, axis=2) * wx1
     return out.astype(x.dtype)
 
 

@@ -18,24 +18,23 @@ from ._common import draw, to_uint8, to_unit
 
 def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
     """RGB in [0, 1] -> HSV in [0, 1] (scikit-image's formulas), last axis the channels."""
-    out = np.empty_like(rgb)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     v = rgb.max(-1)
     delta = np.ptp(rgb, -1)
     with np.errstate(invalid="ignore", divide="ignore"):
         s = delta / v
-        s[delta == 0.0] = 0.0
-        h = np.zeros_like(v)
-        idx = rgb[..., 0] == v
-        h[idx] = (rgb[idx][:, 1] - rgb[idx][:, 2]) / delta[idx]
-        idx = rgb[..., 1] == v
-        h[idx] = 2.0 + (rgb[idx][:, 2] - rgb[idx][:, 0]) / delta[idx]
-        idx = rgb[..., 2] == v
-        h[idx] = 4.0 + (rgb[idx][:, 0] - rgb[idx][:, 1]) / delta[idx]
+        # skimage assigns red, then green, then blue where each is the maximum: the last one wins.
+        h = np.where(b == v, 4.0 + (r - g) / delta, np.where(g == v, 2.0 + (b - r) / delta, (g - b) / delta))
         h = (h / 6.0) % 1.0
-        h[delta == 0.0] = 0.0
-    out[..., 0], out[..., 1], out[..., 2] = h, s, v
+    s[delta == 0.0] = 0.0
+    h[delta == 0.0] = 0.0
+    out = np.stack([h, s, v], axis=-1)
     out[np.isnan(out)] = 0
     return out
+
+
+# For each sextant hi, which of (v, t, p, q) goes to R, G, B (skimage's hsv2rgb table).
+_SEXTANTS = np.array([[0, 1, 2], [3, 0, 2], [2, 0, 1], [2, 3, 0], [1, 2, 0], [0, 2, 3]])
 
 
 def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
@@ -46,9 +45,8 @@ def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
-    hi = np.stack([hi, hi, hi], axis=-1).astype(np.uint8) % 6
-    choices = [np.stack(c, axis=-1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))]
-    return np.choose(hi, choices)
+    candidates = np.stack([v, t, p, q], axis=-1)
+    return np.take_along_axis(candidates, _SEXTANTS[hi.astype(np.uint8) % 6], axis=-1)
 
 
 def brightness(images: np.ndarray, shift: float) -> np.ndarray:

@@ -20,7 +20,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from scipy.ndimage import zoom as scizoom
 
 from .blur import disk_kernel
-from .weather import _water_mask, frost_texture, plasma_fractal
+from .weather import _water_mask, frost_texture
 
 
 def _gaussian(x, sigma, mode="nearest", truncate=4.0, multichannel=False):
@@ -56,6 +56,33 @@ def _clipped_zoom(img, zoom_factor):
     img = scizoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
     trim_top = (img.shape[0] - h) // 2
     return img[trim_top:trim_top + h, trim_top:trim_top + h]
+
+
+def _plasma_fractal(mapsize, wibbledecay, rng):
+    """The reference's diamond-square map (its nested helpers inlined), one image."""
+    maparray = np.empty((mapsize, mapsize), dtype=np.float64)
+    maparray[0, 0] = 0
+    stepsize = mapsize
+    wibble = 100
+
+    def wibbledmean(array):
+        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
+
+    while stepsize >= 2:
+        cornerref = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
+        squareaccum = cornerref + np.roll(cornerref, shift=-1, axis=0)
+        squareaccum += np.roll(squareaccum, shift=-1, axis=1)
+        maparray[stepsize // 2:mapsize:stepsize, stepsize // 2:mapsize:stepsize] = wibbledmean(squareaccum)
+        drgrid = maparray[stepsize // 2:mapsize:stepsize, stepsize // 2:mapsize:stepsize]
+        ulgrid = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
+        ltsum = (drgrid + np.roll(drgrid, 1, axis=0)) + (ulgrid + np.roll(ulgrid, -1, axis=1))
+        maparray[0:mapsize:stepsize, stepsize // 2:mapsize:stepsize] = wibbledmean(ltsum)
+        ttsum = (drgrid + np.roll(drgrid, 1, axis=1)) + (ulgrid + np.roll(ulgrid, -1, axis=0))
+        maparray[stepsize // 2:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(ttsum)
+        stepsize //= 2
+        wibble /= wibbledecay
+    maparray -= maparray.min()
+    return maparray / maparray.max()
 
 
 def _rgb2hsv_pixel(r, g, b):
@@ -181,7 +208,7 @@ def fog(x, c, rng):
     h, w = x.shape[:2]
     x = np.array(x) / 255.
     max_val = x.max()
-    x += c[0] * plasma_fractal(1 << (max(h, w) - 1).bit_length(), c[1], rng)[:h, :w][..., np.newaxis]
+    x += c[0] * _plasma_fractal(1 << (max(h, w) - 1).bit_length(), c[1], rng)[:h, :w][..., np.newaxis]
     return np.clip(x * max_val / (max_val + c[0]), 0, 1) * 255
 
 

@@ -81,34 +81,35 @@ def frost(images: np.ndarray, image_weight: float, frost_weight: float, scale: f
     return np.clip(image_weight * images + frost_weight * crops, 0, 255).astype(np.uint8)
 
 
-def plasma_fractal(mapsize: int, wibbledecay: float, rng: np.random.Generator) -> np.ndarray:
-    """Diamond-square height map in [0, 1], (mapsize, mapsize); ``mapsize`` a power of two."""
+def plasma_fractal(mapsize: int, wibbledecay: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
+    """Diamond-square height maps in [0, 1], (N, mapsize, mapsize); ``mapsize`` a power of two.
+
+    One map per stream; each stream draws, per scale, the square then the two diamond offsets.
+    """
     if mapsize & (mapsize - 1):
         raise ValueError(f"mapsize must be a power of two, got {mapsize}")
-    maparray = np.empty((mapsize, mapsize), dtype=np.float64)
-    maparray[0, 0] = 0
+    maps = np.zeros((len(rngs), mapsize, mapsize), dtype=np.float64)
     stepsize = mapsize
     wibble = 100.0
 
     def wibbledmean(array):
-        return array / 4 + wibble * rng.uniform(-wibble, wibble, array.shape)
+        return array / 4 + wibble * draw(rngs, "uniform", -wibble, wibble, array.shape[1:])
 
     while stepsize >= 2:
         half = stepsize // 2
-        corners = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        squares = corners + np.roll(corners, shift=-1, axis=0)
-        squares += np.roll(squares, shift=-1, axis=1)
-        maparray[half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(squares)
-        centres = maparray[half:mapsize:stepsize, half:mapsize:stepsize]
-        corners = maparray[0:mapsize:stepsize, 0:mapsize:stepsize]
-        left = centres + np.roll(centres, 1, axis=0) + (corners + np.roll(corners, -1, axis=1))
-        maparray[0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(left)
-        top = centres + np.roll(centres, 1, axis=1) + (corners + np.roll(corners, -1, axis=0))
-        maparray[half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(top)
+        corners = maps[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
+        squares = corners + np.roll(corners, shift=-1, axis=1)
+        squares += np.roll(squares, shift=-1, axis=2)
+        maps[:, half:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(squares)
+        centres = maps[:, half:mapsize:stepsize, half:mapsize:stepsize]
+        left = centres + np.roll(centres, 1, axis=1) + (corners + np.roll(corners, -1, axis=2))
+        maps[:, 0:mapsize:stepsize, half:mapsize:stepsize] = wibbledmean(left)
+        top = centres + np.roll(centres, 1, axis=2) + (corners + np.roll(corners, -1, axis=1))
+        maps[:, half:mapsize:stepsize, 0:mapsize:stepsize] = wibbledmean(top)
         stepsize //= 2
         wibble /= wibbledecay
-    maparray -= maparray.min()
-    return maparray / maparray.max()
+    maps -= maps.min(axis=(1, 2), keepdims=True)
+    return maps / maps.max(axis=(1, 2), keepdims=True)
 
 
 def fog(images: np.ndarray, strength: float, decay: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -117,7 +118,7 @@ def fog(images: np.ndarray, strength: float, decay: float, rngs: Sequence[np.ran
     mapsize = 1 << (max(h, w) - 1).bit_length()
     x = to_unit(images)
     max_val = x.max(axis=(1, 2, 3), keepdims=True)
-    x += strength * np.stack([plasma_fractal(mapsize, decay, rng)[:h, :w] for rng in rngs])[..., None]
+    x += strength * plasma_fractal(mapsize, decay, rngs)[:, :h, :w, None]
     return to_uint8(x * max_val / (max_val + strength))
 
 

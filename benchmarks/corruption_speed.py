@@ -1,0 +1,65 @@
+"""Speed of the batched corruptions vs the per-image oracle, measured in one run.
+
+Prints, per corruption (all 5 severities): fast-path throughput on N CIFAR test images, oracle
+throughput on a small strided subset, the speed-up, and the projected time of the whole
+CIFAR-10-C (19 corruptions x 5 severities x 10,000 images).
+
+    python benchmarks/corruption_speed.py --root DIR [--n 10000] [--oracle-n 50] [--workers 2]
+
+Without --root it uses random images (speed barely depends on content).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from pushpull.data.corruptions import CORRUPTIONS, corrupt, corrupt_reference
+
+
+def _images(root: str | None, n: int) -> np.ndarray:
+    if root is None:
+        return np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    from pushpull.data.cifar import load_cifar
+
+    images, _ = load_cifar(root, train=False)
+    return images[:n] if n >= len(images) else images[:: len(images) // n][:n]
+
+
+def _rate(fn, images: np.ndarray, name: str) -> float:
+    start = time.perf_counter()
+    for severity in range(1, 6):
+        fn(images, name, severity)
+    return 5 * len(images) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", help="folder holding cifar-10-batches-py (default: random images)")
+    parser.add_argument("--n", type=int, default=10000, help="images for the fast path")
+    parser.add_argument("--oracle-n", type=int, default=40, help="images for the oracle")
+    parser.add_argument("--workers", type=int, default=None, help="fast-path threads (default: all cores)")
+    parser.add_argument("--only", nargs="*", default=CORRUPTIONS, help="corruptions to time")
+    args = parser.parse_args()
+
+    images = _images(args.root, args.n)
+    subset = images[:: max(1, len(images) // args.oracle_n)][: args.oracle_n]
+    print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} fast on {len(images)} images x 5 severities, "
+          f"oracle on {len(subset)} x 5")
+    print(f"{'corruption':18s} {'fast img/s':>11s} {'oracle img/s':>13s} {'speed-up':>9s} {'fast 5x10k (s)':>15s}")
+    total = 0.0
+    for name in args.only:
+        fast = _rate(lambda x, n, s: corrupt(x, n, s, workers=args.workers), images, name)
+        slow = _rate(corrupt_reference, subset, name)
+        seconds = 50000 / fast
+        total += seconds
+        print(f"{name:18s} {fast:11.0f} {slow:13.0f} {fast / slow:8.1f}x {seconds:15.1f}", flush=True)
+    print(f"projected CIFAR-10-C ({len(args.only)} corruptions x 5 x 10,000): {total:.0f} s "
+          f"(load now {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
