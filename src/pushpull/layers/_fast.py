@@ -83,9 +83,8 @@ class PushPullFunction(torch.autograd.Function):
         alpha_is_tensor = isinstance(alpha, Tensor)
         keep_pull = alpha_is_tensor and ctx.needs_input_grad[5] and not geo.dual_output
         ctx.geo, ctx.float_alpha = geo, None if alpha_is_tensor else alpha
-        ctx.save_for_backward(x_push, x_pull, weight, pull_weight, push_on, pull_on,
+        ctx.save_for_backward(x_push, x_pull, weight, pull_weight, bias, push_on, pull_on,
                               pull if keep_pull else None, alpha if alpha_is_tensor else None)
-        ctx.has_bias = bias is not None
         if geo.dual_output:
             return torch.cat([push, pull], dim=1)
         if alpha_is_tensor:
@@ -94,7 +93,7 @@ class PushPullFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x_push, x_pull, weight, pull_weight, push_on, pull_on, pull, alpha = ctx.saved_tensors
+        x_push, x_pull, weight, pull_weight, bias, push_on, pull_on, pull, alpha = ctx.saved_tensors
         geo: Geometry = ctx.geo
         need_x_push, need_x_pull, need_w, _, need_b, need_alpha, _ = ctx.needs_input_grad
         channels = push_on.shape[1]
@@ -107,9 +106,10 @@ class PushPullFunction(torch.autograd.Function):
         zero = grad.new_zeros(())
         grad_push = torch.where(push_on, grad_push, zero)
         grad_pull = torch.where(pull_on, grad_pull, zero)
-        if need_w and torch.is_grad_enabled():  # double backward: keep k̂'s dependence on k
+        higher_order = torch.is_grad_enabled()  # create_graph=True: the graph must see every dependence
+        if need_w and higher_order:
             pull_weight = resize_kernel(weight, (pull_weight.shape[-2], pull_weight.shape[-1]))
-        bias_sizes = [channels] if ctx.has_bias else None
+        bias_sizes = [channels] if bias is not None else None
         dx_push, dw, db = torch.ops.aten.convolution_backward(
             grad_push, x_push, weight, bias_sizes, geo.stride, geo.push_padding, geo.dilation,
             False, [0, 0], geo.groups, [need_x_push, need_w, need_b])
@@ -122,5 +122,8 @@ class PushPullFunction(torch.autograd.Function):
             db = db + db_pull
         d_alpha = None
         if need_alpha and not geo.dual_output:  # dual output does not use alpha
+            if higher_order:
+                pull = F.conv2d(x_pull, pull_weight, bias, geo.stride, geo.pull_padding, geo.dilation,
+                                geo.groups).neg().relu()
             d_alpha = (-(grad * pull)).sum(dim=(0, 2, 3), keepdim=True).sum_to_size(alpha.shape)
         return dx_push, dx_pull, dw, None, db, d_alpha, None

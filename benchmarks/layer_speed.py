@@ -1,0 +1,98 @@
+"""Speed of the push-pull layer against a plain convolution, measured in one process.
+
+For the paper's shapes, times forward (autograd on), forward+backward and eval-mode inference
+(``no_grad``; the fast path reuses its cached pull kernel) of ``nn.Conv2d``, the reference
+push-pull and the fast push-pull, and prints a Markdown table with the ratios to the plain
+convolution. Measurements are interleaved (one rep of every variant per round) and the
+median is reported, so background load affects all variants alike.
+
+    python benchmarks/layer_speed.py [--threads 2] [--reps 15] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from pushpull import PushPullConv2d
+
+# (label, in_channels, out_channels, spatial size, batch): 3x3 kernels, padding 1
+SHAPES = [("3→16 @32², b128", 3, 16, 32, 128), ("16→16 @32², b128", 16, 16, 32, 128),
+          ("64→64 @56², b32", 64, 64, 56, 32)]
+MODES = ("fwd", "fwd+bwd", "infer")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _step(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor, mode: str) -> Callable[[], None]:
+    def run() -> None:
+        if mode == "infer":
+            with torch.no_grad():
+                layer(x)
+        elif mode == "fwd":
+            layer(x)
+        else:
+            layer(x).backward(grad)
+    return run
+
+
+def time_variants(variants: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per call of each variant, interleaving the variants rep by rep."""
+    for fn in variants.values():  # warm-up (allocator, kernel selection, caches)
+        for _ in range(2):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
+          f"median of {args.reps} interleaved reps\n")
+    print("| shape | mode | conv ms | reference ms | fast ms | reference/conv | fast/conv |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for label, c_in, c_out, size, batch in SHAPES:
+        layers = {
+            "conv": nn.Conv2d(c_in, c_out, 3, padding=1),
+            "reference": PushPullConv2d(c_in, c_out, 3, padding=1, impl="reference"),
+            "fast": PushPullConv2d(c_in, c_out, 3, padding=1),
+        }
+        x = torch.randn(batch, c_in, size, size, device=device)
+        grad = torch.randn(batch, c_out, size, size, device=device)
+        for mode in MODES:
+            for layer in layers.values():
+                layer.to(device).train(mode != "infer")
+            xm = x.requires_grad_(mode == "fwd+bwd")
+            t = time_variants({name: _step(layer, xm, grad, mode) for name, layer in layers.items()},
+                              args.reps, device)
+            print(f"| {label} | {mode} | {t['conv'] * 1e3:.2f} | {t['reference'] * 1e3:.2f} | "
+                  f"{t['fast'] * 1e3:.2f} | {t['reference'] / t['conv']:.2f}× | {t['fast'] / t['conv']:.2f}× |")
+            for layer in layers.values():
+                layer.zero_grad(set_to_none=True)
+
+
+if __name__ == "__main__":
+    main()

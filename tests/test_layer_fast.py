@@ -1,0 +1,131 @@
+"""The fast push-pull path against the naive definition computed in float64, forward and backward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
+from pushpull.layers._fast import resize_kernel, resize_kernel_adjoint
+from pushpull.layers.pushpull import pull_kernel
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+
+def _outputs_and_grads(layer: PushPullConv2d, x: torch.Tensor, grad: torch.Tensor):
+    x = x.detach().requires_grad_(True)
+    out = layer(x)
+    params = [p for p in (layer.push.weight, layer.push.bias, layer.alpha) if isinstance(p, torch.Tensor)]
+    grads = torch.autograd.grad(out, [x, *params], grad.to(out.dtype), allow_unused=True)
+    return out, grads
+
+
+CASES = [
+    # (kernel_size, stride, padding, dilation, groups, bias, input (H, W), extra kwargs)
+    (3, 1, 1, 1, 1, True, (12, 12), {}),
+    (3, 1, 1, 1, 1, False, (11, 13), {}),
+    (3, 2, 1, 1, 1, True, (11, 12), {}),
+    (3, 2, 0, 1, 2, True, (12, 11), {}),
+    (3, 1, 2, 2, 1, True, (11, 11), {}),
+    (3, 2, (2, 1), 2, 4, False, (13, 12), {}),
+    (3, 1, "same", 2, 1, True, (10, 9), {}),
+    (1, 1, 0, 1, 1, True, (9, 8), {}),
+    (1, 2, 0, 1, 2, False, (9, 9), {}),
+    (5, 1, 2, 1, 1, True, (12, 11), {}),
+    (5, 2, (2, 1), 1, 2, True, (13, 13), {}),
+    (5, 1, "same", 2, 1, False, (14, 13), {}),
+    (7, 1, 3, 1, 1, True, (12, 12), {}),
+    (7, 2, 3, 1, 2, False, (15, 14), {}),
+    (7, 1, "valid", 1, 1, True, (9, 10), {}),
+    ((3, 5), 1, (1, 2), 1, 1, True, (10, 11), {}),
+    (2, 1, "same", 1, 1, True, (9, 10), {}),
+    (4, 2, 1, 1, 2, True, (12, 11), {}),
+    (4, 1, "same", 2, 1, False, (11, 12), {}),
+    (3, 1, 1, 1, 1, True, (12, 12), {"dual_output": True}),
+    (3, 2, 1, 1, 2, False, (11, 11), {"dual_output": True, "trainable_alpha": True}),
+    (3, 1, 1, 1, 1, True, (12, 11), {"trainable_alpha": True}),
+    (5, 2, 2, 1, 4, True, (13, 12), {"trainable_alpha": True}),
+    (3, 1, 1, 1, 1, True, (10, 10), {"alpha": 0.37}),
+    (3, 1, 1, 1, 1, True, (10, 10), {"scale": 1.0}),
+    (3, 1, 1, 1, 1, True, (10, 10), {"scale": 1.5}),
+    (3, 1, 1, 1, 1, True, (10, 10), {"scale": 2.5}),
+    (5, 1, 2, 1, 1, True, (10, 10), {"scale": 0.5}),
+    (3, 1, 1, 1, 1, True, (10, 11), {"padding_mode": "reflect"}),
+    (5, 2, 2, 1, 2, True, (11, 10), {"padding_mode": "replicate"}),
+    (3, 1, "same", 2, 1, False, (12, 12), {"padding_mode": "circular"}),
+]
+
+
+@pytest.mark.parametrize("k,stride,padding,dilation,groups,bias,size,extra", CASES)
+def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bias, size, extra):
+    torch.manual_seed(hash((str(k), stride, str(padding), dilation, groups, bias, size)) % 2**31)
+    fast = PushPullConv2d(4, 8, k, stride, padding, dilation, groups, bias, **extra)
+    ref = PushPullConv2d(4, 8, k, stride, padding, dilation, groups, bias, **extra, impl="reference").double()
+    ref.load_state_dict({k_: v.double() for k_, v in fast.state_dict().items()})
+    x = torch.randn(3, 4, *size)
+    with torch.no_grad():
+        grad_out = torch.randn(ref(x.double()).shape, dtype=torch.float64)
+    out, grads = _outputs_and_grads(fast, x, grad_out)
+    want, want_grads = _outputs_and_grads(ref, x.double(), grad_out)
+    assert out.dtype == torch.float32 and out.shape == want.shape
+    assert _rel_err(out, want) < 1e-5
+    for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
+        if w is None:
+            assert g is None or not g.any(), name
+        else:
+            assert g is not None and g.shape == w.shape, name
+            assert _rel_err(g, w) < 1e-5, name
+
+
+@pytest.mark.parametrize("kwargs,second_order", [
+    (dict(padding=1, trainable_alpha=True), True), (dict(stride=2, padding=0, dilation=2, groups=2), False),
+    (dict(padding="same"), False), (dict(padding=1, dual_output=True), False),
+    (dict(padding=1, padding_mode="reflect"), False)])
+def test_gradcheck_float64(kwargs, second_order):
+    torch.manual_seed(0)
+    trainable = kwargs.pop("trainable_alpha", False)
+    layer = PushPullConv2d(2, 2, 3, trainable_alpha=trainable, **kwargs).double()
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    params = [layer.push.weight, layer.push.bias] + ([layer.alpha] if trainable else [])
+
+    def fn(x_, *ps):
+        w, b, *a = ps
+        alpha = torch.relu(a[0]) if a else layer.alpha
+        return push_pull_conv2d(x_, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, layer.scale,
+                                alpha, layer.dual_output, layer.push.padding_mode)
+
+    assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=True)
+    if second_order:  # the backward is built from differentiable ops
+        assert torch.autograd.gradgradcheck(fn, (x, *params), fast_mode=True)
+
+
+def test_fast_path_is_one_fused_node():
+    layer = PushPullConv2d(3, 4, 3, padding=1)
+    out = layer(torch.randn(1, 3, 8, 8, requires_grad=True))
+    assert type(out.grad_fn).__name__ == "PushPullFunctionBackward"
+    ref = PushPullConv2d(3, 4, 3, padding=1, impl="reference")
+    assert type(ref(torch.randn(1, 3, 8, 8)).grad_fn).__name__ != "PushPullFunctionBackward"
+
+
+def test_functional_matches_module_and_accepts_unbatched():
+    torch.manual_seed(0)
+    layer = PushPullConv2d(3, 5, 3, padding=1, alpha=0.8)
+    x = torch.randn(3, 9, 9)
+    got = push_pull_conv2d(x, layer.weight, layer.bias, padding=1, alpha=0.8)
+    torch.testing.assert_close(got, layer(x))
+    want = push_pull_conv2d_reference(x[None].double(), layer.weight.double(), layer.bias.double(), padding=1,
+                                      alpha=0.8)[0]
+    assert _rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize("k,pull", [(3, (7, 7)), ((3, 5), (7, 11)), (4, (9, 9)), (2, (5, 5))])
+def test_matrix_resize_equals_interpolate_and_adjoint_is_transpose(k, pull):
+    torch.manual_seed(0)
+    kh, kw = (k, k) if isinstance(k, int) else k
+    w = torch.randn(3, 2, kh, kw, dtype=torch.float64)
+    torch.testing.assert_close(resize_kernel(w, pull), pull_kernel(w, 2))
+    g = torch.randn(3, 2, *pull, dtype=torch.float64)
+    # <A w, g> == <w, A* g>
+    torch.testing.assert_close((resize_kernel(w, pull) * g).sum(), (w * resize_kernel_adjoint(g, (kh, kw))).sum())
