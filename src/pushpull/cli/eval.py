@@ -43,10 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  pushpull eval timm:resnet18 --weights r18.pth --num-classes 10 --data D --benchmark cifar10-c",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL",
-                   help="saved model (.safetensors + .json), registry name, torchvision:NAME or timm:NAME")
+                   help="saved model (.safetensors + .json), original push-pull checkpoint (file or folder), "
+                        "registry name, torchvision:NAME or timm:NAME")
     p.add_argument("--weights", metavar="FILE", help="weights for a registry/torchvision/timm model")
-    p.add_argument("--trust-pickle", action="store_true",
-                   help="allow --weights to be a legacy pickle that needs arbitrary code (trusted files only)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow a legacy checkpoint that needs a full, code-running unpickle (trusted files only)")
     p.add_argument("--num-classes", type=int, help="number of classes of a registry/torchvision/timm model")
     p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra keyword for the model builder, e.g. aa=2 (repeatable)")
@@ -92,9 +93,9 @@ def handler(args: argparse.Namespace) -> int:
             perturbations=args.perturbations, flip_rule=args.flip_rule,
             baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,
             weights=args.weights, num_classes=args.num_classes, model_kwargs=dict(args.model_arg),
-            trust_pickle=args.trust_pickle, label=args.label, out=out, resume=not args.no_resume,
+            allow_pickle=args.allow_pickle, label=args.label, out=out, resume=not args.no_resume,
             batch_size=args.batch_size, device=device, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, FloatingPointError, RuntimeError) as exc:
         print(f"pushpull eval: error: {exc}", file=sys.stderr)
         print(f"(finished parts, if any, are saved in {out}; rerun the same command to resume)", file=sys.stderr)
         return 1

@@ -37,14 +37,6 @@ SEVERITIES = (1, 2, 3, 4, 5)
 # ----------------------------------------------------------------------------- model
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def state_dict_sha256(model: nn.Module) -> str:
     """A fingerprint of a model's weights when no weights file names them."""
     digest = hashlib.sha256()
@@ -54,66 +46,72 @@ def state_dict_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def read_state_dict(path: str | Path, *, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or torch checkpoint; pickled code only with ``trust_pickle``."""
+def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or torch checkpoint; code-running pickles only with ``allow_pickle``."""
+    from ..models.official import load_legacy_checkpoint
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path}")
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as exc:  # noqa: BLE001 - torch raises several types for unsafe pickles
-        raise ValueError(f"cannot read {path} safely ({type(exc).__name__}); if it is a trusted legacy "
-                         f"pickle, pass --trust-pickle (or convert it once to .safetensors)") from None
+    state = load_legacy_checkpoint(path, allow_pickle=allow_pickle)
     for key in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
-def load_weights(model: nn.Module, path: str | Path, *, trust_pickle: bool = False) -> None:
+def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> None:
     """Load ``path`` into ``model``, strictly, with an error that names what does not fit."""
-    state = read_state_dict(path, trust_pickle=trust_pickle)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        parts = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                 for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                                      ("shape mismatches (file vs model)", wrong)) if items]
-        raise ValueError(f"checkpoint {path} does not fit the model: " + "; ".join(parts))
+    from ..models.io import check_fits
+
+    state = read_state_dict(path, allow_pickle=allow_pickle)
+    check_fits(state, model.state_dict(), f"the model ({path} vs {type(model).__name__})")
     model.load_state_dict(state)
 
 
 def build_model(spec: str, *, weights: str | Path | None = None, num_classes: int | None = None,
-                model_kwargs: dict | None = None, trust_pickle: bool = False) -> tuple[nn.Module, dict]:
+                model_kwargs: dict | None = None, allow_pickle: bool = False) -> tuple[nn.Module, dict]:
     """A model in eval mode and its description from a command-line spec.
 
-    ``spec`` is a saved model (``.safetensors`` with its JSON sidecar), a pushpull registry
-    name, ``torchvision:<name>`` or ``timm:<name>``; the last three take ``weights``.
-    Nothing is downloaded.
+    ``spec`` is a saved model (``.safetensors`` with its JSON sidecar), an original push-pull
+    checkpoint (file or folder, imported on the fly), a pushpull registry name,
+    ``torchvision:<name>`` or ``timm:<name>``; the last three take ``weights``. Nothing is
+    downloaded.
     """
+    from ..models.io import file_sha256, load_model
+    from ..models.official import import_official
+
     kwargs = dict(model_kwargs or {})
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
     path = Path(spec)
-    if path.suffix in (".safetensors", ".json") or path.is_file():
-        if weights is not None:
-            raise ValueError(f"{spec} is a saved model: it carries its weights, so --weights is not used")
-        from ..models import load_model
-
+    if (path.suffix in (".safetensors", ".json") or path.exists()) and weights is not None:
+        raise ValueError(f"{spec} carries its own weights: --weights is for registry/torchvision/timm models")
+    if path.suffix in (".safetensors", ".json"):
         model, meta = load_model(path.with_suffix(".safetensors"))
         info = {"name": meta.get("model", path.stem), "spec": str(spec), "model_kwargs": meta.get("model_kwargs", {}),
                 "weights": str(path.with_suffix(".safetensors")),
                 "weights_sha256": file_sha256(path.with_suffix(".safetensors")),
                 "normalization": meta.get("normalization"), "source": meta.get("source")}
+        return model.eval(), info
+    if path.exists():
+        file = next(iter(sorted(path.glob("*.pth*"))), None) if path.is_dir() else path
+        if file is None:
+            raise FileNotFoundError(f"{path} is a folder without a .pth/.pth.tar checkpoint")
+        from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
+        from ..models.official import guess_model_name
+
+        name = guess_model_name(path if path.is_dir() else file.parent)
+        model = import_official(file, name, allow_pickle=allow_pickle)
+        info = {"name": name, "spec": str(spec), "model_kwargs": {}, "weights": str(file),
+                "weights_sha256": file_sha256(file), "source": f"official push-pull checkpoint {file}",
+                "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
         return model.eval(), info
     if spec.startswith("torchvision:"):
         import torchvision
@@ -129,7 +127,7 @@ def build_model(spec: str, *, weights: str | Path | None = None, num_classes: in
         model = create_model(spec, **kwargs)
     if weights is None:
         raise ValueError(f"model {spec!r} needs --weights FILE (no downloads: evaluation runs offline)")
-    load_weights(model, weights, trust_pickle=trust_pickle)
+    load_weights(model, weights, allow_pickle=allow_pickle)
     info = {"name": spec, "spec": spec, "model_kwargs": kwargs, "weights": str(weights),
             "weights_sha256": file_sha256(weights), "normalization": None, "source": None}
     return model.eval(), info
@@ -243,20 +241,25 @@ class Sources:
 
 
 class Normalize:
-    """uint8 (N, H, W, 3) → float (N, 3, H, W) in the model's normalisation, in one pass."""
+    """uint8 (N, H, W, 3) → float (N, 3, H, W) in the model's normalisation.
+
+    Done in numpy, which is single-threaded: on the data thread it does not fight the
+    model's OpenMP threads the way torch ops would.
+    """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.scale = 1.0 / (255.0 * std_t)
-        self.shift = -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t
+        std_a = np.asarray(std, dtype=np.float32).reshape(1, 3, 1, 1)
+        self.scale = (1.0 / (255.0 * std_a)).astype(np.float32)
+        self.shift = (-np.asarray(mean, dtype=np.float32).reshape(1, 3, 1, 1) / std_a).astype(np.float32)
 
     def __call__(self, images: np.ndarray) -> torch.Tensor:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
             raise ValueError(f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}")
-        src = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-        out = torch.empty(src.shape, dtype=torch.float32)
-        out.copy_(src)
-        return out.mul_(self.scale).add_(self.shift)
+        out = np.empty((images.shape[0], 3, *images.shape[1:3]), dtype=np.float32)
+        out[...] = images.transpose(0, 3, 1, 2)
+        out *= self.scale
+        out += self.shift
+        return torch.from_numpy(out)
 
 
 def prefetch(produce: Callable[[], Iterator[Batch]], depth: int = 3) -> Iterator[Batch]:
@@ -387,7 +390,7 @@ def evaluate(
     weights: str | Path | None = None,
     num_classes: int | None = None,
     model_kwargs: dict | None = None,
-    trust_pickle: bool = False,
+    allow_pickle: bool = False,
     label: str | None = None,
     out: str | Path | None = None,
     resume: bool = True,
@@ -425,7 +428,7 @@ def evaluate(
 
     if isinstance(model, str):
         model, info = build_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs,
-                                  trust_pickle=trust_pickle)
+                                  allow_pickle=allow_pickle)
     else:
         info = {"name": type(model).__name__, "spec": None, "model_kwargs": model_kwargs or {},
                 "weights": None, "weights_sha256": state_dict_sha256(model), "normalization": None, "source": None}
