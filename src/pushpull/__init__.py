@@ -5,7 +5,7 @@ from .layers import PushPullConv2d, pull_kernel, pull_kernel_size, push_pull_con
 __version__ = "0.1.0"
 
 # Lazily imported public names (name -> submodule), so `import pushpull` stays light.
-_LAZY = {"create_model": "models", "list_models": "models", "convert": "models"}
+_LAZY = {"create_model": "models", "list_models": "models", "convert": "models", "evaluate": "engine.evaluate"}
 
 
 def __getattr__(name: str):
@@ -25,5 +25,6 @@ __all__ = [
     "create_model",
     "list_models",
     "convert",
+    "evaluate",
     "__version__",
 ]
