@@ -117,6 +117,24 @@ def test_limit_evaluates_the_strided_subset(bench):
     assert res["corruptions"]["fog"]["errors"]["3"] == pytest.approx(want)
 
 
+def test_folder_made_with_limit_evaluates_the_images_it_holds(bench, tmp_path):
+    """make-c --limit M writes rows for test images floor(k * N / M): only those are evaluated."""
+    root, images, labels = bench
+    held = strided_indices(N, 12)
+    sub = tmp_path / "C12"
+    sub.mkdir()
+    full = np.load(root / "C" / "fog.npy")
+    np.save(sub / "fog.npy", np.concatenate([full[s * N + held] for s in range(5)]))
+    np.save(sub / "labels.npy", np.tile(labels[held], 5).astype(np.uint8))
+    model = tiny_model()
+    res = run(bench, model, c_dir=sub, corruptions=["fog"], benchmarks="cifar10-c", limit=6)
+    idx = held[strided_indices(12, 6)]
+    assert res["data"]["num_evaluated"] == 6
+    assert res["clean"]["error"] == metrics.error_rate(plain_logits(model, images[idx]).argmax(1), labels[idx])
+    want = metrics.error_rate(plain_logits(model, full[3 * N + idx]).argmax(1), labels[idx])
+    assert res["corruptions"]["fog"]["errors"]["4"] == pytest.approx(want)
+
+
 class Interrupting(nn.Module):
     """Counts forward calls and raises at call ``fail_at`` (a stand-in for Ctrl-C or a crash)."""
 

@@ -168,76 +168,100 @@ class Batch:
 
 
 class Sources:
-    """Where each unit's uint8 images come from: the clean set, -C/-P arrays on disk, or generated."""
+    """Where each unit's uint8 images come from: the clean set, -C/-P arrays on disk, or generated.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, indices: np.ndarray, *, dataset: str,
-                 c_dir: Path | None, p_dir: Path | None, seed: int) -> None:
-        self.images, self.labels, self.indices = images, labels, indices
-        self.dataset, self.c_dir, self.p_dir, self.seed = dataset, c_dir, p_dir, seed
-        self._c_labels: np.ndarray | None = None
+    A folder may hold the whole test split or a ``make-c/-p --limit`` subset (images
+    ``k * N // M``); then only the images it holds are evaluated (and ``limit`` strides
+    over those). Every file is opened and checked (names, shapes, length, labels) before
+    any work starts.
+    """
 
-    def check(self, corruptions: Sequence[str], perturbations: Sequence[str]) -> None:
-        """Fail before any work if a file is missing or its layout or labels do not match."""
-        n = len(self.labels)
-        for folder, names, kind in ((self.c_dir, corruptions, "corruption"), (self.p_dir, perturbations, "perturbation")):
-            if folder is None or not names:
-                continue
-            missing = [f"{name}.npy" for name in names if not (folder / f"{name}.npy").is_file()]
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, dataset: str, limit: int | None,
+                 c_dir: Path | None, corruptions: Sequence[str], severities: Sequence[int],
+                 p_dir: Path | None, perturbations: Sequence[str], seed: int) -> None:
+        from ..data.benchmarks import open_npy, read_manifest
+
+        self.images, self.labels, self.dataset, self.seed = images, labels, dataset, seed
+        n = len(labels)
+        covered = np.arange(n)
+        self.c_arrays: dict[str, np.ndarray] = {}
+        self.p_arrays: dict[str, np.ndarray] = {}
+        if c_dir is not None and corruptions:
+            _require_files(c_dir, [*corruptions, "labels"], "corruption")
+            stored = tuple(read_manifest(c_dir).get("severities", SEVERITIES))
+            missing = sorted(set(severities) - set(stored))
             if missing:
-                raise FileNotFoundError(f"benchmark folder {folder} lacks {kind} file(s) {', '.join(missing)}; "
-                                        f"choose a subset with --{kind}s or regenerate the folder")
-        if self.c_dir is not None and corruptions:
-            label_file = self.c_dir / "labels.npy"
-            if not label_file.is_file():
-                raise FileNotFoundError(f"benchmark folder {self.c_dir} lacks labels.npy")
-            c_labels = np.load(label_file).astype(np.int64)
-            if c_labels.shape != (5 * n,):
-                raise ValueError(f"{label_file} holds {c_labels.shape[0]} labels; expected 5 severities x {n} "
-                                 f"test images = {5 * n}")
-            if not all(np.array_equal(c_labels[s * n:(s + 1) * n], self.labels) for s in range(5)):
-                raise ValueError(f"{label_file} does not match the clean test labels: is {self.c_dir} built "
+                raise ValueError(f"{c_dir} does not hold severities {missing} (it holds {list(stored)})")
+            self.c_arrays = {c: open_npy(c_dir / f"{c}.npy", (None, *images.shape[1:])) for c in corruptions}
+            c_labels = np.load(c_dir / "labels.npy").astype(np.int64)
+            rows = {len(a) for a in self.c_arrays.values()} | {len(c_labels)}
+            if len(rows) != 1 or len(c_labels) % len(stored):
+                raise ValueError(f"{c_dir}: files differ in length or do not split into {len(stored)} severities")
+            per = len(c_labels) // len(stored)
+            self.c_rows = _coverage(n, per, c_dir)
+            self.c_block = {s: stored.index(s) * per for s in severities}
+            if not all(np.array_equal(c_labels[b:b + per], labels[self.c_rows]) for b in self.c_block.values()):
+                raise ValueError(f"{c_dir / 'labels.npy'} does not match the clean test labels: is {c_dir} built "
                                  f"from this dataset's test split, in order?")
-            for name in corruptions:
-                shape = np.load(self.c_dir / f"{name}.npy", mmap_mode="r").shape
-                if shape != (5 * n, *self.images.shape[1:]):
-                    raise ValueError(f"{self.c_dir / name}.npy has shape {shape}; expected "
-                                     f"{(5 * n, *self.images.shape[1:])}")
-        if self.p_dir is not None:
-            for name in perturbations:
-                shape = np.load(self.p_dir / f"{name}.npy", mmap_mode="r").shape
-                if len(shape) != 5 or shape[0] != n or shape[2:] != self.images.shape[1:]:
-                    raise ValueError(f"{self.p_dir / name}.npy has shape {shape}; expected ({n}, T, "
-                                     f"{', '.join(map(str, self.images.shape[1:]))})")
+            covered = np.intersect1d(covered, self.c_rows)
+        if p_dir is not None and perturbations:
+            _require_files(p_dir, perturbations, "perturbation")
+            self.p_arrays = {p: open_npy(p_dir / f"{p}.npy", (None, None, *images.shape[1:])) for p in perturbations}
+            lengths = {len(a) for a in self.p_arrays.values()}
+            if len(lengths) != 1:
+                raise ValueError(f"{p_dir}: the perturbation files hold different numbers of sequences")
+            self.p_rows = _coverage(n, lengths.pop(), p_dir)
+            if (p_dir / "labels.npy").is_file() and not np.array_equal(
+                    np.load(p_dir / "labels.npy").astype(np.int64), labels[self.p_rows]):
+                raise ValueError(f"{p_dir / 'labels.npy'} does not match the clean test labels")
+            covered = np.intersect1d(covered, self.p_rows)
+        if len(covered) == 0:
+            raise ValueError(f"the -C and -P folders hold no test image in common ({c_dir}, {p_dir})")
+        self.indices = covered[strided_indices(len(covered), limit)]
 
     def chunks(self, unit: Unit, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
         """(uint8 images, labels, frames) chunks of ``unit``, ``size`` images (or sequences) at a time."""
         params = "imagenet" if self.dataset == "imagenet" else "cifar"
         if unit.kind == "perturbation":
-            array = np.load(self.p_dir / f"{unit.name}.npy", mmap_mode="r") if self.p_dir else None
+            array = self.p_arrays.get(unit.name)
             for idx in np.array_split(self.indices, max(1, -(-len(self.indices) // size))):
                 if array is not None:
-                    seqs = np.asarray(array[idx])
+                    seqs = np.asarray(array[np.searchsorted(self.p_rows, idx)])
                 else:
                     from ..data.perturbations import perturb
 
                     seqs = perturb(self.images[idx], unit.name, seed=self.seed, indices=idx, params=params)
                 yield seqs.reshape(-1, *seqs.shape[2:]), None, seqs.shape[1]
             return
-        array = None
-        if unit.kind == "corruption" and self.c_dir is not None:
-            array = np.load(self.c_dir / f"{unit.name}.npy", mmap_mode="r")
+        array = self.c_arrays.get(unit.name) if unit.kind == "corruption" else None
         for start in range(0, len(self.indices), size):
             idx = self.indices[start:start + size]
             if unit.kind == "clean":
                 images = self.images[idx]
             elif array is not None:
-                images = np.asarray(array[(unit.severity - 1) * len(self.labels) + idx])
+                images = np.asarray(array[self.c_block[unit.severity] + np.searchsorted(self.c_rows, idx)])
             else:
                 from ..data.corruptions import corrupt
 
                 images = corrupt(self.images[idx], unit.name, unit.severity, seed=self.seed, indices=idx,
                                  params=params)
             yield images, self.labels[idx], 1
+
+
+def _require_files(folder: Path, names: Sequence[str], kind: str) -> None:
+    missing = [f"{name}.npy" for name in names if not (folder / f"{name}.npy").is_file()]
+    if missing:
+        raise FileNotFoundError(f"benchmark folder {folder} lacks {kind} file(s) {', '.join(missing)}; "
+                                f"choose a subset with --{kind}s or complete the folder")
+
+
+def _coverage(n: int, rows: int, folder: Path) -> np.ndarray:
+    """Test-set indices a folder of ``rows`` images covers: all, or make-c/-p's strided ``--limit``."""
+    if rows == n:
+        return np.arange(n)
+    if 0 < rows < n:
+        return strided_indices(n, rows)
+    raise ValueError(f"{folder} holds {rows} images per set but the test split has {n}")
 
 
 class Normalize:
@@ -446,15 +470,16 @@ def evaluate(
     info["normalization"] = norm
 
     images, labels = load_cifar(data, train=False, dataset=dataset)
-    indices = strided_indices(len(labels), limit)
-    sources = Sources(images, labels, indices, dataset=dataset, c_dir=c_dir, p_dir=p_dir, seed=seed)
-    sources.check(c_names, p_names)
+    sources = Sources(images, labels, dataset=dataset, limit=limit, c_dir=c_dir, corruptions=c_names,
+                      severities=severities, p_dir=p_dir, perturbations=p_names, seed=seed)
+    indices = sources.indices
 
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT, "format_version": RESULTS_VERSION, "model": info,
         "data": {"dataset": dataset, "root": str(data), "split": "test", "num_test_images": int(len(labels)),
                  "limit": limit, "num_evaluated": int(len(indices)),
-                 "subset": "all" if len(indices) == len(labels) else "strided: floor(i * N / limit)"},
+                 "subset": "all" if len(indices) == len(labels) else
+                 "strided: image floor(k * N / M) for k < M, over the images the -C/-P folders hold"},
         "benchmarks": {
             **({f"{dataset}-c": {"source": "disk" if c_dir else "generated", "path": str(c_dir) if c_dir else None,
                                  "seed": None if c_dir else seed, "severities": list(severities),
