@@ -212,3 +212,18 @@ def test_push_pull_operators_measured_on_gratings():
     np.testing.assert_allclose(spec.kernels["push"], kernel_response(pp.weight, std, FREQS, ORIENTS))
     with pytest.raises(ValueError, match="takes 3"):
         frequency_response(pp, (0.25, 0.25))
+
+
+@pytest.mark.parametrize("stride,dilation,kernel", [(2, 1, 3), (1, 2, 3), (2, 1, 4), (3, 2, 5)])
+def test_spectrum_ignores_padding_and_stride(stride, dilation, kernel):
+    """Tuning is a property of the kernel: padding never enters, stride only changes where it is sampled."""
+    torch.manual_seed(1)
+    base = PushPullConv2d(3, 2, kernel, padding=0, bias=True).double()
+    other = PushPullConv2d(3, 2, kernel, stride=stride, padding=kernel, dilation=dilation, bias=True,
+                           padding_mode="reflect").double()
+    other.load_state_dict(base.state_dict())
+    freqs, orients = [0.1, 0.2, 0.35], [0.0, 60.0, 120.0]
+    a = frequency_response(base, (0.3,) * 3, frequencies=np.array(freqs) * dilation, orientations=orients)
+    b = frequency_response(other, (0.3,) * 3, frequencies=freqs, orientations=orients)
+    for op in a.responses:  # a dilated kernel at f sees what the plain one sees at f * dilation
+        np.testing.assert_allclose(b.responses[op], a.responses[op], rtol=0.03, atol=0.01 * np.abs(a.responses[op]).max())

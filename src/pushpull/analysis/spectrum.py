@@ -8,8 +8,9 @@ in [0, 1] pixel units, on the dataset mean (so a blank image is the model's zero
 ``theta`` is the direction across the stripes (0: vertical stripes, varying along x) and
 ``f`` is in cycles per pixel (0.5 is the Nyquist limit).
 
-The response of an operator to a grating is its output averaged over phases and over
-the positions away from the border, minus its output on the blank image. Operators:
+The response of an operator to a grating is its output averaged over the grating's phase
+(at positions whose receptive field lies inside the image, so padding plays no part),
+minus its output on the blank image. Operators:
 
 * plain convolution: ``conv`` = ReLU(x * k + b), the rectified response the network uses;
 * push-pull layer: ``push`` = ReLU(x * k + b), ``pull`` = alpha * ReLU(x * (-k_hat) - b)
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import PushPullConv2d, pull_kernel, push_pull_conv2d
-from ..layers.pushpull import pull_padding, push_padding
+from ..layers.pushpull import PaddingArg, pull_padding
 
 
 def gratings(size: int, frequencies: Sequence[float], orientations: Sequence[float], phases: int,
@@ -51,32 +52,37 @@ def gratings(size: int, frequencies: Sequence[float], orientations: Sequence[flo
     return wave.unsqueeze(3) * scale
 
 
-def operator_outputs(layer: nn.Module, x: Tensor) -> dict[str, Tensor]:
-    """The rectified operators of a conv-like layer on ``x`` (see the module docstring)."""
+def operator_outputs(layer: nn.Module, x: Tensor, padding: PaddingArg | None = None) -> dict[str, Tensor]:
+    """The rectified operators of a conv-like layer on ``x`` (see the module docstring).
+
+    ``padding`` replaces the layer's own (None: keep it); outputs clear of the padding
+    do not depend on it, so the measurement runs unpadded, on just the input it needs.
+    """
+    padding = layer.padding if padding is None else padding
     if isinstance(layer, PushPullConv2d):
-        dual = push_pull_conv2d(x, layer.weight, layer.bias, layer.stride, layer.padding, layer.dilation,
+        dual = push_pull_conv2d(x, layer.weight, layer.bias, layer.stride, padding, layer.dilation,
                                 layer.groups, layer.scale, 1.0, True, layer.push.padding_mode)
         channels = layer.push.out_channels
         push, pull = dual[:, :channels], layer.effective_alpha() * dual[:, channels:]
         return {"push": push, "pull": pull, "push_pull": push - pull}  # = layer(x), one pass cheaper
     if isinstance(layer, nn.Conv2d):
+        if padding != layer.padding:
+            return {"conv": F.relu(F.conv2d(x, layer.weight, layer.bias, layer.stride, padding, layer.dilation,
+                                            layer.groups))}
         return {"conv": F.relu(layer(x))}
     raise TypeError(f"expected an nn.Conv2d or PushPullConv2d, got {type(layer).__name__}")
 
 
-def _interior(layer: nn.Module, positions: int) -> tuple[int, list[slice]]:
-    """Input size, and the output rows/columns whose receptive field stays clear of the padding.
-
-    For push-pull the pull kernel's field is the larger one and contains the push's.
-    """
+def _unpadded_window(layer: nn.Module) -> tuple[int, list[slice]]:
+    """Smallest input size with an output whose whole receptive field is inside it (run without
+    padding), and the slices of such outputs. For push-pull, the pull's field contains the push's."""
     kernel, dilation, stride = layer.kernel_size, layer.dilation, layer.stride
-    pads = push_padding(layer.padding, kernel, stride, dilation)
-    if isinstance(layer, PushPullConv2d):
-        pads = pull_padding(pads, kernel, layer.pull_size, dilation)
-        kernel = layer.pull_size
-    before = (pads[2], pads[0])  # (top, left)
+    before = [0, 0]
+    if isinstance(layer, PushPullConv2d):  # the pull conv is padded to centre it on the push
+        pads = pull_padding((0, 0, 0, 0), kernel, layer.pull_size, dilation)
+        before, kernel = [pads[2], pads[0]], layer.pull_size
     reach = [d * (k - 1) for d, k in zip(dilation, kernel)]
-    size = max(s * (positions + 1) + r + 2 * max(b, 0) for s, r, b in zip(stride, reach, before))
+    size = max(r + 1 + max(b, 0) + s for s, r, b in zip(stride, reach, before))
     window = [slice(max(-(-b // s), 0), (size - 1 - r + b) // s + 1) for s, r, b in zip(stride, reach, before)]
     return size, window
 
@@ -144,7 +150,7 @@ class Spectrum:
 @torch.no_grad()
 def frequency_response(layer: nn.Module, std: Sequence[float], *, name: str = "",
                        frequencies: Sequence[float] | None = None, orientations: Sequence[float] | None = None,
-                       contrast: float = 0.25, phases: int = 16, positions: int = 8) -> Spectrum:
+                       contrast: float = 0.25, phases: int = 16) -> Spectrum:
     """Measure the tuning of every output channel of a conv-like layer that takes images.
 
     ``std`` is the model's input normalisation (one value per input channel).
@@ -159,13 +165,13 @@ def frequency_response(layer: nn.Module, std: Sequence[float], *, name: str = ""
     import copy
 
     probe = copy.deepcopy(layer).double().eval()
-    size, (rows, cols) = _interior(probe, positions)
+    size, (rows, cols) = _unpadded_window(probe)
     images = gratings(size, frequencies, orientations, phases, contrast, std)
     shape = images.shape[:3]
-    blank = operator_outputs(probe, torch.zeros_like(images[0, 0, :1]))
+    blank = operator_outputs(probe, torch.zeros_like(images[0, 0, :1]), padding=0)
     responses: dict[str, list[Tensor]] = {op: [] for op in blank}
     for batch in images.flatten(0, 2).split(1024):
-        for op, out in operator_outputs(probe, batch).items():
+        for op, out in operator_outputs(probe, batch, padding=0).items():
             inner = out[..., rows, cols] - blank[op][..., rows, cols]
             responses[op].append(inner.mean((-2, -1)))
     result = {op: torch.cat(parts).view(*shape, -1).mean(2).permute(2, 0, 1).numpy() for op, parts in

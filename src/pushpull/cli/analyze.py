@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -111,7 +112,8 @@ def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Modu
             model = import_official(path, allow_pickle=args.allow_pickle)  # original checkpoints: CIFAR-10 inputs
         else:
             model, label = create_model(spec), spec
-    except (UnsafeCheckpointError, FileNotFoundError, ValueError, KeyError) as e:
+    except (UnsafeCheckpointError, FileNotFoundError, ValueError, KeyError, RuntimeError, EOFError,
+            pickle.UnpicklingError) as e:  # what torch.load and the importer raise for a bad file
         raise _UserError(f"cannot load model {spec!r}: {e}") from None
     norm = meta.get("normalization") or {}
     mean = args.mean or norm.get("mean") or CIFAR10_MEAN
