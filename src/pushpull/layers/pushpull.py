@@ -98,6 +98,14 @@ def pad2d(x: Tensor, pads: Pads, mode: str = "zeros") -> Tensor:
     return x
 
 
+def _conv_padding(x: Tensor, pads: Pads, mode: str) -> tuple[Tensor, tuple[int, int]]:
+    """Let the convolution pad when it can (symmetric zeros); otherwise pad ``x`` explicitly."""
+    left, right, top, bottom = pads
+    if mode == "zeros" and left == right >= 0 and top == bottom >= 0:
+        return x, (top, left)
+    return pad2d(x, pads, mode), (0, 0)
+
+
 def combine(push: Tensor, pull: Tensor, alpha: Union[float, Tensor], dual_output: bool) -> Tensor:
     """``ReLU(push) - alpha * ReLU(pull)``, or both rectified maps side by side (dual output)."""
     push, pull = F.relu(push), F.relu(pull)
@@ -129,9 +137,10 @@ def push_pull_conv2d_reference(
     pads = push_padding(padding, kernel_size, stride, dilation)
     k_hat = pull_kernel(weight, scale)
     q_pads = pull_padding(pads, kernel_size, (k_hat.shape[-2], k_hat.shape[-1]), dilation)
-    push = F.conv2d(pad2d(x, pads, padding_mode), weight, bias, stride, 0, dilation, groups)
-    pull = F.conv2d(pad2d(x, q_pads, padding_mode), -k_hat, None if bias is None else -bias,
-                    stride, 0, dilation, groups)
+    x_push, push_pad = _conv_padding(x, pads, padding_mode)
+    x_pull, pull_pad = _conv_padding(x, q_pads, padding_mode)
+    push = F.conv2d(x_push, weight, bias, stride, push_pad, dilation, groups)
+    pull = F.conv2d(x_pull, -k_hat, None if bias is None else -bias, stride, pull_pad, dilation, groups)
     return combine(push, pull, alpha, dual_output)
 
 
@@ -139,14 +148,6 @@ def exporting() -> bool:
     """True while the call is traced, scripted, compiled or exported: use plain, traceable ops then."""
     return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
             or torch.onnx.is_in_onnx_export())
-
-
-def _conv_padding(x: Tensor, pads: Pads, mode: str) -> tuple[Tensor, tuple[int, int]]:
-    """Let the convolution pad when it can (symmetric zeros); otherwise pad ``x`` explicitly."""
-    left, right, top, bottom = pads
-    if mode == "zeros" and left == right >= 0 and top == bottom >= 0:
-        return x, (top, left)
-    return pad2d(x, pads, mode), (0, 0)
 
 
 def _check_functional_args(x: Tensor, weight: Tensor, groups: int) -> None:
