@@ -274,3 +274,40 @@ def test_official_resnet20_end_to_end(shared, cifar10_root, tmp_path, capsys):
     assert 0 <= res["perturbations"]["translate"]["flip_probability"] <= 1
     rows = out.with_suffix(".csv").read_text().splitlines()
     assert f"error,gaussian_noise,5,{errors['5']:.6f}" in rows
+
+
+@pytest.fixture(scope="module")
+def imagenet_val(tmp_path_factory):
+    """A fake ImageNet val folder: 3 classes x 2 JPEGs of odd sizes."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("imagenet") / "val"
+    rng = np.random.default_rng(5)
+    for c, wnid in enumerate(["n01", "n02", "n03"]):
+        (root / wnid).mkdir(parents=True)
+        for k in range(2):
+            pixels = rng.integers(0, 256, (260 + 10 * k, 300, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / wnid / f"ILSVRC2012_val_{c}{k}.JPEG", quality=90)
+    return root
+
+
+def test_imagenet_generated_c_equals_a_make_c_folder(imagenet_val, tmp_path):
+    from pushpull.data.constants import IMAGENET_MEAN, IMAGENET_STD
+    from pushpull.data.make_benchmarks import load_resized, make_imagenet_c
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    kw = dict(data=imagenet_val, benchmarks="imagenet-c", corruptions=["gaussian_noise"], severities=[3],
+              batch_size=4, progress=False)
+    generated = evaluate(model, **kw)
+    make_imagenet_c(imagenet_val, tmp_path / "C", ["gaussian_noise"], severities=[3], progress=False)
+    from_disk = evaluate(model, c_dir=tmp_path / "C", **kw)
+    assert generated["corruptions"] == from_disk["corruptions"]
+    assert generated["model"]["normalization"]["mean"] == list(IMAGENET_MEAN)
+    assert generated["summary"]["baseline"] == "alexnet-imagenet"
+    files = sorted(imagenet_val.glob("*/*.JPEG"))
+    x = torch.tensor(np.stack([load_resized(f, 224) for f in files]), dtype=torch.float32).permute(0, 3, 1, 2) / 255
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        preds = model(x).argmax(1).numpy()
+    assert generated["clean"]["error"] == metrics.error_rate(preds, np.repeat([0, 1, 2], 2))

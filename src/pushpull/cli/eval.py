@@ -51,11 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=int, help="number of classes of a registry/torchvision/timm model")
     p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra keyword for the model builder, e.g. aa=2 (repeatable)")
-    p.add_argument("--data", required=True, metavar="DIR", help="clean dataset root (CIFAR python layout)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="clean test set: CIFAR root (python layout) or the ImageNet val folder (<wnid>/*.JPEG)")
     p.add_argument("--benchmark", default="cifar10-c,cifar10-p",
-                   help="comma-separated: cifar10-c, cifar10-p, cifar100-c, cifar100-p (default: %(default)s)")
-    p.add_argument("--c-dir", metavar="DIR", help="-C folder (<corruption>.npy + labels.npy); default: generate")
-    p.add_argument("--p-dir", metavar="DIR", help="-P folder (<perturbation>.npy); default: generate")
+                   help="comma-separated, one dataset: cifar10-c, cifar10-p, cifar100-c, cifar100-p, imagenet-c, "
+                        "imagenet-p (default: %(default)s)")
+    p.add_argument("--c-dir", metavar="DIR", help="-C folder in the official layout; default: generate")
+    p.add_argument("--p-dir", metavar="DIR", help="-P folder in the official layout; default: generate")
     p.add_argument("--corruptions", type=_names, help="subset of corruptions (default: all 19; mCE uses the 15)")
     p.add_argument("--severities", type=lambda t: [int(s) for s in _names(t)], default=[1, 2, 3, 4, 5],
                    help="subset of severities (default: 1,2,3,4,5)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import queue
 import threading
@@ -30,7 +31,7 @@ from .checkpoint import atomic_write
 
 RESULTS_FORMAT = "pushpull-robustness-results"
 RESULTS_VERSION = 1
-BENCHMARKS = ("cifar10-c", "cifar10-p", "cifar100-c", "cifar100-p")
+BENCHMARKS = ("cifar10-c", "cifar10-p", "cifar100-c", "cifar100-p", "imagenet-c", "imagenet-p")
 SEVERITIES = (1, 2, 3, 4, 5)
 
 
@@ -167,7 +168,7 @@ class Batch:
     last: bool  # the unit's final batch
 
 
-class Sources:
+class CifarSources:
     """Where each unit's uint8 images come from: the clean set, -C/-P arrays on disk, or generated.
 
     A folder may hold the whole test split or a ``make-c/-p --limit`` subset (images
@@ -176,12 +177,12 @@ class Sources:
     any work starts.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, *, dataset: str, limit: int | None,
+    def __init__(self, images: np.ndarray, labels: np.ndarray, *, limit: int | None,
                  c_dir: Path | None, corruptions: Sequence[str], severities: Sequence[int],
                  p_dir: Path | None, perturbations: Sequence[str], seed: int) -> None:
         from ..data.benchmarks import open_npy, read_manifest
 
-        self.images, self.labels, self.dataset, self.seed = images, labels, dataset, seed
+        self.images, self.labels, self.seed = images, labels, seed
         n = len(labels)
         covered = np.arange(n)
         self.c_arrays: dict[str, np.ndarray] = {}
@@ -221,7 +222,6 @@ class Sources:
 
     def chunks(self, unit: Unit, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
         """(uint8 images, labels, frames) chunks of ``unit``, ``size`` images (or sequences) at a time."""
-        params = "imagenet" if self.dataset == "imagenet" else "cifar"
         if unit.kind == "perturbation":
             array = self.p_arrays.get(unit.name)
             for idx in np.array_split(self.indices, max(1, -(-len(self.indices) // size))):
@@ -230,7 +230,7 @@ class Sources:
                 else:
                     from ..data.perturbations import perturb
 
-                    seqs = perturb(self.images[idx], unit.name, seed=self.seed, indices=idx, params=params)
+                    seqs = perturb(self.images[idx], unit.name, seed=self.seed, indices=idx, params="cifar")
                 yield seqs.reshape(-1, *seqs.shape[2:]), None, seqs.shape[1]
             return
         array = self.c_arrays.get(unit.name) if unit.kind == "corruption" else None
@@ -244,8 +244,103 @@ class Sources:
                 from ..data.corruptions import corrupt
 
                 images = corrupt(self.images[idx], unit.name, unit.severity, seed=self.seed, indices=idx,
-                                 params=params)
+                                 params="cifar")
             yield images, self.labels[idx], 1
+
+
+class ImageNetSources:
+    """ImageNet: the val folder (``<wnid>/*.JPEG``, shorter side 256, centre crop 224), ImageNet-C
+    folders (``<c>/<s>/<wnid>/<file>``), ImageNet-P videos (``<p>/<wnid>/<stem>.mp4``), or generated.
+
+    Images are decoded by a thread pool, once each. Generated -C images go through the
+    release's JPEG (quality 85) round trip, so they equal ``make-c`` output; generated -P
+    sequences skip the release's H.264 encoding. Folders made with ``--limit`` are
+    evaluated on the images they hold (listed from the first corruption/perturbation).
+    """
+
+    def __init__(self, root: str | Path, *, limit: int | None, c_dir: Path | None, corruptions: Sequence[str],
+                 severities: Sequence[int], p_dir: Path | None, perturbations: Sequence[str], seed: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..data.make_benchmarks import imagenet_val_files
+
+        self.files = imagenet_val_files(root)
+        class_index = {wnid: i for i, wnid in enumerate(sorted({wnid for _, wnid in self.files}))}
+        self.labels = np.array([class_index[wnid] for _, wnid in self.files])
+        self.seed, self.c_dir, self.p_dir = seed, c_dir, p_dir
+        held = np.ones(len(self.files), dtype=bool)
+        for folder, names, subdirs, suffix in ((c_dir, corruptions, [str(s) for s in severities], None),
+                                               (p_dir, perturbations, [""], ".mp4")):
+            if folder is None or not names:
+                continue
+            missing = [f"{n}/{d}".rstrip("/") for n in names for d in subdirs if not (folder / n / d).is_dir()]
+            if missing:
+                raise FileNotFoundError(f"benchmark folder {folder} lacks {', '.join(missing[:5])}")
+            first = folder / names[0] / subdirs[0]
+            present = {(w.name, f.stem if suffix else f.name) for w in first.iterdir() if w.is_dir() for f in w.iterdir()}
+            held &= np.array([(wnid, path.stem if suffix else path.name) in present for path, wnid in self.files])
+        covered = np.flatnonzero(held)
+        if len(covered) == 0:
+            raise ValueError(f"the benchmark folders hold no image of the val set {root}")
+        self.indices = covered[strided_indices(len(covered), limit)]
+        self.pool = ThreadPoolExecutor(max(1, min(8, (os.cpu_count() or 1))))
+
+    def _decode(self, paths: list[Path], read: Callable[[Path], np.ndarray]) -> np.ndarray:
+        def checked(path: Path) -> np.ndarray:
+            if not path.is_file():
+                raise FileNotFoundError(f"benchmark file missing: {path}")
+            return read(path)
+
+        return np.stack(list(self.pool.map(checked, paths)))
+
+    def chunks(self, unit: Unit, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
+        from ..data.benchmarks import read_video
+        from ..data.make_benchmarks import load_resized
+
+        for start in range(0, len(self.indices), size):
+            idx = self.indices[start:start + size]
+            files = [self.files[i] for i in idx]
+            if unit.kind == "perturbation":
+                if self.p_dir is not None:
+                    seqs = self._decode([self.p_dir / unit.name / w / f"{p.stem}.mp4" for p, w in files], read_video)
+                else:
+                    from ..data.perturbations import perturb
+
+                    clean = self._decode([p for p, _ in files], lambda p: load_resized(p, 256))
+                    seqs = perturb(clean, unit.name, seed=self.seed, indices=idx, params="imagenet", crop=224)
+                yield seqs.reshape(-1, *seqs.shape[2:]), None, seqs.shape[1]
+                continue
+            if unit.kind == "clean":
+                images = self._decode([p for p, _ in files], lambda p: load_resized(p, 224))
+            elif self.c_dir is not None:
+                images = self._decode([self.c_dir / unit.name / str(unit.severity) / w / p.name for p, w in files],
+                                      _read_rgb)
+            else:
+                from ..data.corruptions import corrupt
+
+                clean = self._decode([p for p, _ in files], lambda p: load_resized(p, 224))
+                images = np.stack(list(self.pool.map(_jpeg85, corrupt(
+                    clean, unit.name, unit.severity, seed=self.seed, indices=idx, params="imagenet"))))
+            yield images, self.labels[idx], 1
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def _jpeg85(image: np.ndarray) -> np.ndarray:
+    """The ImageNet-C release's storage: JPEG quality 85 (optimised), decoded again."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=85, optimize=True)
+    buffer.seek(0)
+    return _read_rgb(buffer)
 
 
 def _require_files(folder: Path, names: Sequence[str], kind: str) -> None:
@@ -433,7 +528,7 @@ def evaluate(
     only affects the summary.
     """
     from ..data.cifar import load_cifar
-    from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
+    from ..data.constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 
     dataset, want_c, want_p = _parse_benchmarks(benchmarks)
     if flip_rule not in metrics.FLIP_RULES:
@@ -464,19 +559,24 @@ def evaluate(
     elif info.get("normalization"):
         norm = {**info["normalization"], "from": "model metadata"}
     else:
-        norm = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "from": f"default for {dataset}"}
+        default = (IMAGENET_MEAN, IMAGENET_STD) if dataset == "imagenet" else (CIFAR10_MEAN, CIFAR10_STD)
+        norm = {"mean": list(default[0]), "std": list(default[1]), "from": f"default for {dataset}"}
     if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
         raise ValueError(f"mean and std need 3 values (RGB), got {norm['mean']} and {norm['std']}")
     info["normalization"] = norm
 
-    images, labels = load_cifar(data, train=False, dataset=dataset)
-    sources = Sources(images, labels, dataset=dataset, limit=limit, c_dir=c_dir, corruptions=c_names,
-                      severities=severities, p_dir=p_dir, perturbations=p_names, seed=seed)
-    indices = sources.indices
+    folders = dict(limit=limit, c_dir=c_dir, corruptions=c_names, severities=severities, p_dir=p_dir,
+                   perturbations=p_names, seed=seed)
+    if dataset == "imagenet":
+        sources = ImageNetSources(data, **folders)
+    else:
+        images, labels = load_cifar(data, train=False, dataset=dataset)
+        sources = CifarSources(images, labels, **folders)
+    indices, labels = sources.indices, sources.labels
 
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT, "format_version": RESULTS_VERSION, "model": info,
-        "data": {"dataset": dataset, "root": str(data), "split": "test", "num_test_images": int(len(labels)),
+        "data": {"dataset": dataset, "root": str(data), "split": "val" if dataset == "imagenet" else "test", "num_test_images": int(len(labels)),
                  "limit": limit, "num_evaluated": int(len(indices)),
                  "subset": "all" if len(indices) == len(labels) else
                  "strided: image floor(k * N / M) for k < M, over the images the -C/-P folders hold"},
@@ -517,7 +617,7 @@ def evaluate(
     return results
 
 
-def _run(model: nn.Module, units: list[Unit], sources: Sources, normalize: Normalize, results: dict, *,
+def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSources, normalize: Normalize, results: dict, *,
          out: Path | None, batch_size: int, device: torch.device, flip_rule: str, noise: frozenset,
          progress: bool) -> None:
     """Evaluate ``units`` in order, recording each in ``results`` (and ``out``) as it completes."""
