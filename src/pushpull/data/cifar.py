@@ -144,8 +144,8 @@ def cifar_transform(recipe: Recipe | None, mean: Sequence[float], std: Sequence[
             steps.append(v2.RandomCrop(recipe.crop_size, padding=recipe.crop_padding))
         if recipe.flip:
             steps.append(v2.RandomHorizontalFlip())
-        if recipe.autoaugment:
-            steps.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+        if recipe.autoaugment:  # on PIL images: ~50x faster than torchvision's tensor path on the CPU
+            steps += [v2.ToPILImage(), v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10), v2.PILToTensor()]
     steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     if recipe is not None and recipe.cutout:
         steps.append(Cutout(recipe.cutout))

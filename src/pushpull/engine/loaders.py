@@ -19,8 +19,8 @@ _MASK = (1 << 63) - 1
 class EpochSeeded(Dataset):
     """Wrap a dataset so item ``i`` of epoch ``e`` draws its augmentation from a generator seeded by (seed, e, i).
 
-    The global torch generator is forked around each item, so loading never disturbs the
-    training process's random stream.
+    The global CPU generator is saved and restored around each item, so loading never
+    disturbs the training process's random stream.
     """
 
     def __init__(self, dataset: Dataset, seed: int = 0):
@@ -35,10 +35,13 @@ class EpochSeeded(Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int):
-        item_seed = ((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + index) & _MASK
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed)
+        generator = torch.default_generator  # CPU only: torch.manual_seed would also seed every accelerator (slow)
+        saved = generator.get_state()
+        generator.manual_seed(((self.seed * 1_000_003 + self.epoch) * 2_147_483_647 + index) & _MASK)
+        try:
             return self.dataset[index]
+        finally:
+            generator.set_state(saved)
 
 
 def epoch_indices(dataset: Dataset, epoch: int, seed: int, ctx: DistContext) -> list[int]:

@@ -363,7 +363,7 @@ def train(
             raise ValueError("give a recipe when training a custom nn.Module")
         recipe = default_recipe(model)
     recipe = load_recipe(recipe, **overrides)
-    if data is None:
+    if data is None and recipe.dataset != "digits":
         raise ValueError("data: give the dataset folder (CIFAR python layout, or ImageNet train/ and val/)")
     train_set, test_set, num_classes, (mean, std) = build_datasets(recipe, data, download=download)
     model_kwargs = {"num_classes": num_classes, **(model_kwargs or {})}
@@ -401,6 +401,11 @@ def train(
 
 def build_datasets(recipe: Recipe, data: str | Path, download: bool = False) -> tuple[Dataset, Dataset, int, tuple]:
     """(train set, test set, number of classes, (mean, std)) of ``recipe.dataset`` under ``data``."""
+    if recipe.dataset == "digits":  # ships with scikit-learn: no folder needed
+        from ..data.digits import digits_datasets
+
+        train_set, test_set, normalization = digits_datasets(recipe)
+        return train_set, test_set, 10, normalization
     if recipe.dataset == "imagenet":
         from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
         from ..data.imagenet import imagenet_datasets

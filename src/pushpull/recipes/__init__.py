@@ -19,24 +19,27 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-DATASETS = ("cifar10", "cifar100", "imagenet")
+DATASETS = ("cifar10", "cifar100", "imagenet", "digits")  # digits: the offline demo's data
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """One training setting. Every field can be overridden (``load_recipe(name, **overrides)``)."""
+    """One training setting. Every field can be overridden (``load_recipe(name, **overrides)``).
+
+    Fields with a ``help`` are the ones the command line exposes as ``--<field-name>``.
+    """
 
     name: str
     version: int
-    dataset: str
-    epochs: int
-    batch_size: int
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    milestones: tuple[int, ...]
-    gamma: float
+    dataset: str = field(metadata={"help": "cifar10, cifar100, imagenet or digits"})
+    epochs: int = field(metadata={"help": "number of epochs"})
+    batch_size: int = field(metadata={"help": "global batch size (split over data-parallel processes)"})
+    lr: float = field(metadata={"help": "initial learning rate"})
+    momentum: float = field(metadata={"help": "SGD momentum"})
+    nesterov: bool = field(metadata={"help": "Nesterov momentum"})
+    weight_decay: float = field(metadata={"help": "L2 weight decay"})
+    milestones: tuple[int, ...] = field(metadata={"help": "0-based epochs from which lr is multiplied by gamma"})
+    gamma: float = field(metadata={"help": "lr factor at each milestone"})
     crop_padding: int = field(metadata={"help": "CIFAR random crop: zero padding in px (0: no crop)"})
     flip: bool = field(metadata={"help": "random horizontal flip"})
     cutout: int = field(metadata={"help": "cutout square side in px (0: off)"})

@@ -1,0 +1,102 @@
+"""``pushpull train``: a model of the zoo with one of the paper's recipes, every recipe field overridable."""
+
+from __future__ import annotations
+
+import argparse
+
+def recipe_options() -> list:
+    """The recipe fields the command line overrides: all those with a help text."""
+    import dataclasses
+
+    from ..recipes import Recipe
+
+    return [f for f in dataclasses.fields(Recipe) if "help" in f.metadata]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train a model with one of the paper's recipes (CPU, GPU, torchrun)",
+        description="Train a model of the zoo with a recipe of the paper (section 4.3). Recipe fields can be "
+                    "overridden one by one. Checkpoints are written every epoch and every --checkpoint-minutes; "
+                    "--resume continues exactly. Multi-GPU / multi-node: launch with torchrun "
+                    "(e.g. torchrun --nproc-per-node 4 -m pushpull train ...).")
+    parser.add_argument("--model", help="model name (pushpull models lists them), e.g. resnet20_b1")
+    parser.add_argument("--recipe", help="recipe name or JSON file (default: the paper's recipe for the model)")
+    parser.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
+    parser.add_argument("--data", help="dataset folder: CIFAR python layout, or ImageNet with train/ and val/")
+    parser.add_argument("--download", action="store_true", help="download CIFAR with torchvision when missing")
+    parser.add_argument("--out", help="run folder (default: runs/<model>-<recipe>)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+
+    group = parser.add_argument_group("recipe overrides (default: the recipe's value)")
+    for f in recipe_options():
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata["help"]
+        if f.type == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.type == "tuple[int, ...]":
+            group.add_argument(flag, type=int, nargs="*", default=None, metavar="EPOCH", help=help_text)
+        else:
+            group.add_argument(flag, type={"int": int, "float": float, "str": str}[f.type], default=None,
+                               help=help_text)
+
+    group = parser.add_argument_group("model options")
+    group.add_argument("--aa", type=int, default=None, help="anti-aliasing filter size (2, 3, 5)")
+    group.add_argument("--alpha", type=float, default=None, help="push-pull inhibition strength")
+    group.add_argument("--scale", type=float, default=None, help="push-pull pull-kernel scale")
+    group.add_argument("--trainable-alpha", action="store_true", default=None, help="learn alpha per channel")
+
+    group = parser.add_argument_group("how to run")
+    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    group.add_argument("--workers", type=int, default=4, help="data-loading processes per training process")
+    group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                       help="mixed precision (default: on for CUDA)")
+    group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="channels-last memory format (default: on for CUDA)")
+    group.add_argument("--sync-bn", action="store_true", help="synchronise BatchNorm over processes (torchrun)")
+    group.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation")
+    group.add_argument("--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)")
+    group.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint this often in an epoch")
+    group.add_argument("--max-steps", type=int, default=None, help="stop (after a checkpoint) at this many steps")
+    group.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..recipes import default_recipe, list_recipes, load_recipe
+
+    if args.list_recipes:
+        for name in list_recipes():
+            print(f"{name:30s} {load_recipe(name).description}")
+        return 0
+    if not args.model:
+        print("pushpull train: error: --model is required (see pushpull models)", file=sys.stderr)
+        return 2
+    overrides = {f.name: getattr(args, f.name) for f in recipe_options() if getattr(args, f.name) is not None}
+    model_kwargs = {k: getattr(args, k) for k in ("aa", "alpha", "scale", "trainable_alpha")
+                    if getattr(args, k) is not None}
+    recipe = args.recipe or default_recipe(args.model)
+    out = args.out or f"runs/{args.model}-{recipe if '/' not in recipe else 'custom'}"
+    try:
+        from ..engine.train import train
+
+        result = train(args.model, recipe, args.data, out, model_kwargs=model_kwargs, download=args.download,
+                       seed=args.seed, device=args.device, workers=args.workers, amp=args.amp,
+                       channels_last=args.channels_last, sync_bn=args.sync_bn, deterministic=args.deterministic,
+                       checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps, resume=args.resume,
+                       progress=not args.no_progress, **overrides)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
+        print(f"pushpull train: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if result.model_path is not None:
+        print(f"saved {result.model_path} (evaluate it with: pushpull eval {result.model_path})")
+    elif not result.finished:
+        print(f"stopped early; continue with: pushpull train ... --out {out} --resume")
+    return 0
