@@ -137,12 +137,16 @@ def test_push_pull_response_degrades_less_under_noise():
     plain, pp = nn.Conv2d(3, 1, 3, padding=1, bias=False), PushPullConv2d(3, 1, 3, padding=1, bias=False)
     plain.weight.data.copy_(kernel)
     pp.weight.data.copy_(kernel)
-    r_plain = filter_responses(nn.Sequential(plain), "0", 0, x).correlations
-    r_rect = filter_responses(nn.Sequential(plain, nn.ReLU()), "1", 0, x).correlations
-    r_pp = filter_responses(nn.Sequential(pp), "0", 0, x, label="pp")
+    (r_plain,) = (r.correlations for r in filter_responses(nn.Sequential(plain), "0", 0, x))
+    (r_rect,) = (r.correlations for r in filter_responses(nn.Sequential(plain, nn.ReLU()), "1", 0, x))
+    r_pp, push, pull = filter_responses(nn.Sequential(pp), "0", 0, x, label="pp", components=True)
     assert len(r_pp.correlations) == 5 and r_pp.maps.shape == (6, 32, 32)
+    assert (push.label, pull.label) == ("pp push", "pp pull")
+    np.testing.assert_allclose(r_pp.maps, push.maps - pull.maps, atol=1e-6)
+    np.testing.assert_allclose(push.maps, torch.relu(plain(x))[:, 0].detach().double().numpy(), atol=1e-6)
     assert all(p > max(a, b) for p, a, b in zip(r_pp.correlations, r_plain, r_rect)), (r_pp.correlations, r_plain)
     assert r_plain[-1] < r_plain[0]  # noise does hurt the plain filter more as it grows
+    assert len(filter_responses(nn.Sequential(plain), "0", 0, x, components=True)) == 1  # nothing to split
     with pytest.raises(ValueError, match="channel 3"):
         filter_responses(nn.Sequential(pp), "0", 3, x)
 

@@ -61,7 +61,7 @@ def test_responses_command(saved_pair, tmp_path, capsys):
     # Recompute from the library and the corruption generator: same numbers.
     noisy = np.stack([image] + [corrupt(image[None], "gaussian_noise", s, seed=3)[0] for s in (1, 5)])
     x = Normalize((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))(noisy)
-    expected = filter_responses(pp, "conv1", j, x).correlations
+    expected = filter_responses(pp, "conv1", j, x)[0].correlations
     assert result["filters"][1]["correlation_with_clean"] == pytest.approx(expected, abs=1e-6)
 
 

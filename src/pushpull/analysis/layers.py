@@ -65,12 +65,12 @@ class _Captured(Exception):
 
 
 @torch.no_grad()
-def layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
-    """The output of ``layer`` when ``model`` runs on ``x``; the rest of the model is not run."""
-    captured: list[Tensor] = []
+def layer_io(model: nn.Module, layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The input and output of ``layer`` when ``model`` runs on ``x``; the rest of the model is not run."""
+    captured: list[tuple[Tensor, Tensor]] = []
 
     def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        captured.append(output.detach())
+        captured.append((inputs[0].detach(), output.detach()))
         raise _Captured
 
     handle = layer.register_forward_hook(hook)
@@ -83,3 +83,8 @@ def layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
     if not captured:
         raise ValueError(f"the layer {type(layer).__name__} is not used by the model's forward pass")
     return captured[0]
+
+
+def layer_output(model: nn.Module, layer: nn.Module, x: Tensor) -> Tensor:
+    """The output of ``layer`` when ``model`` runs on ``x``; the rest of the model is not run."""
+    return layer_io(model, layer, x)[1]

@@ -11,9 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
-from .layers import layer_kernel, layer_output
+from ..layers import PushPullConv2d
+from .layers import layer_io, layer_kernel
+from .spectrum import operator_outputs
 
 
 def pearson(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
@@ -62,18 +65,26 @@ class ResponseSet:
                 "correlation_with_clean": self.correlations}
 
 
-def filter_responses(model: nn.Module, layer_name: str, channel: int, images: Tensor,
-                     label: str = "") -> ResponseSet:
+def filter_responses(model: nn.Module, layer_name: str, channel: int, images: Tensor, label: str = "",
+                     components: bool = False) -> list[ResponseSet]:
     """Response maps of output ``channel`` of layer ``layer_name`` on normalised ``images``.
 
     ``images[0]`` is the clean image, the others its corrupted versions. The maps are the
-    layer's own output (for a push-pull layer: ReLU(push) - alpha * ReLU(pull)).
+    layer's own output (for a push-pull layer: ReLU(push) - alpha * ReLU(pull)); with
+    ``components`` a push-pull layer's ReLU(push) and alpha * ReLU(pull) maps follow.
     """
     layer = model.get_submodule(layer_name)
-    out = layer_output(model.eval(), layer, images)
+    x, out = layer_io(model.eval(), layer, images)
     if not 0 <= channel < out.shape[1]:
         raise ValueError(f"channel {channel} out of range: {layer_name} has {out.shape[1]} output channels")
-    return ResponseSet(label or layer_name, layer_name, channel, out[:, channel].double().numpy())
+    label = label or layer_name
+    sets = [ResponseSet(label, layer_name, channel, out[:, channel].double().numpy())]
+    if components and isinstance(layer, PushPullConv2d):
+        with torch.no_grad():
+            parts = operator_outputs(layer, x)
+        sets += [ResponseSet(f"{label} {part}", layer_name, channel, parts[part][:, channel].double().numpy())
+                 for part in ("push", "pull")]
+    return sets
 
 
 def plot_responses(images: np.ndarray, column_titles: Sequence[str], responses: Sequence[ResponseSet],

@@ -244,6 +244,6 @@ def plot_spectrum(spectra: Sequence[tuple[str, Spectrum]], path: str, channels: 
             if col == 0:
                 ax.legend(fontsize=6)
         row += 1
-    fig.suptitle(", ".join(f"{label}: {spec.layer}" for label, spec in spectra) +
-                 " — response to gratings (polar: orientation, radius: frequency)", fontsize=9)
+    fig.suptitle("Response to gratings (polar: orientation, radius: frequency)\n" +
+                 ", ".join(f"{label}: {spec.layer}" for label, spec in spectra), fontsize=9)
     save_figure(fig, path)

@@ -44,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--channel", type=int, nargs="+",
                    help="output channel per model (default: the pair of most similar kernels)")
+    p.add_argument("--components", action="store_true",
+                   help="also show a push-pull filter's push and pull maps (ReLU(push), alpha * ReLU(pull))")
     p.set_defaults(func=_handler(_run_responses))
 
     p = commands.add_parser(
@@ -218,7 +220,7 @@ def _run_responses(args: argparse.Namespace) -> int:
     results = []
     for (model, label, mean, std), layer, channel in zip(models, layers, channels):
         try:
-            results.append(filter_responses(model, layer, channel, Normalize(mean, std)(images), label))
+            results += filter_responses(model, layer, channel, Normalize(mean, std)(images), label, args.components)
         except ValueError as e:
             raise _UserError(str(e)) from None
     titles = ["clean"] + [f"{noise} s{s}" for s in args.severities]
