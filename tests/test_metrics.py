@@ -91,7 +91,8 @@ def test_flip_rate():
 
 def _results(clean, corruptions, perturbations):
     return {"clean": {"error": clean},
-            "corruptions": {c: {"errors": {str(s + 1): e for s, e in enumerate(errs)}} for c, errs in corruptions.items()},
+            "corruptions": {c: {"errors": {str(s + 1): e for s, e in enumerate(errs)}}
+                            for c, errs in corruptions.items()},
             "perturbations": {p: {"flip_probability": fp, "top5_distance": 0.5} for p, fp in perturbations.items()}}
 
 

@@ -87,7 +87,8 @@ def handler(args: argparse.Namespace) -> int:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 
-    out = Path(args.out) if args.out else Path("results") / f"{Path(args.label or args.model).stem.replace(':', '_')}.json"
+    stem = Path(args.label or args.model).stem.replace(":", "_")
+    out = Path(args.out) if args.out else Path("results") / f"{stem}.json"
     try:
         results = evaluate(
             args.model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,

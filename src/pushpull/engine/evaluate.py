@@ -16,6 +16,7 @@ import platform
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,8 +261,6 @@ class ImageNetSources:
 
     def __init__(self, root: str | Path, *, limit: int | None, c_dir: Path | None, corruptions: Sequence[str],
                  severities: Sequence[int], p_dir: Path | None, perturbations: Sequence[str], seed: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         from ..data.make_benchmarks import imagenet_val_files
 
         self.files = imagenet_val_files(root)
@@ -277,49 +276,54 @@ class ImageNetSources:
             if missing:
                 raise FileNotFoundError(f"benchmark folder {folder} lacks {', '.join(missing[:5])}")
             first = folder / names[0] / subdirs[0]
-            present = {(w.name, f.stem if suffix else f.name) for w in first.iterdir() if w.is_dir() for f in w.iterdir()}
+            present = {(w.name, f.stem if suffix else f.name)
+                       for w in first.iterdir() if w.is_dir() for f in w.iterdir()}
             held &= np.array([(wnid, path.stem if suffix else path.name) in present for path, wnid in self.files])
         covered = np.flatnonzero(held)
         if len(covered) == 0:
             raise ValueError(f"the benchmark folders hold no image of the val set {root}")
         self.indices = covered[strided_indices(len(covered), limit)]
-        self.pool = ThreadPoolExecutor(max(1, min(8, (os.cpu_count() or 1))))
-
-    def _decode(self, paths: list[Path], read: Callable[[Path], np.ndarray]) -> np.ndarray:
-        def checked(path: Path) -> np.ndarray:
-            if not path.is_file():
-                raise FileNotFoundError(f"benchmark file missing: {path}")
-            return read(path)
-
-        return np.stack(list(self.pool.map(checked, paths)))
 
     def chunks(self, unit: Unit, size: int) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
+        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+            yield from self._chunks(unit, size, pool)
+
+    def _chunks(self, unit: Unit, size: int,
+                pool: ThreadPoolExecutor) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
         from ..data.benchmarks import read_video
         from ..data.make_benchmarks import load_resized
+
+        def decode(paths: list[Path], read: Callable[[Path], np.ndarray]) -> np.ndarray:
+            def checked(path: Path) -> np.ndarray:
+                if not path.is_file():
+                    raise FileNotFoundError(f"benchmark file missing: {path}")
+                return read(path)
+
+            return np.stack(list(pool.map(checked, paths)))
 
         for start in range(0, len(self.indices), size):
             idx = self.indices[start:start + size]
             files = [self.files[i] for i in idx]
             if unit.kind == "perturbation":
                 if self.p_dir is not None:
-                    seqs = self._decode([self.p_dir / unit.name / w / f"{p.stem}.mp4" for p, w in files], read_video)
+                    seqs = decode([self.p_dir / unit.name / w / f"{p.stem}.mp4" for p, w in files], read_video)
                 else:
                     from ..data.perturbations import perturb
 
-                    clean = self._decode([p for p, _ in files], lambda p: load_resized(p, 256))
+                    clean = decode([p for p, _ in files], lambda p: load_resized(p, 256))
                     seqs = perturb(clean, unit.name, seed=self.seed, indices=idx, params="imagenet", crop=224)
                 yield seqs.reshape(-1, *seqs.shape[2:]), None, seqs.shape[1]
                 continue
             if unit.kind == "clean":
-                images = self._decode([p for p, _ in files], lambda p: load_resized(p, 224))
+                images = decode([p for p, _ in files], lambda p: load_resized(p, 224))
             elif self.c_dir is not None:
-                images = self._decode([self.c_dir / unit.name / str(unit.severity) / w / p.name for p, w in files],
+                images = decode([self.c_dir / unit.name / str(unit.severity) / w / p.name for p, w in files],
                                       _read_rgb)
             else:
                 from ..data.corruptions import corrupt
 
-                clean = self._decode([p for p, _ in files], lambda p: load_resized(p, 224))
-                images = np.stack(list(self.pool.map(_jpeg85, corrupt(
+                clean = decode([p for p, _ in files], lambda p: load_resized(p, 224))
+                images = np.stack(list(pool.map(_jpeg85, corrupt(
                     clean, unit.name, unit.severity, seed=self.seed, indices=idx, params="imagenet"))))
             yield images, self.labels[idx], 1
 
@@ -576,7 +580,8 @@ def evaluate(
 
     results: dict[str, Any] = {
         "format": RESULTS_FORMAT, "format_version": RESULTS_VERSION, "model": info,
-        "data": {"dataset": dataset, "root": str(data), "split": "val" if dataset == "imagenet" else "test", "num_test_images": int(len(labels)),
+        "data": {"dataset": dataset, "root": str(data), "split": "val" if dataset == "imagenet" else "test",
+                 "num_test_images": int(len(labels)),
                  "limit": limit, "num_evaluated": int(len(indices)),
                  "subset": "all" if len(indices) == len(labels) else
                  "strided: image floor(k * N / M) for k < M, over the images the -C/-P folders hold"},
@@ -617,7 +622,8 @@ def evaluate(
     return results
 
 
-def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSources, normalize: Normalize, results: dict, *,
+def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSources, normalize: Normalize,
+         results: dict, *,
          out: Path | None, batch_size: int, device: torch.device, flip_rule: str, noise: frozenset,
          progress: bool) -> None:
     """Evaluate ``units`` in order, recording each in ``results`` (and ``out``) as it completes."""
