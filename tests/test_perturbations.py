@@ -124,6 +124,27 @@ def test_geometric_sequences_pass_through_the_identity():
         assert np.array_equal(perturb(IMAGES, name)[:, identity], IMAGES), name
 
 
+@pytest.mark.parametrize("name, frame_kwargs, bilinear", [
+    ("rotate", lambda i: {"angle": i - 15}, True),
+    ("scale", lambda i: {"scale": (i * 2 + 70) / 100.0}, True),
+    ("shear", lambda i: {"shear": i - 15}, True),  # a number shears along x only
+    ("translate", lambda i: {"translate": [i - 7, 0]}, False),
+])
+def test_geometric_frames_equal_torchvision_affine(name, frame_kwargs, bilinear):
+    """The reference called torchvision's affine on each PIL image; we hand PIL the same matrix once per frame."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+
+    out = perturb(IMAGES, name)
+    mode = InterpolationMode.BILINEAR if bilinear else InterpolationMode.NEAREST
+    for i in (0, 4, 13):
+        kw = {"angle": 0, "translate": [0, 0], "scale": 1.0, "shear": 0} | frame_kwargs(i)
+        for k in range(len(IMAGES)):
+            expected = np.asarray(TF.affine(Image.fromarray(IMAGES[k]), interpolation=mode, **kw))
+            assert np.array_equal(out[k, i], expected), (name, i, k)
+
+
 def test_translate_shifts_with_black_fill():
     out = perturb(IMAGES, "translate")
     for i in range(16):

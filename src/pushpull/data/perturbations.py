@@ -16,6 +16,7 @@ the given image and centre-cropped afterwards, as ImageNet-P crops 224 px out of
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -207,19 +208,39 @@ def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Ge
 # --------------------------------------------------------------------------- geometric
 
 
-def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: bool) -> np.ndarray:
-    """torchvision ``affine`` on PIL images, as the reference called it, for every (image, frame)."""
-    import torchvision.transforms.functional as TF
-    from PIL import Image
-    from torchvision.transforms import InterpolationMode
+def affine_matrix(size: tuple[int, int], *, angle: float = 0.0, translate: Sequence[float] = (0, 0),
+                  scale: float = 1.0, shear: Sequence[float] = (0.0, 0.0)) -> list[float]:
+    """The inverse affine map torchvision's ``affine`` hands PIL (same operations, same rounding).
 
-    mode = InterpolationMode.BILINEAR if bilinear else InterpolationMode.NEAREST
+    Computed once per frame instead of once per image and frame.
+    """
+    cx, cy = size[0] * 0.5, size[1] * 0.5
+    tx, ty = translate
+    rot, sx, sy = math.radians(angle), math.radians(shear[0]), math.radians(shear[1])
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    m = [x / scale for x in (d, -b, 0.0, -c, a, 0.0)]
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty)
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty)
+    m[2] += cx
+    m[5] += cy
+    return m
+
+
+def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: bool) -> np.ndarray:
+    """PIL affine warps of every (image, frame), black outside, as the reference's torchvision ``affine``."""
+    from PIL import Image
+
+    mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
+    size = (images.shape[2], images.shape[1])
+    matrices = [affine_matrix(size, **kw) for kw in frames]
     out = np.empty((len(images), len(frames)) + images.shape[1:], np.uint8)
     for n, img in enumerate(images):
         pil = Image.fromarray(img)
-        for t, kw in enumerate(frames):
-            kw = {"angle": 0.0, "translate": [0, 0], "scale": 1.0, "shear": [0.0, 0.0]} | kw
-            out[n, t] = np.asarray(TF.affine(pil, interpolation=mode, **kw))
+        for t, matrix in enumerate(matrices):
+            out[n, t] = np.asarray(pil.transform(size, Image.Transform.AFFINE, matrix, mode, fillcolor=(0, 0, 0)))
     return out
 
 
@@ -287,14 +308,14 @@ def _tilt(images: np.ndarray, params: str) -> np.ndarray:
 def _geometric(images: np.ndarray, name: str, params: str) -> np.ndarray:
     if name == "translate":
         frames, off = _PARAMS[params]["translate"]
-        return _pil_affine_frames(images, [{"translate": [i - off, 0]} for i in range(frames)],
+        return _pil_affine_frames(images, [{"translate": (i - off, 0)} for i in range(frames)],
                                   bilinear=False)
     if name == "rotate":
         frames = [{"angle": float(i - 15)} for i in range(FRAMES)]
     elif name == "scale":
         frames = [{"scale": _PARAMS[params]["scale"](i)} for i in range(FRAMES)]
     else:  # shear
-        frames = [{"shear": [float(i - 15), 0.0]} for i in range(FRAMES)]
+        frames = [{"shear": (float(i - 15), 0.0)} for i in range(FRAMES)]
     return _pil_affine_frames(images, frames, bilinear=True)
 
 
