@@ -170,6 +170,18 @@ def test_partial_results_are_saved_and_resumed(bench, tmp_path):
         run(bench, tiny_model(seed=1), out=out)  # other weights: refuse to mix results
 
 
+def test_rerun_with_more_corruptions_extends_the_file(bench, tmp_path):
+    out = tmp_path / "r.json"
+    run(bench, Interrupting(tiny_model()), out=out, corruptions=["fog"], perturbations=["rotate"])
+    counting = Interrupting(tiny_model())
+    res = run(bench, counting, out=out, corruptions=["gaussian_noise"], perturbations=["rotate"])
+    assert counting.calls == 5 * -(-N // 7)  # only the new corruption's 5 severities
+    assert set(res["corruptions"]) == {"fog", "gaussian_noise"}
+    assert res["benchmarks"]["cifar10-c"]["corruptions"] == ["fog", "gaussian_noise"]
+    with pytest.raises(FileNotFoundError, match="neither a built-in"):
+        run(bench, tiny_model(), baseline=tmp_path / "nope.json")  # fails before any work
+
+
 def full_calls(bench) -> int:
     model = Interrupting(tiny_model())
     run(bench, model)

@@ -434,10 +434,12 @@ def _software() -> dict[str, str]:
 
 
 def _fingerprint(results: dict) -> dict:
-    """What must match for a results file to be resumed."""
+    """What must match for a results file to be resumed (or extended with more corruptions)."""
+    lists = ("corruptions", "perturbations", "severities")
     return {"weights_sha256": results["model"]["weights_sha256"], "data": results["data"],
-            "benchmarks": results["benchmarks"], "settings": {k: v for k, v in results["settings"].items()
-                                                              if k not in ("batch_size", "device")}}
+            "benchmarks": {b: {k: v for k, v in entry.items() if k not in lists}
+                           for b, entry in results["benchmarks"].items()},
+            "settings": {k: v for k, v in results["settings"].items() if k not in ("batch_size", "device")}}
 
 
 def is_done(results: dict, unit: Unit) -> bool:
@@ -606,7 +608,14 @@ def evaluate(
                              f"differ); choose another --out or pass --no-resume to overwrite it")
         for key in ("clean", "corruptions", "perturbations", "created"):
             results[key] = previous[key]
+        for name, entry in results["benchmarks"].items():  # a rerun may add corruptions or perturbations
+            for key in ("corruptions", "perturbations", "severities"):
+                if key in entry:
+                    entry[key] = list(dict.fromkeys(previous["benchmarks"][name][key] + entry[key]))
 
+    if baseline == "auto":
+        baseline = default_baseline(f"{dataset}-c")
+    baseline = load_baseline(baseline) if baseline else None  # a bad baseline fails now, not after the work
     units = [Unit("clean")] + [Unit("corruption", c, s) for c in c_names for s in severities] \
         + [Unit("perturbation", p) for p in p_names]
     todo = [u for u in units if not is_done(results, u)]
@@ -614,9 +623,7 @@ def evaluate(
          device=torch.device(device), flip_rule=flip_rule, noise=NOISE_SEQUENCES, progress=progress)
 
     results["complete"] = True
-    if baseline == "auto":
-        baseline = default_baseline(f"{dataset}-c")
-    results["summary"] = metrics.summarize(results, load_baseline(baseline) if baseline else None)
+    results["summary"] = metrics.summarize(results, baseline)
     if out is not None:
         write_results(results, out)
     return results
