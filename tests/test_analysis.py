@@ -69,6 +69,27 @@ def test_sparsity_stats_counts():
     assert s["max_abs"] == 1.0 and s["mean"] == pytest.approx(x.mean())
     assert s["hoyer"] == pytest.approx(hoyer_sparsity(x)) and s["excess_kurtosis"] == pytest.approx(
         excess_kurtosis(x))
+    assert sparsity_stats(np.zeros(4))["excess_kurtosis"] is None  # undefined, and JSON has no NaN
+
+
+def test_works_on_a_converted_torchvision_model():
+    """Any ConvNet that ``pushpull.convert`` made push-pull: layers, block, spectrum, activations."""
+    import torchvision
+
+    from pushpull import convert
+    from pushpull.analysis.sparsity import activations, stem_activation
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    convert(model, scope="stem")  # in place
+    model.eval()
+    assert isinstance(conv_layers(model)["conv1"], PushPullConv2d)
+    assert (stem_activation(model), first_block(model)) == ("relu", "layer1.0")
+    x = torch.randn(2, 3, 32, 32)
+    relu = activations(model, "relu", x)
+    torch.testing.assert_close(torch.from_numpy(relu).float(), model.relu(model.bn1(model.conv1(x))))
+    spec = frequency_response(model.conv1, (0.25,) * 3, frequencies=[0.1, 0.3], orientations=[0.0, 90.0])
+    assert spec.responses["push_pull"].shape == (64, 2, 2)
 
 
 # --- layers -------------------------------------------------------------------------------------

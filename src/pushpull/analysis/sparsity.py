@@ -56,7 +56,7 @@ def sparsity_stats(x: Tensor | np.ndarray, thresholds: Sequence[float] = DEFAULT
         "fraction_zero": float(np.mean(v == 0)),
         "fraction_near_zero": {f"{t:g}": float(np.mean(magnitude <= t)) for t in thresholds},
         "hoyer": hoyer_sparsity(v),
-        "excess_kurtosis": excess_kurtosis(v),
+        "excess_kurtosis": None if np.isnan(kurtosis := excess_kurtosis(v)) else kurtosis,  # JSON has no NaN
     }
 
 
