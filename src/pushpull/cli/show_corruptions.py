@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "benchmark's resolution (CIFAR: 32 px centre square; ImageNet: resize 256, crop 224).")
     parser.add_argument("image", help="any image file PIL can read")
     parser.add_argument("--out", required=True, help="PNG file to write")
-    parser.add_argument("--params", choices=("cifar", "imagenet"), default="cifar", help="parameter table (default cifar)")
+    parser.add_argument("--params", choices=("cifar", "imagenet"), default="cifar",
+                        help="parameter table and image size (default cifar)")
     parser.add_argument("--corruptions", default=None, help="comma list (default: all 19)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)

@@ -104,7 +104,8 @@ class CorruptedCIFAR(Dataset):
         self.images = open_npy(self.root / f"{corruption}.npy", (None, 32, 32, 3))
         rows = len(self.images)
         if rows % len(stored):
-            raise ValueError(f"{self.root / f'{corruption}.npy'}: {rows} rows do not split into {len(stored)} severities")
+            raise ValueError(f"{self.root / f'{corruption}.npy'}: {rows} rows do not split into "
+                             f"{len(stored)} severities")
         self.per_severity = rows // len(stored)
         all_labels = _labels(self.root, rows, None)
         blocks = [stored.index(s) for s in self.severities]
@@ -193,7 +194,7 @@ def read_video(path: str | Path) -> np.ndarray:
     try:
         import av
     except ImportError:
-        raise ImportError("reading ImageNet-P .mp4 files needs PyAV: pip install 'pushpull[video]' (or: pip install av)") from None
+        raise ImportError("reading ImageNet-P .mp4 files needs PyAV: pip install 'pushpull[video]'") from None
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file missing: {path}")

@@ -255,11 +255,10 @@ def load_resized(path: Path, crop: int) -> np.ndarray:
         return np.asarray(TF.center_crop(img, crop))
 
 
-def _imagenet_batches(files: list[tuple[Path, str]], indices: np.ndarray, batch: int, pending: Callable) -> Iterator:
-    """Batches (indices, files) of the images that still have work to do."""
-    todo = [i for i in indices if pending(*files[i])]
-    for a in range(0, len(todo), batch):
-        yield np.asarray(todo[a:a + batch])
+def _pending_batches(indices: np.ndarray, targets: Sequence[Path], batch: int) -> list[np.ndarray]:
+    """Batches of the image indices whose target file does not exist yet."""
+    todo = [i for i, target in zip(indices, targets) if not target.exists()]
+    return [np.asarray(todo[a:a + batch]) for a in range(0, len(todo), batch)]
 
 
 def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str], *,
@@ -276,29 +275,27 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
     out, files = Path(out), imagenet_val_files(root)
     indices = select_indices(len(files), limit)
 
-    def target(name: str, severity: int, path: Path, wnid: str) -> Path:
-        return out / name / str(severity) / wnid / path.name
-
     written = 0
     jobs = [(name, s) for name in corruptions for s in severities]
     with tqdm(total=len(jobs) * len(indices), desc="make-c", unit="img", disable=not progress) as bar:
         for name, severity in jobs:
             bar.set_postfix_str(f"{name} s{severity}")
-            done = len(indices)
-            for chunk in _imagenet_batches(files, indices, batch, lambda p, w: not target(name, severity, p, w).exists()):
-                done -= len(chunk)
+            targets = [out / name / str(severity) / wnid / path.name for path, wnid in files]
+            batches = _pending_batches(indices, [targets[i] for i in indices], batch)
+            bar.update(len(indices) - sum(map(len, batches)))
+            for chunk in batches:
                 images = np.stack([load_resized(files[i][0], 224) for i in chunk])
                 results = corrupt(images, name, severity, seed=seed, indices=chunk, params="imagenet", workers=workers)
                 for i, result in zip(chunk, results):
-                    with atomic_path(target(name, severity, *files[i])) as tmp:
+                    with atomic_path(targets[i]) as tmp:
                         Image.fromarray(result).save(tmp, format="JPEG", quality=85, optimize=True)
-                    written += 1
+                written += len(chunk)
                 bar.update(len(chunk))
-            bar.update(done)
     return written
 
 
-def write_video(path: Path, frames: np.ndarray, *, crf: int = 20, grain: bool = False, preset: str = "veryslow") -> None:
+def write_video(path: Path, frames: np.ndarray, *, crf: int = 20, grain: bool = False,
+                preset: str = "veryslow") -> None:
     """uint8 (T, H, W, 3) frames as H.264 at 1 frame/s, yuv444p, as the reference's ffmpeg call."""
     import av
 
@@ -322,17 +319,15 @@ def make_imagenet_p(root: str | Path, out: str | Path, perturbations: Sequence[s
     out, files = Path(out), imagenet_val_files(root)
     indices = select_indices(len(files), limit)
 
-    def target(name: str, path: Path, wnid: str) -> Path:
-        return out / name / wnid / (path.stem + ".mp4")
-
     written = 0
     with tqdm(total=len(perturbations) * len(indices), desc="make-p", unit="seq", disable=not progress) as bar:
         for name in perturbations:
             bar.set_postfix_str(name)
-            chunks = list(_imagenet_batches(files, indices, batch, lambda p, w: not target(name, p, w).exists()))
-            bar.update(len(indices) - sum(map(len, chunks)))
-            jobs = [(len(chunk), ([files[i][0] for i in chunk], [target(name, *files[i]) for i in chunk], chunk))
-                    for chunk in chunks]
+            targets = [out / name / wnid / (path.stem + ".mp4") for path, wnid in files]
+            batches = _pending_batches(indices, [targets[i] for i in indices], batch)
+            bar.update(len(indices) - sum(map(len, batches)))
+            jobs = [(len(chunk), ([files[i][0] for i in chunk], [targets[i] for i in chunk], chunk))
+                    for chunk in batches]
             work = functools.partial(_imagenet_p_chunk, name=name, seed=seed, preset=preset)
             for count, _ in _parallel(work, jobs, workers):
                 written += count
