@@ -15,7 +15,7 @@ def add_common(parser: argparse.ArgumentParser, names_flag: str, names_help: str
     parser.add_argument("--limit", type=int, default=None,
                         help="only N images, evenly strided over the set (image k*total//N), labels to match")
     parser.add_argument("--seed", type=int, default=0, help="seed of the per-image random streams (default 0)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (default: all cores)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
