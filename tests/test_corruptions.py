@@ -157,6 +157,30 @@ def test_motion_blur_matches_imagemagick(tmp_path, cifar_images):
             np.testing.assert_array_equal(motion_blur(image[None], radius, sigma, [angle])[0], expected)
 
 
+def test_written_out_scikit_image_functions_match_it(cifar_images):
+    """HSV conversions, ``gaussian`` and ``random_noise(mode='s&p')`` as scikit-image computes them."""
+    color = pytest.importorskip("skimage.color")
+    from skimage.filters import gaussian
+    from skimage.util import random_noise
+
+    from pushpull.data.corruptions import hsv2rgb, rgb2hsv
+    from pushpull.data.corruptions import reference as oracle
+    from pushpull.data.corruptions.blur import gaussian_smooth
+
+    ties = np.random.default_rng(0).choice(np.array([0, 64, 255], np.uint8), (2, 32, 32, 3))
+    x = np.concatenate([cifar_images, ties]) / 255.0
+    hsv = color.rgb2hsv(x)
+    np.testing.assert_array_equal(rgb2hsv(x), hsv)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 2.5 + 0.2, 0, 1)
+    np.testing.assert_array_equal(hsv2rgb(hsv), color.hsv2rgb(hsv))
+    expected = np.stack([gaussian(im, sigma=0.7, channel_axis=-1) for im in x])
+    np.testing.assert_array_equal(gaussian_smooth(x, 0.7), expected)
+    for i, image in enumerate(cifar_images):
+        noisy = np.clip(random_noise(image / 255.0, mode="s&p", amount=0.05, rng=np.random.default_rng(i)), 0, 1)
+        np.testing.assert_array_equal(oracle.corrupt_one(image, "impulse_noise", 0.05, np.random.default_rng(i)),
+                                      np.uint8(noisy * 255))
+
+
 def test_zoom_blur_of_constant_image_is_constant():
     x = np.full((2, 32, 32, 3), 200, np.uint8)
     out = zoom_blur(x, np.arange(1, 1.26, 0.01))
