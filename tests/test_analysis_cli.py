@@ -95,6 +95,8 @@ def test_user_mistakes_are_named(saved_pair, tmp_path, capsys):
     assert "layer9" in capsys.readouterr().err
     assert main(["analyze", "responses", str(plain_path), "--image", "x.png", "--noise", "rain"]) == 2
     assert "rain" in capsys.readouterr().err
+    assert main(["analyze", "weights", str(plain_path), "--data", str(tmp_path / "void"), "--out", str(tmp_path)]) == 2
+    assert "void" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

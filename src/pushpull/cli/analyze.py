@@ -114,6 +114,7 @@ def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Modu
             model = import_official(path, allow_pickle=args.allow_pickle)  # original checkpoints: CIFAR-10 inputs
         else:
             model, label = create_model(spec), spec
+            print(f"note: {spec} is the registry's architecture with random weights", file=sys.stderr)
     except (UnsafeCheckpointError, FileNotFoundError, ValueError, KeyError, RuntimeError, EOFError,
             pickle.UnpicklingError) as e:  # what torch.load and the importer raise for a bad file
         raise _UserError(f"cannot load model {spec!r}: {e}") from None
@@ -141,6 +142,15 @@ def _layer_name(model, args: argparse.Namespace) -> str:  # noqa: ANN001
         raise _UserError(str(e)) from None
 
 
+def _test_set(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (N, 32, 32, 3), int64 (N,))
+    from ..data.cifar import load_cifar
+
+    try:
+        return load_cifar(args.data, train=False, dataset=args.dataset)
+    except (FileNotFoundError, ValueError) as e:
+        raise _UserError(f"--data {args.data}: {e}") from None
+
+
 def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), description)
     import numpy as np
 
@@ -148,9 +158,7 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
     if spec.isdigit() and not Path(spec).exists():
         if args.data is None:
             raise _UserError(f"--image {spec} is a test-set index: give the dataset with --data")
-        from ..data.cifar import load_cifar
-
-        images, labels = load_cifar(args.data, train=False, dataset=args.dataset)
+        images, labels = _test_set(args)
         index = int(spec)
         if index >= len(images):
             raise _UserError(f"--image {index} out of range: the {args.dataset} test set has {len(images)} images")
@@ -285,9 +293,7 @@ def _run_weights(args: argparse.Namespace) -> int:
     if args.data is not None:
         if args.num_images < 1:
             raise _UserError(f"--num-images must be positive, got {args.num_images}")
-        from ..data.cifar import load_cifar
-
-        images, _ = load_cifar(args.data, train=False, dataset=args.dataset)
+        images, _ = _test_set(args)
         # The test set is ordered by class: spread the subset over it.
         batch = images[np.linspace(0, len(images) - 1, min(args.num_images, len(images))).astype(int)]
     weights, acts, report = {}, {}, {}
