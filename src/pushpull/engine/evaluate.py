@@ -533,8 +533,8 @@ def evaluate(
     is resumed. ``baseline`` ("auto": the paper's for the dataset; None: no normalisation)
     only affects the summary.
     """
-    from ..data.cifar import load_cifar
-    from ..data.constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+    from ..data.cifar import cifar_normalization, load_cifar
+    from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
 
     dataset, want_c, want_p = _parse_benchmarks(benchmarks)
     if flip_rule not in metrics.FLIP_RULES:
@@ -565,7 +565,7 @@ def evaluate(
     elif info.get("normalization"):
         norm = {**info["normalization"], "from": "model metadata"}
     else:
-        default = (IMAGENET_MEAN, IMAGENET_STD) if dataset == "imagenet" else (CIFAR10_MEAN, CIFAR10_STD)
+        default = (IMAGENET_MEAN, IMAGENET_STD) if dataset == "imagenet" else cifar_normalization(dataset)
         norm = {"mean": list(default[0]), "std": list(default[1]), "from": f"default for {dataset}"}
     if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
         raise ValueError(f"mean and std need 3 values (RGB), got {norm['mean']} and {norm['std']}")
