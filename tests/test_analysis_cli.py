@@ -16,7 +16,7 @@ from pushpull.analysis import (
     sparsity_stats,
 )
 from pushpull.cli import main
-from pushpull.engine.evaluate import Normalize
+from pushpull.engine.evaluate import Normalize, strided_indices
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +114,12 @@ def test_official_resnet20_push_pull_is_robust_and_sparse(official, cifar10_root
     plain, pp = (str(official / name) for name in ("resnet-20", "resnet-20-pp"))
     out = tmp_path / "out"
     assert main(["analyze", "responses", plain, pp, "--image", "7", "--data", str(cifar10_root),
-                 "--out", str(out)]) == 0, capsys.readouterr().err
-    filters = json.loads((out / "responses.json").read_text())["filters"]
-    assert all(p > c for c, p in zip(*(f["correlation_with_clean"] for f in filters)))
+                 "--average", "4", "--out", str(out)]) == 0, capsys.readouterr().err
+    result = json.loads((out / "responses.json").read_text())
+    assert all(p > c for c, p in zip(*(f["correlation_with_clean"] for f in result["filters"])))
+    average = result["mean_over_test_images"]
+    assert average["indices"] == strided_indices(10000, 4).tolist()
+    assert all(p > c for c, p in zip(*(average["correlation_with_clean"][m] for m in ("resnet-20", "resnet-20-pp"))))
 
     assert main(["analyze", "weights", plain, pp, "--data", str(cifar10_root), "--num-images", "40",
                  "--out", str(out)]) == 0, capsys.readouterr().err

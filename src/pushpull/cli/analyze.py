@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import pickle
 import sys
 from collections.abc import Callable
@@ -44,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--channel", type=int, nargs="+",
                    help="output channel per model (default: the pair of most similar kernels)")
+    p.add_argument("--average", type=int, metavar="N", help="with --data: also the mean correlations over N "
+                   "test images spread over the set (same filters, same noise)")
     p.add_argument("--components", action="store_true",
                    help="also show a push-pull filter's push and pull maps (ReLU(push), alpha * ReLU(pull))")
     p.set_defaults(func=_handler(_run_responses))
@@ -143,15 +146,20 @@ def _layer_name(model, args: argparse.Namespace) -> str:  # noqa: ANN001
 
 
 def _test_set(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (N, 32, 32, 3), int64 (N,))
-    from ..data.cifar import load_cifar
-
     try:
-        return load_cifar(args.data, train=False, dataset=args.dataset)
+        return _read_test_set(args.data, args.dataset)
     except (FileNotFoundError, ValueError) as e:
         raise _UserError(f"--data {args.data}: {e}") from None
 
 
-def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), description)
+@functools.lru_cache(maxsize=1)
+def _read_test_set(root: Path, dataset: str):  # noqa: ANN202 - read once per command
+    from ..data.cifar import load_cifar
+
+    return load_cifar(root, train=False, dataset=dataset)
+
+
+def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), description, index for the noise)
     import numpy as np
 
     spec = args.image
@@ -162,12 +170,12 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
         index = int(spec)
         if index >= len(images):
             raise _UserError(f"--image {index} out of range: the {args.dataset} test set has {len(images)} images")
-        return images[index], f"{args.dataset} test #{index} (label {int(labels[index])})"
+        return images[index], f"{args.dataset} test #{index} (label {int(labels[index])})", index
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(spec) as img:
-            return np.asarray(img.convert("RGB")), Path(spec).name
+            return np.asarray(img.convert("RGB")), Path(spec).name, 0
     except FileNotFoundError:
         raise _UserError(f"--image {spec}: no such file") from None
     except UnidentifiedImageError:
@@ -186,31 +194,31 @@ def _noise_name(args: argparse.Namespace) -> str:
     return name
 
 
-def _noisy(image, name: str, args: argparse.Namespace):  # noqa: ANN001, ANN202 - uint8 (1 + S, H, W, 3)
-    """The image, then its corrupted versions at each severity."""
+def _noisy(image, index: int, name: str, args: argparse.Namespace):  # noqa: ANN001, ANN202 - (1 + S, H, W, 3)
+    """The image, then its corrupted versions at each severity (a test image gets its own random stream)."""
     import numpy as np
 
     from ..data.corruptions import corrupt
 
     params = "cifar" if max(image.shape[:2]) <= 64 else "imagenet"
-    return np.stack([image, *(corrupt(image[None], name, s, seed=args.seed, params=params)[0]
+    return np.stack([image, *(corrupt(image[None], name, s, seed=args.seed, indices=[index], params=params)[0]
                               for s in args.severities)])
 
 
 def _run_responses(args: argparse.Namespace) -> int:
     from ..analysis import filter_responses, most_similar_channels
     from ..analysis._figures import write_json
-    from ..engine.evaluate import Normalize
     from ..analysis.responses import plot_responses
+    from ..engine.evaluate import Normalize
 
     specs = args.models + ([args.compare] if args.compare else [])
     if len(specs) > 2:
         raise _UserError(f"responses compares at most two models, got {len(specs)}")
     noise = _noise_name(args)
-    image, description = _image(args)
+    image, description, index = _image(args)
     models = _load_models(specs, args)
     layers = [_layer_name(m[0], args) for m in models]
-    images = _noisy(image, noise, args)
+    images = _noisy(image, index, noise, args)
     similarity = None
     if args.channel:
         if len(args.channel) != len(models):
@@ -225,22 +233,53 @@ def _run_responses(args: argparse.Namespace) -> int:
         channels = [i, j]
     else:
         channels = [0]
-    results = []
-    for (model, label, mean, std), layer, channel in zip(models, layers, channels):
-        try:
-            results += filter_responses(model, layer, channel, Normalize(mean, std)(images), label, args.components)
-        except ValueError as e:
-            raise _UserError(str(e)) from None
+
+    def responses(stack):  # noqa: ANN001, ANN202 - uint8 (1 + S, H, W, 3) -> list[ResponseSet]
+        out = []
+        for (model, label, mean, std), layer, channel in zip(models, layers, channels):
+            try:
+                out += filter_responses(model, layer, channel, Normalize(mean, std)(stack), label, args.components)
+            except ValueError as e:
+                raise _UserError(str(e)) from None
+        return out
+
+    results = responses(images)
+    report = {"image": description, "noise": noise, "severities": args.severities, "seed": args.seed,
+              "kernel_cosine_similarity": similarity, "filters": [r.to_json() for r in results]}
+    if args.average:
+        report["mean_over_test_images"] = _average_correlations(responses, noise, args)
     titles = ["clean"] + [f"{noise} s{s}" for s in args.severities]
     plot_responses(images, titles, results, str(args.out / "responses.png"))
-    write_json({"image": description, "noise": noise, "severities": args.severities, "seed": args.seed,
-                "kernel_cosine_similarity": similarity, "filters": [r.to_json() for r in results]},
-               args.out / "responses.json")
+    write_json(report, args.out / "responses.json")
     for r in results:
         print(f"{r.label} {r.layer}[{r.channel}]: correlation with clean "
               + " ".join(f"{c:.3f}" for c in r.correlations))
+    for label, mean in report.get("mean_over_test_images", {}).get("correlation_with_clean", {}).items():
+        print(f"{label}: mean over {args.average} test images " + " ".join(f"{c:.3f}" for c in mean))
     print(f"wrote {args.out / 'responses.png'} and {args.out / 'responses.json'}")
     return 0
+
+
+def _average_correlations(responses: Callable, noise: str, args: argparse.Namespace) -> dict:
+    """Mean correlation with the clean response over ``--average`` test images spread over the set."""
+    import numpy as np
+
+    from ..data.corruptions import corrupt
+    from ..engine.evaluate import strided_indices
+
+    if args.data is None:
+        raise _UserError("--average needs the test set: give it with --data")
+    if args.average < 1:
+        raise _UserError(f"--average must be positive, got {args.average}")
+    test, _ = _test_set(args)
+    index = strided_indices(len(test), args.average)
+    noisy = [corrupt(test[index], noise, s, seed=args.seed, indices=index) for s in args.severities]
+    collected: dict[str, list[list[float]]] = {}
+    for k, i in enumerate(index):
+        for r in responses(np.stack([test[i], *(n[k] for n in noisy)])):
+            collected.setdefault(r.label, []).append(r.correlations)
+    return {"images": len(index), "indices": index.tolist(),
+            "correlation_with_clean": {label: np.mean(c, 0).tolist() for label, c in collected.items()}}
 
 
 def _run_spectrum(args: argparse.Namespace) -> int:
@@ -284,8 +323,8 @@ def _run_weights(args: argparse.Namespace) -> int:
 
     from ..analysis import first_block, select_layers, sparsity_stats
     from ..analysis._figures import write_json
-    from ..engine.evaluate import Normalize
     from ..analysis.sparsity import activations, plot_sparsity, stem_activation, weight_values
+    from ..engine.evaluate import Normalize, strided_indices
 
     if any(t < 0 for t in args.thresholds):
         raise _UserError(f"--thresholds must be non-negative, got {args.thresholds}")
@@ -295,7 +334,7 @@ def _run_weights(args: argparse.Namespace) -> int:
             raise _UserError(f"--num-images must be positive, got {args.num_images}")
         images, _ = _test_set(args)
         # The test set is ordered by class: spread the subset over it.
-        batch = images[np.linspace(0, len(images) - 1, min(args.num_images, len(images))).astype(int)]
+        batch = images[strided_indices(len(images), args.num_images)]
     weights, acts, report = {}, {}, {}
     for model, label, mean, std in _load_models(args.models, args):
         try:
