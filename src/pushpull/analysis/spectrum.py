@@ -22,6 +22,7 @@ For a linear filter without bias the response is ``contrast * |K(f, theta)| / pi
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -162,8 +163,6 @@ def frequency_response(layer: nn.Module, std: Sequence[float], *, name: str = ""
     if len(std) != layer.in_channels:
         raise ValueError(f"gratings are images of {len(std)} channels but layer {name or type(layer).__name__} "
                          f"takes {layer.in_channels}: measure a layer that sees the input image")
-    import copy
-
     probe = copy.deepcopy(layer).double().eval()
     size, (rows, cols) = _unpadded_window(probe)
     images = gratings(size, frequencies, orientations, phases, contrast, std)
