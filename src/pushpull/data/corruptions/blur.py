@@ -179,23 +179,25 @@ def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray,
 
 
 def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
-    """The reference's ``clipped_zoom`` on a batch (N, S, S, C): zoom into the centre, same size out.
+    """The reference's ``clipped_zoom`` on a batch (N, H, W, C): zoom into the centre, same size out.
 
     Bit-identical to ``scipy.ndimage.zoom(crop, (zoom, zoom, 1), order=1)`` per image (the four taps
-    are multiplied and summed in scipy's order, in float64, then cast to x's dtype).
+    are multiplied and summed in scipy's order, in float64, then cast to x's dtype). Rows and columns
+    are planned separately, so non-square images work too (the reference assumed squares).
     """
-    size = x.shape[1]
-    top, crop, start, w0, w1 = zoom_plan(size, zoom)
-    region = x[:, top:top + crop, top:top + crop]
-    s0, s1 = np.minimum(start, crop - 1), np.minimum(start + 1, crop - 1)
+    top, crop_h, ys, wy0, wy1 = zoom_plan(x.shape[1], zoom)
+    left, crop_w, xs, wx0, wx1 = zoom_plan(x.shape[2], zoom)
+    region = x[:, top:top + crop_h, left:left + crop_w]
+    y0, y1 = np.minimum(ys, crop_h - 1), np.minimum(ys + 1, crop_h - 1)
+    x0, x1 = np.minimum(xs, crop_w - 1), np.minimum(xs + 1, crop_w - 1)
     # scipy's term is (v * w_row) * w_col: the row products are shared by every output column.
-    rows0 = np.take(region, s0, axis=1) * w0[:, None, None]
-    rows1 = np.take(region, s1, axis=1) * w1[:, None, None]
-    wx0, wx1 = w0[:, None], w1[:, None]
-    out = np.take(rows0, s0, axis=2) * wx0
-    out += np.take(rows0, s1, axis=2) * wx1
-    out += np.take(rows1, s0, axis=2) * wx0
-    out += np.take(rows1, s1, axis=2) * wx1
+    rows0 = np.take(region, y0, axis=1) * wy0[:, None, None]
+    rows1 = np.take(region, y1, axis=1) * wy1[:, None, None]
+    wx0, wx1 = wx0[:, None], wx1[:, None]
+    out = np.take(rows0, x0, axis=2) * wx0
+    out += np.take(rows0, x1, axis=2) * wx1
+    out += np.take(rows1, x0, axis=2) * wx0
+    out += np.take(rows1, x1, axis=2) * wx1
     return out.astype(x.dtype)
 
 

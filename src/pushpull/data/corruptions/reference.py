@@ -50,12 +50,13 @@ def _magick_motion_blur(img: np.ndarray, radius: float, sigma: float, angle: flo
 
 
 def _clipped_zoom(img, zoom_factor):
-    h = img.shape[0]
-    ch = int(np.ceil(h / zoom_factor))
-    top = (h - ch) // 2
-    img = scizoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
-    trim_top = (img.shape[0] - h) // 2
-    return img[trim_top:trim_top + h, trim_top:trim_top + h]
+    # The reference's, with rows and columns cropped and trimmed separately (it assumed squares).
+    h, w = img.shape[:2]
+    ch, cw = int(np.ceil(h / zoom_factor)), int(np.ceil(w / zoom_factor))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    img = scizoom(img[top:top + ch, left:left + cw], (zoom_factor, zoom_factor, 1), order=1)
+    trim_top, trim_left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return img[trim_top:trim_top + h, trim_left:trim_left + w]
 
 
 def _plasma_fractal(mapsize, wibbledecay, rng):

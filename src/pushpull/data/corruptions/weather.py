@@ -68,6 +68,9 @@ def frost_crops(shape: tuple[int, int, int], scale: float, rngs: Sequence[np.ran
     crops = np.empty((n, h, w, 3), np.uint8)
     for crop, rng in zip(crops, rngs):
         texture = frost_texture(int(rng.integers(len(FROST_FILES))), scale)
+        if texture.shape[0] <= h or texture.shape[1] <= w:
+            raise ValueError(f"frost: a {h}x{w} image is larger than the frost texture ({texture.shape[0]}x"
+                             f"{texture.shape[1]} at scale {scale}); use params='imagenet' for large images")
         top = rng.integers(0, texture.shape[0] - h)
         left = rng.integers(0, texture.shape[1] - w)
         crop[...] = texture[top:top + h, left:left + w][..., [2, 1, 0]]
