@@ -81,11 +81,11 @@ def test_works_on_a_converted_torchvision_model():
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=10)
-    convert(model, scope="stem")  # in place
+    x = torch.randn(2, 3, 32, 32)
+    convert(model, scope="stem", example_input=x[:1])  # in place
     model.eval()
     assert isinstance(conv_layers(model)["conv1"], PushPullConv2d)
     assert (stem_activation(model), first_block(model)) == ("relu", "layer1.0")
-    x = torch.randn(2, 3, 32, 32)
     relu = activations(model, "relu", x)
     torch.testing.assert_close(torch.from_numpy(relu).float(), model.relu(model.bn1(model.conv1(x))))
     spec = frequency_response(model.conv1, (0.25,) * 3, frequencies=[0.1, 0.3], orientations=[0.0, 90.0])
