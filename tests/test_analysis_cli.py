@@ -68,7 +68,7 @@ def test_responses_command(saved_pair, tmp_path, capsys):
 def test_spectrum_command(saved_pair, tmp_path, capsys):
     (_, pp_path), (_, pp) = saved_pair
     out = tmp_path / "out"
-    rc = main(["analyze", "spectrum", str(pp_path), "--frequencies", "5", "--orientations", "4",
+    rc = main(["analyze", "spectrum", str(pp_path), "--layer", "conv1", "--frequencies", "5", "--orientations", "4",
                "--channels", "0", "3", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     assert (out / "spectrum.png").stat().st_size > 10_000
@@ -95,6 +95,8 @@ def test_user_mistakes_are_named(saved_pair, tmp_path, capsys):
     assert "layer9" in capsys.readouterr().err
     assert main(["analyze", "responses", str(plain_path), "--image", "x.png", "--noise", "rain"]) == 2
     assert "rain" in capsys.readouterr().err
+    assert main(["analyze", "spectrum", str(plain_path), str(plain_path), "--layer", "conv1", "fc", "conv1"]) == 2
+    assert "one per model (2), got 3" in capsys.readouterr().err
     assert main(["analyze", "weights", str(plain_path), "--data", str(tmp_path / "void"), "--out", str(tmp_path)]) == 2
     assert "void" in capsys.readouterr().err
 

@@ -24,9 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: ./analysis)")
     common.add_argument("--allow-pickle", action="store_true",
                         help="allow a full unpickle of a checkpoint that cannot be read safely: it can run code, trust the file first")
-    common.add_argument("--mean", type=float, nargs=3, help="input normalisation mean in [0, 1] units "
+    common.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation mean in [0, 1] units "
                         "(default: the saved model's, else CIFAR-10's)")
-    common.add_argument("--std", type=float, nargs=3, help="input normalisation std (default as --mean)")
+    common.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation std (default as --mean)")
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data", type=Path, help="CIFAR root folder (holding cifar-10-batches-py)")
     data.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10")
@@ -37,11 +37,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "on an image and its noisy versions, with each map's correlation with the clean one.")
     p.add_argument("models", nargs="+", metavar="MODEL", help="one or two models (or use --compare)")
     p.add_argument("--compare", metavar="MODEL2", help="second model, shown below the first")
-    p.add_argument("--layer", help="convolution to analyse, by module name (default: the first one)")
+    p.add_argument("--layer", nargs="+", help="convolution to analyse, by module name: one for all models or "
+                   "one per model (default: the first convolution)")
     p.add_argument("--image", required=True, help="an image file, or a test-set index with --data")
     p.add_argument("--noise", default="gaussian", help="corruption name (gaussian, shot, impulse, speckle, or any "
                    "corruption of pushpull.data.corruptions; default gaussian)")
-    p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="1..5 (default: all)")
     p.add_argument("--seed", type=int, default=0, help="noise seed")
     p.add_argument("--channel", type=int, nargs="+",
                    help="output channel per model (default: the pair of most similar kernels)")
@@ -58,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(or the rectified convolution of a plain model).")
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--channels", type=int, nargs="+", help="channels to plot (default: all; the JSON has all)")
-    p.add_argument("--layer", help="convolution to analyse, by module name (default: the first one)")
+    p.add_argument("--layer", nargs="+", help="convolution to analyse, by module name: one for all models or "
+                   "one per model (default: the first convolution)")
     p.add_argument("--frequencies", type=int, default=20, help="number of frequencies in (0, 0.5] cycles/pixel")
     p.add_argument("--orientations", type=int, default=12, help="number of orientations in [0, 180) degrees")
     p.add_argument("--contrast", type=float, default=0.25, help="grating amplitude in [0, 1] pixel units")
@@ -136,11 +138,16 @@ def _load_models(specs: list[str], args: argparse.Namespace) -> list:
     return models
 
 
-def _layer_name(model, args: argparse.Namespace) -> str:  # noqa: ANN001
+def _layer_names(models: list, args: argparse.Namespace) -> list[str]:
+    """The ``--layer`` of each model (one name for all, or one per model); the first convolution by default."""
     from ..analysis import select_layers
 
+    names = args.layer or [None]
+    if len(names) not in (1, len(models)):
+        raise _UserError(f"--layer takes one name or one per model ({len(models)}), got {len(names)}")
     try:
-        return next(iter(select_layers(model, [args.layer] if args.layer else None)))
+        return [next(iter(select_layers(m[0], [n] if n else None))) for m, n in
+                zip(models, names * len(models) if len(names) == 1 else names)]
     except ValueError as e:
         raise _UserError(str(e)) from None
 
@@ -217,7 +224,7 @@ def _run_responses(args: argparse.Namespace) -> int:
     noise = _noise_name(args)
     image, description, index = _image(args)
     models = _load_models(specs, args)
-    layers = [_layer_name(m[0], args) for m in models]
+    layers = _layer_names(models, args)
     images = _noisy(image, index, noise, args)
     similarity = None
     if args.channel:
@@ -294,8 +301,8 @@ def _run_spectrum(args: argparse.Namespace) -> int:
     frequencies = np.linspace(0.5 / args.frequencies, 0.5, args.frequencies)
     orientations = np.arange(args.orientations) * 180.0 / args.orientations
     spectra = []
-    for model, label, _, std in _load_models(args.models, args):
-        name = _layer_name(model, args)
+    models = _load_models(args.models, args)
+    for (model, label, _, std), name in zip(models, _layer_names(models, args)):
         try:
             spectra.append((label, frequency_response(model.get_submodule(name), std, name=name,
                                                       frequencies=frequencies, orientations=orientations,
