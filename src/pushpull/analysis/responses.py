@@ -16,13 +16,13 @@ from torch import Tensor, nn
 
 from ..layers import PushPullConv2d
 from .layers import layer_io, layer_kernel
+from .sparsity import flat64
 from .spectrum import operator_outputs
 
 
 def pearson(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
     """Pearson correlation of two arrays (flattened), in float64; 0 when either is constant."""
-    a = np.asarray(a, dtype=np.float64).ravel()
-    b = np.asarray(b, dtype=np.float64).ravel()
+    a, b = flat64(a), flat64(b)
     a, b = a - a.mean(), b - b.mean()
     denominator = np.sqrt((a @ a) * (b @ b))
     return float(a @ b / denominator) if denominator > 0 else 0.0

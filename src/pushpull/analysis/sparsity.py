@@ -22,9 +22,16 @@ from .layers import layer_kernel, layer_output
 DEFAULT_THRESHOLDS = (1e-3, 1e-2, 5e-2, 1e-1)
 
 
+def flat64(x: Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
+    """All values of an array or tensor (parameters included) as a flat float64 numpy array."""
+    if isinstance(x, Tensor):
+        return x.detach().cpu().double().flatten().numpy()
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
 def hoyer_sparsity(x: Tensor | np.ndarray) -> float:
     """Hoyer's sparsity measure of all values of ``x`` (1: one non-zero value, 0: all equal magnitudes)."""
-    v = np.abs(np.asarray(x, dtype=np.float64).ravel())
+    v = np.abs(flat64(x))
     n = v.size
     if n < 2:
         raise ValueError("Hoyer sparsity needs at least two values")
@@ -36,7 +43,7 @@ def hoyer_sparsity(x: Tensor | np.ndarray) -> float:
 
 def excess_kurtosis(x: Tensor | np.ndarray) -> float:
     """Sample excess kurtosis (population moments; 0 for a Gaussian), nan when all values are equal."""
-    v = np.asarray(x, dtype=np.float64).ravel()
+    v = flat64(x)
     d = v - v.mean()
     var = (d @ d) / v.size
     if var == 0:
@@ -46,7 +53,7 @@ def excess_kurtosis(x: Tensor | np.ndarray) -> float:
 
 def sparsity_stats(x: Tensor | np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> dict:
     """Count, moments, near-zero fractions, Hoyer sparsity and excess kurtosis of all values of ``x``."""
-    v = np.asarray(x, dtype=np.float64).ravel()
+    v = flat64(x)
     magnitude = np.abs(v)
     return {
         "count": int(v.size),
@@ -62,7 +69,7 @@ def sparsity_stats(x: Tensor | np.ndarray, thresholds: Sequence[float] = DEFAULT
 
 def weight_values(layers: dict[str, nn.Module]) -> dict[str, np.ndarray]:
     """The learned kernel (push kernel for push-pull) of each layer, flattened, in float64."""
-    return {name: layer_kernel(layer).double().flatten().numpy() for name, layer in layers.items()}
+    return {name: flat64(layer_kernel(layer)) for name, layer in layers.items()}
 
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish)

@@ -73,8 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL")
     p.add_argument("--layers", nargs="+", help="layer names or glob patterns (e.g. 'layer1.*'; 'first' is the "
                    "first convolution; default: first)")
-    p.add_argument("--thresholds", type=float, nargs="+", default=[1e-3, 1e-2, 5e-2, 1e-1],
-                   help="near-zero thresholds for |value|")
+    p.add_argument("--thresholds", type=float, nargs="+", help="near-zero thresholds for |value| "
+                   "(default: 0.001 0.01 0.05 0.1)")
     p.add_argument("--activations", nargs="+", metavar="MODULE", help="modules whose outputs are measured "
                    "with --data (default: the activation after the first convolution, if any, and the first block)")
     p.add_argument("--num-images", type=int, default=500, help="test images for activations (spread over the set)")
@@ -330,11 +330,12 @@ def _run_weights(args: argparse.Namespace) -> int:
 
     from ..analysis import first_block, select_layers, sparsity_stats
     from ..analysis._figures import write_json
-    from ..analysis.sparsity import activations, plot_sparsity, stem_activation, weight_values
+    from ..analysis.sparsity import DEFAULT_THRESHOLDS, activations, plot_sparsity, stem_activation, weight_values
     from ..engine.evaluate import Normalize, strided_indices
 
-    if any(t < 0 for t in args.thresholds):
-        raise _UserError(f"--thresholds must be non-negative, got {args.thresholds}")
+    thresholds = args.thresholds or DEFAULT_THRESHOLDS
+    if any(t < 0 for t in thresholds):
+        raise _UserError(f"--thresholds must be non-negative, got {list(thresholds)}")
     batch = None
     if args.data is not None:
         if args.num_images < 1:
@@ -350,8 +351,8 @@ def _run_weights(args: argparse.Namespace) -> int:
             raise _UserError(str(e)) from None
         values = weight_values(layers)
         weights[label] = values
-        entry = {"layers": {n: sparsity_stats(v, args.thresholds) for n, v in values.items()},
-                 "all_layers": sparsity_stats(np.concatenate(list(values.values())), args.thresholds)}
+        entry = {"layers": {n: sparsity_stats(v, thresholds) for n, v in values.items()},
+                 "all_layers": sparsity_stats(np.concatenate(list(values.values())), thresholds)}
         if batch is not None:
             x = Normalize(mean, std)(batch)
             try:
@@ -359,16 +360,16 @@ def _run_weights(args: argparse.Namespace) -> int:
                 acts[label] = {m: activations(model, m, x).ravel() for m in modules}
             except (ValueError, AttributeError) as e:
                 raise _UserError(f"{label}: activations: {e}") from None
-            entry["activations"] = {m: {"images": len(batch), **sparsity_stats(v, args.thresholds)}
+            entry["activations"] = {m: {"images": len(batch), **sparsity_stats(v, thresholds)}
                                     for m, v in acts[label].items()}
         report[label] = entry
     plot_sparsity(weights, acts, str(args.out / "weights.png"))
-    write_json({"thresholds": args.thresholds, "models": report}, args.out / "weights.json")
+    write_json({"thresholds": list(thresholds), "models": report}, args.out / "weights.json")
     for label, entry in report.items():
         w = entry["all_layers"]
+        kurtosis = "undefined" if w["excess_kurtosis"] is None else f"{w['excess_kurtosis']:.2f}"
         line = (f"{label} weights of {', '.join(entry['layers'])}: Hoyer {w['hoyer']:.3f}, "
-                f"excess kurtosis {w['excess_kurtosis']:.2f}, |w|<={args.thresholds[0]:g}: "
-                f"{next(iter(w['fraction_near_zero'].values())):.3f}")
+                f"excess kurtosis {kurtosis}, |w|<={thresholds[0]:g}: {next(iter(w['fraction_near_zero'].values())):.3f}")
         for module, a in entry.get("activations", {}).items():
             line += f"; activations of {module}: zero {a['fraction_zero']:.3f}, Hoyer {a['hoyer']:.3f}"
         print(line)
