@@ -2,7 +2,7 @@
 
 from .layers import conv_layers, layer_kernel, layer_output, select_layers
 from .responses import ResponseSet, filter_responses, kernel_similarity, most_similar_channels, pearson
-from .sparsity import excess_kurtosis, first_block, hoyer_sparsity, sparsity_stats
+from .sparsity import excess_kurtosis, first_block, hoyer_sparsity, sparsity_stats, stem_activation
 from .spectrum import Spectrum, frequency_response, gratings, kernel_response
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "pearson",
     "select_layers",
     "sparsity_stats",
+    "stem_activation",
 ]

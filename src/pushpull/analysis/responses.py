@@ -89,11 +89,12 @@ def filter_responses(model: nn.Module, layer_name: str, channel: int, images: Te
 
 def plot_responses(images: np.ndarray, column_titles: Sequence[str], responses: Sequence[ResponseSet],
                    path: str) -> None:
-    """Figure: the images on top, one row of response maps per filter, correlations in the titles."""
+    """Figure: the images on top, one row of response maps per filter, correlations in the titles;
+    at the right, every filter's correlation with its clean response against the corruption level."""
     from ._figures import new_figure, save_figure
 
     n_cols = len(images)
-    fig, axes = new_figure(1 + len(responses), n_cols, panel=1.6)
+    fig, axes = new_figure(1 + len(responses), n_cols + 1, panel=1.6)
     for col in range(n_cols):
         axes[0, col].imshow(images[col], interpolation="nearest")
         axes[0, col].set_title(column_titles[col], fontsize=9)
@@ -105,8 +106,20 @@ def plot_responses(images: np.ndarray, column_titles: Sequence[str], responses: 
             ax.imshow(resp.maps[col], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
             ax.set_title("clean" if col == 0 else f"r = {resp.correlations[col - 1]:.3f}", fontsize=9)
         axes[row, 0].set_ylabel(f"{resp.label}\n{resp.layer}[{resp.channel}]", fontsize=9)
-    for ax in axes.flat:
+    for ax in axes[:, :n_cols].flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    for ax in axes[:, n_cols]:
+        ax.remove()
+    curves = fig.add_subplot(axes[0, 0].get_gridspec()[1:, n_cols])
+    for resp in responses:
+        curves.plot(range(1, n_cols), resp.correlations, marker="o", label=resp.label)
+    prefix = {t.rpartition(" ")[0] for t in column_titles[1:]}  # "gaussian_noise s1" -> ticks "s1"
+    common = prefix.pop() if len(prefix) == 1 else ""
+    curves.set_xticks(range(1, n_cols), [t.removeprefix(common).strip() for t in column_titles[1:]])
+    curves.set_xlabel(common, fontsize=8)
+    curves.set_ylabel("correlation with clean response", fontsize=8)
+    curves.tick_params(labelsize=7)
+    curves.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.suptitle("Response maps; r = correlation with the clean response", fontsize=10)
     save_figure(fig, path)
