@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -164,7 +165,8 @@ def test_motion_blur_matches_imagemagick(tmp_path, cifar_images):
         for angle in rng.uniform(-180, 180, size=2).round(3):
             src, dst = tmp_path / "in.png", tmp_path / "out.png"
             Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(src)
-            subprocess.run([_imagemagick(), str(src), "-motion-blur", f"{radius}x{sigma}+{angle}", str(dst)], check=True)
+            subprocess.run([_imagemagick(), str(src), "-motion-blur", f"{radius}x{sigma}+{angle}", str(dst)],
+                           check=True, env={**os.environ, "MAGICK_THREAD_LIMIT": "1"})
             expected = np.asarray(Image.open(dst)).reshape(image.shape)
             np.testing.assert_array_equal(motion_blur(image[None], radius, sigma, [angle])[0], expected)
 
