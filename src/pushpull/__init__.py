@@ -5,7 +5,8 @@ from .layers import PushPullConv2d, pull_kernel, pull_kernel_size, push_pull_con
 __version__ = "0.1.0"
 
 # Lazily imported public names (name -> submodule), so `import pushpull` stays light.
-_LAZY = {"create_model": "models", "list_models": "models", "convert": "models", "evaluate": "engine.evaluate"}
+_LAZY = {"create_model": "models", "list_models": "models", "convert": "models", "evaluate": "engine.evaluate",
+         "corrupt": "data.corruptions", "CORRUPTIONS": "data.corruptions"}
 
 
 def __getattr__(name: str):
@@ -26,5 +27,7 @@ __all__ = [
     "list_models",
     "convert",
     "evaluate",
+    "corrupt",
+    "CORRUPTIONS",
     "__version__",
 ]
