@@ -3,8 +3,9 @@
 Differences from the reference are only where it cannot be followed literally: numpy's global RNG
 is replaced by the image's own ``Generator`` (same distributions, same draw order; draws that the
 reference makes pixel by pixel are made in one call), ImageMagick's motion blur and scikit-image's
-filters/colour conversions are written out (scipy / plain Python), and two degenerate cases
-(spatter with no drops) are defined instead of producing NaNs. Tests hold the batched fast path
+filters/colour conversions are written out (scipy / plain Python), contrast's means come from
+exact integer sums, and spatter without any drop leaves the image as it is (the reference
+divides 0 by 0 there). Tests hold the batched fast path
 to this module.
 """
 
