@@ -63,6 +63,18 @@ def test_fast_matches_oracle_imagenet(name, imagenet_image):
         np.testing.assert_array_equal(fast, slow, err_msg=f"{name} severity {severity}")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_fast_matches_oracle_on_many_cifar_images(name, cifar10_root):
+    from pushpull.data.cifar import load_cifar
+
+    images, _ = load_cifar(cifar10_root, train=False)
+    x = images[3::50]  # 200 images, all classes
+    for severity in range(1, 6):
+        np.testing.assert_array_equal(corrupt(x, name, severity, seed=7), corrupt_reference(x, name, severity, seed=7),
+                                      err_msg=f"{name} severity {severity}")
+
+
 def test_non_square_images_match_oracle():
     x = np.random.default_rng(9).integers(0, 256, (2, 24, 40, 3), dtype=np.uint8)
     for name in CORRUPTIONS:
@@ -87,6 +99,24 @@ def test_reproducible_across_batches_and_workers(name, cifar_images):
                     "zoom_blur", "saturate"):  # the random ones depend on the seed and the index
         assert not np.array_equal(corrupt(x, name, 3, seed=5), whole)
         assert not np.array_equal(corrupt(x[:1], name, 3, seed=4, indices=[1]), whole[:1])
+
+
+def test_workers_sets_the_thread_count(monkeypatch, cifar_images):
+    import pushpull.data.corruptions as corruptions
+
+    made = []
+
+    class Pool(corruptions.ThreadPoolExecutor):
+        def __init__(self, workers):
+            made.append(workers)
+            super().__init__(workers)
+
+    monkeypatch.setattr(corruptions, "ThreadPoolExecutor", Pool)
+    x = np.repeat(cifar_images, 20, axis=0)  # 160 images: 3 chunks
+    corrupt(x, "contrast", 2, workers=1)
+    assert made == []
+    corrupt(x, "contrast", 2, workers=3)
+    assert made == [3]
 
 
 MONOTONE = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "defocus_blur", "gaussian_blur",

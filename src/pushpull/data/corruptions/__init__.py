@@ -114,7 +114,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indi
         lo, hi = bound
         return fn(images[lo:hi], c, image_streams(seed, cid, severity, indices[lo:hi]))
 
-    workers = os.cpu_count() or 1 if workers is None else int(workers)
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers <= 1 or len(bounds) == 1:
         return np.concatenate([run(b) for b in bounds])
     with ThreadPoolExecutor(workers) as pool:
