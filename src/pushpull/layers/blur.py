@@ -46,10 +46,12 @@ class BlurPool2d(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self.filt_size == 1:
             return x[..., :: self.stride, :: self.stride]
-        channels = x.shape[1]
+        # Channels folded into the batch: one static single-channel kernel, which every
+        # ONNX exporter handles (a per-channel kernel expanded at run time is not).
+        n, c = x.shape[0], x.shape[1]
         x = F.pad(x, self.pads, mode=self.pad_mode)
-        weight = self.filt.to(dtype=x.dtype).expand(channels, 1, -1, -1)
-        return F.conv2d(x, weight, stride=self.stride, groups=channels)
+        y = F.conv2d(x.reshape(n * c, 1, x.shape[-2], x.shape[-1]), self.filt.to(x.dtype), stride=self.stride)
+        return y.reshape(n, c, y.shape[-2], y.shape[-1])
 
     def extra_repr(self) -> str:
         return f"filt_size={self.filt_size}, stride={self.stride}, pad_mode={self.pad_mode!r}"

@@ -1,0 +1,41 @@
+"""``pushpull import-official PATH --model NAME --out FILE``: convert an original checkpoint to our format."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "import-official", help="convert an original push-pull checkpoint to a saved model",
+        description="Convert a checkpoint of the original push-pull code (a legacy torch.save file) into a "
+                    "pushpull saved model (.safetensors + .json sidecar), recording its input normalisation and "
+                    "source. The file is read without executing code unless --allow-pickle is given.")
+    parser.add_argument("path", help="the checkpoint, e.g. .../resnet-20-pp/model_best.pth.tar")
+    parser.add_argument("--model", default=None,
+                        help="registry name (resnet20_pp, densenet40_12, ...); default: from the folder name")
+    parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="allow a full unpickle (can run arbitrary code: only for files you trust)")
+    parser.set_defaults(func=handler)
+
+
+def handler(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from ..models import import_official
+    from ..models.io import sidecar_path
+    from ..models.official import UnsafeCheckpointError
+
+    if not args.out.endswith(".safetensors"):
+        print(f"error: --out must end with .safetensors, got {args.out!r}", file=sys.stderr)
+        return 2
+    try:
+        model = import_official(args.path, args.model, out=args.out, allow_pickle=args.allow_pickle)
+    except (FileNotFoundError, ValueError, TypeError, UnsafeCheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    params = sum(p.numel() for p in model.parameters())
+    print(f"imported {args.path} -> {args.out} (+ {sidecar_path(Path(args.out)).name}), {params:,} parameters")
+    return 0

@@ -1,0 +1,68 @@
+"""``pushpull models [PATTERN]``: the registry with parameter counts and FLOPs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "models", help="list the registered models with parameters and FLOPs",
+        description="List registered models (fnmatch PATTERN, e.g. 'resnet20*' or 'ResNet-20-b1'), with parameter "
+                    "counts and forward FLOPs for one image at the native resolution (multiply-add = 2 FLOPs).")
+    parser.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern over model names")
+    parser.add_argument("--aa", type=int, default=0, help="anti-aliasing filter size (0: none; 2, 3, 5)")
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count (faster)")
+    parser.set_defaults(func=handler)
+
+
+def model_stats(name: str, aa: int = 0, flops: bool = True) -> tuple[int, int | None]:
+    """(parameters, forward FLOPs for one image) of a registered model.
+
+    Counted on fake tensors (shapes only, no arithmetic), falling back to a real CPU pass
+    if some layer does not support them.
+    """
+    import contextlib
+
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ..models import create_model, model_info
+
+    info = model_info(name)
+    for mode in (FakeTensorMode, contextlib.nullcontext):
+        with mode():
+            model = create_model(info.name, aa=aa).eval()
+            params = sum(p.numel() for p in model.parameters())
+            if not flops:
+                return params, None
+            counter = FlopCounterMode(display=False)
+            try:
+                with counter, torch.no_grad():
+                    model(torch.zeros(1, *info.input_size))
+            except (RuntimeError, NotImplementedError):
+                if mode is contextlib.nullcontext:
+                    raise
+                continue
+        return params, counter.get_total_flops()
+    raise AssertionError("unreachable")
+
+
+def handler(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..models import list_models, model_info
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}; all models: {', '.join(list_models())}", file=sys.stderr)
+        return 1
+    print(f"{'model':<22} {'family':<16} {'variant':<7} {'input':<11} {'params':>12} {'GFLOPs':>9}")
+    for name in names:
+        info = model_info(name)
+        params, flops = model_stats(name, args.aa, not args.no_flops)
+        size = "x".join(map(str, info.input_size))
+        gflops = "-" if flops is None else f"{flops / 1e9:.3f}"
+        print(f"{name:<22} {info.family:<16} {info.variant:<7} {size:<11} {params:>12,} {gflops:>9}")
+    return 0
