@@ -22,9 +22,10 @@ For a linear filter without bias the response is ``contrast * |K(f, theta)| / pi
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +164,23 @@ def frequency_response(layer: nn.Module, std: Sequence[float], *, name: str = ""
     if len(std) != layer.in_channels:
         raise ValueError(f"gratings are images of {len(std)} channels but layer {name or type(layer).__name__} "
                          f"takes {layer.in_channels}: measure a layer that sees the input image")
-    probe = copy.deepcopy(layer).double().eval()
+    with _one_thread():
+        return _measure(copy.deepcopy(layer).double().eval(), std, name, frequencies, orientations, contrast, phases)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Many tiny convolutions: thread start-up and barriers cost far more than they save (100x on a busy CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _measure(probe: nn.Module, std: Sequence[float], name: str, frequencies: np.ndarray, orientations: np.ndarray,
+             contrast: float, phases: int) -> Spectrum:
     size, (rows, cols) = _unpadded_window(probe)
     images = gratings(size, frequencies, orientations, phases, contrast, std)
     shape = images.shape[:3]
