@@ -67,55 +67,53 @@ def resize_kernel_adjoint(grad_pull: Tensor, kernel_size: tuple[int, int]) -> Te
 class PushPullFunction(torch.autograd.Function):
     """``ReLU(x ⋆ k + b) - alpha * ReLU(-(x ⋆ k̂ + b))`` (or both maps, dual output) as one node.
 
-    ``x_push`` / ``x_pull`` are the inputs of the two convolutions (the same tensor unless
-    the padding had to be applied explicitly); ``pull_weight`` is ``k̂`` (positive), treated as
-    a function of ``weight`` in the backward.
+    ``x_pull`` is the pull convolution's input when the padding had to be applied explicitly,
+    ``None`` when both convolutions read ``x`` (their input gradients are then summed inside
+    the node). ``pull_weight`` is ``k̂`` (positive), a function of ``weight`` for the backward.
     """
 
     @staticmethod
-    def forward(ctx, x_push: Tensor, x_pull: Tensor, weight: Tensor, pull_weight: Tensor, bias: Tensor | None,
+    def forward(ctx, x: Tensor, x_pull: Tensor | None, weight: Tensor, pull_weight: Tensor, bias: Tensor | None,
                 alpha: Union[float, Tensor], geo: Geometry) -> Tensor:
-        push = F.conv2d(x_push, weight, bias, geo.stride, geo.push_padding, geo.dilation, geo.groups)
-        pull = F.conv2d(x_pull, pull_weight, bias, geo.stride, geo.pull_padding, geo.dilation, geo.groups)
-        push_on, pull_on = push > 0, pull < 0
-        push = push.relu_()
-        pull = pull.neg_().relu_()  # the pull response ReLU(x ⋆ (-k̂) - b)
+        push = F.conv2d(x, weight, bias, geo.stride, geo.push_padding, geo.dilation, geo.groups).relu_()
+        pull = F.conv2d(x if x_pull is None else x_pull, pull_weight, bias, geo.stride, geo.pull_padding,
+                        geo.dilation, geo.groups).neg_().relu_()  # the pull response ReLU(x ⋆ (-k̂) - b)
         alpha_is_tensor = isinstance(alpha, Tensor)
-        keep_pull = alpha_is_tensor and ctx.needs_input_grad[5] and not geo.dual_output
         ctx.geo, ctx.float_alpha = geo, None if alpha_is_tensor else alpha
-        ctx.save_for_backward(x_push, x_pull, weight, pull_weight, bias, push_on, pull_on,
-                              pull if keep_pull else None, alpha if alpha_is_tensor else None)
+        ctx.save_for_backward(x, x_pull, weight, pull_weight, bias, push, pull, alpha if alpha_is_tensor else None)
         if geo.dual_output:
             return torch.cat([push, pull], dim=1)
         if alpha_is_tensor:
             return torch.addcmul(push, pull, alpha, value=-1)
-        return push.sub_(pull, alpha=alpha)
+        return torch.sub(push, pull, alpha=alpha)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x_push, x_pull, weight, pull_weight, bias, push_on, pull_on, pull, alpha = ctx.saved_tensors
+        x, x_pull, weight, pull_weight, bias, push, pull, alpha = ctx.saved_tensors
         geo: Geometry = ctx.geo
-        need_x_push, need_x_pull, need_w, _, need_b, need_alpha, _ = ctx.needs_input_grad
-        channels = push_on.shape[1]
-        if geo.dual_output:
-            grad_push, grad_pull = grad[:, :channels], -grad[:, channels:]
-        else:
-            grad_push = grad
-            grad_pull = grad * (alpha if alpha is not None else ctx.float_alpha)
-        # d/d(conv output) of ReLU(push) and of ReLU(-pull_conv): the masks, with the sign above.
-        zero = grad.new_zeros(())
-        grad_push = torch.where(push_on, grad_push, zero)
-        grad_pull = torch.where(pull_on, grad_pull, zero)
+        need_x, need_x_pull, need_w, _, need_b, need_alpha, _ = ctx.needs_input_grad
         higher_order = torch.is_grad_enabled()  # create_graph=True: the graph must see every dependence
         if need_w and higher_order:
             pull_weight = resize_kernel(weight, (pull_weight.shape[-2], pull_weight.shape[-1]))
+        channels = push.shape[1]
+        # Through the ReLUs (masks from the rectified maps), then onto the convolutions' outputs:
+        # d out / d pull_conv = alpha * 1[pull > 0] (the pull convolution's output enters negated).
+        if geo.dual_output:
+            grad_push = torch.ops.aten.threshold_backward(grad[:, :channels], push, 0)
+            grad_pull = -torch.ops.aten.threshold_backward(grad[:, channels:], pull, 0)
+        else:
+            grad_push = torch.ops.aten.threshold_backward(grad, push, 0)
+            grad_pull = torch.ops.aten.threshold_backward(grad, pull, 0) * (alpha if alpha is not None
+                                                                           else ctx.float_alpha)
         bias_sizes = [channels] if bias is not None else None
-        dx_push, dw, db = torch.ops.aten.convolution_backward(
-            grad_push, x_push, weight, bias_sizes, geo.stride, geo.push_padding, geo.dilation,
-            False, [0, 0], geo.groups, [need_x_push, need_w, need_b])
+        dx, dw, db = torch.ops.aten.convolution_backward(
+            grad_push, x, weight, bias_sizes, geo.stride, geo.push_padding, geo.dilation,
+            False, [0, 0], geo.groups, [need_x, need_w, need_b])
         dx_pull, dw_pull, db_pull = torch.ops.aten.convolution_backward(
-            grad_pull, x_pull, pull_weight, bias_sizes, geo.stride, geo.pull_padding, geo.dilation,
-            False, [0, 0], geo.groups, [need_x_pull, need_w, need_b])
+            grad_pull, x if x_pull is None else x_pull, pull_weight, bias_sizes, geo.stride, geo.pull_padding,
+            geo.dilation, False, [0, 0], geo.groups, [need_x if x_pull is None else need_x_pull, need_w, need_b])
+        if x_pull is None and need_x:
+            dx, dx_pull = dx + dx_pull, None
         if need_w:
             dw = dw + resize_kernel_adjoint(dw_pull, (weight.shape[-2], weight.shape[-1]))
         if need_b:
@@ -123,7 +121,7 @@ class PushPullFunction(torch.autograd.Function):
         d_alpha = None
         if need_alpha and not geo.dual_output:  # dual output does not use alpha
             if higher_order:
-                pull = F.conv2d(x_pull, pull_weight, bias, geo.stride, geo.pull_padding, geo.dilation,
-                                geo.groups).neg().relu()
+                pull = F.conv2d(x if x_pull is None else x_pull, pull_weight, bias, geo.stride, geo.pull_padding,
+                                geo.dilation, geo.groups).neg().relu()
             d_alpha = (-(grad * pull)).sum(dim=(0, 2, 3), keepdim=True).sum_to_size(alpha.shape)
-        return dx_push, dx_pull, dw, None, db, d_alpha, None
+        return dx, dx_pull, dw, None, db, d_alpha, None

@@ -208,7 +208,8 @@ def push_pull_conv2d(
     x_pull, pull_pad = _conv_padding(x, q_pads, padding_mode)
     geo = Geometry(stride, push_pad, pull_pad, dilation, groups, dual_output)
     with torch.autocast(device_type, enabled=False):
-        return PushPullFunction.apply(x_push, x_pull, weight, pull_weight, bias, alpha, geo)
+        return PushPullFunction.apply(x_push, None if x_pull is x_push else x_pull, weight, pull_weight, bias,
+                                      alpha, geo)
 
 
 class PushPullConv2d(nn.Module):
