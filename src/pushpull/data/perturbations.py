@@ -271,40 +271,49 @@ def tilt_matrix(degrees: float, height: int, width: int) -> np.ndarray:
     return p2 @ t @ rx @ ry @ p1
 
 
-def warp_perspective(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """OpenCV ``warpPerspective(src, M, (w, h))`` with INTER_LINEAR and a black constant border.
-
-    Re-implements its fixed-point arithmetic (source coordinates rounded to 1/32 px,
-    integer bilinear weights, rounding shift by 15 bits), for a whole batch (N, H, W, C)
-    at once since the map is shared.
-    """
-    n, h, w, c = images.shape
+def _warp_taps(matrix: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's bilinear taps for one perspective map: flat indices into the zero-padded
+    (h+2, w+2) image and integer weights (4, h*w) summing to 2**15."""
     inv = np.linalg.inv(matrix)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    ys, xs = np.mgrid[0:h, 0:w].reshape(2, -1).astype(np.float64)
     den = inv[2, 0] * xs + inv[2, 1] * ys + inv[2, 2]
     scale = np.divide(32.0, den, out=np.zeros_like(den), where=den != 0)
     lim = float(np.iinfo(np.int32).max)
     fx = np.rint(np.clip((inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) * scale, -lim, lim)).astype(np.int64)
     fy = np.rint(np.clip((inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) * scale, -lim, lim)).astype(np.int64)
     sx, ax, sy, ay = fx >> 5, fx & 31, fy >> 5, fy & 31
-    padded = np.zeros((n, h + 2, w + 2, c), np.int64)
-    padded[:, 1:-1, 1:-1] = images
+    # taps outside the image read the zero padding, which is OpenCV's constant border
     x0, x1 = np.clip(sx + 1, 0, w + 1), np.clip(sx + 2, 0, w + 1)
     y0, y1 = np.clip(sy + 1, 0, h + 1), np.clip(sy + 2, 0, h + 1)
-    # a pixel whose neighbourhood lies wholly outside is the border value
-    outside = ((sx >= w) | (sx + 1 < 0) | (sy >= h) | (sy + 1 < 0))[..., None]
-    wx0, wy0 = (32 - ax)[..., None], (32 - ay)[..., None]
-    wx1, wy1 = ax[..., None], ay[..., None]
-    acc = (padded[:, y0, x0] * (wy0 * wx0) + padded[:, y0, x1] * (wy0 * wx1)
-           + padded[:, y1, x0] * (wy1 * wx0) + padded[:, y1, x1] * (wy1 * wx1)) * 32
-    out = np.clip((acc + (1 << 14)) >> 15, 0, 255)
-    return np.where(outside, 0, out).astype(np.uint8)
+    index = np.stack([y0 * (w + 2) + x0, y0 * (w + 2) + x1, y1 * (w + 2) + x0, y1 * (w + 2) + x1])
+    weight = np.stack([(32 - ay) * (32 - ax), (32 - ay) * ax, ay * (32 - ax), ay * ax]) * 32
+    return index, weight.astype(np.int32)
+
+
+def warp_perspective(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """OpenCV ``warpPerspective(src, M, (w, h))`` with INTER_LINEAR and a black constant border.
+
+    Re-implements its fixed-point arithmetic (source coordinates rounded to 1/32 px,
+    integer bilinear weights, rounding shift by 15 bits) for a whole batch (N, H, W, C),
+    since the map is shared. ``matrix`` (3, 3) gives (N, H, W, C); a stack (T, 3, 3) gives
+    (N, T, H, W, C).
+    """
+    n, h, w, c = images.shape
+    padded = np.zeros((n, h + 2, w + 2, c), np.int32)
+    padded[:, 1:-1, 1:-1] = images
+    flat = padded.reshape(n, -1, c)
+    frames = []
+    for m in np.reshape(matrix, (-1, 3, 3)):
+        index, weight = _warp_taps(m, h, w)
+        acc = sum(np.take(flat, index[k], axis=1) * weight[k][:, None] for k in range(4))
+        frames.append(((acc + (1 << 14)) >> 15).astype(np.uint8).reshape(n, h, w, c))
+    return frames[0] if np.ndim(matrix) == 2 else np.stack(frames, 1)
 
 
 def _tilt(images: np.ndarray, params: str) -> np.ndarray:
     step = _PARAMS[params]["tilt"]
     h, w = images.shape[1:3]
-    return np.stack([warp_perspective(images, tilt_matrix(step * (i - 15), h, w)) for i in range(FRAMES)], 1)
+    return warp_perspective(images, np.stack([tilt_matrix(step * (i - 15), h, w) for i in range(FRAMES)]))
 
 
 def _geometric(images: np.ndarray, name: str, params: str) -> np.ndarray:
