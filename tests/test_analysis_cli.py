@@ -139,3 +139,14 @@ def test_official_resnet20_push_pull_is_robust_and_sparse(official, cifar10_root
             > report["resnet-20"]["activations"]["relu"]["fraction_zero"])
     with Image.open(out / "weights.png") as fig:
         assert fig.size[0] > 500
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("plain,pp", [("resnet-20", "resnet-20-pp"), ("resnet-56", "resnet-56-pp"),
+                                      ("densenet-40-12", "densenet-40-12-pp")])
+def test_official_push_pull_responses_degrade_less_on_average(official, cifar10_root, tmp_path, plain, pp):
+    """Fig. 2 over 100 test images: the push-pull filter keeps its clean response better at every severity."""
+    assert main(["analyze", "responses", str(official / plain), str(official / pp), "--image", "0", "--data",
+                 str(cifar10_root), "--average", "100", "--out", str(tmp_path)]) == 0
+    mean = json.loads((tmp_path / "responses.json").read_text())["mean_over_test_images"]["correlation_with_clean"]
+    assert all(b > a for a, b in zip(mean[plain], mean[pp])), mean

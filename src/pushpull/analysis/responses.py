@@ -79,7 +79,7 @@ def filter_responses(model: nn.Module, layer_name: str, channel: int, images: Te
         raise ValueError(f"channel {channel} out of range: {layer_name} has {out.shape[1]} output channels")
     label = label or layer_name
     sets = [ResponseSet(label, layer_name, channel, out[:, channel].double().numpy())]
-    if components and isinstance(layer, PushPullConv2d):
+    if components and isinstance(layer, PushPullConv2d) and not layer.dual_output:  # dual: both are channels
         with torch.no_grad():
             parts = operator_outputs(layer, x)
         sets += [ResponseSet(f"{label} {part}", layer_name, channel, parts[part][:, channel].double().numpy())
