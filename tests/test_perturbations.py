@@ -253,3 +253,16 @@ def test_bad_input_is_named():
         perturb(IMAGES, "rotate", params="tiny")
     with pytest.raises(ValueError, match="indices"):
         perturb(IMAGES, "gaussian_noise", indices=[1, 2])
+
+
+@pytest.mark.parametrize("name", ["motion_blur", "snow", "brightness", "rotate", "tilt", "zoom_blur"])
+def test_crop_where_the_reference_cropped(name):
+    """ImageNet-P: static perturbations see only the 224 crop; moving ones move the whole 256 px image."""
+    from pushpull.data.perturbations import MOVING_SEQUENCES
+
+    wide = smooth_images(1, 40)[:, 4:34]  # non-square (30 x 40), like a resized val image
+    out = perturb(wide, name, params="imagenet", crop=24, indices=[3])
+    assert out.shape == (1, num_frames(name, "imagenet"), 24, 24, 3)
+    whole = perturb(wide, name, params="imagenet", indices=[3])
+    cropped = perturb(np.ascontiguousarray(wide[:, 3:27, 8:32]), name, params="imagenet", indices=[3])
+    assert np.array_equal(out, whole[:, :, 3:27, 8:32] if name in MOVING_SEQUENCES else cropped)

@@ -245,14 +245,14 @@ def imagenet_val_files(root: str | Path) -> list[tuple[Path, str]]:
     return files
 
 
-def load_resized(path: Path, crop: int) -> np.ndarray:
-    """The reference's preprocessing: shorter side to 256 (bilinear), centre crop ``crop``."""
+def load_resized(path: Path, crop: int | None = None) -> np.ndarray:
+    """The reference's preprocessing: shorter side to 256 (bilinear), then a centre crop ``crop``."""
     import torchvision.transforms.functional as TF
     from PIL import Image
 
     with Image.open(path) as img:
         img = TF.resize(img.convert("RGB"), 256)
-        return np.asarray(TF.center_crop(img, crop))
+        return np.asarray(img if crop is None else TF.center_crop(img, crop))
 
 
 def _pending_batches(indices: np.ndarray, targets: Sequence[Path], batch: int) -> list[np.ndarray]:
@@ -312,7 +312,7 @@ def write_video(path: Path, frames: np.ndarray, *, crf: int = 20, grain: bool = 
 def make_imagenet_p(root: str | Path, out: str | Path, perturbations: Sequence[str], *, limit: int | None = None,
                     seed: int = 0, workers: int | None = None, batch: int = 8, preset: str = "veryslow",
                     progress: bool = True) -> int:
-    """ImageNet-P: ``<out>/<perturbation>/<wnid>/<file>.mp4`` (224 px frames cut from 256 px images).
+    """ImageNet-P: ``<out>/<perturbation>/<wnid>/<file>.mp4``, 224 px frames of the image resized to 256 px.
 
     Returns the number of videos written (existing ones are kept).
     """
@@ -339,7 +339,6 @@ def _imagenet_p_chunk(paths: list[Path], targets: list[Path], indices: np.ndarra
                       preset: str) -> None:
     from .perturbations import NOISE_SEQUENCES, perturb
 
-    images = np.stack([load_resized(path, 256) for path in paths])
-    sequences = perturb(images, name, seed=seed, indices=indices, params="imagenet", crop=224)
-    for path, frames in zip(targets, sequences):
-        write_video(path, frames, grain=name in NOISE_SEQUENCES, preset=preset)
+    for path, target, index in zip(paths, targets, indices):  # one at a time: the resized images differ in shape
+        frames = perturb(load_resized(path)[None], name, seed=seed, indices=[index], params="imagenet", crop=224)[0]
+        write_video(target, frames, grain=name in NOISE_SEQUENCES, preset=preset)

@@ -9,9 +9,8 @@ truncation); the random frames of image i come from a stream that depends only o
 
 Geometric sequences use the operation the reference used: torchvision's ``affine`` on
 PIL images (translate, rotate, scale, shear, zoom blur) and an exact re-implementation
-of OpenCV's fixed-point ``warpPerspective`` (tilt). With ``crop``, frames are computed on
-the given image and centre-cropped afterwards, as ImageNet-P crops 224 px out of the
-256 px resized image (noise sequences crop first; their statistics are the same).
+of OpenCV 4's fixed-point ``warpPerspective`` (tilt). ImageNet-P frames are 224 px centre
+crops of the image resized to 256 px (``crop=224``), taken where the reference took them.
 """
 
 from __future__ import annotations
@@ -40,6 +39,8 @@ ALL_PERTURBATIONS: tuple[str, ...] = PERTURBATIONS + VALIDATION_PERTURBATIONS + 
 NOISE_SEQUENCES: frozenset[str] = frozenset(
     n for n in ALL_PERTURBATIONS if n.split("_noise")[0] in ("gaussian", "shot", "speckle"))
 """Sequences whose frame 0 is the clean image; FP compares every frame with frame 0."""
+MOVING_SEQUENCES: frozenset[str] = frozenset({"zoom_blur", "translate", "rotate", "tilt", "scale", "shear"})
+"""Sequences that move image content, so the frames see beyond a centre crop."""
 
 # The reference constants, per parameter set. Noise: one value per variant ("", _2, _3).
 _PARAMS: dict[str, dict[str, object]] = {
@@ -345,8 +346,10 @@ def perturb(
     """Perturbation sequences of a uint8 batch (N, H, W, 3): uint8 (N, T, h, w, 3).
 
     ``indices`` name the images in their dataset (default ``arange(N)``): image i's random
-    frames depend only on (seed, name, indices[i]). ``crop`` centre-crops every frame
-    (ImageNet-P: 224 out of a 256 px image).
+    frames depend only on (seed, name, indices[i]). ``crop``: the output size, a centre
+    crop taken where the reference took it: after moving the whole image for
+    ``MOVING_SEQUENCES``, before perturbing for the others (ImageNet-P: 224 px out of the
+    image resized to 256 px).
     """
     _check(name, params)
     images = np.asarray(images)
@@ -359,22 +362,24 @@ def perturb(
     def rngs(i: int) -> np.random.Generator:
         return image_rng(seed, name, indices[i])
 
+    if name not in MOVING_SEQUENCES:  # the reference cropped first, then perturbed
+        images, crop = np.ascontiguousarray(_center_crop(images, crop)), None
     if name in NOISE_SEQUENCES:
-        return _noise(np.ascontiguousarray(_center_crop(images, crop)), name, params, rngs)
-    if name == "brightness":
+        frames = _noise(images, name, params, rngs)
+    elif name == "brightness":
         frames = _brightness(images, params)
     elif name == "gaussian_blur":
         frames = _gaussian_blur(images, params)
-    elif name == "zoom_blur":
-        frames = _zoom_blur(images)
-    elif name == "tilt":
-        frames = _tilt(images, params)
-    elif name in ("translate", "rotate", "scale", "shear"):
-        frames = _geometric(images, name, params)
     elif name == "motion_blur":
         frames = _motion_blur(images, params)
     elif name == "snow":
         frames = _snow(images, params, rngs)
-    else:  # spatter
+    elif name == "spatter":
         frames = _spatter(images, params, rngs)
+    elif name == "zoom_blur":
+        frames = _zoom_blur(images)
+    elif name == "tilt":
+        frames = _tilt(images, params)
+    else:  # translate, rotate, scale, shear
+        frames = _geometric(images, name, params)
     return np.ascontiguousarray(_center_crop(frames, crop))
