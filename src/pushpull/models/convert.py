@@ -69,14 +69,27 @@ def trace_convolutions(model: nn.Module, example_input: Tensor | None = None) ->
     """Convolutions in the order the forward pass runs them, with input/output spatial sizes.
 
     Runs ``model`` once in eval mode under ``no_grad`` (running statistics are untouched).
-    The default input is zeros of shape (1, C, 64, 64), C taken from the first convolution.
+    The default input is zeros of shape (1, 3, 64, 64) (or C channels, C those of the first
+    registered convolution, if RGB does not fit).
     """
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ValueError("the model has no nn.Conv2d module to convert")
-    if example_input is None:
-        ref = next(model.parameters())
-        example_input = torch.zeros(1, convs[0][1].in_channels, 64, 64, device=ref.device, dtype=ref.dtype)
+    if example_input is not None:
+        return _run_traced(model, convs, example_input)
+    # An image model most likely takes RGB; else the channels of the first registered conv.
+    ref = next(model.parameters())
+    channels = list(dict.fromkeys([3, convs[0][1].in_channels]))
+    for i, c in enumerate(channels):
+        try:
+            return _run_traced(model, convs, torch.zeros(1, c, 64, 64, device=ref.device, dtype=ref.dtype))
+        except ValueError:
+            if i == len(channels) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_traced(model: nn.Module, convs: list[tuple[str, nn.Conv2d]], example_input: Tensor) -> list[_Call]:
     calls: list[_Call] = []
     hooks = [m.register_forward_hook(
         lambda mod, inp, out, name=n: calls.append(
