@@ -121,12 +121,12 @@ def activations(model: nn.Module, module_name: str, images: Tensor, batch_size: 
     return np.concatenate(parts)
 
 
-def plot_sparsity(weights: dict[str, dict[str, np.ndarray]], acts: dict[str, dict[str, np.ndarray]], path: str,
-                  bins: int = 101) -> None:
+def plot_sparsity(weights: dict[str, dict[str, np.ndarray]], acts: dict[str, dict[str, np.ndarray]],
+                  path: str) -> None:
     """Overlaid histograms, one colour per model: the pooled weights, then each measured activation.
 
     ``weights[model][layer]`` and ``acts[model][module]`` hold flat values; the i-th
-    activation panel overlays every model's i-th module.
+    activation panel overlays every model's i-th module (log scale, zeros counted in the legend).
     """
     from ._figures import new_figure, save_figure
 
@@ -139,16 +139,19 @@ def plot_sparsity(weights: dict[str, dict[str, np.ndarray]], acts: dict[str, dic
         chosen = {label: list(modules.items())[i] for label, modules in acts.items() if len(modules) > i}
         panels.append(({label: v for label, (_, v) in chosen.items()},
                        "activations: " + ", ".join(dict.fromkeys(n for n, _ in chosen.values()))))
-    for ax, (data, title) in zip(axes[0], panels):
+    for index, (ax, (data, title)) in enumerate(zip(axes[0], panels)):
         high = max(float(np.abs(v).max()) for v in data.values()) or 1.0
-        low = -high if title.startswith("weights") else min(0.0, min(float(v.min()) for v in data.values()))
-        edges = np.linspace(low, high, bins)
+        low = -high if index == 0 else min(0.0, min(float(v.min()) for v in data.values()))
+        bins = int(np.clip(2 * np.sqrt(min(v.size for v in data.values())), 21, 101))  # few weights: wider bins
         for label, values in data.items():
-            ax.hist(values, bins=edges, density=True, histtype="stepfilled", alpha=0.45,
-                    label=f"{label}: Hoyer {hoyer_sparsity(values):.2f}, kurtosis {excess_kurtosis(values):.1f}")
+            legend = f"{label}: Hoyer {hoyer_sparsity(values):.2f}, kurtosis {excess_kurtosis(values):.1f}"
+            if index:
+                legend += f", zero {np.mean(values == 0):.0%}"
+            ax.hist(values, bins=np.linspace(low, high, bins), density=True, histtype="stepfilled", alpha=0.45,
+                    label=legend)
         ax.set_title(title[:60], fontsize=9)
         ax.set_ylabel("density")
         ax.legend(fontsize=7)
-        if not title.startswith("weights"):
+        if index:
             ax.set_yscale("log")
     save_figure(fig, path)
