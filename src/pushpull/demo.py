@@ -58,6 +58,11 @@ def run_demo(out: str | Path = "pushpull-demo", data: str | Path | None = None, 
     from .engine.train import fit
     from .recipes import load_recipe
 
+    from .data.corruptions import CORRUPTIONS
+
+    unknown = [c for c in corruptions if c not in CORRUPTIONS]
+    if unknown:
+        raise ValueError(f"unknown corruption(s) {unknown}; choose from {list(CORRUPTIONS)}")
     tic = time.perf_counter()
     out = Path(out)
     if data is None:
@@ -143,6 +148,7 @@ def format_table(errors: dict[str, dict[str, Any]]) -> str:
 def save_plot(errors: dict[str, dict[str, Any]], path: Path, title: str = "") -> None:
     """Grouped bars: clean error and mean error per corruption, one colour per model (PNG, written atomically)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
     names = list(errors)
     labels = ["clean", *errors[names[0]]["mean_per_corruption"], "mean"]
@@ -153,9 +159,14 @@ def save_plot(errors: dict[str, dict[str, Any]], path: Path, title: str = "") ->
     for i, name in enumerate(names):
         entry = errors[name]
         values = [entry["clean"], *entry["mean_per_corruption"].values(), entry["mean_corrupted"]]
-        ax.bar(x + (i - (len(names) - 1) / 2) * bar, [100 * v for v in values], bar, label=name)
+        bars = ax.bar(x + (i - (len(names) - 1) / 2) * bar, [100 * v for v in values], bar, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    # Log scale: a corruption that breaks both models must not flatten the differences elsewhere.
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
     ax.set_xticks(x, [label.replace("_", "\n") for label in labels], fontsize=8)
-    ax.set_ylabel("top-1 error (%), mean over severities 1-5")
+    ax.set_ylabel("top-1 error (%, log scale)\nmean over severities 1-5")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
