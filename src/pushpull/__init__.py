@@ -6,7 +6,8 @@ __version__ = "0.1.0"
 
 # Lazily imported public names (name -> submodule), so `import pushpull` stays light.
 _LAZY = {"create_model": "models", "list_models": "models", "convert": "models", "evaluate": "engine.evaluate",
-         "corrupt": "data.corruptions", "CORRUPTIONS": "data.corruptions"}
+         "corrupt": "data.corruptions", "CORRUPTIONS": "data.corruptions", "train": "engine.train",
+         "load_recipe": "recipes", "list_recipes": "recipes"}
 
 
 def __getattr__(name: str):
@@ -29,5 +30,8 @@ __all__ = [
     "evaluate",
     "corrupt",
     "CORRUPTIONS",
+    "train",
+    "load_recipe",
+    "list_recipes",
     "__version__",
 ]
