@@ -4,9 +4,11 @@ For the paper's shapes, times forward (autograd on), forward+backward and eval-m
 (``no_grad``; the fast path reuses its cached pull kernel) of ``nn.Conv2d``, the reference
 push-pull and the fast push-pull, and prints a Markdown table with the ratios to the plain
 convolution. Measurements are interleaved (one rep of every variant per round) and the
-median is reported, so background load affects all variants alike.
+median is reported, so background load affects all variants alike. On a shared machine,
+``--clock process`` times CPU seconds of this process instead of wall seconds (steadier
+under background load; with several threads it also counts their spin-waiting).
 
-    python benchmarks/layer_speed.py [--threads 2] [--reps 15] [--device cpu]
+    python benchmarks/layer_speed.py [--threads 2] [--reps 15] [--device cpu] [--clock wall|process]
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ def _step(layer: nn.Module, x: torch.Tensor, grad: torch.Tensor, mode: str) -> C
     return run
 
 
-def time_variants(variants: dict[str, Callable[[], None]], reps: int, device: torch.device) -> dict[str, float]:
+def time_variants(variants: dict[str, Callable[[], None]], reps: int, device: torch.device,
+                  clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Median seconds per call of each variant, interleaving the variants rep by rep."""
     for fn in variants.values():  # warm-up (allocator, kernel selection, caches)
         for _ in range(2):
@@ -53,10 +56,10 @@ def time_variants(variants: dict[str, Callable[[], None]], reps: int, device: to
     for _ in range(reps):
         for name, fn in variants.items():
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -65,13 +68,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
 
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, "
-          f"median of {args.reps} interleaved reps\n")
+          f"{args.clock} clock, median of {args.reps} interleaved reps\n")
     print("| shape | mode | conv ms | reference ms | fast ms | reference/conv | fast/conv |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, c_in, c_out, size, batch in SHAPES:
@@ -87,7 +92,7 @@ def main() -> None:
                 layer.to(device).train(mode != "infer")
             xm = x.requires_grad_(mode == "fwd+bwd")
             t = time_variants({name: _step(layer, xm, grad, mode) for name, layer in layers.items()},
-                              args.reps, device)
+                              args.reps, device, clock)
             print(f"| {label} | {mode} | {t['conv'] * 1e3:.2f} | {t['reference'] * 1e3:.2f} | "
                   f"{t['fast'] * 1e3:.2f} | {t['reference'] / t['conv']:.2f}× | {t['fast'] / t['conv']:.2f}× |")
             for layer in layers.values():
