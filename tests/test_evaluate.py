@@ -25,6 +25,8 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
 C_NAMES, P_NAMES = ["gaussian_noise", "fog"], ["shot_noise", "rotate"]
 
 
@@ -323,3 +325,13 @@ def test_imagenet_generated_c_equals_a_make_c_folder(imagenet_val, tmp_path):
     with torch.no_grad():
         preds = model(x).argmax(1).numpy()
     assert generated["clean"]["error"] == metrics.error_rate(preds, np.repeat([0, 1, 2], 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folder, error", [("resnet-20", 0.1906), ("resnet-20-pp", 0.1720)])
+def test_official_clean_errors_on_the_full_test_set(shared, cifar10_root, folder, error):
+    """The shared README's numbers: the original networks' error on all 10,000 JPEG-q75 test images."""
+    res = evaluate(str(shared / "checkpoints" / "official-cifar10" / folder), allow_pickle=True, data=cifar10_root,
+                   benchmarks="cifar10-c", corruptions=[], progress=False)
+    assert res["clean"]["n"] == 10000
+    assert res["clean"]["error"] == pytest.approx(error, abs=5e-5)
