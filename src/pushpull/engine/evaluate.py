@@ -526,9 +526,9 @@ def evaluate(
     """Evaluate a classifier on the clean test set and the -C/-P benchmarks; return the results dict.
 
     ``model`` is an ``nn.Module`` (taking normalised images) or a spec for
-    :func:`build_model`. ``data`` is the clean dataset root. A -C (-P) benchmark is read
-    from ``c_dir`` (``p_dir``) in the official layout when given, else generated from the
-    clean images in memory with seed ``seed``. ``limit`` evaluates a strided subset.
+    :func:`build_model`. ``data`` is the clean test set (CIFAR root, or the ImageNet val
+    folder). A -C (-P) benchmark is read from ``c_dir`` (``p_dir``) in the official layout
+    when given, else generated from the clean images with seed ``seed``. ``limit`` evaluates a strided subset.
     With ``out``, results are saved after every unit and an existing file of the same run
     is resumed. ``baseline`` ("auto": the paper's for the dataset; None: no normalisation)
     only affects the summary.
