@@ -1,0 +1,127 @@
+"""Training data: CIFAR / ImageNet datasets, augmentation, and train() end to end with a zoo model."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pushpull.cli import main
+from pushpull.data.cifar import Cutout, ImageArrayDataset, cifar_datasets, cifar_normalization, cifar_transform
+from pushpull.engine.train import train
+from pushpull.recipes import load_recipe
+
+
+def write_tiny_cifar(root, per_batch: int = 8, seed: int = 0):
+    """A CIFAR-10 folder in the official python layout, with random images."""
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, per_batch).tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return root
+
+
+def test_cutout_zeroes_a_clipped_square_at_a_random_centre():
+    size = 8
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = Cutout(size)(torch.ones(3, 12, 10))
+        torch.manual_seed(seed)
+        cy, cx = int(torch.randint(12, ())), int(torch.randint(10, ()))
+        expected = np.ones((12, 10))  # DeVries & Taylor: [c - size/2, c + size/2) clipped to the image
+        expected[np.clip(cy - size // 2, 0, 12): np.clip(cy + size // 2, 0, 12),
+                 np.clip(cx - size // 2, 0, 10): np.clip(cx + size // 2, 0, 10)] = 0
+        for channel in out:
+            assert np.array_equal(channel.numpy(), expected)
+
+
+def test_cifar_transforms():
+    mean, std = cifar_normalization("cifar10")
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    plain = cifar_transform(None, mean, std)(image)
+    expected = (image.double() / 255 - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    torch.testing.assert_close(plain.double(), expected, rtol=1e-6, atol=1e-6)
+    # Crop with padding 4 + flip: the output is a (possibly mirrored) 32x32 window of the zero-padded image.
+    recipe = load_recipe("cifar-resnet")
+    padded = torch.nn.functional.pad(expected, (4, 4, 4, 4), value=0) + 0  # zero padding in uint8 space ...
+    padded[:, :4] = padded[:, -4:] = padded[:, :, :4] = padded[:, :, -4:] = float("nan")  # ... any value there
+    for seed in range(10):
+        torch.manual_seed(seed)
+        out = cifar_transform(recipe, mean, std)(image).double()
+        windows = [padded[:, y:y + 32, x:x + 32] for y in range(9) for x in range(9)]
+        windows += [w.flip(-1) for w in windows]
+        assert any(torch.allclose(torch.where(w.isnan(), out, w), out, atol=1e-6) for w in windows)
+    for name in ("cifar-wrn-autoaugment-cutout",):
+        out = cifar_transform(load_recipe(name), mean, std)(image)
+        assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+
+
+def test_cifar_datasets_from_the_python_layout(tmp_path):
+    root = write_tiny_cifar(tmp_path)
+    train_set, test_set = cifar_datasets(root, load_recipe("cifar-resnet"))
+    assert (len(train_set), len(test_set)) == (40, 8)
+    image, label = test_set[3]
+    assert image.shape == (3, 32, 32) and isinstance(label, int)
+    with pytest.raises(ValueError, match="not CIFAR"):
+        cifar_datasets(root, load_recipe("imagenet-resnet"))
+
+
+def test_shared_cifar10_loads_as_training_data(cifar10_root):
+    train_set, test_set = cifar_datasets(cifar10_root, load_recipe("cifar-resnet"))
+    assert (len(train_set), len(test_set)) == (50000, 10000)
+    assert torch.bincount(train_set.labels).tolist() == [5000] * 10
+
+
+def test_imagenet_folders(tmp_path):
+    from pushpull.data.imagenet import imagenet_datasets
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for wnid in ("n01440764", "n01443537"):
+            (tmp_path / split / wnid).mkdir(parents=True)
+            Image.fromarray(rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)).save(tmp_path / split / wnid / "a.JPEG")
+    recipe = load_recipe("imagenet-resnet", crop_size=24, eval_resize=28)
+    train_set, val_set = imagenet_datasets(tmp_path, recipe)
+    assert train_set.classes == ["n01440764", "n01443537"] and len(val_set) == 2
+    assert train_set[0][0].shape == val_set[1][0].shape == (3, 24, 24)
+    with pytest.raises(FileNotFoundError, match="val"):
+        imagenet_datasets(tmp_path / "train", recipe)
+
+
+def test_train_saves_a_model_that_load_model_rebuilds(tmp_path):
+    from pushpull.models import load_model
+
+    root = write_tiny_cifar(tmp_path / "data")
+    result = train("resnet20_pp", "cifar-resnet", root, tmp_path / "run", epochs=1, batch_size=40, workers=0,
+                   progress=False)
+    assert result.finished and result.model_path == tmp_path / "run" / "model.safetensors"
+    model, meta = load_model(result.model_path)
+    assert meta["model"] == "resnet20_pp" and meta["normalization"]["mean"] == list(cifar_normalization()[0])
+    assert meta["extra"]["recipe"]["epochs"] == 1
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), result.model.eval()(x))
+    assert (tmp_path / "run" / "config.json").exists()
+
+
+def test_train_command_line(tmp_path, capsys):
+    root = write_tiny_cifar(tmp_path / "data")
+    argv = ["train", "--model", "resnet20", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--batch-size", "20", "--workers", "0", "--no-progress", "--lr", "0.05", "--cutout", "8"]
+    assert main(argv + ["--max-steps", "1"]) == 0
+    assert "--resume" in capsys.readouterr().out
+    assert main(argv) == 2  # the run exists: refuse to overwrite it
+    assert "resume" in capsys.readouterr().err
+    assert main(argv + ["--resume", "--lr", "0.1"]) == 2  # a different recipe cannot continue it
+    assert "lr was 0.05" in capsys.readouterr().err
+    assert main(argv + ["--resume"]) == 0
+    assert (tmp_path / "run" / "model.safetensors").exists()
+    assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 2
+    assert "known recipes" in capsys.readouterr().err
