@@ -1,16 +1,18 @@
 """The fused push-pull operator: both convolutions in one autograd node, with a hand-written backward.
 
-Why it is faster and leaner than composing the naive definition under autograd:
+What one node saves over composing the naive definition under autograd:
 
-* the pull kernel is an input (the module caches it), so no resize graph is built per call;
-* the two pre-activations are rectified in place and only two boolean masks are kept for the
-  backward (the naive graph keeps both float pre-activations and both rectified maps);
-* the backward calls the convolutions' own backward kernels once each and maps the pull
-  kernel's gradient back onto the push kernel with the (fixed, linear) adjoint of the
-  bilinear resize, ``dk = A_hᵀ · dk̂ · A_w``.
+* the pull kernel is an input (the module caches it), so no resize graph is built per call,
+  and its gradient is mapped onto the push kernel with the (fixed, linear) adjoint of the
+  bilinear resize, ``dk = A_hᵀ · dk̂ · A_w``;
+* the pre-activations are rectified in place and combined without the extra ``alpha * pull``
+  temporary; the backward derives the ReLU masks from the rectified maps it keeps;
+* when both convolutions read the same input, their input gradients are summed inside.
 
-Results equal the naive definition up to float rounding (the same convolutions are run).
-The backward is written with differentiable operations, so higher-order gradients work.
+The same two convolutions are run (oneDNN's direct 7x7 convolution beat every cheaper-in-
+FLOPs factorisation we tried on the CPU, see docs/layer.md), so results equal the naive
+definition up to float rounding. The backward is written with differentiable operations,
+so higher-order gradients work.
 """
 
 from __future__ import annotations
