@@ -134,3 +134,15 @@ def test_cuda_autocast_float16():
     assert (out.double() - want).abs().max() <= 1e-2 * want.abs().max()
     out.float().sum().backward()
     assert layer.weight.grad.dtype == torch.float32
+
+
+def test_torch_func_transforms_use_plain_ops():
+    layer = _layer(trainable_alpha=True)
+    x = torch.randn(4, 3, 7, 7)
+    batched = torch.func.vmap(layer)(x[:, None])  # per-sample calls of an unbatched-looking module
+    torch.testing.assert_close(batched[:, 0], layer(x))
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+    grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x,)).square().sum())(params)
+    layer(x).square().sum().backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad)

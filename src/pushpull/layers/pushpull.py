@@ -144,10 +144,14 @@ def push_pull_conv2d_reference(
     return combine(push, pull, alpha, dual_output)
 
 
-def exporting() -> bool:
-    """True while the call is traced, scripted, compiled or exported: use plain, traceable ops then."""
+def use_plain_ops() -> bool:
+    """True while traced, scripted, compiled, exported or under ``torch.func`` transforms.
+
+    The fused autograd node is opaque to those tools; the reference formulation is made of
+    standard operations they all understand (and computes the same function).
+    """
     return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export())
+            or torch.onnx.is_in_onnx_export() or torch._C._are_functorch_transforms_active())
 
 
 def _check_functional_args(x: Tensor, weight: Tensor, groups: int) -> None:
@@ -188,7 +192,7 @@ def push_pull_conv2d(
         return push_pull_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, scale, alpha,
                                 dual_output, padding_mode, impl, pull_weight=pull_weight).squeeze(0)
     _check_functional_args(x, weight, groups)
-    if impl == "reference" or exporting():
+    if impl == "reference" or use_plain_ops():
         return push_pull_conv2d_reference(x, weight, bias, stride, padding, dilation, groups, scale, alpha,
                                           dual_output, padding_mode)
     stride, dilation = _pair(stride), _pair(dilation)
@@ -361,7 +365,7 @@ class PushPullConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        fast = self.impl == "auto" and not exporting()
+        fast = self.impl == "auto" and not use_plain_ops()
         return push_pull_conv2d(
             x, self.push.weight, self.push.bias, self.stride, self.padding, self.dilation, self.groups, self.scale,
             self.effective_alpha(), self.dual_output, self.push.padding_mode, self.impl,
