@@ -649,7 +649,7 @@ def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSo
     model = model.to(device).eval()
     wrong = seen = 0
     fp_sum = t5d_sum = 0.0
-    bar = tqdm(total=len(units), desc="evaluating", unit="set", disable=not progress)
+    bar = tqdm(total=n * len(units), desc="evaluating", unit="img", disable=not progress)  # -P: sequences
     with torch.inference_mode():
         for batch in prefetch(produce):
             logits = model(batch.images.to(device, non_blocking=True)).float()
@@ -664,12 +664,14 @@ def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSo
                                      f"outputs: wrong --num-classes or dataset?")
                 wrong += int((logits.argmax(1) != batch.labels).sum())
                 seen += len(batch.labels)
+                bar.update(len(batch.labels))
             else:
                 seqs = logits.reshape(-1, batch.frames, logits.shape[1])
                 is_noise = batch.unit.name in noise
                 fp_sum += metrics.flip_probability(seqs.argmax(-1), noise=is_noise, rule=flip_rule) * len(seqs)
                 t5d_sum += metrics.top5_distance(seqs, noise=is_noise, rule=flip_rule) * len(seqs)
                 seen += len(seqs)
+                bar.update(len(seqs))
                 frames = batch.frames
             if not batch.last:
                 continue
@@ -689,8 +691,7 @@ def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSo
             fp_sum = t5d_sum = 0.0
             if out is not None:
                 write_results(results, out)
-            bar.update(1)
-            bar.set_postfix_str(unit.label)
+            bar.set_postfix_str(f"done: {unit.label}")
     bar.close()
 
 
