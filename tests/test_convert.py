@@ -131,6 +131,8 @@ def test_bad_arguments():
         convert(create_model("resnet20"), "stem", dual_output=True)
     with pytest.raises(TypeError, match="alpah"):
         convert(create_model("resnet20"), "stem", alpah=1)
+    with pytest.raises(ValueError, match="to_push_pull"):
+        convert(nn.Conv2d(3, 4, 3), "stem")
     with pytest.raises(ValueError, match="no nn.Conv2d"):
         convert(nn.Linear(3, 3), "stem")
     with pytest.raises(ValueError, match="example_input"):

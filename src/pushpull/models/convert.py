@@ -173,6 +173,8 @@ def convert(model: nn.Module, scope: Scope = "stem", keep_weights: bool = True, 
     if unknown:
         raise TypeError(f"unknown push-pull option(s): {', '.join(sorted(unknown))} "
                         "(expected scale, alpha, trainable_alpha, impl)")
+    if isinstance(model, nn.Conv2d):
+        raise ValueError("convert() replaces convolutions inside a model; for a bare nn.Conv2d use to_push_pull(conv)")
     wanted = _select(model, scope, example_input)
     replaced: list[Replacement] = []
     skipped: list[str] = []
