@@ -348,7 +348,7 @@ class PushPullConv2d(nn.Module):
         """
         w = self.push.weight
         key = (w._version, w.dtype, w.device, tuple(w.shape), w.stride(), torch.is_inference_mode_enabled())
-        cached = self._pull_cache
+        cached = getattr(self, "_pull_cache", None)  # absent in modules pickled by older versions
         if cached is None or cached[0] != key or cached[1].data_ptr() != w.data_ptr():
             with torch.no_grad():
                 # keeping an alias of the weight pins its storage, so an equal data_ptr means the same storage
