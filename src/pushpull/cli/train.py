@@ -96,7 +96,7 @@ def handler(args: argparse.Namespace) -> int:
         if dist.is_initialized():
             dist.destroy_process_group()
     if result.model_path is not None:
-        print(f"saved {result.model_path} (evaluate it with: pushpull eval {result.model_path})")
+        print(f"saved {result.model_path} (robustness: pushpull eval {result.model_path} --data {args.data})")
     elif not result.finished:
         print(f"stopped early; continue with: pushpull train ... --out {out} --resume")
     return 0
