@@ -160,3 +160,46 @@ def test_two_gloo_processes_end_identical_and_match_one_process(tmp_path):
     ddp_history = torch.load(tmp_path / "ddp" / "history0.pt", weights_only=True)
     assert ddp_history[0]["test_error"] == pytest.approx(single.history[0]["test_error"])
     assert ddp_history[0]["train_loss"] == pytest.approx(single.history[0]["train_loss"], rel=1e-5)
+
+
+class _TermAt(torch.utils.data.Dataset):
+    """Sends this process SIGTERM (as a cluster scheduler pre-empting the job would) when item ``index`` is loaded."""
+
+    def __init__(self, dataset, index: int):
+        self.dataset, self.index, self.sent = dataset, index, False
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if i == self.index and not self.sent:
+            import os
+            import signal
+
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        return self.dataset[i]
+
+
+def test_sigterm_checkpoints_and_stops_then_resumes_exactly(tmp_path):
+    reference = run(tmp_path / "straight")
+    train, test = tiny_sets(RECIPE)
+    stopped = fit(tiny_model(), _TermAt(train, index=5), test, RECIPE, tmp_path / "run", progress=False,
+                  deterministic=True)
+    assert not stopped.finished
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert saved["epoch"] <= 1 and saved["global_step"] <= 3  # within the first epoch, or at its end
+    resumed = run(tmp_path / "run", resume=True)
+    assert_same_weights(reference.model, resumed.model)
+
+
+def test_tensorboard_events_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run(tmp_path / "run")
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    scalars = events.Scalars("test_error")
+    assert [e.step for e in scalars] == [1, 2, 3]
+    assert [e.value for e in scalars] == pytest.approx([row["test_error"] for row in result.history])
