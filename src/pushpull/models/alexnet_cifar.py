@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers.blur import BlurPool2d
@@ -34,7 +35,6 @@ class AlexNetCifar(nn.Module):
             if pool:
                 layers.append((f"pool{i}", _pool(aa)))
         self.features = nn.Sequential(OrderedDict(layers))
-        self.avgpool = nn.AdaptiveAvgPool2d(4)
         self.classifier = nn.Sequential(
             nn.Dropout(drop_rate), nn.Linear(256 * 4 * 4, 1024), nn.ReLU(inplace=True),
             nn.Dropout(drop_rate), nn.Linear(1024, 1024), nn.ReLU(inplace=True),
@@ -43,7 +43,10 @@ class AlexNetCifar(nn.Module):
         he_init(self)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.avgpool(self.features(x)).flatten(1))
+        x = self.features(x)
+        if x.shape[-2:] != (4, 4):  # 32 px inputs arrive at 4x4; pool other sizes to it
+            x = F.adaptive_avg_pool2d(x, 4)
+        return self.classifier(x.flatten(1))
 
 
 def alexnet_cifar(*, variant: str = "plain", num_classes: int = 10, drop_rate: float = 0.5, aa: int = 0,
