@@ -46,18 +46,19 @@ def test_tables_values_best_and_baseline_row(result_files):
     want_mce = np.mean([0.30 / base.corruption_mean_errors[c] for c in BENCHMARK_CORRUPTIONS])
     want_rce = np.mean([(0.30 - 0.08) / (base.corruption_mean_errors[c] - 0.1387) for c in BENCHMARK_CORRUPTIONS])
     want_mfr = np.mean([0.05 / base.flip_probabilities[p] for p in PERTURBATIONS])
-    assert resnet[2:] == pytest.approx([0.08, want_mce, want_rce, want_mfr])
+    assert resnet[2:] == pytest.approx([8.0, want_mce, want_rce, want_mfr])  # errors in %
     assert summary.rows[3][0] == "resnet20_pp (n=100)" and summary.rows[3][1] == "Rect-2"  # subset is marked
     md = summary.markdown().splitlines()
     assert "**8.00**" in md[3] and "**8.00**" not in md[2]  # best E: resnet20, not the AlexNet row
     assert "**" in md[4].split("|")[4]  # best mCE: resnet20_pp (CE 25%)
-    assert corr.header[:3] == ["Network", "AA", "clean"] and corr.header[3:] == list(CORRUPTIONS)
-    assert corr.rows[0][3] == pytest.approx(0.3844) and corr.rows[0][-1] is None  # no baseline for extras
+    assert corr.header[:3] == ["Network", "AA", "clean (%)"] and corr.header[3:] == list(CORRUPTIONS)
+    assert corr.rows[0][3] == pytest.approx(38.44) and corr.rows[0][-1] is None  # no baseline for extras
+    assert "--" in corr.latex() and "–" in corr.markdown()
     assert pert.header[2:] == list(PERTURBATIONS) and pert.rows[3][2] == 0.03
     tex = pert.latex()
     assert "\\textbf{0.0300}" in tex and "gaussian\\_noise" in tex and tex.count("\\midrule") == 2
     rows = list(csv.reader(io.StringIO(corr.csv())))
-    assert rows[0] == corr.header and float(rows[2][3]) == pytest.approx(0.30)
+    assert rows[0] == corr.header and float(rows[2][3]) == pytest.approx(30.0)
 
 
 def test_write_report_files_and_figure(result_files, tmp_path):

@@ -32,7 +32,8 @@ Cell = float | str | None
 
 @dataclass
 class Table:
-    """Rows of cells with one formatter per column; numeric columns get their minimum in bold."""
+    """Rows of cells (in the units the header says) with one formatter per column; each numeric
+    column gets its minimum in bold."""
 
     name: str
     header: list[str]
@@ -47,14 +48,14 @@ class Table:
             out.append(min(values) if len(values) > 1 else None)
         return out
 
-    def _cells(self, bold: Callable[[str], str]) -> list[list[str]]:
+    def _cells(self, bold: Callable[[str], str], missing: str) -> list[list[str]]:
         best = self.best()
         out = []
         for i, row in enumerate(self.rows):
             cells = []
             for col, value in enumerate(row):
                 if value is None:
-                    cells.append("–")
+                    cells.append(missing)
                 elif isinstance(value, str):
                     cells.append(value)
                 else:
@@ -68,14 +69,14 @@ class Table:
     def markdown(self) -> str:
         lines = ["| " + " | ".join(self.header) + " |", "|" + "|".join(
             ":---" if c == 0 else "---:" for c in range(len(self.header))) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in self._cells(lambda t: f"**{t}**")]
+        lines += ["| " + " | ".join(cells) + " |" for cells in self._cells(lambda t: f"**{t}**", "–")]
         return "\n".join(lines) + "\n"
 
     def latex(self) -> str:
         def esc(text: str) -> str:
             return text.replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")
 
-        cells = self._cells(lambda t: f"\\textbf{{{t}}}")
+        cells = self._cells(lambda t: f"\\textbf{{{t}}}", "--")
         lines = [f"\\begin{{tabular}}{{l{'r' * (len(self.header) - 1)}}}", "\\toprule",
                  " & ".join(esc(h) for h in self.header) + " \\\\", "\\midrule"]
         for i, row in enumerate(cells):
@@ -135,25 +136,32 @@ def build_tables(runs: list[dict], baseline: Baseline | None) -> list[Table]:
         return [_label(r)] + ([AA_FILTERS.get(_aa(r), str(_aa(r))) if _aa(r) else ""] if any_aa else [])
 
     head = ["Network"] + (["AA"] if any_aa else [])
-    pct, ratio, prob = (lambda v: f"{100 * v:.2f}"), (lambda v: f"{v:.2f}"), (lambda v: f"{v:.4f}")
+    ratio, prob = (lambda v: f"{v:.2f}"), (lambda v: f"{v:.4f}")
+    pct = ratio  # errors enter the tables in % (so the CSV agrees with the header)
     first = 1 if baseline else 0
     base_lead = [baseline.name] + ([""] if any_aa else []) if baseline else []
     n_lead = len(head)
 
     summary = Table("summary", head + ["E (%)", "mCE", "rCE", "mFR"],
-                    [lead(r) + [s["error"], s["mCE"], s["rCE"], s["mFR"]] for r, s in zip(runs, summaries)],
+                    [lead(r) + [_percent(s["error"]), s["mCE"], s["rCE"], s["mFR"]] for r, s in zip(runs, summaries)],
                     [str] * n_lead + [pct, ratio, ratio, ratio], first)
-    corr = Table("corruptions", head + ["clean"] + c_cols,
-                 [lead(r) + [s["error"]] + [s["corruptions"].get(c, {}).get("ce_unnormalized") for c in c_cols]
+    corr = Table("corruptions", head + ["clean (%)"] + c_cols,
+                 [lead(r) + [_percent(s["error"])] + [_percent(s["corruptions"].get(c, {}).get("ce_unnormalized"))
+                                                      for c in c_cols]
                   for r, s in zip(runs, summaries)], [str] * n_lead + [pct] * (1 + len(c_cols)), first)
     pert = Table("perturbations", head + p_cols,
                  [lead(r) + [s["perturbations"].get(p, {}).get("fp") for p in p_cols] for r, s in zip(runs, summaries)],
                  [str] * n_lead + [prob] * len(p_cols), first)
     if baseline:
-        summary.rows.insert(0, base_lead + [baseline.clean_error, 1.0, 1.0, 1.0])
-        corr.rows.insert(0, base_lead + [baseline.clean_error] + [_mean_error(baseline, c) for c in c_cols])
+        summary.rows.insert(0, base_lead + [_percent(baseline.clean_error), 1.0, 1.0, 1.0])
+        corr.rows.insert(0, base_lead + [_percent(baseline.clean_error)]
+                         + [_percent(_mean_error(baseline, c)) for c in c_cols])
         pert.rows.insert(0, base_lead + [baseline.flip_probabilities.get(p) for p in p_cols])
     return [summary, corr, pert]
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
 
 
 def _mean_error(baseline: Baseline, corruption: str) -> float | None:
