@@ -182,7 +182,8 @@ def test_antialiased_resnet_cifar_layout_matches_the_original_code():
     assert isinstance(block.conv1[0], BlurPool2d) and block.conv1[1].stride == (1, 1)
     assert [type(m) for m in block.downsample] == [BlurPool2d, nn.Conv2d, nn.BatchNorm2d]
     assert block.downsample[1].stride == (1, 1) and block.downsample[1].kernel_size == (1, 1)
-    assert "layer2.0.conv1.1.weight" in model.state_dict() and "layer2.0.downsample.2.running_mean" in model.state_dict()
+    keys = model.state_dict()
+    assert "layer2.0.conv1.1.weight" in keys and "layer2.0.downsample.2.running_mean" in keys
 
 
 def blur_reference(x: np.ndarray, size: int, stride: int) -> np.ndarray:

@@ -78,7 +78,8 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, name: str, model_kw
         raise ValueError(f"saved models use the .safetensors suffix, got {path.name!r}")
     model_kwargs = dict(model_kwargs or {})
     info = model_info(name)
-    expected = create_model(info.name, **model_kwargs).state_dict()
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        expected = create_model(info.name, **model_kwargs).state_dict()
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     check_fits(state, expected, f"{info.name} {model_kwargs}")
     meta = {

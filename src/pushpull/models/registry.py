@@ -57,8 +57,9 @@ _CIFAR = dict(input_size=(3, 32, 32), num_classes=10, mean=CIFAR10_MEAN, std=CIF
 _IMAGENET = dict(input_size=(3, 224, 224), num_classes=1000, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def _register(base: str, family: str, builder: Callable[..., nn.Module], variants: tuple[str, ...] = ("plain", "pp", "b1"),
-              extra_options: tuple[str, ...] = (), **defaults) -> None:
+def _register(base: str, family: str, builder: Callable[..., nn.Module],
+              variants: tuple[str, ...] = ("plain", "pp", "b1"), extra_options: tuple[str, ...] = (),
+              **defaults) -> None:
     for variant in variants:
         name = base if variant == "plain" else f"{base}_{variant}"
         _REGISTRY[name] = ModelInfo(name, family, variant, partial(builder, variant=variant),
