@@ -16,11 +16,11 @@ import platform
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ def state_dict_sha256(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
         digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -328,10 +328,10 @@ class ImageNetSources:
             yield images, self.labels[idx], 1
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def _read_rgb(source: Path | BinaryIO) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(source) as img:
         return np.asarray(img.convert("RGB"))
 
 
@@ -391,20 +391,24 @@ def prefetch(produce: Callable[[], Iterator[Batch]], depth: int = 3) -> Iterator
     stop = threading.Event()
     done = object()
 
+    def put(item: object) -> bool:
+        """Queue ``item`` unless the consumer has gone; False once it has."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def worker() -> None:
         try:
             for item in produce():
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(item):
                     return
-            q.put(done)
+            put(done)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            q.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=worker, name="pushpull-eval-data", daemon=True)
     thread.start()
