@@ -325,6 +325,11 @@ def test_imagenet_generated_c_equals_a_make_c_folder(imagenet_val, tmp_path):
     with torch.no_grad():
         preds = model(x).argmax(1).numpy()
     assert generated["clean"]["error"] == metrics.error_rate(preds, np.repeat([0, 1, 2], 2))
+    # a file missing from a later folder is named (raised on the data thread, re-raised here)
+    make_imagenet_c(imagenet_val, tmp_path / "C", ["gaussian_noise"], severities=[5], progress=False)
+    next((tmp_path / "C" / "gaussian_noise" / "5").glob("*/*.JPEG")).unlink()
+    with pytest.raises(FileNotFoundError, match="benchmark file missing.*gaussian_noise/5/"):
+        evaluate(model, **{**kw, "severities": [3, 5]}, c_dir=tmp_path / "C")
 
 
 @pytest.mark.slow
