@@ -73,6 +73,15 @@ def test_paper_names_are_accepted(alias, name):
     assert model_info(alias).name == name
 
 
+def test_wide_resnet_of_any_depth_and_width():
+    model = create_model("WRN-22-3-b1", num_classes=4)
+    assert model_info("wrn22_3_b1").plain == "wrn22_3"
+    assert model.layer1[0].conv1.out_channels == 48 and len(model.layer3) == 3
+    assert n_params(model) == n_params(create_model("wrn22_3", num_classes=4))
+    with pytest.raises(ValueError, match="6n\\+4"):
+        create_model("wrn21_2")
+
+
 def test_list_models_pattern():
     assert list_models("resnet20*") == ["resnet20", "resnet20_b1", "resnet20_pp"]
     assert list_models("*_b1") == [n for n in ALL if n.endswith("_b1")]

@@ -57,13 +57,17 @@ _CIFAR = dict(input_size=(3, 32, 32), num_classes=10, mean=CIFAR10_MEAN, std=CIF
 _IMAGENET = dict(input_size=(3, 224, 224), num_classes=1000, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
-def _register(base: str, family: str, builder: Callable[..., nn.Module],
-              variants: tuple[str, ...] = ("plain", "pp", "b1"), extra_options: tuple[str, ...] = (),
-              **defaults) -> None:
-    for variant in variants:
-        name = base if variant == "plain" else f"{base}_{variant}"
-        _REGISTRY[name] = ModelInfo(name, family, variant, partial(builder, variant=variant),
-                                    extra_options=extra_options, **defaults)
+def _entries(base: str, family: str, builder: Callable[..., nn.Module],
+             variants: tuple[str, ...] = ("plain", "pp", "b1"), extra_options: tuple[str, ...] = (),
+             **defaults) -> dict[str, ModelInfo]:
+    """The registry entries of ``base`` and its push-pull variants."""
+    names = {variant: base if variant == "plain" else f"{base}_{variant}" for variant in variants}
+    return {name: ModelInfo(name, family, variant, partial(builder, variant=variant), extra_options=extra_options,
+                            **defaults) for variant, name in names.items()}
+
+
+def _register(*args, **kwargs) -> None:
+    _REGISTRY.update(_entries(*args, **kwargs))
 
 
 for _depth in (20, 32, 44, 56, 110):
@@ -109,6 +113,11 @@ def _unknown(kind: str, bad: str, choices: list[str], hint: str = "") -> str:
 def model_info(name: str) -> ModelInfo:
     """The registry entry for ``name`` (paper spellings accepted); ``ValueError`` with close matches."""
     key = canonical_name(name)
+    wrn = re.fullmatch(r"wrn(\d+)_(\d+)(?:_pp|_b1)?", key)
+    if key not in _REGISTRY and wrn:  # WideResNet of any depth and width (not listed)
+        depth, width = map(int, wrn.groups())
+        return _entries(f"wrn{depth}_{width}", "wide_resnet", partial(wide_resnet, depth, width),
+                        extra_options=("drop_rate",), **_CIFAR)[key]
     if key not in _REGISTRY:
         raise ValueError(_unknown("model", name, list(_REGISTRY), " (see pushpull.list_models() or `pushpull models`)"))
     return _REGISTRY[key]
