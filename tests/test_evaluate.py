@@ -332,6 +332,20 @@ def test_imagenet_generated_c_equals_a_make_c_folder(imagenet_val, tmp_path):
         evaluate(model, **{**kw, "severities": [3, 5]}, c_dir=tmp_path / "C")
 
 
+def test_official_checkpoint_in_an_unnamed_folder_needs_arch(shared, tmp_path):
+    import shutil
+
+    from pushpull.engine.evaluate import build_model
+
+    copy = tmp_path / "downloads" / "ckpt.pth.tar"
+    copy.parent.mkdir()
+    shutil.copy(shared / "checkpoints" / "official-cifar10" / "resnet-20-pp" / "model_best.pth.tar", copy)
+    with pytest.raises(ValueError, match="pass the model name"):
+        build_model(str(copy), allow_pickle=True)
+    model, info = build_model(str(copy), allow_pickle=True, arch="resnet20_pp")
+    assert info["name"] == "resnet20_pp" and info["weights"] == str(copy) and len(info["weights_sha256"]) == 64
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("folder, error", [("resnet-20", 0.1906), ("resnet-20-pp", 0.1720)])
 def test_official_clean_errors_on_the_full_test_set(shared, cifar10_root, folder, error):

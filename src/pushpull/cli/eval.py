@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", metavar="FILE", help="weights for a registry/torchvision/timm model")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow a legacy checkpoint that needs a full, code-running unpickle (trusted files only)")
+    p.add_argument("--arch", help="architecture of an original checkpoint whose folder name does not say "
+                                   "(e.g. resnet20_pp)")
     p.add_argument("--num-classes", type=int, help="number of classes of a registry/torchvision/timm model")
     p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra keyword for the model builder, e.g. aa=2 (repeatable)")
@@ -96,8 +98,8 @@ def handler(args: argparse.Namespace) -> int:
             perturbations=args.perturbations, flip_rule=args.flip_rule,
             baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,
             weights=args.weights, num_classes=args.num_classes, model_kwargs=dict(args.model_arg),
-            allow_pickle=args.allow_pickle, label=args.label, out=out, resume=not args.no_resume,
-            batch_size=args.batch_size, device=device, progress=not args.quiet)
+            allow_pickle=args.allow_pickle, arch=args.arch, label=args.label, out=out,
+            resume=not args.no_resume, batch_size=args.batch_size, device=device, progress=not args.quiet)
     except (ValueError, FileNotFoundError, KeyError, FloatingPointError, RuntimeError) as exc:
         print(f"pushpull eval: error: {exc}", file=sys.stderr)
         print(f"(finished parts, if any, are saved in {out}; rerun the same command to resume)", file=sys.stderr)

@@ -78,12 +78,14 @@ def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = Fal
 
 
 def build_model(spec: str, *, weights: str | Path | None = None, num_classes: int | None = None,
-                model_kwargs: dict | None = None, allow_pickle: bool = False) -> tuple[nn.Module, dict]:
+                model_kwargs: dict | None = None, allow_pickle: bool = False,
+                arch: str | None = None) -> tuple[nn.Module, dict]:
     """A model in eval mode and its description from a command-line spec.
 
     ``spec`` is a saved model (``.safetensors`` with its JSON sidecar), an original push-pull
     checkpoint (file or folder, imported on the fly), a pushpull registry name,
-    ``torchvision:<name>`` or ``timm:<name>``; the last three take ``weights``. Nothing is
+    ``torchvision:<name>`` or ``timm:<name>``; the last three take ``weights``. ``arch``
+    names an original checkpoint's architecture when its folder name does not. Nothing is
     downloaded.
     """
     from ..models.io import file_sha256, load_model
@@ -107,9 +109,10 @@ def build_model(spec: str, *, weights: str | Path | None = None, num_classes: in
         if file is None:
             raise FileNotFoundError(f"{path} is a folder without a .pth/.pth.tar checkpoint")
         from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
+        from ..models import model_info
         from ..models.official import guess_model_name
 
-        name = guess_model_name(path if path.is_dir() else file.parent)
+        name = model_info(arch).name if arch else guess_model_name(path if path.is_dir() else file.parent)
         model = import_official(file, name, allow_pickle=allow_pickle)
         info = {"name": name, "spec": str(spec), "model_kwargs": {}, "weights": str(file),
                 "weights_sha256": file_sha256(file), "source": f"official push-pull checkpoint {file}",
@@ -520,6 +523,7 @@ def evaluate(
     num_classes: int | None = None,
     model_kwargs: dict | None = None,
     allow_pickle: bool = False,
+    arch: str | None = None,
     label: str | None = None,
     out: str | Path | None = None,
     resume: bool = True,
@@ -557,7 +561,7 @@ def evaluate(
 
     if isinstance(model, str):
         model, info = build_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs,
-                                  allow_pickle=allow_pickle)
+                                  allow_pickle=allow_pickle, arch=arch)
     else:
         info = {"name": type(model).__name__, "spec": None, "model_kwargs": model_kwargs or {},
                 "weights": None, "weights_sha256": state_dict_sha256(model), "normalization": None, "source": None}
