@@ -76,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--label", help="the model's name in reports (default: its registry name)")
     p.add_argument("--out", metavar="FILE", help="results JSON (default: results/<model>.json); CSV beside it")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="images per forward pass; -P: whole sequences of about that many frames (default: 256)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=handler)

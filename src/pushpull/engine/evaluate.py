@@ -644,9 +644,13 @@ def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSo
     """Evaluate ``units`` in order, recording each in ``results`` (and ``out``) as it completes."""
     from tqdm.auto import tqdm
 
+    from ..data.perturbations import num_frames
+
+    params = "imagenet" if isinstance(sources, ImageNetSources) else "cifar"
+
     def produce() -> Iterator[Batch]:
-        for unit in units:
-            size = batch_size if unit.kind != "perturbation" else max(1, batch_size // 16)
+        for unit in units:  # about batch_size images per forward pass, -P frames included
+            size = batch_size if unit.kind != "perturbation" else max(1, batch_size // num_frames(unit.name, params))
             for (images, labels, frames), last in _lookahead(sources.chunks(unit, size)):
                 x = normalize(images)
                 if device.type == "cuda":
