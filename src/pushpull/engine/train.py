@@ -196,81 +196,87 @@ def fit(
                 "meter": meter, "world_size": ctx.world_size,
             }, checkpoint_path)
 
-    finished = False
-    with _stop_on_sigterm() as stop:
-        last_save = time.monotonic()
-        while state["epoch"] < recipe.epochs:
-            epoch = state["epoch"]
-            train_data.set_epoch(epoch)
-            indices = epoch_indices(train_data, epoch, seed, ctx)
-            steps_in_epoch = -(-len(indices) // batch_size)
-            start = state["step_in_epoch"] * batch_size
-            loader = make_loader(train_data, indices[start:], batch_size, workers, pin)
-            lr = optimizer.param_groups[0]["lr"]
-            bar = tqdm(total=len(indices) * ctx.world_size, initial=start * ctx.world_size, unit="img",
-                       desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not (progress and ctx.is_main),
-                       dynamic_ncols=True, leave=False)
-            net.train()
-            tic, seen = time.perf_counter(), 0
-            for images, target in loader:
-                images = images.to(device, non_blocking=pin, memory_format=memory_format)
-                target = target.to(device, non_blocking=pin)
-                with autocast():
-                    logits = net(images)
-                    loss = F.cross_entropy(logits, target)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                state["meter"].add(logits.detach(), target, loss.detach())
-                state["step_in_epoch"] += 1
-                state["global_step"] += 1
-                seen += len(target)
-                bar.update(len(target) * ctx.world_size)
-                if state["step_in_epoch"] % 20 == 1 and not bar.disable:
-                    meter = state["meter"]
-                    bar.set_postfix(loss=f"{float(meter.loss) / meter.count:.3f}",
-                                    err=f"{float(meter.wrong) / meter.count:.3f}", lr=f"{lr:.3g}", refresh=False)
-                due = time.monotonic() - last_save >= checkpoint_minutes * 60
-                halt = stop.requested or (max_steps is not None and state["global_step"] >= max_steps)
-                due, halt = (bool(v) for v in all_reduce([float(due), float(halt)], ctx, op="max"))
-                if halt and state["step_in_epoch"] < steps_in_epoch:
-                    checkpoint()
-                    bar.close()
-                    _log(ctx, f"stopped at epoch {epoch} step {state['step_in_epoch']}; continue with resume")
-                    return TrainResult(model, state["history"], out, finished=False)
-                if due:
-                    checkpoint()
-                    last_save = time.monotonic()
-            bar.close()
-            seconds = time.perf_counter() - tic
-            train_loss, train_error = state["meter"].means(ctx)
-            test_loss, test_error = evaluate_loss(net, test_set, batch_size, device, ctx, workers=workers,
-                                                  memory_format=memory_format, autocast=autocast)
-            scheduler.step()
-            row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error,
-                   "test_loss": test_loss, "test_error": test_error, "epoch_seconds": seconds,
-                   "images_per_second": seen * ctx.world_size / max(seconds, 1e-9)}
-            state["history"].append(row)
-            state.update(epoch=epoch + 1, step_in_epoch=0, meter=_Meter())
-            checkpoint()
-            last_save = time.monotonic()
-            if ctx.is_main:
-                _write_metrics(out / METRICS, state["history"])
-                if writer is not None:
-                    for key in COLUMNS[1:]:
-                        writer.add_scalar(key, row[key], epoch + 1)
-                    writer.flush()
-                _log(ctx, f"epoch {epoch + 1}/{recipe.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
-                          f"error {100 * train_error:.2f}%  test loss {test_loss:.4f} error {100 * test_error:.2f}%  "
-                          f"{row['images_per_second']:.0f} img/s")
-            if stop.requested or (max_steps is not None and state["global_step"] >= max_steps):
-                if state["epoch"] < recipe.epochs:
+    def _loop() -> bool:
+        """The epochs left; False when stopped early (SIGTERM, max_steps) after a checkpoint."""
+        with _stop_on_sigterm() as stop:
+            last_save, halt = time.monotonic(), False
+            while state["epoch"] < recipe.epochs:
+                epoch = state["epoch"]
+                train_data.set_epoch(epoch)
+                indices = epoch_indices(train_data, epoch, seed, ctx)
+                steps_in_epoch = -(-len(indices) // batch_size)
+                start = state["step_in_epoch"] * batch_size
+                loader = make_loader(train_data, indices[start:], batch_size, workers, pin)
+                lr = optimizer.param_groups[0]["lr"]
+                bar = tqdm(total=len(indices) * ctx.world_size, initial=start * ctx.world_size, unit="img",
+                           desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not (progress and ctx.is_main),
+                           dynamic_ncols=True, leave=False)
+                net.train()
+                tic, seen = time.perf_counter(), 0
+                for images, target in loader:
+                    images = images.to(device, non_blocking=pin, memory_format=memory_format)
+                    target = target.to(device, non_blocking=pin)
+                    with autocast():
+                        logits = net(images)
+                        loss = F.cross_entropy(logits, target)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                    state["meter"].add(logits.detach(), target, loss.detach())
+                    state["step_in_epoch"] += 1
+                    state["global_step"] += 1
+                    seen += len(target)
+                    bar.update(len(target) * ctx.world_size)
+                    if state["step_in_epoch"] % 20 == 1 and not bar.disable:
+                        meter = state["meter"]
+                        bar.set_postfix(loss=f"{float(meter.loss) / meter.count:.3f}",
+                                        err=f"{float(meter.wrong) / meter.count:.3f}", lr=f"{lr:.3g}", refresh=False)
+                    due = time.monotonic() - last_save >= checkpoint_minutes * 60
+                    halt = stop.requested or (max_steps is not None and state["global_step"] >= max_steps)
+                    due, halt = (bool(v) for v in all_reduce([float(due), float(halt)], ctx, op="max"))
+                    if halt and state["step_in_epoch"] < steps_in_epoch:
+                        checkpoint()
+                        bar.close()
+                        _log(ctx, f"stopped at epoch {epoch} step {state['step_in_epoch']}; continue with resume")
+                        return False
+                    if due:
+                        checkpoint()
+                        last_save = time.monotonic()
+                bar.close()
+                seconds = time.perf_counter() - tic
+                train_loss, train_error = state["meter"].means(ctx)
+                test_loss, test_error = evaluate_loss(net, test_set, batch_size, device, ctx, workers=workers,
+                                                      memory_format=memory_format, autocast=autocast)
+                scheduler.step()
+                row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error,
+                       "test_loss": test_loss, "test_error": test_error, "epoch_seconds": seconds,
+                       "images_per_second": seen * ctx.world_size / max(seconds, 1e-9)}
+                state["history"].append(row)
+                state.update(epoch=epoch + 1, step_in_epoch=0, meter=_Meter())
+                checkpoint()
+                last_save = time.monotonic()
+                if ctx.is_main:
+                    _write_metrics(out / METRICS, state["history"])
+                    if writer is not None:
+                        for key in COLUMNS[1:]:
+                            writer.add_scalar(key, row[key], epoch + 1)
+                        writer.flush()
+                    _log(ctx, f"epoch {epoch + 1}/{recipe.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
+                              f"error {100 * train_error:.2f}%  test loss {test_loss:.4f} error {100 * test_error:.2f}%  "
+                              f"{row['images_per_second']:.0f} img/s")
+                if halt and state["epoch"] < recipe.epochs:
                     _log(ctx, f"stopped after epoch {state['epoch']}; continue with resume")
-                    return TrainResult(model, state["history"], out, finished=False)
-        finished = True
-    if writer is not None:
-        writer.close()
+                    return False
+        return True
+
+    try:
+        finished = _loop()
+    finally:
+        if writer is not None:
+            writer.close()
+    if not finished:
+        return TrainResult(model, state["history"], out, finished=False)
     model_path = save_final(model, state["history"]) if save_final is not None and ctx.is_main else None
     return TrainResult(model, state["history"], out, finished=finished, model_path=model_path)
 
