@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from pushpull.cli import main
-from pushpull.data.cifar import Cutout, ImageArrayDataset, cifar_datasets, cifar_normalization, cifar_transform
+from pushpull.data.cifar import Cutout, cifar_datasets, cifar_normalization, cifar_transform
 from pushpull.engine.train import train
 from pushpull.recipes import load_recipe
 

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -80,7 +80,6 @@ class _StopRequest:
     """Set by SIGTERM (cluster pre-emption): checkpoint at the next step and stop."""
 
     requested: bool = False
-    handlers: dict[int, Any] = field(default_factory=dict)
 
 
 @contextmanager
@@ -146,139 +145,185 @@ def fit(
     continued with ``resume=True``. ``save_final`` is called on rank 0 with the trained
     (unwrapped) model when the last epoch is done.
     """
-    out = Path(out)
-    ctx = init_distributed(str(device) if device is not None else None)
-    device = resolve_device(device, ctx)
-    if recipe.batch_size % ctx.world_size:
-        raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {ctx.world_size} processes")
-    batch_size = recipe.batch_size // ctx.world_size
-    amp = device.type == "cuda" if amp is None else amp
-    channels_last = device.type == "cuda" if channels_last is None else channels_last
-    _set_determinism(deterministic, device)
-    torch.manual_seed(seed + ctx.rank)
-
-    memory_format = torch.channels_last if channels_last else torch.preserve_format
-    model = model.to(device, memory_format=memory_format)
-    if sync_bn and ctx.enabled:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(recipe.milestones), recipe.gamma)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)) \
-        if amp else nullcontext
-
-    train_data = EpochSeeded(train_set, seed)
-    pin = device.type == "cuda"
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "history": [], "meter": _Meter()}
-    checkpoint_path = out / CHECKPOINT
-    if resume and checkpoint_path.exists():
-        _restore(load_checkpoint(checkpoint_path), recipe, model, optimizer, scheduler, scaler, state, ctx)
-        _log(ctx, f"resuming {out} at epoch {state['epoch']} step {state['step_in_epoch']}")
-    elif checkpoint_path.exists():
-        raise FileExistsError(f"{checkpoint_path} exists: pass resume=True (--resume) to continue that run, "
-                              "or choose another output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    # Wrapped after restoring, so DDP's initial broadcast carries the resumed weights.
-    net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if ctx.enabled else model
-    writer = _tensorboard(out / "tb", state["epoch"]) if ctx.is_main else None
-
-    def checkpoint() -> None:
-        rngs = all_gather_object(rng_state(), ctx)
-        meter = state["meter"].sums(ctx)
-        if ctx.is_main:
-            save_checkpoint({
-                "recipe": recipe.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-                "epoch": state["epoch"], "step_in_epoch": state["step_in_epoch"],
-                "global_step": state["global_step"], "history": state["history"],
-                "meter": meter, "world_size": ctx.world_size,
-            }, checkpoint_path)
-
-    def _loop() -> bool:
-        """The epochs left; False when stopped early (SIGTERM, max_steps) after a checkpoint."""
+    run = _Run(model, train_set, test_set, recipe, Path(out), device=device, workers=workers, amp=amp,
+               channels_last=channels_last, sync_bn=sync_bn, seed=seed, deterministic=deterministic, resume=resume,
+               progress=progress)
+    try:
         with _stop_on_sigterm() as stop:
-            last_save, halt = time.monotonic(), False
-            while state["epoch"] < recipe.epochs:
-                epoch = state["epoch"]
-                train_data.set_epoch(epoch)
-                indices = epoch_indices(train_data, epoch, seed, ctx)
-                steps_in_epoch = -(-len(indices) // batch_size)
-                start = state["step_in_epoch"] * batch_size
-                loader = make_loader(train_data, indices[start:], batch_size, workers, pin)
-                lr = optimizer.param_groups[0]["lr"]
-                bar = tqdm(total=len(indices) * ctx.world_size, initial=start * ctx.world_size, unit="img",
-                           desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not (progress and ctx.is_main),
-                           dynamic_ncols=True, leave=False)
-                net.train()
-                tic, seen = time.perf_counter(), 0
-                for images, target in loader:
-                    images = images.to(device, non_blocking=pin, memory_format=memory_format)
-                    target = target.to(device, non_blocking=pin)
-                    with autocast():
-                        logits = net(images)
-                        loss = F.cross_entropy(logits, target)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    state["meter"].add(logits.detach(), target, loss.detach())
-                    state["step_in_epoch"] += 1
-                    state["global_step"] += 1
-                    seen += len(target)
-                    bar.update(len(target) * ctx.world_size)
-                    if state["step_in_epoch"] % 20 == 1 and not bar.disable:
-                        meter = state["meter"]
-                        bar.set_postfix(loss=f"{float(meter.loss) / meter.count:.3f}",
-                                        err=f"{float(meter.wrong) / meter.count:.3f}", lr=f"{lr:.3g}", refresh=False)
-                    due = time.monotonic() - last_save >= checkpoint_minutes * 60
-                    halt = stop.requested or (max_steps is not None and state["global_step"] >= max_steps)
-                    due, halt = (bool(v) for v in all_reduce([float(due), float(halt)], ctx, op="max"))
-                    if halt and state["step_in_epoch"] < steps_in_epoch:
-                        checkpoint()
-                        bar.close()
-                        _log(ctx, f"stopped at epoch {epoch} step {state['step_in_epoch']}; continue with resume")
-                        return False
-                    if due:
-                        checkpoint()
-                        last_save = time.monotonic()
-                bar.close()
-                seconds = time.perf_counter() - tic
-                train_loss, train_error = state["meter"].means(ctx)
-                test_loss, test_error = evaluate_loss(net, test_set, batch_size, device, ctx, workers=workers,
-                                                      memory_format=memory_format, autocast=autocast)
-                scheduler.step()
-                row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error,
-                       "test_loss": test_loss, "test_error": test_error, "epoch_seconds": seconds,
-                       "images_per_second": seen * ctx.world_size / max(seconds, 1e-9)}
-                state["history"].append(row)
-                state.update(epoch=epoch + 1, step_in_epoch=0, meter=_Meter())
-                checkpoint()
-                last_save = time.monotonic()
-                if ctx.is_main:
-                    _write_metrics(out / METRICS, state["history"])
-                    if writer is not None:
-                        for key in COLUMNS[1:]:
-                            writer.add_scalar(key, row[key], epoch + 1)
-                        writer.flush()
-                    _log(ctx, f"epoch {epoch + 1}/{recipe.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
-                              f"error {100 * train_error:.2f}%  test loss {test_loss:.4f} error {100 * test_error:.2f}%  "
-                              f"{row['images_per_second']:.0f} img/s")
-                if halt and state["epoch"] < recipe.epochs:
-                    _log(ctx, f"stopped after epoch {state['epoch']}; continue with resume")
+            finished = run.epochs(stop, max_steps, checkpoint_minutes)
+    finally:
+        run.close()
+    model_path = save_final(run.model, run.history) if finished and save_final is not None and run.ctx.is_main \
+        else None
+    return TrainResult(run.model, run.history, run.out, finished=finished, model_path=model_path)
+
+
+class _Run:
+    """One training run: model, optimiser, schedule, scaler and position, and the steps that advance them."""
+
+    def __init__(self, model: nn.Module, train_set: Dataset, test_set: Dataset, recipe: Recipe, out: Path, *,
+                 device: str | torch.device | None, workers: int, amp: bool | None, channels_last: bool | None,
+                 sync_bn: bool, seed: int, deterministic: bool, resume: bool, progress: bool):
+        self.ctx = ctx = init_distributed(str(device) if device is not None else None)
+        self.device = resolve_device(device, ctx)
+        cuda = self.device.type == "cuda"
+        if recipe.batch_size % ctx.world_size:
+            raise ValueError(f"batch_size {recipe.batch_size} is not divisible by the {ctx.world_size} processes")
+        self.recipe, self.out, self.seed, self.workers, self.progress = recipe, out, seed, workers, progress
+        self.batch_size = recipe.batch_size // ctx.world_size
+        self.pin = cuda
+        _set_determinism(deterministic, self.device)
+        torch.manual_seed(seed + ctx.rank)
+
+        self.memory_format = torch.channels_last if (cuda if channels_last is None else channels_last) \
+            else torch.preserve_format
+        model = model.to(self.device, memory_format=self.memory_format)
+        if sync_bn and ctx.enabled:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                         nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(recipe.milestones), recipe.gamma)
+        amp = cuda if amp is None else amp
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp and cuda)
+        dtype = torch.float16 if cuda else torch.bfloat16
+        self.autocast = (lambda: torch.autocast(self.device.type, dtype=dtype)) if amp else nullcontext
+        self.train_data, self.test_set = EpochSeeded(train_set, seed), test_set
+
+        self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.meter = _Meter()
+        self.checkpoint_path = out / CHECKPOINT
+        if resume and self.checkpoint_path.exists():
+            self._restore(load_checkpoint(self.checkpoint_path))
+            _log(ctx, f"resuming {out} at epoch {self.epoch} step {self.step_in_epoch}")
+        elif self.checkpoint_path.exists():
+            raise FileExistsError(f"{self.checkpoint_path} exists: pass resume=True (--resume) to continue that run, "
+                                  "or choose another output folder")
+        out.mkdir(parents=True, exist_ok=True)
+        # Wrapped after restoring, so DDP's initial broadcast carries the resumed weights.
+        self.net = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if cuda else None) \
+            if ctx.enabled else model
+        self.writer = _tensorboard(out / "tb", self.epoch) if ctx.is_main else None
+
+    def epochs(self, stop: _StopRequest, max_steps: int | None, checkpoint_minutes: float) -> bool:
+        """Run the epochs left; False when stopped early (SIGTERM, ``max_steps``), after a checkpoint."""
+        last_save, halt = time.monotonic(), False
+        while self.epoch < self.recipe.epochs:
+            indices = epoch_indices(self.train_data, self.epoch, self.seed, self.ctx)
+            steps_in_epoch = -(-len(indices) // self.batch_size)
+            self.train_data.set_epoch(self.epoch)
+            loader = make_loader(self.train_data, indices[self.step_in_epoch * self.batch_size:], self.batch_size,
+                                 self.workers, self.pin)
+            lr = self.optimizer.param_groups[0]["lr"]
+            bar = tqdm(total=len(indices) * self.ctx.world_size, unit="img",
+                       initial=self.step_in_epoch * self.batch_size * self.ctx.world_size,
+                       desc=f"epoch {self.epoch + 1}/{self.recipe.epochs}", dynamic_ncols=True, leave=False,
+                       disable=not (self.progress and self.ctx.is_main))
+            self.net.train()
+            tic, seen = time.perf_counter(), 0
+            for images, target in loader:
+                self._step(images, target)
+                seen += len(target)
+                bar.update(len(target) * self.ctx.world_size)
+                if self.step_in_epoch % 20 == 1 and not bar.disable:
+                    bar.set_postfix(loss=f"{float(self.meter.loss) / self.meter.count:.3f}",
+                                    err=f"{float(self.meter.wrong) / self.meter.count:.3f}", lr=f"{lr:.3g}",
+                                    refresh=False)
+                due = time.monotonic() - last_save >= checkpoint_minutes * 60
+                halt = stop.requested or (max_steps is not None and self.global_step >= max_steps)
+                due, halt = (bool(v) for v in all_reduce([float(due), float(halt)], self.ctx, op="max"))
+                if halt and self.step_in_epoch < steps_in_epoch:
+                    self.checkpoint()
+                    bar.close()
+                    _log(self.ctx, f"stopped at epoch {self.epoch} step {self.step_in_epoch}; continue with resume")
                     return False
+                if due:
+                    self.checkpoint()
+                    last_save = time.monotonic()
+            bar.close()
+            self._end_epoch(lr, seconds=time.perf_counter() - tic, seen=seen)
+            last_save = time.monotonic()
+            if halt and self.epoch < self.recipe.epochs:
+                _log(self.ctx, f"stopped after epoch {self.epoch}; continue with resume")
+                return False
         return True
 
-    try:
-        finished = _loop()
-    finally:
-        if writer is not None:
-            writer.close()
-    if not finished:
-        return TrainResult(model, state["history"], out, finished=False)
-    model_path = save_final(model, state["history"]) if save_final is not None and ctx.is_main else None
-    return TrainResult(model, state["history"], out, finished=finished, model_path=model_path)
+    def _step(self, images: torch.Tensor, target: torch.Tensor) -> None:
+        images = images.to(self.device, non_blocking=self.pin, memory_format=self.memory_format)
+        target = target.to(self.device, non_blocking=self.pin)
+        with self.autocast():
+            logits = self.net(images)
+            loss = F.cross_entropy(logits, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.meter.add(logits, target, loss)
+        self.step_in_epoch += 1
+        self.global_step += 1
+
+    def _end_epoch(self, lr: float, seconds: float, seen: int) -> None:
+        """Evaluate, step the schedule, checkpoint, log the epoch's row."""
+        train_loss, train_error = self.meter.means(self.ctx)
+        test_loss, test_error = evaluate_loss(self.net, self.test_set, self.batch_size, self.device, self.ctx,
+                                              workers=self.workers, memory_format=self.memory_format,
+                                              autocast=self.autocast)
+        self.scheduler.step()
+        row = {"epoch": self.epoch + 1, "lr": lr, "train_loss": train_loss, "train_error": train_error,
+               "test_loss": test_loss, "test_error": test_error, "epoch_seconds": seconds,
+               "images_per_second": seen * self.ctx.world_size / max(seconds, 1e-9)}
+        self.history.append(row)
+        self.epoch, self.step_in_epoch, self.meter = self.epoch + 1, 0, _Meter()
+        self.checkpoint()
+        if not self.ctx.is_main:
+            return
+        _write_metrics(self.out / METRICS, self.history)
+        if self.writer is not None:
+            for key in COLUMNS[1:]:
+                self.writer.add_scalar(key, row[key], row["epoch"])
+            self.writer.flush()
+        _log(self.ctx, f"epoch {row['epoch']}/{self.recipe.epochs}  lr {lr:.4g}  train loss {train_loss:.4f} "
+                       f"error {100 * train_error:.2f}%  test loss {test_loss:.4f} error {100 * test_error:.2f}%  "
+                       f"{row['images_per_second']:.0f} img/s")
+
+    def checkpoint(self) -> None:
+        """Everything needed to continue exactly (collective: every process calls it; rank 0 writes)."""
+        rngs = all_gather_object(rng_state(), self.ctx)
+        meter = self.meter.sums(self.ctx)
+        if self.ctx.is_main:
+            save_checkpoint({
+                "recipe": self.recipe.to_dict(), "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rngs, "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "history": self.history,
+                "meter": meter, "world_size": self.ctx.world_size,
+            }, self.checkpoint_path)
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        saved = ckpt["recipe"]
+        changed = sorted(k for k, v in self.recipe.to_dict().items()
+                         if saved.get(k) != v and k not in RESUMABLE_CHANGES)
+        if changed:
+            raise ValueError("cannot resume with a different recipe: " + ", ".join(
+                f"{k} was {saved.get(k)!r}, now {getattr(self.recipe, k)!r}" for k in changed))
+        if ckpt["world_size"] != self.ctx.world_size and ckpt["step_in_epoch"]:
+            raise ValueError(f"the checkpoint was written mid-epoch by {ckpt['world_size']} processes; "
+                             f"resume it with the same number of processes (now {self.ctx.world_size})")
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.step_in_epoch, self.global_step = ckpt["epoch"], ckpt["step_in_epoch"], ckpt["global_step"]
+        self.history = ckpt["history"]
+        if self.ctx.is_main:  # the epoch's sums so far, over all processes: counted once
+            self.meter = _Meter(*ckpt["meter"])
+        if ckpt["world_size"] == self.ctx.world_size:
+            set_rng_state(ckpt["rng"][self.ctx.rank])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 @torch.no_grad()
@@ -295,28 +340,6 @@ def evaluate_loss(model: nn.Module, dataset: Dataset, batch_size: int, device: t
             logits = model(images)
         meter.add(logits, target, F.cross_entropy(logits.float(), target))
     return meter.means(ctx)
-
-
-def _restore(ckpt: dict[str, Any], recipe: Recipe, model: nn.Module, optimizer: torch.optim.Optimizer,
-             scheduler: Any, scaler: torch.amp.GradScaler, state: dict[str, Any], ctx: DistContext) -> None:
-    saved = ckpt["recipe"]
-    changed = sorted(k for k, v in recipe.to_dict().items() if saved.get(k) != v and k not in RESUMABLE_CHANGES)
-    if changed:
-        raise ValueError("cannot resume with a different recipe: " +
-                         ", ".join(f"{k} was {saved.get(k)!r}, now {getattr(recipe, k)!r}" for k in changed))
-    model.load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scheduler.load_state_dict(ckpt["scheduler"])
-    scaler.load_state_dict(ckpt["scaler"])
-    state.update(epoch=ckpt["epoch"], step_in_epoch=ckpt["step_in_epoch"], global_step=ckpt["global_step"],
-                 history=ckpt["history"])
-    loss, wrong, count = ckpt["meter"]
-    state["meter"] = _Meter(loss, wrong, count) if ctx.is_main else _Meter()
-    if ckpt["world_size"] == ctx.world_size:
-        set_rng_state(ckpt["rng"][ctx.rank])
-    elif ckpt["step_in_epoch"]:
-        raise ValueError(f"the checkpoint was written mid-epoch by {ckpt['world_size']} processes; "
-                         f"resume it with the same number of processes (now {ctx.world_size})")
 
 
 def _write_metrics(path: Path, history: Sequence[dict[str, float]]) -> None:
