@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
-from pushpull.layers._fast import resize_kernel, resize_kernel_adjoint
+from pushpull.layers._fast import resize_kernel, resize_kernel_adjoint, separable_pull
 from pushpull.layers.pushpull import pull_kernel
 
 
@@ -58,10 +58,11 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("impl", ["fused", "separable"])
 @pytest.mark.parametrize("k,stride,padding,dilation,groups,bias,size,extra", CASES)
-def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bias, size, extra):
+def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bias, size, extra, impl):
     torch.manual_seed(hash((str(k), stride, str(padding), dilation, groups, bias, size)) % 2**31)
-    fast = PushPullConv2d(4, 8, k, stride, padding, dilation, groups, bias, **extra)
+    fast = PushPullConv2d(4, 8, k, stride, padding, dilation, groups, bias, **extra, impl=impl)
     ref = PushPullConv2d(4, 8, k, stride, padding, dilation, groups, bias, **extra, impl="reference").double()
     ref.load_state_dict({k_: v.double() for k_, v in fast.state_dict().items()})
     x = torch.randn(3, 4, *size)
@@ -83,7 +84,8 @@ def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bi
     (dict(padding=1, trainable_alpha=True), True), (dict(stride=2, padding=0, dilation=2, groups=2), False),
     (dict(padding="same"), False), (dict(padding=1, dual_output=True), False),
     (dict(padding=1, padding_mode="reflect"), False)])
-def test_gradcheck_float64(kwargs, second_order):
+@pytest.mark.parametrize("impl", ["fused", "separable"])
+def test_gradcheck_float64(kwargs, second_order, impl):
     torch.manual_seed(0)
     trainable = kwargs.pop("trainable_alpha", False)
     layer = PushPullConv2d(2, 2, 3, trainable_alpha=trainable, **kwargs).double()
@@ -94,19 +96,31 @@ def test_gradcheck_float64(kwargs, second_order):
         w, b, *a = ps
         alpha = torch.relu(a[0]) if a else layer.alpha
         return push_pull_conv2d(x_, w, b, layer.stride, layer.padding, layer.dilation, layer.groups, layer.scale,
-                                alpha, layer.dual_output, layer.push.padding_mode)
+                                alpha, layer.dual_output, layer.push.padding_mode, impl)
 
     assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=True)
     if second_order:  # the backward is built from differentiable ops
         assert torch.autograd.gradgradcheck(fn, (x, *params), fast_mode=True)
 
 
-def test_fast_path_is_one_fused_node():
-    layer = PushPullConv2d(3, 4, 3, padding=1)
-    out = layer(torch.randn(1, 3, 8, 8, requires_grad=True))
-    assert type(out.grad_fn).__name__ == "PushPullFunctionBackward"
-    ref = PushPullConv2d(3, 4, 3, padding=1, impl="reference")
-    assert type(ref(torch.randn(1, 3, 8, 8)).grad_fn).__name__ != "PushPullFunctionBackward"
+def test_auto_picks_separable_for_training_and_wide_layers_fused_otherwise(monkeypatch):
+    import pushpull.layers.pushpull as pp_module
+
+    calls = []
+    monkeypatch.setattr(pp_module, "separable_pull", lambda *a, **k: calls.append(1) or separable_pull(*a, **k))
+
+    def picked(layer, x):
+        calls.clear()
+        layer(x)
+        return "separable" if calls else "fused"
+
+    narrow, wide = PushPullConv2d(3, 4, 3, padding=1), PushPullConv2d(32, 4, 3, padding=1)
+    assert picked(narrow, torch.randn(1, 3, 8, 8)) == "separable"  # weights require grad: training
+    assert picked(wide, torch.randn(1, 32, 8, 8)) == "separable"
+    with torch.no_grad():
+        assert picked(narrow, torch.randn(1, 3, 8, 8)) == "fused"  # narrow inference
+        assert picked(wide, torch.randn(1, 32, 8, 8)) == "separable"  # wide inference
+    assert picked(PushPullConv2d(3, 4, 3, padding=1, scale=1), torch.randn(1, 3, 8, 8)) == "fused"  # pull == push
 
 
 def test_functional_matches_module_and_accepts_unbatched():

@@ -127,3 +127,42 @@ class PushPullFunction(torch.autograd.Function):
                                 geo.dilation, geo.groups).neg().relu()
             d_alpha = (-(grad * pull)).sum(dim=(0, 2, 3), keepdim=True).sum_to_size(alpha.shape)
         return dx, dx_pull, dw, None, db, d_alpha, None
+
+
+# Input channels per group from which the separable pull below beats the direct pull convolution
+# in CPU inference too (in training it wins from 3 channels on). Measured on a 2-core AMD EPYC:
+# 64 channels at 56x56 cost 0.6x the direct 7x7 in forward+backward, 0.75x in inference.
+SEPARABLE_MIN_CHANNELS = 32
+
+
+@functools.lru_cache(maxsize=64)
+def _row_filter_matrix(size: int, before: int, pull: int, kernel: int, stride: int, dilation: int,
+                       out_size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    a = _interpolation_matrix(kernel, pull, torch.float64, torch.device("cpu"))  # (pull, kernel)
+    rows = torch.zeros(kernel, out_size, size, dtype=torch.float64)
+    for i in range(out_size):
+        for t in range(pull):
+            r = i * stride + t * dilation - before
+            if 0 <= r < size:  # zero padding (and cropping) folded in
+                rows[:, i, r] += a[t]
+    return rows.reshape(kernel * out_size, size).to(dtype=dtype, device=device)
+
+
+def separable_pull(x: Tensor, weight: Tensor, pull_size: tuple[int, int], row_pads: tuple[int, int], col_pad: int,
+                   stride: tuple[int, int], dilation: tuple[int, int], groups: int) -> Tensor:
+    """``x ⋆ k̂`` (no bias) without the p x p convolution; zero row padding ``row_pads``, ``col_pad`` per side.
+
+    ``k̂ = A_h k A_wᵀ``, so the vertical resize is applied to the input instead: one banded
+    matrix product (padding, stride and dilation folded in) gives the K_h vertically filtered
+    copies of every channel, and a 1 x p convolution with ``k A_wᵀ`` finishes the job:
+    ``K_h·p`` instead of ``p·p`` multiply-adds per channel pair. Plain differentiable ops.
+    """
+    n, c, h, w = x.shape
+    (kh, kw), (ph, pw) = weight.shape[-2:], pull_size
+    top, bottom = row_pads
+    out_h = (h + top + bottom - dilation[0] * (ph - 1) - 1) // stride[0] + 1
+    rows = _row_filter_matrix(h, top, ph, kh, stride[0], dilation[0], out_h, x.dtype, x.device)
+    filtered = torch.matmul(rows, x).view(n, c * kh, out_h, w)  # channels ordered (c, a)
+    a_w = interpolation_matrix(kw, pw, weight)
+    row_kernels = torch.einsum("ocab,tb->ocat", weight, a_w).reshape(weight.shape[0], -1, 1, pw)
+    return F.conv2d(filtered, row_kernels, None, (1, stride[1]), (0, col_pad), (1, dilation[1]), groups)

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from ._fast import Geometry, PushPullFunction
+from ._fast import SEPARABLE_MIN_CHANNELS, Geometry, PushPullFunction, separable_pull
 
 Pads = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad order
 PaddingArg = Union[int, tuple[int, int], str]
-Impl = Literal["auto", "reference"]
+Impl = Literal["auto", "fused", "separable", "reference"]
+IMPLS = ("auto", "fused", "separable", "reference")
 
 
 def pull_kernel_size(kernel_size: int, scale: float) -> int:
@@ -180,14 +181,16 @@ def push_pull_conv2d(
     *,
     pull_weight: Tensor | None = None,
 ) -> Tensor:
-    """Functional push-pull convolution; ``impl`` picks the implementation (both are exact).
+    """Functional push-pull convolution; ``impl`` picks the implementation (all are exact).
 
-    ``"auto"`` runs the fused operator (:mod:`._fast`), or the reference while being traced,
-    compiled or exported. ``pull_weight`` may pass a precomputed ``pull_kernel(weight, scale)``
+    ``"fused"``: both convolutions in one autograd node (:class:`._fast.PushPullFunction`);
+    ``"separable"``: the pull through :func:`._fast.separable_pull` (a 1 x p instead of a
+    p x p convolution); ``"auto"`` picks the faster of the two (see :func:`_separable_pays`),
+    or the reference while being traced, compiled, exported or transformed. ``pull_weight`` may pass a precomputed ``pull_kernel(weight, scale)``
     (the module passes its cached one). Accepts (N, C, H, W) or unbatched (C, H, W) inputs.
     """
-    if impl not in ("auto", "reference"):
-        raise ValueError(f"impl must be 'auto' or 'reference', got {impl!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if x.dim() == 3:
         return push_pull_conv2d(x.unsqueeze(0), weight, bias, stride, padding, dilation, groups, scale, alpha,
                                 dual_output, padding_mode, impl, pull_weight=pull_weight).squeeze(0)
@@ -208,12 +211,41 @@ def push_pull_conv2d(
         bias = None if bias is None else bias.to(dtype)
     if isinstance(alpha, Tensor):
         alpha = alpha.to(x.dtype)
+    if impl == "auto":
+        impl = "separable" if _separable_pays(x, weight, pull_weight) else "fused"
+    if impl == "separable":
+        return _push_pull_separable(x, weight, bias, stride, pads, q_pads, dilation, groups, pull_weight,
+                                    alpha, dual_output, padding_mode)
     x_push, push_pad = _conv_padding(x, pads, padding_mode)
     x_pull, pull_pad = _conv_padding(x, q_pads, padding_mode)
     geo = Geometry(stride, push_pad, pull_pad, dilation, groups, dual_output)
     with torch.autocast(device_type, enabled=False):
         return PushPullFunction.apply(x_push, None if x_pull is x_push else x_pull, weight, pull_weight, bias,
                                       alpha, geo)
+
+
+def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor) -> bool:
+    """Whether the separable pull beats the direct one: measured on the CPU, for a pull larger than
+    the push, always when gradients are recorded, for wide layers also in inference."""
+    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return (x.device.type == "cpu" and pull_weight.shape[-2] > weight.shape[-2]
+            and (training or weight.shape[1] >= SEPARABLE_MIN_CHANNELS))
+
+
+def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
+                         q_pads: Pads, dilation: tuple[int, int], groups: int, pull_weight: Tensor,
+                         alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor:
+    """The push convolution plus :func:`separable_pull`, composed under autograd."""
+    x_push, push_pad = _conv_padding(x, pads, padding_mode)
+    push = F.conv2d(x_push, weight, bias, stride, push_pad, dilation, groups)
+    left, right, top, bottom = q_pads
+    if padding_mode != "zeros":  # pad explicitly; the rows' zero padding is folded into the filter matrix
+        x, (left, right, top, bottom) = pad2d(x, q_pads, padding_mode), (0, 0, 0, 0)
+    if left != right or left < 0:
+        x, left = pad2d(x, (left, right, 0, 0)), 0
+    pull = separable_pull(x, weight, (pull_weight.shape[-2], pull_weight.shape[-1]), (top, bottom), left,
+                          stride, dilation, groups)
+    return combine(push, pull.neg() if bias is None else -(pull + bias.view(-1, 1, 1)), alpha, dual_output)
 
 
 class PushPullConv2d(nn.Module):
@@ -226,7 +258,8 @@ class PushPullConv2d(nn.Module):
     * ``trainable_alpha``: ... or a learned per-channel strength, initialised near 0.5 and
       used as ``ReLU(alpha)`` so it stays non-negative.
     * ``dual_output``: return push and pull responses concatenated (2 x out_channels).
-    * ``impl``: ``"auto"`` (fast, exact) or ``"reference"`` (the naive definition).
+    * ``impl``: ``"auto"`` (fast, exact: picks ``"fused"`` or ``"separable"``) or
+      ``"reference"`` (the naive definition); see :func:`push_pull_conv2d`.
     """
 
     def __init__(
@@ -254,8 +287,8 @@ class PushPullConv2d(nn.Module):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
         if not trainable_alpha and not (isinstance(alpha, (int, float)) and 0 <= alpha < math.inf):
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
-        if impl not in ("auto", "reference"):
-            raise ValueError(f"impl must be 'auto' or 'reference', got {impl!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         self.push = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                               bias, padding_mode, device=device, dtype=dtype)
         self.scale = float(scale)
@@ -365,7 +398,7 @@ class PushPullConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
-        fast = self.impl == "auto" and not use_plain_ops()
+        fast = self.impl != "reference" and not use_plain_ops()
         return push_pull_conv2d(
             x, self.push.weight, self.push.bias, self.stride, self.padding, self.dilation, self.groups, self.scale,
             self.effective_alpha(), self.dual_output, self.push.padding_mode, self.impl,
