@@ -1,18 +1,15 @@
-"""The fused push-pull operator: both convolutions in one autograd node, with a hand-written backward.
+"""The exact fast paths of the push-pull layer.
 
-What one node saves over composing the naive definition under autograd:
+* :class:`PushPullFunction` ("fused"): both direct convolutions in one autograd node with a
+  hand-written backward. The pull kernel is an input (the module caches it) and its gradient
+  is mapped onto the push kernel with the adjoint of the bilinear resize,
+  ``dk = A_hᵀ · dk̂ · A_w``; pre-activations are rectified in place; when both convolutions
+  read the same input their input gradients are summed inside the node.
+* :func:`separable_pull` ("separable"): the pull response with K_h·p instead of p·p
+  multiply-adds per channel pair, by moving the vertical resize onto the input.
 
-* the pull kernel is an input (the module caches it), so no resize graph is built per call,
-  and its gradient is mapped onto the push kernel with the (fixed, linear) adjoint of the
-  bilinear resize, ``dk = A_hᵀ · dk̂ · A_w``;
-* the pre-activations are rectified in place and combined without the extra ``alpha * pull``
-  temporary; the backward derives the ReLU masks from the rectified maps it keeps;
-* when both convolutions read the same input, their input gradients are summed inside.
-
-The same two convolutions are run (oneDNN's direct 7x7 convolution beat every cheaper-in-
-FLOPs factorisation we tried on the CPU, see docs/layer.md), so results equal the naive
-definition up to float rounding. The backward is written with differentiable operations,
-so higher-order gradients work.
+Both equal the naive definition up to float rounding, and both support higher-order
+gradients (the fused backward is written with differentiable operations).
 """
 
 from __future__ import annotations
