@@ -1,7 +1,7 @@
 """``pushpull demo``: train a small ConvNet and its push-pull twin, compare their robustness to corruptions.
 
 Offline by default, on scikit-learn's handwritten digits (up-sampled to 32x32; recipe
-``demo-digits``): about a minute and a half on two CPU cores. With ``data`` pointing at
+``demo-digits``): about a minute on two CPU cores. With ``data`` pointing at
 CIFAR-10 (python layout) the same comparison runs there with recipe ``demo-cifar10``
 (wider network, 10 epochs on the 50000 training images, the corruptions applied to every
 5th test image). Both networks start from the same seed and differ only in their first

@@ -9,7 +9,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="train a small plain / push-pull network pair and compare their robustness (offline)",
         description="Train a small ConvNet and its push-pull twin (same seed; only the first layer differs) on "
-                    "scikit-learn's handwritten digits (offline, about 1.5 min on 2 CPU cores), evaluate both on "
+                    "scikit-learn's handwritten digits (offline, about a minute on 2 CPU cores), evaluate both on "
                     "corrupted test images, print the table and save a plot. With --data CIFAR_DIR the same "
                     "runs on CIFAR-10 (10 epochs; much longer on a CPU). Re-running resumes and reuses the runs.")
     parser.add_argument("--out", default="pushpull-demo", help="output folder (default: ./pushpull-demo)")
