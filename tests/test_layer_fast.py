@@ -123,6 +123,7 @@ def test_auto_picks_separable_for_training_and_wide_layers_fused_otherwise(monke
         assert picked(narrow, torch.randn(1, 3, 8, 8)) == "fused"  # narrow inference
         assert picked(wide, torch.randn(1, 32, 8, 8)) == "separable"  # wide inference
     assert picked(PushPullConv2d(3, 4, 3, padding=1, scale=1), torch.randn(1, 3, 8, 8)) == "fused"  # pull == push
+    assert picked(narrow, torch.randn(1, 3, 64, 8)) == "fused"  # tall input, narrow layer: dense row filter too dear
 
 
 def test_functional_matches_module_and_accepts_unbatched():

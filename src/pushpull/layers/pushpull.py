@@ -212,7 +212,7 @@ def push_pull_conv2d(
     if isinstance(alpha, Tensor):
         alpha = alpha.to(x.dtype)
     if impl == "auto":
-        impl = "separable" if _separable_pays(x, weight, pull_weight) else "fused"
+        impl = "separable" if _separable_pays(x, weight, pull_weight, groups) else "fused"
     if impl == "separable":
         return _push_pull_separable(x, weight, bias, stride, pads, q_pads, dilation, groups, pull_weight,
                                     alpha, dual_output, padding_mode)
@@ -224,11 +224,17 @@ def push_pull_conv2d(
                                       alpha, geo)
 
 
-def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor) -> bool:
+def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int) -> bool:
     """Whether the separable pull beats the direct one: measured on the CPU, for a pull larger than
-    the push, always when gradients are recorded, for wide layers also in inference."""
+    the push, always when gradients are recorded, for wide layers also in inference.
+
+    Its dense row filter costs K_h·H multiply-adds per input value, against (p_h - K_h)·p_w
+    saved per output value and output channel: very tall inputs on narrow layers stay direct.
+    """
+    (kh, _), (ph, pw) = weight.shape[-2:], pull_weight.shape[-2:]
     training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    return (x.device.type == "cpu" and pull_weight.shape[-2] > weight.shape[-2]
+    cheap_rows = 2 * kh * x.shape[-2] < (ph - kh) * pw * (weight.shape[0] // groups)
+    return (x.device.type == "cpu" and ph > kh and cheap_rows
             and (training or weight.shape[1] >= SEPARABLE_MIN_CHANNELS))
 
 
