@@ -150,3 +150,14 @@ def test_cli_import_official_writes_a_loadable_saved_model(official, tmp_path, c
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), reference(x), rtol=0, atol=0)
+
+
+def test_folder_is_accepted_in_place_of_the_file(official, tmp_path):
+    folder = official / "resnet-20-pp"
+    from_file = import_official(checkpoint(official, "resnet-20-pp"))
+    from_folder = import_official(folder)
+    assert all(torch.equal(from_folder.state_dict()[k], v) for k, v in from_file.state_dict().items())
+    empty = tmp_path / "resnet-20"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="without a .pth"):
+        import_official(empty)

@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Convert a checkpoint of the original push-pull code (a legacy torch.save file) into a "
                     "pushpull saved model (.safetensors + .json sidecar), recording its input normalisation and "
                     "source. The file is read without executing code unless --allow-pickle is given.")
-    parser.add_argument("path", help="the checkpoint, e.g. .../resnet-20-pp/model_best.pth.tar")
+    parser.add_argument("path", help="the checkpoint or its folder, e.g. .../resnet-20-pp/model_best.pth.tar")
     parser.add_argument("--model", default=None,
                         help="registry name (resnet20_pp, densenet40_12, ...); default: from the folder name")
     parser.add_argument("--out", required=True, help="output weights file (.safetensors)")

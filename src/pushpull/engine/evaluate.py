@@ -105,14 +105,12 @@ def build_model(spec: str, *, weights: str | Path | None = None, num_classes: in
                 "normalization": meta.get("normalization"), "source": meta.get("source")}
         return model.eval(), info
     if path.exists():
-        file = next(iter(sorted(path.glob("*.pth*"))), None) if path.is_dir() else path
-        if file is None:
-            raise FileNotFoundError(f"{path} is a folder without a .pth/.pth.tar checkpoint")
         from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
         from ..models import model_info
-        from ..models.official import guess_model_name
+        from ..models.official import checkpoint_file, guess_model_name
 
-        name = model_info(arch).name if arch else guess_model_name(path if path.is_dir() else file.parent)
+        file = checkpoint_file(path)
+        name = model_info(arch).name if arch else guess_model_name(file)
         model = import_official(file, name, allow_pickle=allow_pickle)
         info = {"name": name, "spec": str(spec), "model_kwargs": {}, "weights": str(file),
                 "weights_sha256": file_sha256(file), "source": f"official push-pull checkpoint {file}",

@@ -72,6 +72,17 @@ def infer_model_kwargs(state: dict[str, Tensor], checkpoint: Any = None) -> dict
     return kwargs
 
 
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """The checkpoint itself: ``path``, or the ``.pth``/``.pth.tar`` file inside a folder."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = sorted(path.glob("*.pth*"))
+    if not found:
+        raise FileNotFoundError(f"{path} is a folder without a .pth/.pth.tar checkpoint")
+    return found[0]
+
+
 def guess_model_name(path: str | os.PathLike) -> str:
     """The registry name from the checkpoint's folder (``.../resnet-20-pp/model_best.pth.tar``)."""
     path = Path(path)
@@ -88,10 +99,11 @@ def import_official(path: str | os.PathLike, model_name: str | None = None, *, o
                     allow_pickle: bool = False) -> nn.Module:
     """Load an original CIFAR-10 checkpoint into our model (strictly), in eval mode.
 
-    ``model_name`` defaults to what the folder name says. With ``out`` the model is also
+    ``path`` is the file or its folder; ``model_name`` defaults to what the folder name says. With ``out`` the model is also
     saved in our format (``.safetensors`` + JSON), recording the original normalisation,
     the source file and the checkpoint's epoch and best accuracy.
     """
+    path = checkpoint_file(path)
     checkpoint = load_legacy_checkpoint(path, allow_pickle=allow_pickle)
     state = official_state_dict(checkpoint)
     name = model_info(model_name).name if model_name else guess_model_name(path)
