@@ -146,3 +146,9 @@ def test_torch_func_transforms_use_plain_ops():
     layer(x).square().sum().backward()
     for name, p in layer.named_parameters():
         torch.testing.assert_close(grads[name], p.grad)
+
+
+def test_meta_device_gives_shapes_without_arithmetic():
+    layer = PushPullConv2d(3, 8, 3, padding=1, stride=2, device="meta")
+    out = layer(torch.empty(2, 3, 33, 32, device="meta"))
+    assert out.device.type == "meta" and out.shape == (2, 8, 17, 16)

@@ -13,6 +13,7 @@ The module keeps the original implementation's state-dict layout (``<name>.push.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Literal, Union
 
@@ -145,6 +146,15 @@ def push_pull_conv2d_reference(
     return combine(push, pull, alpha, dual_output)
 
 
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype in force for ``device_type``; None when off or unknown to autocast (e.g. meta)."""
+    try:
+        enabled = torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return None
+    return torch.get_autocast_dtype(device_type) if enabled else None
+
+
 def use_plain_ops() -> bool:
     """True while traced, scripted, compiled, exported or under ``torch.func`` transforms.
 
@@ -204,9 +214,8 @@ def push_pull_conv2d(
     if pull_weight is None:
         pull_weight = pull_kernel(weight.detach(), scale)
     q_pads = pull_padding(pads, kernel_size, (pull_weight.shape[-2], pull_weight.shape[-1]), dilation)
-    device_type = x.device.type
-    if torch.is_autocast_enabled(device_type):  # run the convolutions in the autocast dtype, as F.conv2d would
-        dtype = torch.get_autocast_dtype(device_type)
+    dtype = autocast_dtype(x.device.type)
+    if dtype is not None:  # run the convolutions in the autocast dtype, as F.conv2d would
         x, weight, pull_weight = x.to(dtype), weight.to(dtype), pull_weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
     if isinstance(alpha, Tensor):
@@ -219,7 +228,7 @@ def push_pull_conv2d(
     x_push, push_pad = _conv_padding(x, pads, padding_mode)
     x_pull, pull_pad = _conv_padding(x, q_pads, padding_mode)
     geo = Geometry(stride, push_pad, pull_pad, dilation, groups, dual_output)
-    with torch.autocast(device_type, enabled=False):
+    with torch.autocast(x.device.type, enabled=False) if dtype is not None else contextlib.nullcontext():
         return PushPullFunction.apply(x_push, None if x_pull is x_push else x_pull, weight, pull_weight, bias,
                                       alpha, geo)
 
@@ -361,7 +370,7 @@ class PushPullConv2d(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"{type(self).__name__} expects a floating-point input, got {x.dtype} "
                             f"(convert and normalise images first)")
-        if x.dtype != self.weight.dtype and not torch.is_autocast_enabled(x.device.type):
+        if x.dtype != self.weight.dtype and autocast_dtype(x.device.type) is None:
             raise TypeError(f"input dtype {x.dtype} does not match the layer's weights ({self.weight.dtype}); "
                             f"convert one of them (e.g. layer.to({x.dtype})) or use torch.autocast")
         if x.shape[-3] != self.in_channels:

@@ -21,7 +21,7 @@ from scipy.ndimage import gaussian_filter, map_coordinates
 from scipy.ndimage import zoom as scizoom
 
 from .blur import disk_kernel
-from .weather import _water_mask, frost_texture
+from .weather import water_mask, frost_texture
 
 
 def _gaussian(x, sigma, mode="nearest", truncate=4.0, multichannel=False):
@@ -221,7 +221,7 @@ def spatter(x, c, rng):
     liquid_layer[liquid_layer < c[3]] = 0
     if c[5] == 0:
         liquid_layer = (liquid_layer * 255).astype(np.uint8)
-        m = cv2.cvtColor(_water_mask(liquid_layer), cv2.COLOR_GRAY2BGRA)
+        m = cv2.cvtColor(water_mask(liquid_layer), cv2.COLOR_GRAY2BGRA)
         peak = np.max(m, axis=(0, 1))
         if peak[0] > 0:  # the reference divides 0 by 0 (NaN image) when no drop survives
             m /= peak

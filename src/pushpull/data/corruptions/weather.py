@@ -125,7 +125,7 @@ def fog(images: np.ndarray, strength: float, decay: float, rngs: Sequence[np.ran
     return to_uint8(x * max_val / (max_val + strength))
 
 
-def _water_mask(liquid: np.ndarray) -> np.ndarray:
+def water_mask(liquid: np.ndarray) -> np.ndarray:
     """The reference's water-drop intensity (float32, H x W) from one thresholded liquid layer (uint8)."""
     dist = 255 - cv2.Canny(liquid, 50, 150)
     dist = cv2.distanceTransform(dist, cv2.DIST_L2, 5)
@@ -137,7 +137,7 @@ def _water_mask(liquid: np.ndarray) -> np.ndarray:
     return liquid * dist
 
 
-_WATER = np.array([175, 238, 238], np.float64) / 255.0  # pale turquoise (applied to channels 0, 1, 2)
+WATER_COLOUR = np.array([175, 238, 238], np.float64) / 255.0  # pale turquoise (applied to channels 0, 1, 2)
 _MUD = np.array([63, 42, 20], np.float64) / 255.0  # mud brown
 
 
@@ -153,11 +153,11 @@ def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.rando
     liquid[liquid < threshold] = 0
     if mud == 0:
         layer = (liquid * 255).astype(np.uint8)
-        m = np.stack([_water_mask(li) for li in layer])
+        m = np.stack([water_mask(li) for li in layer])
         peak = m.max(axis=(1, 2), keepdims=True)
         m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)  # the reference divides 0 by 0 here
         m *= amount
-        color = _WATER.astype(np.float32)
+        color = WATER_COLOUR.astype(np.float32)
         return to_uint8(x + m[..., None] * color)
     m = np.where(liquid > threshold, 1, 0).astype(np.float32)
     m = gaussian_smooth(m, amount)
