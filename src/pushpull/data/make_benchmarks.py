@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .benchmarks import MANIFEST, SEVERITIES, check_npy
+from .benchmarks import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, check_npy
 
 CHUNK = 1000  # CIFAR images per resumable unit
 
@@ -170,14 +170,15 @@ def make_cifar_c(images: np.ndarray, labels: np.ndarray, out: str | Path, corrup
               indices=_digest(indices), names=list(corruptions))
     save_npy(out / "labels.npy", np.tile(labels.astype(np.uint8), len(severities)))
     todo = [name for name in corruptions if not _finished(out / f"{name}.npy", shape)]
-    units = len(todo) * len(severities) * len(_chunks(n))
-    with tqdm(total=units, desc="make-c", unit="chunk", disable=not progress) as bar:
+    chunks = _chunks(n)
+    with tqdm(total=len(todo) * len(severities) * len(chunks), desc="make-c", unit="chunk",
+              disable=not progress) as bar:
         for name in todo:
             target = ChunkedNpy(out / f"{name}.npy", shape, key)
             bar.update(len(target.done))
             for b, severity in enumerate(severities):
-                for c, rows in enumerate(_chunks(n)):
-                    chunk_id = b * len(_chunks(n)) + c
+                for c, rows in enumerate(chunks):
+                    chunk_id = b * len(chunks) + c
                     if chunk_id in target.done:
                         continue
                     bar.set_postfix_str(f"{name} s{severity}")
@@ -239,7 +240,7 @@ def imagenet_val_files(root: str | Path) -> list[tuple[Path, str]]:
     if not folder.is_dir():
         raise FileNotFoundError(f"ImageNet val folder missing: {folder}")
     files = [(path, wnid.name) for wnid in sorted(p for p in folder.iterdir() if p.is_dir())
-             for path in sorted(wnid.iterdir()) if path.suffix.lower() in (".jpeg", ".jpg", ".png")]
+             for path in sorted(wnid.iterdir()) if path.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise FileNotFoundError(f"no images under {folder}/<wnid>/ (expected the ImageNet val layout)")
     return files
