@@ -126,10 +126,8 @@ def build_tables(runs: list[dict], baseline: Baseline | None) -> list[Table]:
     """The summary, per-corruption and per-perturbation tables of ``runs``."""
     corruptions, perturbations = metrics.benchmark_names()
     summaries = [metrics.summarize(r, baseline, corruptions=corruptions, perturbations=perturbations) for r in runs]
-    evaluated_c = [c for c in _union(s["corruptions"] for s in summaries)]
-    c_cols = [c for c in corruptions if c in evaluated_c] + [c for c in evaluated_c if c not in corruptions]
-    p_cols = [p for p in _union(s["perturbations"] for s in summaries)]
-    p_cols = [p for p in perturbations if p in p_cols] + [p for p in p_cols if p not in perturbations]
+    c_cols = _columns(corruptions, _union(s["corruptions"] for s in summaries))
+    p_cols = _columns(perturbations, _union(s["perturbations"] for s in summaries))
     any_aa = any(_aa(r) for r in runs)
 
     def lead(r: dict) -> list[Cell]:
@@ -167,6 +165,11 @@ def _percent(value: float | None) -> float | None:
 def _mean_error(baseline: Baseline, corruption: str) -> float | None:
     errors = baseline.errors_for(corruption, (1, 2, 3, 4, 5))
     return None if errors is None else float(errors.mean())
+
+
+def _columns(benchmark: Sequence[str], evaluated: list[str]) -> list[str]:
+    """The names evaluated: the benchmark's in its order, then the others in the order first seen."""
+    return [n for n in benchmark if n in evaluated] + [n for n in evaluated if n not in benchmark]
 
 
 def _union(dicts) -> list[str]:  # noqa: ANN001 - an iterable of dicts
