@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,9 +22,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
+from ..engine.checkpoint import atomic_write
 from .registry import create_model, model_info
 
 FORMAT_VERSION = 1
@@ -34,18 +34,6 @@ FORMAT_VERSION = 1
 def sidecar_path(path: str | os.PathLike) -> Path:
     """The JSON metadata file that goes with the weights at ``path``."""
     return Path(path).with_suffix(".json")
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -95,9 +83,10 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, name: str, model_kw
         "extra": extra or {},
     }
     json.dumps(meta)  # fail before writing anything if extra is not serialisable
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "model": info.name}))
-    meta["sha256"] = file_sha256(path)
-    _atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    weights = save(state, metadata={"format": "pt", "model": info.name})
+    meta["sha256"] = hashlib.sha256(weights).hexdigest()  # of the bytes written, without reading the file back
+    atomic_write(path, weights)
+    atomic_write(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
     return path
 
 
