@@ -682,7 +682,6 @@ def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSo
                 t5d_sum += metrics.top5_distance(seqs, noise=is_noise, rule=flip_rule) * len(seqs)
                 seen += len(seqs)
                 bar.update(len(seqs))
-                frames = batch.frames
             if not batch.last:
                 continue
             unit = batch.unit
@@ -696,7 +695,8 @@ def _run(model: nn.Module, units: list[Unit], sources: CifarSources | ImageNetSo
                 entry["errors"] = dict(sorted(entry["errors"].items()))
             else:
                 results["perturbations"][unit.name] = {"flip_probability": fp_sum / seen,
-                                                      "top5_distance": t5d_sum / seen, "n": seen, "frames": frames}
+                                                      "top5_distance": t5d_sum / seen, "n": seen,
+                                                      "frames": batch.frames}
             wrong = seen = 0
             fp_sum = t5d_sum = 0.0
             if out is not None:
