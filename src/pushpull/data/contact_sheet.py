@@ -17,12 +17,12 @@ SIZE = {"cifar": 32, "imagenet": 224}
 
 def prepare_image(path: str | Path, params: str = "cifar") -> np.ndarray:
     """uint8 (H, W, 3) at the benchmark's size: 32 px (centre square, downscaled) or 224 px (resize 256, crop)."""
+    if params == "imagenet":
+        from .make_benchmarks import load_resized
+
+        return load_resized(Path(path), 224)
     with Image.open(path) as img:
         img = img.convert("RGB")
-        if params == "imagenet":
-            import torchvision.transforms.functional as TF
-
-            return np.asarray(TF.center_crop(TF.resize(img, 256), 224))
         side = min(img.size)
         left, top = (img.width - side) // 2, (img.height - side) // 2
         return np.asarray(img.crop((left, top, left + side, top + side)).resize((32, 32), Image.Resampling.LANCZOS))
