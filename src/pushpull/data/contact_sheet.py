@@ -12,7 +12,6 @@ PAD = 4
 LABEL_WIDTH = 150
 HEADER_HEIGHT = 28
 TILE = {"cifar": 96, "imagenet": 160}  # CIFAR tiles are 32 px shown 3x (nearest), ImageNet 224 px shrunk
-SIZE = {"cifar": 32, "imagenet": 224}
 
 
 def prepare_image(path: str | Path, params: str = "cifar") -> np.ndarray:
