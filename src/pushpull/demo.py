@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .engine.checkpoint import atomic_write
 from .layers import PushPullConv2d
 
 # Corruptions that make sense for both digits and natural images (CIFAR-10-C parameters).
@@ -91,8 +92,8 @@ def run_demo(out: str | Path = "pushpull-demo", data: str | Path | None = None, 
     results = {"setting": setting, "recipe": recipe.to_dict(), "seed": seed, "test_images": int(len(test_labels)),
                "errors": errors, "seconds": time.perf_counter() - tic}
     table = format_table(errors)
-    _write(out / "results.json", json.dumps(results, indent=2) + "\n")
-    _write(out / "results.md", table + "\n")
+    atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
+    atomic_write(out / "results.md", table + "\n")
     save_plot(errors, out / "results.png", title=f"pushpull demo: {setting}")
     return results
 
@@ -172,13 +173,7 @@ def save_plot(errors: dict[str, dict[str, Any]], path: Path, title: str = "") ->
     ax.legend()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
-    _write(path, buffer.getvalue())
-
-
-def _write(path: Path, data: str | bytes) -> None:
-    from .engine.checkpoint import atomic_write
-
-    atomic_write(path, data)
+    atomic_write(path, buffer.getvalue())
 
 
 def _say(enabled: bool, message: str) -> None:
