@@ -207,5 +207,4 @@ def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
     out = np.zeros_like(x)
     for z in zooms:
         out += clipped_zoom(x, float(z))
-    x = (x + out) / (len(zooms) + 1)
-    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+    return to_uint8((x + out) / (len(zooms) + 1))
