@@ -70,11 +70,16 @@ def _register(*args, **kwargs) -> None:
     _REGISTRY.update(_entries(*args, **kwargs))
 
 
+def _wrn_entries(depth: int, width: int) -> dict[str, ModelInfo]:
+    """WRN-``depth``-``width``: a few are listed, any other is built on demand by :func:`model_info`."""
+    return _entries(f"wrn{depth}_{width}", "wide_resnet", partial(wide_resnet, depth, width),
+                    extra_options=("drop_rate",), **_CIFAR)
+
+
 for _depth in (20, 32, 44, 56, 110):
     _register(f"resnet{_depth}", "resnet_cifar", partial(resnet_cifar, _depth), **_CIFAR)
 for _depth, _width in ((16, 4), (16, 8), (28, 10), (40, 4)):
-    _register(f"wrn{_depth}_{_width}", "wide_resnet", partial(wide_resnet, _depth, _width),
-              extra_options=("drop_rate",), **_CIFAR)
+    _REGISTRY.update(_wrn_entries(_depth, _width))
 for _depth, _growth in ((40, 12), (100, 12), (100, 24)):
     _register(f"densenet{_depth}_{_growth}", "densenet_cifar", partial(densenet_cifar, _depth, _growth),
               extra_options=("drop_rate",), **_CIFAR)
@@ -115,9 +120,7 @@ def model_info(name: str) -> ModelInfo:
     key = canonical_name(name)
     wrn = re.fullmatch(r"wrn(\d+)_(\d+)(?:_pp|_b1)?", key)
     if key not in _REGISTRY and wrn:  # WideResNet of any depth and width (not listed)
-        depth, width = map(int, wrn.groups())
-        return _entries(f"wrn{depth}_{width}", "wide_resnet", partial(wide_resnet, depth, width),
-                        extra_options=("drop_rate",), **_CIFAR)[key]
+        return _wrn_entries(*map(int, wrn.groups()))[key]
     if key not in _REGISTRY:
         raise ValueError(_unknown("model", name, list(_REGISTRY), " (see pushpull.list_models() or `pushpull models`)"))
     return _REGISTRY[key]
