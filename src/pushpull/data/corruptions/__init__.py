@@ -92,6 +92,13 @@ def check_inputs(images: np.ndarray, severity: int, indices, params: str) -> np.
     return indices.astype(np.int64)
 
 
+def _checked(images: np.ndarray, name: str, severity: int, indices, params: str):  # noqa: ANN202
+    """The arguments of ``corrupt`` checked: (name, int64 indices, the table entry ``c``, the stream id)."""
+    name = check_name(name)
+    indices = check_inputs(images, severity, indices, params)
+    return name, indices, severity_params(name, int(severity), params), CORRUPTIONS.index(name)
+
+
 def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indices: Sequence[int] | None = None,
             params: str = "cifar", workers: int | None = None) -> np.ndarray:
     """Corrupt a uint8 batch (N, H, W, 3) with corruption ``name`` at ``severity`` (1..5).
@@ -100,10 +107,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indi
     image's index in its dataset (default 0..N-1), which with ``seed`` fixes its random stream.
     ``workers``: threads (default: all cores). Returns a new uint8 array of the same shape.
     """
-    name = check_name(name)
-    indices = check_inputs(images, severity, indices, params)
-    c = severity_params(name, int(severity), params)
-    cid = CORRUPTIONS.index(name)
+    name, indices, c, cid = _checked(images, name, severity, indices, params)
     fn = _FAST[name]
     if len(images) == 0:
         return images.copy()
@@ -127,10 +131,7 @@ def corrupt_reference(images: np.ndarray, name: str, severity: int, *, seed: int
     """The slow oracle: one image at a time, mirroring the reference code line by line (``workers`` ignored)."""
     from .reference import corrupt_one
 
-    name = check_name(name)
-    indices = check_inputs(images, severity, indices, params)
-    c = severity_params(name, int(severity), params)
-    cid = CORRUPTIONS.index(name)
+    name, indices, c, cid = _checked(images, name, severity, indices, params)
     streams = image_streams(seed, cid, severity, indices)
     out = np.empty_like(images)
     for i, (image, rng) in enumerate(zip(images, streams)):
