@@ -55,15 +55,13 @@ def run_demo(out: str | Path = "pushpull-demo", data: str | Path | None = None, 
              device: str | None = None) -> dict[str, Any]:
     """Train both networks (resuming what ``out`` already holds), evaluate them, write the table and the plot."""
     from .data.cifar import cifar_datasets, cifar_normalization, load_cifar
+    from .data.corruptions import CORRUPTIONS
     from .data.digits import digits_datasets, digits_split
+    from .engine.evaluate import check_names
     from .engine.train import fit
     from .recipes import load_recipe
 
-    from .data.corruptions import CORRUPTIONS
-
-    unknown = [c for c in corruptions if c not in CORRUPTIONS]
-    if unknown:
-        raise ValueError(f"unknown corruption(s) {unknown}; choose from {list(CORRUPTIONS)}")
+    check_names(corruptions, CORRUPTIONS, "corruption")
     tic = time.perf_counter()
     out = Path(out)
     if data is None:

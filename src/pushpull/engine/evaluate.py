@@ -492,7 +492,8 @@ def _parse_benchmarks(benchmarks: str | Sequence[str]) -> tuple[str, bool, bool]
     return datasets.pop(), any(b.endswith("-c") for b in names), any(b.endswith("-p") for b in names)
 
 
-def _check_names(given: Sequence[str] | None, known: Sequence[str], kind: str) -> list[str]:
+def check_names(given: Sequence[str] | None, known: Sequence[str], kind: str) -> list[str]:
+    """``given`` as a list (``known`` when None), with an error naming any name not in ``known``."""
     if given is None:
         return list(known)
     unknown = [n for n in given if n not in known]
@@ -551,8 +552,8 @@ def evaluate(
     from ..data.corruptions import CORRUPTIONS
     from ..data.perturbations import ALL_PERTURBATIONS, NOISE_SEQUENCES, PERTURBATIONS
 
-    c_names = _check_names(corruptions, CORRUPTIONS, "corruption") if want_c else []
-    p_names = (_check_names(perturbations, ALL_PERTURBATIONS, "perturbation") if perturbations is not None
+    c_names = check_names(corruptions, CORRUPTIONS, "corruption") if want_c else []
+    p_names = (check_names(perturbations, ALL_PERTURBATIONS, "perturbation") if perturbations is not None
                else list(PERTURBATIONS)) if want_p else []
     c_dir = Path(c_dir) if c_dir is not None and want_c else None
     p_dir = Path(p_dir) if p_dir is not None and want_p else None
