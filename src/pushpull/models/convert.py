@@ -142,6 +142,12 @@ def _select(model: nn.Module, scope: Scope, example_input: Tensor | None) -> Cal
     raise ValueError(f"scope must be one of {', '.join(map(repr, SCOPES))} or a callable, got {scope!r}")
 
 
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put ``module`` in place of ``model``'s submodule ``name`` (a dotted path)."""
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, module)
+
+
 def to_push_pull(conv: nn.Conv2d, keep_weights: bool = True, **pushpull_kwargs) -> PushPullConv2d:
     """A ``PushPullConv2d`` with the geometry (and, if ``keep_weights``, the weights) of ``conv``."""
     ref = conv.weight
@@ -185,8 +191,7 @@ def convert(model: nn.Module, scope: Scope = "stem", keep_weights: bool = True, 
             skipped.append(name)
             continue
         layer = to_push_pull(module, keep_weights, **pushpull_kwargs)
-        parent_name, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        replace_module(model, name, layer)
         replaced.append(Replacement(name, module.in_channels, module.out_channels, tuple(module.kernel_size),
                                     tuple(module.stride), module.groups, layer.pull_size))
     return ConversionReport(replaced, skipped)

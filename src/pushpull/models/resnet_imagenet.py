@@ -14,6 +14,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ..layers.blur import BlurPool2d, blurred
 from ._common import apply_variant
+from .convert import replace_module
 
 BLOCKS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]), 50: (Bottleneck, [3, 4, 6, 3]),
           101: (Bottleneck, [3, 4, 23, 3]), 152: (Bottleneck, [3, 8, 36, 3])}
@@ -26,8 +27,7 @@ def antialias_resnet(model: ResNet, aa: int) -> ResNet:
         if isinstance(conv, nn.Conv2d) and name != "conv1" and conv.stride != (1, 1):
             stride = conv.stride[0]
             conv.stride = (1, 1)
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, blurred(conv, aa, stride))
+            replace_module(model, name, blurred(conv, aa, stride))
     return model
 
 
