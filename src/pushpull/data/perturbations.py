@@ -190,7 +190,7 @@ def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarr
 def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
     """Water drops that run down the image: the liquid layer is smeared downwards frame by frame."""
     from .corruptions.blur import gaussian_smooth
-    from .corruptions.weather import WATER_COLOUR, water_mask
+    from .corruptions.weather import water_drops
 
     cfg = _PARAMS[params]["spatter"]
     n, h, w, _ = images.shape
@@ -200,10 +200,7 @@ def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Ge
     liquid[liquid < cfg["threshold"]] = 0
     frames = []
     for _ in range(FRAMES):
-        m = np.stack([water_mask(layer) for layer in (liquid * 255).astype(np.uint8)])
-        peak = m.max(axis=(1, 2), keepdims=True)
-        m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0) * np.float32(0.6)
-        frames.append((np.clip(x + m[..., None] * WATER_COLOUR.astype(np.float32), 0, 1) * 255).astype(np.uint8))
+        frames.append(water_drops(x, liquid, np.float32(0.6)))
         liquid = convolve_same(liquid, cfg["drift"], axis=1)
     return np.stack(frames, 1)
 

@@ -141,6 +141,18 @@ WATER_COLOUR = np.array([175, 238, 238], np.float64) / 255.0  # pale turquoise (
 _MUD = np.array([63, 42, 20], np.float64) / 255.0  # mud brown
 
 
+def water_drops(x: np.ndarray, liquid: np.ndarray, intensity: float) -> np.ndarray:
+    """Float32 [0, 1] images (N, H, W, 3) under pale-turquoise drops shaded from thresholded liquid layers (N, H, W).
+
+    Each image's ``water_mask`` is scaled to peak at ``intensity``; uint8 out.
+    """
+    m = np.stack([water_mask(layer) for layer in (liquid * 255).astype(np.uint8)])
+    peak = m.max(axis=(1, 2), keepdims=True)
+    m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)  # the reference divides 0 by 0 here
+    m *= intensity
+    return to_uint8(x + m[..., None] * WATER_COLOUR.astype(np.float32))
+
+
 def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """Spatter: ``params`` = (loc, scale, sigma, threshold, intensity-or-sigma, mud) as in the reference.
 
@@ -152,13 +164,7 @@ def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.rando
     liquid = gaussian_smooth(draw(rngs, "normal", size=(h, w), loc=loc, scale=scale), sigma)
     liquid[liquid < threshold] = 0
     if mud == 0:
-        layer = (liquid * 255).astype(np.uint8)
-        m = np.stack([water_mask(li) for li in layer])
-        peak = m.max(axis=(1, 2), keepdims=True)
-        m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)  # the reference divides 0 by 0 here
-        m *= amount
-        color = WATER_COLOUR.astype(np.float32)
-        return to_uint8(x + m[..., None] * color)
+        return water_drops(x, liquid, amount)
     m = np.where(liquid > threshold, 1, 0).astype(np.float32)
     m = gaussian_smooth(m, amount)
     m[m < 0.8] = 0
