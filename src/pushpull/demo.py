@@ -25,13 +25,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .data.benchmarks import SEVERITIES
 from .engine.checkpoint import atomic_write
 from .layers import PushPullConv2d
 
 # Corruptions that make sense for both digits and natural images (CIFAR-10-C parameters).
 DEMO_CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "gaussian_blur",
                     "defocus_blur", "contrast", "pixelate", "jpeg_compression")
-SEVERITIES = (1, 2, 3, 4, 5)
 VARIANTS = ("plain", "push-pull")
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import metrics
-from .baselines import Baseline, default_baseline, load_baseline
+from .baselines import ALL_SEVERITIES, Baseline, default_baseline, load_baseline
 
 AA_FILTERS = {0: "none", 2: "Rect-2", 3: "Tri-3", 5: "Bin-5"}
 AA_MARKERS = {0: "o", 2: "s", 3: "^", 5: "D"}
@@ -163,7 +163,7 @@ def _percent(value: float | None) -> float | None:
 
 
 def _mean_error(baseline: Baseline, corruption: str) -> float | None:
-    errors = baseline.errors_for(corruption, (1, 2, 3, 4, 5))
+    errors = baseline.errors_for(corruption, ALL_SEVERITIES)
     return None if errors is None else float(errors.mean())
 
 

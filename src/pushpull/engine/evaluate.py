@@ -28,12 +28,12 @@ from torch import nn
 
 from .. import metrics
 from ..baselines import default_baseline, load_baseline
+from ..data.benchmarks import SEVERITIES
 from .checkpoint import atomic_write
 
 RESULTS_FORMAT = "pushpull-robustness-results"
 RESULTS_VERSION = 1
 BENCHMARKS = ("cifar10-c", "cifar10-p", "cifar100-c", "cifar100-p", "imagenet-c", "imagenet-p")
-SEVERITIES = (1, 2, 3, 4, 5)
 
 
 # ----------------------------------------------------------------------------- model
