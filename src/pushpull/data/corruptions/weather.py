@@ -26,7 +26,7 @@ def snow_layers(shape: tuple[int, int, int], loc: float, scale: float, zoom: flo
     layer = draw(rngs, "normal", size=(h, w), loc=loc, scale=scale)
     layer = clipped_zoom(layer[..., None], zoom)
     layer[layer < threshold] = 0
-    return (np.clip(layer, 0, 1) * 255).astype(np.uint8)
+    return to_uint8(layer)
 
 
 def blend_snow(images: np.ndarray, layers: np.ndarray, blend: float) -> np.ndarray:
