@@ -43,9 +43,14 @@ def load_legacy_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = Fals
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _raw_state(checkpoint: Any) -> Any:
+    """The checkpoint's state dict as stored: its ``'state_dict'``, or the checkpoint itself; None if no dict."""
+    return checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+
+
 def official_state_dict(checkpoint: Any) -> dict[str, Tensor]:
     """The original checkpoint's weights under our key names."""
-    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    state = _raw_state(checkpoint)
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError("not a push-pull checkpoint: expected a state dict or a dict with a 'state_dict'")
     out = {}
@@ -65,7 +70,7 @@ def infer_model_kwargs(state: dict[str, Tensor], checkpoint: Any = None) -> dict
         kwargs["num_classes"] = int(head.shape[0])
     if any(k.endswith(".alpha") for k in state):
         kwargs["trainable_alpha"] = True
-    raw = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else {}
+    raw = _raw_state(checkpoint) or {}
     filters = [v for k, v in raw.items() if isinstance(k, str) and k.endswith(".filt")]
     if filters:
         kwargs["aa"] = int(filters[0].shape[-1])
