@@ -103,7 +103,7 @@ def elastic_transform(images: np.ndarray, alpha: float, sigma: float, affine: fl
         dx, dy = fields[i, 0][..., None], fields[i, 1][..., None]
         coords = np.stack([(rows + dy).reshape(-1, 1), (cols + dx).reshape(-1, 1), chans.reshape(-1, 1)])
         out[i] = map_coordinates(warped.reshape(h, w, c), coords, order=1, mode="reflect").reshape(h, w, c)
-    return (np.clip(out, 0, 1) * 255).astype(np.uint8)
+    return to_uint8(out)
 
 
 def pixelate(images: np.ndarray, factor: float) -> np.ndarray:
