@@ -29,6 +29,8 @@ from torch import nn
 from .. import metrics
 from ..baselines import default_baseline, load_baseline
 from ..data.benchmarks import SEVERITIES
+# --limit strides the way make-c/-p --limit does: _coverage relies on it to find a subset folder's images.
+from ..data.make_benchmarks import select_indices as strided_indices
 from .checkpoint import atomic_write
 
 RESULTS_FORMAT = "pushpull-robustness-results"
@@ -137,15 +139,6 @@ def build_model(spec: str, *, weights: str | Path | None = None, num_classes: in
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def strided_indices(total: int, limit: int | None) -> np.ndarray:
-    """A deterministic subset of ``limit`` indices spread evenly over ``range(total)`` (all if None)."""
-    if limit is None or limit >= total:
-        return np.arange(total)
-    if limit < 1:
-        raise ValueError(f"--limit must be at least 1, got {limit}")
-    return (np.arange(limit) * total) // limit
 
 
 @dataclass(frozen=True)
