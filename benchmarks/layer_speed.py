@@ -85,15 +85,15 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, c_in, c_out, size, batch in SHAPES:
         layers = {
-            "conv": nn.Conv2d(c_in, c_out, 3, padding=1),
-            "reference": PushPullConv2d(c_in, c_out, 3, padding=1, impl="reference"),
-            "fast": PushPullConv2d(c_in, c_out, 3, padding=1),
+            "conv": nn.Conv2d(c_in, c_out, 3, padding=1, device=device),
+            "reference": PushPullConv2d(c_in, c_out, 3, padding=1, device=device, impl="reference"),
+            "fast": PushPullConv2d(c_in, c_out, 3, padding=1, device=device),
         }
         x = torch.randn(batch, c_in, size, size, device=device)
         grad = torch.randn(batch, c_out, size, size, device=device)
         for mode in MODES:
             for layer in layers.values():
-                layer.to(device).train(mode != "infer")
+                layer.train(mode != "infer")
             xm = x.requires_grad_(mode == "fwd+bwd")
             t = time_variants({name: _step(layer, xm, grad, mode) for name, layer in layers.items()},
                               args.reps, device, clock)
