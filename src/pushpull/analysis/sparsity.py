@@ -83,8 +83,8 @@ def _after_first_conv(model: nn.Module):  # noqa: ANN202 - yields (name, module,
     if not convs:
         raise ValueError(f"{type(model).__name__} has no Conv2d or PushPullConv2d layer")
     parent_name, _, first = convs[0].rpartition(".")
-    names = [n for n, _ in model.get_submodule(parent_name).named_children()]
-    for child_name, child in list(model.get_submodule(parent_name).named_children())[names.index(first) + 1:]:
+    siblings = list(model.get_submodule(parent_name).named_children())
+    for child_name, child in siblings[[n for n, _ in siblings].index(first) + 1:]:
         full = f"{parent_name}.{child_name}" if parent_name else child_name
         yield full, child, any(n == full or n.startswith(full + ".") for n in convs)
 
