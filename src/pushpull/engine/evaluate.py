@@ -103,7 +103,8 @@ def build_model(spec: str, *, weights: str | Path | None = None, num_classes: in
         model, meta = load_model(path.with_suffix(".safetensors"))
         info = {"name": meta.get("model", path.stem), "spec": str(spec), "model_kwargs": meta.get("model_kwargs", {}),
                 "weights": str(path.with_suffix(".safetensors")),
-                "weights_sha256": file_sha256(path.with_suffix(".safetensors")),
+                # load_model verified the file against the sidecar's digest: no second read
+                "weights_sha256": meta.get("sha256") or file_sha256(path.with_suffix(".safetensors")),
                 "normalization": meta.get("normalization"), "source": meta.get("source")}
         return model.eval(), info
     if path.exists():
