@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
+from pushpull.layers import _native
 from pushpull.layers._fast import resize_kernel, resize_kernel_adjoint, separable_pull
 from pushpull.layers.pushpull import pull_kernel
 
@@ -105,17 +106,25 @@ def test_gradcheck_float64(kwargs, second_order, impl):
         assert torch.autograd.gradgradcheck(fn, (x, *params), fast_mode=True)
 
 
-def test_auto_picks_separable_for_training_and_wide_layers_fused_otherwise(monkeypatch):
+def _picker(monkeypatch):
+    """A function telling which path ``auto`` took for a layer and an input."""
     import pushpull.layers.pushpull as pp_module
 
     calls = []
-    monkeypatch.setattr(pp_module, "separable_pull", lambda *a, **k: calls.append(1) or separable_pull(*a, **k))
+    monkeypatch.setattr(pp_module, "separable_pull", lambda *a, **k: calls.append("separable") or separable_pull(*a, **k))
+    native_apply = _native.NativePushPull.apply
+    monkeypatch.setattr(_native.NativePushPull, "apply", lambda *a: calls.append("native") or native_apply(*a))
 
     def picked(layer, x):
         calls.clear()
         layer(x)
-        return "separable" if calls else "fused"
+        return calls[0] if calls else "fused"
+    return picked
 
+
+def test_auto_without_native_picks_separable_for_training_and_wide_layers_fused_otherwise(monkeypatch):
+    monkeypatch.setattr(_native, "available", lambda: False)
+    picked = _picker(monkeypatch)
     narrow, wide = PushPullConv2d(3, 4, 3, padding=1), PushPullConv2d(32, 4, 3, padding=1)
     assert picked(narrow, torch.randn(1, 3, 8, 8)) == "separable"  # weights require grad: training
     assert picked(wide, torch.randn(1, 32, 8, 8)) == "separable"
@@ -124,6 +133,19 @@ def test_auto_picks_separable_for_training_and_wide_layers_fused_otherwise(monke
         assert picked(wide, torch.randn(1, 32, 8, 8)) == "separable"  # wide inference
     assert picked(PushPullConv2d(3, 4, 3, padding=1, scale=1), torch.randn(1, 3, 8, 8)) == "fused"  # pull == push
     assert picked(narrow, torch.randn(1, 3, 64, 8)) == "fused"  # tall input, narrow layer: dense row filter too dear
+
+
+def test_auto_picks_native_where_it_covers_the_call_and_pays(monkeypatch):
+    if not _native.available():
+        pytest.skip("the native kernels cannot be built here (no C compiler with OpenMP)")
+    picked = _picker(monkeypatch)
+    narrow, wide = PushPullConv2d(3, 4, 3, padding=1), PushPullConv2d(8, 4, 3, padding=1)
+    assert picked(narrow, torch.randn(1, 3, 8, 8)) == "native"  # training
+    with torch.no_grad():
+        assert picked(narrow, torch.randn(1, 3, 8, 8)) == "fused"  # 3 input channels: the direct pull is cheaper
+        assert picked(wide, torch.randn(1, 8, 8, 8)) == "native"
+    assert picked(PushPullConv2d(3, 4, 3, stride=2, padding=1), torch.randn(1, 3, 8, 8)) == "separable"
+    assert picked(narrow.double(), torch.randn(1, 3, 8, 8, dtype=torch.float64)) == "separable"
 
 
 def test_functional_matches_module_and_accepts_unbatched():

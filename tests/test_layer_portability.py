@@ -145,7 +145,7 @@ def test_torch_func_transforms_use_plain_ops():
     grads = torch.func.grad(lambda p: torch.func.functional_call(layer, p, (x,)).square().sum())(params)
     layer(x).square().sum().backward()
     for name, p in layer.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad)
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5)  # different summation orders
 
 
 def test_meta_device_gives_shapes_without_arithmetic():

@@ -29,7 +29,8 @@ def export_and_compare(name: str, dynamo: bool, **kwargs) -> None:
     with torch.no_grad():
         ref = model(x).numpy()
     np.testing.assert_array_equal(got.argmax(1), ref.argmax(1))
-    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    # float32 rounding scales with the logits (untrained deep networks reach thousands)
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 + 1e-6 * np.abs(ref).max())
 
 
 @pytest.mark.parametrize("name, aa", [("resnet20_pp", 0), ("resnet20_b1", 2)])

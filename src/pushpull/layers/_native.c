@@ -1,0 +1,260 @@
+/* Kernels of the push-pull layer's native CPU path (see _native.py).
+ *
+ * Both convolutions use the same weights k, so their matrix work is shared: per image and
+ * output channel o, the products Y_ab = k[o,:,a,b] . x (one map per kernel tap) give
+ *   push(y,x)     = b + sum_ab Y_ab(y + a - pt, x + b - pl)
+ *   pullconv(y,x) = b + sum_ab sum_ij Ah[i,a] Aw[j,b] Y_ab(y + i - qt, x + j - ql)
+ * (Y is zero outside the image), and the layer's output is
+ *   ReLU(push) - alpha * ReLU(-pullconv)      or both rectified maps (dual output).
+ * float32, NCHW, stride 1, dilation 1, one group, symmetric zero padding, pull >= push.
+ *
+ * Each plane of Y is copied into a zero-margined scratch grid, so that every shift is a
+ * constant offset in the flattened grid: the filtering is then "dst = sum_k c_k src_k" over
+ * long flat ranges (multi_tap), with the sums held in vector registers. Values computed in
+ * the margin columns are never read back. The products are register-blocked over G taps.
+ *
+ * g[] = {n, cout, kh, kw, h, w, ph, pw, ho, wo, pt, pl, qt, ql, cin}. wt: (cout, groups, cin,
+ * G), the weights k[o, c, a, b] with the kh*kw taps zero-padded to groups*G.
+ */
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+#define MAX_TAPS 1024
+#define G 9 /* kernel taps per register block (a 3x3 kernel is one block) */
+
+/* 16 floats; aligned(4) makes unaligned loads and stores through it legal. GCC and Clang map it
+ * onto AVX-512, AVX2 or SSE registers, whichever -march allows. */
+typedef float v16 __attribute__((vector_size(64), aligned(4)));
+
+static inline v16 load(const float *p) { return *(const v16 *)p; }
+static inline void store(float *p, v16 v) { *(v16 *)p = v; }
+static inline float hsum(v16 v) {
+    float s = 0.0f;
+    for (int l = 0; l < 16; l++) s += v[l];
+    return s;
+}
+
+typedef struct {
+    const float *src;
+    float c;
+} tap;
+
+/* dst[t] = sum_k taps[k].c * taps[k].src[t] for t in [0, len) */
+static void multi_tap(float *restrict dst, int64_t len, const tap *taps, int ntaps) {
+    int64_t t = 0;
+    for (; t + 64 <= len; t += 64) { /* four independent accumulators hide the FMA latency */
+        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int k = 0; k < ntaps; k++) {
+            const float *s = taps[k].src + t;
+            const float c = taps[k].c;
+            a0 += c * load(s), a1 += c * load(s + 16), a2 += c * load(s + 32), a3 += c * load(s + 48);
+        }
+        store(dst + t, a0), store(dst + t + 16, a1), store(dst + t + 32, a2), store(dst + t + 48, a3);
+    }
+    for (; t + 16 <= len; t += 16) {
+        v16 a0 = {0};
+        for (int k = 0; k < ntaps; k++) a0 += taps[k].c * load(taps[k].src + t);
+        store(dst + t, a0);
+    }
+    for (; t < len; t++) {
+        float acc = 0.0f;
+        for (int k = 0; k < ntaps; k++) acc += taps[k].c * taps[k].src[t];
+        dst[t] = acc;
+    }
+}
+
+/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw) */
+static void products(float *restrict y, const float *restrict x, const float *restrict wt, int64_t cin,
+                     int64_t hw) {
+    int64_t p = 0;
+    for (; p + 32 <= hw; p += 32) {
+        v16 a[G][2];
+        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = (v16){0};
+        for (int64_t c = 0; c < cin; c++) {
+            const v16 x0 = load(x + c * hw + p), x1 = load(x + c * hw + p + 16);
+            for (int j = 0; j < G; j++) a[j][0] += wt[c * G + j] * x0, a[j][1] += wt[c * G + j] * x1;
+        }
+        for (int j = 0; j < G; j++) store(y + j * hw + p, a[j][0]), store(y + j * hw + p + 16, a[j][1]);
+    }
+    for (; p < hw; p++)
+        for (int j = 0; j < G; j++) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < cin; c++) acc += wt[c * G + j] * x[c * hw + p];
+            y[j * hw + p] = acc;
+        }
+}
+
+/* gx[c][p] += sum_j wt[c][j] gy[j][p]: the products' adjoint for the input */
+static void products_adjoint_x(float *restrict gx, const float *restrict gy, const float *restrict wt, int64_t cin,
+                               int64_t hw) {
+    int64_t p = 0;
+    for (; p + 32 <= hw; p += 32) {
+        v16 d[G][2];
+        for (int j = 0; j < G; j++) d[j][0] = load(gy + j * hw + p), d[j][1] = load(gy + j * hw + p + 16);
+        for (int64_t c = 0; c < cin; c++) {
+            v16 a0 = load(gx + c * hw + p), a1 = load(gx + c * hw + p + 16);
+            for (int j = 0; j < G; j++) a0 += wt[c * G + j] * d[j][0], a1 += wt[c * G + j] * d[j][1];
+            store(gx + c * hw + p, a0), store(gx + c * hw + p + 16, a1);
+        }
+    }
+    for (; p < hw; p++)
+        for (int64_t c = 0; c < cin; c++) {
+            float acc = gx[c * hw + p];
+            for (int j = 0; j < G; j++) acc += wt[c * G + j] * gy[j * hw + p];
+            gx[c * hw + p] = acc;
+        }
+}
+
+/* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights */
+static void products_adjoint_w(float *restrict gw, const float *restrict gy, const float *restrict x, int64_t cin,
+                               int64_t hw) {
+    for (int64_t c = 0; c < cin; c++) {
+        v16 a[G][2];
+        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = (v16){0};
+        int64_t p = 0;
+        for (; p + 32 <= hw; p += 32) {
+            const v16 x0 = load(x + c * hw + p), x1 = load(x + c * hw + p + 16);
+            for (int j = 0; j < G; j++) a[j][0] += load(gy + j * hw + p) * x0, a[j][1] += load(gy + j * hw + p + 16) * x1;
+        }
+        for (int j = 0; j < G; j++) {
+            float s = hsum(a[j][0] + a[j][1]);
+            for (int64_t q = p; q < hw; q++) s += gy[j * hw + q] * x[c * hw + q];
+            gw[c * G + j] += s;
+        }
+    }
+}
+
+void pp_forward(const int64_t *g, const float *x, const float *wt, const float *ah, const float *aw,
+                const float *bias, const float *alpha, int dual, float *out, float *push_r, float *pull_r,
+                int nthreads) {
+    const int64_t n = g[0], cout = g[1], kh = g[2], kw = g[3], h = g[4], w = g[5], ph = g[6], pw = g[7];
+    const int64_t ho = g[8], wo = g[9], pt = g[10], pl = g[11], qt = g[12], ql = g[13], cin = g[14];
+    const int64_t hw = h * w, groups = (kh * kw + G - 1) / G;
+    const int64_t hp = h + 2 * qt, wp = w + 2 * ql, grid = hp * wp; /* Y's zero-margined grid */
+    const int64_t span = (ho - 1) * wp + wo;                         /* output rows on that grid */
+#pragma omp parallel num_threads(nthreads)
+    {
+        /* the products, their kh*kw grids, kh row-filtered grids Z_a, the push and pull sums */
+        float *y = malloc(sizeof(float) * groups * G * hw);
+        float *yp = calloc((size_t)((kh * kw + kh) * grid + 2 * ho * wp), sizeof(float));
+        float *z = yp + kh * kw * grid, *push = z + kh * grid, *pull = push + ho * wp;
+        tap taps[MAX_TAPS];
+#pragma omp for schedule(static)
+        for (int64_t no = 0; no < n * cout; no++) {
+            const int64_t i_n = no / cout, o = no % cout;
+            for (int64_t gi = 0; gi < groups; gi++)
+                products(y + gi * G * hw, x + i_n * cin * hw, wt + (o * groups + gi) * cin * G, cin, hw);
+            for (int64_t ab = 0; ab < kh * kw; ab++)
+                for (int64_t r = 0; r < h; r++)
+                    memcpy(yp + ab * grid + (r + qt) * wp + ql, y + ab * hw + r * w, sizeof(float) * w);
+            int nt = 0;
+            for (int64_t a = 0; a < kh; a++)
+                for (int64_t b = 0; b < kw; b++)
+                    taps[nt++] = (tap){yp + (a * kw + b) * grid + (a + qt - pt) * wp + b + ql - pl, 1.0f};
+            multi_tap(push, span, taps, nt);
+            for (int64_t a = 0; a < kh; a++) { /* Z_a = sum_b Y_ab filtered along rows by Aw[:, b] */
+                nt = 0;
+                for (int64_t b = 0; b < kw; b++)
+                    for (int64_t j = 0; j < pw; j++)
+                        if (aw[j * kw + b] != 0.0f)
+                            taps[nt++] = (tap){yp + (a * kw + b) * grid + qt * wp + j, aw[j * kw + b]};
+                /* only rows qt .. qt+h-1 hold the image; the others stay zero */
+                multi_tap(z + a * grid + qt * wp, (h - 1) * wp + wo, taps, nt);
+            }
+            nt = 0;
+            for (int64_t a = 0; a < kh; a++) /* then along columns by Ah[:, a] */
+                for (int64_t i = 0; i < ph; i++)
+                    if (ah[i * kh + a] != 0.0f) taps[nt++] = (tap){z + a * grid + i * wp, ah[i * kh + a]};
+            multi_tap(pull, span, taps, nt);
+            const float b0 = bias ? bias[o] : 0.0f, al = alpha[o];
+            float *o_push = dual ? out + (i_n * 2 * cout + o) * ho * wo : out + no * ho * wo;
+            float *o_pull = o_push + cout * ho * wo;
+            float *r_push = push_r + no * ho * wo, *r_pull = pull_r + no * ho * wo;
+            for (int64_t r = 0; r < ho; r++)
+                for (int64_t c = 0; c < wo; c++) {
+                    const float s = push[r * wp + c] + b0, q = pull[r * wp + c] + b0;
+                    const float p = s > 0.0f ? s : 0.0f, m = q < 0.0f ? -q : 0.0f;
+                    const int64_t t = r * wo + c;
+                    r_push[t] = p, r_pull[t] = m;
+                    if (dual) o_push[t] = p, o_pull[t] = m;
+                    else o_push[t] = p - al * m;
+                }
+        }
+        free(yp);
+        free(y);
+    }
+}
+
+/* gx: (n, cin, h, w) or NULL; gw: (nthreads, cout, groups, cin, G) per-thread sums, or NULL;
+ * gbias / galpha: (n, cout) partial sums, or NULL. */
+void pp_backward(const int64_t *g, const float *x, const float *wt, const float *grad, const float *push_r,
+                 const float *pull_r, const float *ah, const float *aw, const float *alpha, int dual, float *gx,
+                 float *gw, float *gbias, float *galpha, int nthreads) {
+    const int64_t n = g[0], cout = g[1], kh = g[2], kw = g[3], h = g[4], w = g[5], ph = g[6], pw = g[7];
+    const int64_t ho = g[8], wo = g[9], pt = g[10], pl = g[11], qt = g[12], ql = g[13], cin = g[14];
+    const int64_t hw = h * w, groups = (kh * kw + G - 1) / G;
+    /* the output-gradient grids get margins wide enough for every adjoint shift */
+    const int64_t my = MAX(0, MAX(ph - 1 - qt, kh - 1 - pt)), mx = MAX(0, MAX(pw - 1 - ql, kw - 1 - pl));
+    const int64_t hg = ho + 2 * my, wg = wo + 2 * mx, grid = hg * wg;
+    const int64_t span = (h - 1) * wg + w;
+#pragma omp parallel num_threads(nthreads)
+    {
+        /* gradient grids of push and pull, kh column-filtered grids U_a, one wide gY plane, gY */
+        float *g1 = calloc((size_t)(2 * grid + kh * h * wg + h * wg + groups * G * hw), sizeof(float));
+        float *g2 = g1 + grid, *u = g2 + grid, *wide = u + kh * h * wg, *gy = wide + h * wg;
+        float *gw_t = gw ? gw + (int64_t)omp_get_thread_num() * cout * groups * cin * G : NULL;
+        tap taps[MAX_TAPS];
+#pragma omp for schedule(static)
+        for (int64_t i_n = 0; i_n < n; i_n++) {
+            const float *x_n = x + i_n * cin * hw;
+            float *gx_n = gx ? gx + i_n * cin * hw : NULL;
+            if (gx_n) memset(gx_n, 0, sizeof(float) * cin * hw);
+            for (int64_t o = 0; o < cout; o++) {
+                const int64_t no = i_n * cout + o;
+                const float *push = push_r + no * ho * wo, *pull = pull_r + no * ho * wo;
+                const float *gr_push = dual ? grad + (i_n * 2 * cout + o) * ho * wo : grad + no * ho * wo;
+                const float *gr_pull = dual ? gr_push + cout * ho * wo : gr_push;
+                const float al = dual ? -1.0f : alpha[o];
+                float sb = 0.0f, sa = 0.0f;
+                for (int64_t r = 0; r < ho; r++)
+                    for (int64_t c = 0; c < wo; c++) {
+                        const int64_t t = r * wo + c, s = (r + my) * wg + c + mx;
+                        const float d1 = push[t] > 0.0f ? gr_push[t] : 0.0f;
+                        const float d2 = pull[t] > 0.0f ? al * gr_pull[t] : 0.0f; /* d loss / d pullconv */
+                        g1[s] = d1, g2[s] = d2;
+                        sb += d1 + d2;
+                        sa -= gr_pull[t] * pull[t];
+                    }
+                if (gbias) gbias[no] = sb;
+                if (galpha) galpha[no] = sa;
+                int nt;
+                for (int64_t a = 0; a < kh; a++) { /* U_a: the adjoint of the column filter */
+                    nt = 0;
+                    for (int64_t i = 0; i < ph; i++)
+                        if (ah[i * kh + a] != 0.0f) taps[nt++] = (tap){g2 + (qt - i + my) * wg, ah[i * kh + a]};
+                    multi_tap(u + a * h * wg, h * wg, taps, nt);
+                }
+                for (int64_t a = 0; a < kh; a++)
+                    for (int64_t b = 0; b < kw; b++) { /* the row filter's adjoint, plus the push's shift */
+                        nt = 0;
+                        taps[nt++] = (tap){g1 + (pt - a + my) * wg + pl - b + mx, 1.0f};
+                        for (int64_t j = 0; j < pw; j++)
+                            if (aw[j * kw + b] != 0.0f)
+                                taps[nt++] = (tap){u + a * h * wg + ql - j + mx, aw[j * kw + b]};
+                        multi_tap(wide, span, taps, nt);
+                        float *gab = gy + (a * kw + b) * hw;
+                        for (int64_t r = 0; r < h; r++) memcpy(gab + r * w, wide + r * wg, sizeof(float) * w);
+                    }
+                for (int64_t gi = 0; gi < groups; gi++) {
+                    const float *wt_o = wt + (o * groups + gi) * cin * G;
+                    if (gx_n) products_adjoint_x(gx_n, gy + gi * G * hw, wt_o, cin, hw);
+                    if (gw_t) products_adjoint_w(gw_t + (o * groups + gi) * cin * G, gy + gi * G * hw, x_n, cin, hw);
+                }
+            }
+        }
+        free(g1);
+    }
+}

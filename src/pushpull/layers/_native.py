@@ -1,0 +1,232 @@
+"""The native CPU path of the push-pull layer: one set of products for both responses.
+
+Both convolutions use the same weights ``k``, so their matrix work can be shared (SPEC §1,
+"factor on the output side"): the products ``Y[o, a, b] = k[o, :, a, b] · x`` (one map per
+kernel tap) give the push response as a sum of shifted maps and the pull response as the
+same maps filtered by the fixed, separable resize matrices. Products, filtering,
+rectification and their adjoints are the C kernels of ``_native.c``: they work on one
+(image, channel) plane at a time, so everything stays in the CPU caches, and run in
+parallel with OpenMP (PyTorch's runtime and thread count). The kernels are compiled on
+first use with the system's C compiler into :func:`cache_dir` and loaded with :mod:`ctypes`.
+
+Covers float32 on the CPU with stride 1, dilation 1, one group, zero padding and odd
+kernels; the layer uses it where it covers the call and pays, and the other exact paths
+otherwise. Set ``PUSHPULL_NATIVE=0`` to turn it off.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Union
+
+import torch
+from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+from ._fast import interpolation_matrix, resize_kernel
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("_native.c")
+G = 9  # kernel taps per register block of the kernels' products (``G`` in _native.c)
+MAX_TAPS = 1024  # filter taps one kernel call may combine (``MAX_TAPS`` in _native.c)
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$PUSHPULL_CACHE`` or ``$XDG_CACHE_HOME/pushpull`` (``~/.cache``)."""
+    root = os.environ.get("PUSHPULL_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pushpull"
+
+
+def _cpu_signature() -> str:
+    """The CPU's model and flags: a kernel built with ``-march=native`` runs only where they match."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return "|".join([platform.machine(), platform.processor(), *lines])
+
+
+def _compile(compiler: str, source: Path, target: Path) -> None:
+    flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fopenmp", "-std=gnu11",
+             "-shared", "-fPIC"]
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        partial = Path(tmp) / target.name
+        subprocess.run([compiler, *flags, str(source), "-o", str(partial)], check=True, capture_output=True,
+                       timeout=120)
+        os.replace(partial, target)  # atomic: concurrent processes never load a half-written library
+
+
+@functools.lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL | None:
+    """The compiled kernels, building them on first use; None when that is not possible."""
+    if os.environ.get("PUSHPULL_NATIVE", "1") == "0" or sys.platform != "linux":
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.info("pushpull: no C compiler found; the native push-pull path is off")
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + compiler.encode() + _cpu_signature().encode()).hexdigest()[:16]
+    target = cache_dir() / f"pushpull_native_{key}.so"
+    try:
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _compile(compiler, SOURCE, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = getattr(err, "stderr", b"") or b""
+        log.warning("pushpull: could not build the native push-pull kernels (%s %s); using the other exact paths",
+                    err, detail.decode(errors="replace")[-500:])
+        return None
+    p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
+    lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
+    lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
+    lib.pp_forward.restype = lib.pp_backward.restype = None
+    return lib
+
+
+def available() -> bool:
+    """Whether the native kernels could be built and loaded on this machine."""
+    return _library() is not None
+
+
+def unsupported(x: Tensor, weight: Tensor, pull_size: tuple[int, int], stride: tuple[int, int],
+                dilation: tuple[int, int], groups: int, padding_mode: str, push_pads: tuple[int, int, int, int],
+                pull_pads: tuple[int, int, int, int]) -> str | None:
+    """Why the native path cannot compute this call, or None when it can."""
+    kh, kw = weight.shape[-2:]
+    checks = [
+        (x.device.type == "cpu", f"it runs on the CPU (input on {x.device})"),
+        (type(x) is Tensor and type(weight) in (Tensor, torch.nn.Parameter) and x.layout == torch.strided
+         and _get_current_dispatch_mode() is None,
+         "it reads plain tensors' memory (not fake or subclassed tensors, nor under a dispatch mode such as "
+         "FLOP counting)"),
+        (x.dtype == weight.dtype == torch.float32, f"it computes in float32 (got {x.dtype} / {weight.dtype})"),
+        (stride == (1, 1) and dilation == (1, 1), "it supports stride 1 and dilation 1 only"),
+        (groups == 1, "it supports groups=1 only"),
+        (padding_mode == "zeros", "it supports padding_mode='zeros' only"),
+        (min(push_pads) >= 0 and kh <= pull_size[0] and kw <= pull_size[1] and push_pads[0] == push_pads[1]
+         and push_pads[2] == push_pads[3] and pull_pads[0] == pull_pads[1] and pull_pads[2] == pull_pads[3],
+         "it needs symmetric paddings (odd kernels) and a pull at least as large as the push"),
+        (max(kh * kw, kw * pull_size[1] + 1, kh * pull_size[0]) <= MAX_TAPS, "the kernel is too large"),
+        (available(), "its kernels could not be built here (a C compiler with OpenMP is needed; "
+                      "PUSHPULL_NATIVE=0 turns them off)"),
+    ]
+    return next((reason for ok, reason in checks if not ok), None)
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def packed_weight(weight: Tensor) -> Tensor:
+    """``k`` as the kernels read it: (Cout, groups, Cin, G), the Kh·Kw taps zero-padded to groups·G."""
+    cout, cin, kh, kw = weight.shape
+    groups = -(-kh * kw // G)
+    taps = weight.detach().permute(0, 2, 3, 1).reshape(cout, kh * kw, cin)
+    taps = torch.nn.functional.pad(taps, (0, 0, 0, groups * G - kh * kw))
+    return taps.view(cout, groups, G, cin).transpose(2, 3).contiguous()
+
+
+def _geometry(x: Tensor, weight: Tensor, pull_size: tuple[int, int], pads: tuple[int, int],
+              pull_pads: tuple[int, int]) -> tuple[Tensor, int, int]:
+    n, cin, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    (ph, pw), (pt, pl), (qt, ql) = pull_size, pads, pull_pads
+    ho, wo = h + 2 * pt - kh + 1, w + 2 * pl - kw + 1
+    geometry = torch.tensor([n, cout, kh, kw, h, w, ph, pw, ho, wo, pt, pl, qt, ql, cin], dtype=torch.int64)
+    return geometry, ho, wo
+
+
+def _int64_ptr(t: Tensor):
+    return ctypes.cast(t.data_ptr(), ctypes.POINTER(ctypes.c_int64))
+
+
+class NativePushPull(torch.autograd.Function):
+    """``ReLU(x ⋆ k + b) - alpha * ReLU(-(x ⋆ k̂ + b))`` (or both maps) from one shared product.
+
+    ``x`` must be contiguous (NCHW); ``pads`` / ``pull_pads`` are the symmetric (top, left) zero
+    paddings of the push and pull convolutions.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, packed: Tensor, bias: Tensor | None, alpha: Union[float, Tensor],
+                pull_size: tuple[int, int], pads: tuple[int, int], pull_pads: tuple[int, int],
+                dual_output: bool) -> Tensor:
+        n, (cout, _, kh, kw) = x.shape[0], weight.shape
+        geometry, ho, wo = _geometry(x, weight, pull_size, pads, pull_pads)
+        a_h = interpolation_matrix(kh, pull_size[0], weight).contiguous()
+        a_w = interpolation_matrix(kw, pull_size[1], weight).contiguous()
+        alphas = (alpha.detach().reshape(-1).expand(cout) if isinstance(alpha, Tensor)
+                  else torch.full((cout,), float(alpha))).contiguous()
+        bias_c = None if bias is None else bias.detach().contiguous()
+        out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
+        push, pull = x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)
+        _library().pp_forward(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), a_h.data_ptr(),
+                              a_w.data_ptr(), _ptr(bias_c), alphas.data_ptr(), int(dual_output), out.data_ptr(),
+                              push.data_ptr(), pull.data_ptr(), torch.get_num_threads())
+        ctx.geometry = (pull_size, pads, pull_pads, dual_output)
+        ctx.alpha_is_tensor = isinstance(alpha, Tensor)
+        ctx.float_alpha = None if ctx.alpha_is_tensor else alpha
+        ctx.save_for_backward(x, weight, packed, bias, alphas, push, pull, alpha if ctx.alpha_is_tensor else None)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain definition instead
+            return _differentiable_backward(ctx, grad)
+        x, weight, packed, bias, alphas, push, pull, alpha = ctx.saved_tensors
+        pull_size, pads, pull_pads, dual_output = ctx.geometry
+        grad = grad.contiguous()
+        n, cin, _, _ = x.shape
+        cout, _, kh, kw = weight.shape
+        groups = -(-kh * kw // G)
+        geometry, _, _ = _geometry(x, weight, pull_size, pads, pull_pads)
+        a_h = interpolation_matrix(kh, pull_size[0], weight).contiguous()
+        a_w = interpolation_matrix(kw, pull_size[1], weight).contiguous()
+        need_x, need_w, _, need_b, need_alpha = ctx.needs_input_grad[:5]
+        need_alpha = need_alpha and ctx.alpha_is_tensor and not dual_output
+        threads = torch.get_num_threads()
+        dx = x.new_empty(x.shape) if need_x else None
+        dw = x.new_zeros(threads, cout, groups, cin, G) if need_w else None
+        sums_b = x.new_empty(n, cout) if need_b and bias is not None else None
+        sums_a = x.new_empty(n, cout) if need_alpha else None
+        _library().pp_backward(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), grad.data_ptr(),
+                               push.data_ptr(), pull.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), alphas.data_ptr(),
+                               int(dual_output), _ptr(dx), _ptr(dw), _ptr(sums_b), _ptr(sums_a), threads)
+        if dw is not None:  # per-thread sums, in the packed layout, back to (Cout, Cin, Kh, Kw)
+            dw = dw.sum(0).transpose(2, 3).reshape(cout, groups * G, cin)[:, :kh * kw]
+            dw = dw.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
+        db = sums_b.sum(0) if sums_b is not None else None
+        d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
+        return dx, dw, None, db, d_alpha, None, None, None, None
+
+
+def _differentiable_backward(ctx, grad: Tensor):
+    """Gradients that can themselves be differentiated: autograd through the reference definition."""
+    from .pushpull import combine  # local: pushpull.py imports this module
+
+    x, weight, _, bias, _, _, _, alpha = ctx.saved_tensors
+    pull_size, (pt, pl), (qt, ql), dual_output = ctx.geometry
+    with torch.enable_grad():
+        k_hat = resize_kernel(weight, pull_size)
+        push = torch.nn.functional.conv2d(x, weight, bias, padding=(pt, pl))
+        pull = torch.nn.functional.conv2d(x, -k_hat, None if bias is None else -bias, padding=(qt, ql))
+        out = combine(push, pull, alpha if ctx.alpha_is_tensor else ctx.float_alpha, dual_output)
+        inputs = [t for t in (x, weight, bias, alpha) if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True))
+    dx, dw, db, d_alpha = (next(grads) if t is not None and t.requires_grad else None for t in (x, weight, bias, alpha))
+    return dx, dw, None, db, d_alpha, None, None, None, None

@@ -1,0 +1,194 @@
+"""The native CPU path (shared product + compiled filtering) against the float64 definition."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+import pytest
+import torch
+
+from pushpull import PushPullConv2d
+from pushpull.layers import _native
+
+needs_native = pytest.mark.skipif(not _native.available(),
+                                  reason="the native kernels cannot be built here (no C compiler with OpenMP)")
+
+
+def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
+    return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
+
+
+def _run(layer: PushPullConv2d, x: torch.Tensor, grad: torch.Tensor):
+    x = x.detach().requires_grad_(True)
+    out = layer(x)
+    params = [p for p in (layer.push.weight, layer.push.bias, layer.alpha) if isinstance(p, torch.Tensor)]
+    return out, torch.autograd.grad(out, [x, *params], grad.to(out.dtype))
+
+
+def _pair(*args, cin: int = 4, cout: int = 6, **kwargs) -> tuple[PushPullConv2d, PushPullConv2d]:
+    native = PushPullConv2d(cin, cout, *args, **kwargs, impl="native")
+    ref = PushPullConv2d(cin, cout, *args, **kwargs, impl="reference").double()
+    ref.load_state_dict({k: v.double() for k, v in native.state_dict().items()})
+    return native, ref
+
+
+NATIVE_CASES = [
+    # (kernel_size, padding, bias, input (H, W), channels (in, out), batch, extra kwargs)
+    (3, 1, True, (32, 32), (16, 4), 2, {}),  # the vectorised main loops (64-wide blocks)
+    (3, 1, True, (12, 12), (4, 6), 3, {}),
+    (3, 0, False, (11, 13), (4, 6), 3, {}),
+    (3, 2, True, (7, 9), (3, 5), 2, {}),  # padding wider than the kernel's half
+    (3, "same", True, (10, 9), (4, 6), 1, {}),
+    (1, 0, True, (9, 8), (5, 3), 2, {}),
+    (5, 2, True, (12, 11), (4, 6), 2, {}),  # 25 taps: three register blocks
+    (7, 3, True, (12, 12), (2, 3), 2, {}),
+    (7, "valid", True, (9, 10), (2, 3), 2, {}),
+    ((3, 5), (1, 2), True, (10, 11), (3, 4), 2, {}),
+    (3, 1, True, (12, 12), (4, 6), 2, {"dual_output": True}),
+    (3, 1, False, (12, 11), (4, 6), 2, {"trainable_alpha": True}),
+    (3, 1, True, (10, 10), (4, 6), 2, {"alpha": 0.37}),
+    (3, 1, True, (10, 10), (4, 6), 2, {"scale": 1.0}),
+    (3, 1, True, (10, 10), (4, 6), 2, {"scale": 1.5}),
+    (3, 1, True, (10, 10), (4, 6), 2, {"scale": 3.0}),
+    (3, 1, True, (37, 41), (3, 2), 2, {"trainable_alpha": True}),
+]
+
+
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("k,padding,bias,size,channels,batch,extra", NATIVE_CASES)
+def test_native_matches_float64_reference(k, padding, bias, size, channels, batch, extra, threads):
+    torch.manual_seed(zlib.crc32(repr((k, padding, bias, size, channels, extra)).encode()))
+    native, ref = _pair(k, 1, padding, 1, 1, bias, cin=channels[0], cout=channels[1], **extra)
+    x = torch.randn(batch, channels[0], *size)
+    with torch.no_grad():
+        grad_out = torch.randn(ref(x.double()).shape, dtype=torch.float64)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        out, grads = _run(native, x, grad_out)
+    finally:
+        torch.set_num_threads(saved)
+    want, want_grads = _run(ref, x.double(), grad_out)
+    assert out.dtype == torch.float32 and out.shape == want.shape
+    assert _rel_err(out, want) < 1e-5
+    for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
+        assert g.shape == w.shape, name
+        assert _rel_err(g, w) < 1e-5, name
+    with torch.no_grad():  # inference (the module's cached packing) gives the same output
+        assert _rel_err(native(x), want) < 1e-5
+
+
+@needs_native
+def test_native_channels_last_and_unbatched_inputs():
+    torch.manual_seed(0)
+    native, ref = _pair(3, 1, 1, cin=4, cout=5)
+    x = torch.randn(2, 4, 9, 10)
+    want = ref(x.double())
+    assert _rel_err(native(x.to(memory_format=torch.channels_last)), want) < 1e-5
+    assert _rel_err(native(x[0]), want[0]) < 1e-5
+
+
+@needs_native
+def test_native_second_order_gradients_match_reference():
+    torch.manual_seed(0)
+    native, ref = _pair(3, 1, 1, cin=3, cout=4, trainable_alpha=True)
+    x = torch.randn(2, 3, 8, 9)
+
+    def grad_norm_grads(layer, x_):
+        x_ = x_.detach().requires_grad_(True)
+        params = [x_, layer.push.weight, layer.push.bias, layer.alpha]
+        first = torch.autograd.grad(layer(x_).sin().sum(), params, create_graph=True)
+        return torch.autograd.grad(sum(g.square().sum() for g in first), params)
+
+    for got, want in zip(grad_norm_grads(native, x), grad_norm_grads(ref, x.double())):
+        assert _rel_err(got, want) < 1e-5
+
+
+@needs_native
+@pytest.mark.parametrize("kwargs,x_dtype,reason", [
+    (dict(stride=2), torch.float32, "stride"), (dict(dilation=2), torch.float32, "dilation"),
+    (dict(groups=2), torch.float32, "groups"), (dict(padding_mode="reflect"), torch.float32, "padding_mode"),
+    (dict(kernel_size=4), torch.float32, "symmetric"), (dict(scale=0.5), torch.float32, "pull at least"),
+    ({}, torch.float64, "float32")])
+def test_native_refuses_what_it_does_not_cover(kwargs, x_dtype, reason):
+    kwargs = {"kernel_size": 3, "padding": 1, **kwargs}
+    layer = PushPullConv2d(4, 4, **kwargs, impl="native").to(x_dtype)
+    with pytest.raises(ValueError, match=f"impl='native' cannot compute this call: .*{reason}"):
+        layer(torch.randn(1, 4, 9, 9, dtype=x_dtype))
+
+
+@needs_native
+def test_packed_weights_cached_in_inference_and_never_stale(monkeypatch):
+    calls = []
+    original = _native.packed_weight
+    monkeypatch.setattr(_native, "packed_weight", lambda w: calls.append(1) or original(w))
+    torch.manual_seed(0)
+    native, ref = _pair(3, 1, 1, cin=8, cout=4)
+    x = torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        first = [native(x) for _ in range(3)]
+        assert len(calls) == 1
+        native.weight.mul_(-0.5)
+        ref.weight.mul_(-0.5)
+        assert _rel_err(native(x), ref(x.double())) < 1e-5
+    assert len(calls) == 2
+    assert not torch.equal(first[0], native(x).detach())
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """A private kernel cache folder, and the loader forgotten before and after the test."""
+    monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path))
+    _native._library.cache_clear()
+    yield tmp_path
+    _native._library.cache_clear()
+
+
+@needs_native
+def test_kernels_built_once_into_the_cache_folder(fresh_library):
+    assert _native.available()
+    built = list(fresh_library.iterdir())
+    assert len(built) == 1 and built[0].suffix == ".so"  # no temporary left behind
+    _native._library.cache_clear()
+    mtime = built[0].stat().st_mtime_ns
+    assert _native.available() and built[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
+
+
+def test_turned_off_by_environment(fresh_library, monkeypatch):
+    monkeypatch.setenv("PUSHPULL_NATIVE", "0")
+    assert not _native.available()
+    layer = PushPullConv2d(4, 4, 3, padding=1)
+    assert layer(torch.randn(1, 4, 8, 8)).shape == (1, 4, 8, 8)  # the other exact paths
+    with pytest.raises(ValueError, match="PUSHPULL_NATIVE=0"):
+        PushPullConv2d(4, 4, 3, padding=1, impl="native")(torch.randn(1, 4, 8, 8))
+
+
+def test_failed_build_falls_back_with_a_warning(fresh_library, monkeypatch, caplog):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    with caplog.at_level(logging.WARNING, logger="pushpull.layers._native"):
+        assert not _native.available()
+    assert "could not build the native push-pull kernels" in caplog.text
+    assert not any(fresh_library.iterdir())
+    torch.manual_seed(0)
+    layer = PushPullConv2d(4, 4, 3, padding=1)
+    x = torch.randn(1, 4, 8, 8)
+    ref = PushPullConv2d(4, 4, 3, padding=1, impl="reference")
+    ref.load_state_dict(layer.state_dict())
+    torch.testing.assert_close(layer(x), ref(x))
+
+
+@needs_native
+def test_fake_tensors_and_flop_counting_take_the_operator_paths():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    layer = PushPullConv2d(8, 4, 3, padding=1)  # the native path's in inference (8 input channels)
+    with FakeTensorMode(), torch.no_grad():  # how `pushpull models` sizes a network
+        fake_layer = PushPullConv2d(8, 4, 3, padding=1)
+        assert fake_layer(torch.zeros(2, 8, 8, 8)).shape == (2, 4, 8, 8)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        layer(torch.zeros(1, 8, 8, 8))
+    assert counter.get_total_flops() > 0  # the convolutions are visible to the counter
