@@ -7,22 +7,12 @@ import zlib
 import pytest
 import torch
 
+from layer_checks import outputs_and_grads, rel_err
+
 from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
 from pushpull.layers import _native
 from pushpull.layers._fast import resize_kernel, resize_kernel_adjoint, separable_pull
 from pushpull.layers.pushpull import pull_kernel
-
-
-def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
-
-
-def _outputs_and_grads(layer: PushPullConv2d, x: torch.Tensor, grad: torch.Tensor):
-    x = x.detach().requires_grad_(True)
-    out = layer(x)
-    params = [p for p in (layer.push.weight, layer.push.bias, layer.alpha) if isinstance(p, torch.Tensor)]
-    grads = torch.autograd.grad(out, [x, *params], grad.to(out.dtype), allow_unused=True)
-    return out, grads
 
 
 CASES = [
@@ -71,16 +61,16 @@ def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bi
     x = torch.randn(3, 4, *size)
     with torch.no_grad():
         grad_out = torch.randn(ref(x.double()).shape, dtype=torch.float64)
-    out, grads = _outputs_and_grads(fast, x, grad_out)
-    want, want_grads = _outputs_and_grads(ref, x.double(), grad_out)
+    out, grads = outputs_and_grads(fast, x, grad_out)
+    want, want_grads = outputs_and_grads(ref, x.double(), grad_out)
     assert out.dtype == torch.float32 and out.shape == want.shape
-    assert _rel_err(out, want) < 1e-5
+    assert rel_err(out, want) < 1e-5
     for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
         if w is None:
             assert g is None or not g.any(), name
         else:
             assert g is not None and g.shape == w.shape, name
-            assert _rel_err(g, w) < 1e-5, name
+            assert rel_err(g, w) < 1e-5, name
 
 
 @pytest.mark.parametrize("kwargs,second_order", [
@@ -156,7 +146,7 @@ def test_functional_matches_module_and_accepts_unbatched():
     torch.testing.assert_close(got, layer(x))
     want = push_pull_conv2d_reference(x[None].double(), layer.weight.double(), layer.bias.double(), padding=1,
                                       alpha=0.8)[0]
-    assert _rel_err(got, want) < 1e-5
+    assert rel_err(got, want) < 1e-5
 
 
 @pytest.mark.parametrize("k,pull", [(3, (7, 7)), ((3, 5), (7, 11)), (4, (9, 9)), (2, (5, 5))])

@@ -8,22 +8,13 @@ import zlib
 import pytest
 import torch
 
+from layer_checks import outputs_and_grads, rel_err
+
 from pushpull import PushPullConv2d
 from pushpull.layers import _native
 
 needs_native = pytest.mark.skipif(not _native.available(),
                                   reason="the native kernels cannot be built here (no C compiler with OpenMP)")
-
-
-def _rel_err(got: torch.Tensor, want: torch.Tensor) -> float:
-    return ((got.double() - want).abs().max() / want.abs().max().clamp_min(1e-30)).item()
-
-
-def _run(layer: PushPullConv2d, x: torch.Tensor, grad: torch.Tensor):
-    x = x.detach().requires_grad_(True)
-    out = layer(x)
-    params = [p for p in (layer.push.weight, layer.push.bias, layer.alpha) if isinstance(p, torch.Tensor)]
-    return out, torch.autograd.grad(out, [x, *params], grad.to(out.dtype))
 
 
 def _pair(*args, cin: int = 4, cout: int = 6, **kwargs) -> tuple[PushPullConv2d, PushPullConv2d]:
@@ -67,17 +58,17 @@ def test_native_matches_float64_reference(k, padding, bias, size, channels, batc
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        out, grads = _run(native, x, grad_out)
+        out, grads = outputs_and_grads(native, x, grad_out)
     finally:
         torch.set_num_threads(saved)
-    want, want_grads = _run(ref, x.double(), grad_out)
+    want, want_grads = outputs_and_grads(ref, x.double(), grad_out)
     assert out.dtype == torch.float32 and out.shape == want.shape
-    assert _rel_err(out, want) < 1e-5
+    assert rel_err(out, want) < 1e-5
     for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
         assert g.shape == w.shape, name
-        assert _rel_err(g, w) < 1e-5, name
+        assert rel_err(g, w) < 1e-5, name
     with torch.no_grad():  # inference (the module's cached packing) gives the same output
-        assert _rel_err(native(x), want) < 1e-5
+        assert rel_err(native(x), want) < 1e-5
 
 
 @needs_native
@@ -86,8 +77,8 @@ def test_native_channels_last_and_unbatched_inputs():
     native, ref = _pair(3, 1, 1, cin=4, cout=5)
     x = torch.randn(2, 4, 9, 10)
     want = ref(x.double())
-    assert _rel_err(native(x.to(memory_format=torch.channels_last)), want) < 1e-5
-    assert _rel_err(native(x[0]), want[0]) < 1e-5
+    assert rel_err(native(x.to(memory_format=torch.channels_last)), want) < 1e-5
+    assert rel_err(native(x[0]), want[0]) < 1e-5
 
 
 @needs_native
@@ -103,7 +94,7 @@ def test_native_second_order_gradients_match_reference():
         return torch.autograd.grad(sum(g.square().sum() for g in first), params)
 
     for got, want in zip(grad_norm_grads(native, x), grad_norm_grads(ref, x.double())):
-        assert _rel_err(got, want) < 1e-5
+        assert rel_err(got, want) < 1e-5
 
 
 @needs_native
@@ -132,9 +123,11 @@ def test_packed_weights_cached_in_inference_and_never_stale(monkeypatch):
         assert len(calls) == 1
         native.weight.mul_(-0.5)
         ref.weight.mul_(-0.5)
-        assert _rel_err(native(x), ref(x.double())) < 1e-5
+        assert rel_err(native(x), ref(x.double())) < 1e-5
     assert len(calls) == 2
     assert not torch.equal(first[0], native(x).detach())
+    with torch.inference_mode():
+        assert rel_err(native(x), ref(x.double())) < 1e-5
 
 
 @pytest.fixture
