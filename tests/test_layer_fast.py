@@ -12,7 +12,7 @@ from layer_checks import outputs_and_grads, rel_err
 from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
 from pushpull.layers import _native
 from pushpull.layers._fast import resize_kernel, resize_kernel_adjoint, separable_pull
-from pushpull.layers.pushpull import pull_kernel
+from pushpull.layers.pushpull import NATIVE_MIN_INFERENCE_CHANNELS, pull_kernel
 
 
 CASES = [
@@ -129,13 +129,14 @@ def test_auto_picks_native_where_it_covers_the_call_and_pays(monkeypatch):
     if not _native.available():
         pytest.skip("the native kernels cannot be built here (no C compiler with OpenMP)")
     picked = _picker(monkeypatch)
-    narrow, wide = PushPullConv2d(3, 4, 3, padding=1), PushPullConv2d(8, 4, 3, padding=1)
-    assert picked(narrow, torch.randn(1, 3, 8, 8)) == "native"  # training
+    c = NATIVE_MIN_INFERENCE_CHANNELS
+    narrow, wide = PushPullConv2d(c - 1, 4, 3, padding=1), PushPullConv2d(c, 4, 3, padding=1)
+    assert picked(narrow, torch.randn(1, c - 1, 8, 8)) == "native"  # training
     with torch.no_grad():
-        assert picked(narrow, torch.randn(1, 3, 8, 8)) == "fused"  # 3 input channels: the direct pull is cheaper
-        assert picked(wide, torch.randn(1, 8, 8, 8)) == "native"
+        assert picked(narrow, torch.randn(1, c - 1, 8, 8)) == "fused"  # few input channels: the direct pull is cheaper
+        assert picked(wide, torch.randn(1, c, 8, 8)) == "native"
     assert picked(PushPullConv2d(3, 4, 3, stride=2, padding=1), torch.randn(1, 3, 8, 8)) == "separable"
-    assert picked(narrow.double(), torch.randn(1, 3, 8, 8, dtype=torch.float64)) == "separable"
+    assert picked(narrow.double(), torch.randn(1, c - 1, 8, 8, dtype=torch.float64)) == "separable"
 
 
 def test_functional_matches_module_and_accepts_unbatched():

@@ -13,7 +13,8 @@
  * long flat ranges (multi_tap), with the sums held in vector registers. Values computed in
  * the margin columns are never read back. The products are register-blocked over G taps.
  *
- * g[] = {n, cout, kh, kw, h, w, ph, pw, ho, wo, pt, pl, qt, ql, cin}. wt: (cout, groups, cin,
+ * g[] = {n, cout, kh, kw, h, w, ph, pw, ho, wo, pt, pl, qt, ql, cin}. The forward keeps the
+ * rectified maps in push_r / pull_r for the backward (NULL: not needed). wt: (cout, groups, cin,
  * G), the weights k[o, c, a, b] with the kh*kw taps zero-padded to groups*G.
  */
 #include <omp.h>
@@ -170,18 +171,23 @@ void pp_forward(const int64_t *g, const float *x, const float *wt, const float *
                     if (ah[i * kh + a] != 0.0f) taps[nt++] = (tap){z + a * grid + i * wp, ah[i * kh + a]};
             multi_tap(pull, span, taps, nt);
             const float b0 = bias ? bias[o] : 0.0f, al = alpha[o];
+            for (int64_t t = 0; t < span; t++) { /* rectified in place: ReLU(push), ReLU(-pullconv) */
+                const float s = push[t] + b0, q = pull[t] + b0;
+                push[t] = s > 0.0f ? s : 0.0f, pull[t] = q < 0.0f ? -q : 0.0f;
+            }
             float *o_push = dual ? out + (i_n * 2 * cout + o) * ho * wo : out + no * ho * wo;
             float *o_pull = o_push + cout * ho * wo;
-            float *r_push = push_r + no * ho * wo, *r_pull = pull_r + no * ho * wo;
-            for (int64_t r = 0; r < ho; r++)
-                for (int64_t c = 0; c < wo; c++) {
-                    const float s = push[r * wp + c] + b0, q = pull[r * wp + c] + b0;
-                    const float p = s > 0.0f ? s : 0.0f, m = q < 0.0f ? -q : 0.0f;
-                    const int64_t t = r * wo + c;
-                    r_push[t] = p, r_pull[t] = m;
-                    if (dual) o_push[t] = p, o_pull[t] = m;
-                    else o_push[t] = p - al * m;
+            const size_t row = sizeof(float) * wo;
+            for (int64_t r = 0; r < ho; r++) {
+                const float *p = push + r * wp, *m = pull + r * wp;
+                const int64_t t = r * wo;
+                if (push_r) memcpy(push_r + no * ho * wo + t, p, row), memcpy(pull_r + no * ho * wo + t, m, row);
+                if (dual) {
+                    memcpy(o_push + t, p, row), memcpy(o_pull + t, m, row);
+                } else {
+                    for (int64_t c = 0; c < wo; c++) o_push[t + c] = p[c] - al * m[c];
                 }
+            }
         }
         free(yp);
         free(y);

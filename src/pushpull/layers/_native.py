@@ -174,10 +174,11 @@ class NativePushPull(torch.autograd.Function):
                   else torch.full((cout,), float(alpha))).contiguous()
         bias_c = None if bias is None else bias.detach().contiguous()
         out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
-        push, pull = x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)
+        keep = any(ctx.needs_input_grad)  # the rectified maps, for the backward
+        push, pull = (x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)) if keep else (None, None)
         _library().pp_forward(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), a_h.data_ptr(),
                               a_w.data_ptr(), _ptr(bias_c), alphas.data_ptr(), int(dual_output), out.data_ptr(),
-                              push.data_ptr(), pull.data_ptr(), torch.get_num_threads())
+                              _ptr(push), _ptr(pull), torch.get_num_threads())
         ctx.geometry = (pull_size, pads, pull_pads, dual_output)
         ctx.alpha_is_tensor = isinstance(alpha, Tensor)
         ctx.float_alpha = None if ctx.alpha_is_tensor else alpha
