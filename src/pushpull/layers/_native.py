@@ -159,13 +159,14 @@ class NativePushPull(torch.autograd.Function):
     """``ReLU(x ⋆ k + b) - alpha * ReLU(-(x ⋆ k̂ + b))`` (or both maps) from one shared product.
 
     ``x`` must be contiguous (NCHW); ``pads`` / ``pull_pads`` are the symmetric (top, left) zero
-    paddings of the push and pull convolutions.
+    paddings of the push and pull convolutions; ``grad_enabled`` is the caller's grad mode
+    (``forward`` runs without it), which tells whether a backward can follow.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, packed: Tensor, bias: Tensor | None, alpha: Union[float, Tensor],
                 pull_size: tuple[int, int], pads: tuple[int, int], pull_pads: tuple[int, int],
-                dual_output: bool) -> Tensor:
+                dual_output: bool, grad_enabled: bool) -> Tensor:
         n, (cout, _, kh, kw) = x.shape[0], weight.shape
         geometry, ho, wo = _geometry(x, weight, pull_size, pads, pull_pads)
         a_h = interpolation_matrix(kh, pull_size[0], weight).contiguous()
@@ -174,7 +175,7 @@ class NativePushPull(torch.autograd.Function):
                   else torch.full((cout,), float(alpha))).contiguous()
         bias_c = None if bias is None else bias.detach().contiguous()
         out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
-        keep = any(ctx.needs_input_grad)  # the rectified maps, for the backward
+        keep = grad_enabled and any(ctx.needs_input_grad)  # the rectified maps, for a backward
         push, pull = (x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)) if keep else (None, None)
         _library().pp_forward(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), a_h.data_ptr(),
                               a_w.data_ptr(), _ptr(bias_c), alphas.data_ptr(), int(dual_output), out.data_ptr(),
@@ -213,7 +214,7 @@ class NativePushPull(torch.autograd.Function):
             dw = dw.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
         db = sums_b.sum(0) if sums_b is not None else None
         d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
-        return dx, dw, None, db, d_alpha, None, None, None, None
+        return dx, dw, None, db, d_alpha, None, None, None, None, None, None
 
 
 def _differentiable_backward(ctx, grad: Tensor):
@@ -230,4 +231,4 @@ def _differentiable_backward(ctx, grad: Tensor):
         inputs = [t for t in (x, weight, bias, alpha) if t is not None and t.requires_grad]
         grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True))
     dx, dw, db, d_alpha = (next(grads) if t is not None and t.requires_grad else None for t in (x, weight, bias, alpha))
-    return dx, dw, None, db, d_alpha, None, None, None, None
+    return dx, dw, None, db, d_alpha, None, None, None, None, None

@@ -241,7 +241,8 @@ def push_pull_conv2d(
             if packed_weight is None:
                 packed_weight = _native.packed_weight(weight)
             out = _native.NativePushPull.apply(x.contiguous(), weight, packed_weight, bias, alpha, pull_size,
-                                               (pads[2], pads[0]), (q_pads[2], q_pads[0]), dual_output)
+                                               (pads[2], pads[0]), (q_pads[2], q_pads[0]), dual_output,
+                                               torch.is_grad_enabled())
             channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
             return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # as F.conv2d does
     if impl == "auto":
