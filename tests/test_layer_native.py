@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+import textwrap
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -185,3 +189,27 @@ def test_fake_tensors_and_flop_counting_take_the_operator_paths():
     with counter, torch.no_grad():
         layer(torch.zeros(1, 8, 8, 8))
     assert counter.get_total_flops() > 0  # the convolutions are visible to the counter
+
+
+@needs_native
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the process size from /proc")
+def test_out_of_memory_in_the_kernels_raises_memory_error():
+    # in a child process whose address space is capped just above its current size: the layer's
+    # tensors fit, the kernels' scratch grids (about 190 MB for a 1500x1500 plane) do not
+    script = textwrap.dedent("""
+        import re, resource, torch
+        from pushpull import PushPullConv2d
+        torch.set_num_threads(1)
+        layer = PushPullConv2d(1, 1, 3, padding=1, impl="native").eval()
+        x = torch.randn(1, 1, 1500, 1500)
+        with torch.no_grad():
+            layer(torch.randn(1, 1, 8, 8))
+            size = int(re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (size + 60 * 2**20, resource.RLIM_INFINITY))
+            try:
+                layer(x)
+            except MemoryError as err:
+                print("MemoryError:", err)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "MemoryError: pushpull native kernel pp_forward" in result.stdout, result.stderr[-2000:]

@@ -15,7 +15,8 @@
  *
  * g[] = {n, cout, kh, kw, h, w, ph, pw, ho, wo, pt, pl, qt, ql, cin}. The forward keeps the
  * rectified maps in push_r / pull_r for the backward (NULL: not needed). wt: (cout, groups, cin,
- * G), the weights k[o, c, a, b] with the kh*kw taps zero-padded to groups*G.
+ * G), the weights k[o, c, a, b] with the kh*kw taps zero-padded to groups*G. Both entry points
+ * return 0, or 1 when a thread could not allocate its scratch memory (nothing is computed then).
  */
 #include <omp.h>
 #include <stdint.h>
@@ -128,14 +129,15 @@ static void products_adjoint_w(float *restrict gw, const float *restrict gy, con
     }
 }
 
-void pp_forward(const int64_t *g, const float *x, const float *wt, const float *ah, const float *aw,
-                const float *bias, const float *alpha, int dual, float *out, float *push_r, float *pull_r,
-                int nthreads) {
+int pp_forward(const int64_t *g, const float *x, const float *wt, const float *ah, const float *aw,
+               const float *bias, const float *alpha, int dual, float *out, float *push_r, float *pull_r,
+               int nthreads) {
     const int64_t n = g[0], cout = g[1], kh = g[2], kw = g[3], h = g[4], w = g[5], ph = g[6], pw = g[7];
     const int64_t ho = g[8], wo = g[9], pt = g[10], pl = g[11], qt = g[12], ql = g[13], cin = g[14];
     const int64_t hw = h * w, groups = (kh * kw + G - 1) / G;
     const int64_t hp = h + 2 * qt, wp = w + 2 * ql, grid = hp * wp; /* Y's zero-margined grid */
     const int64_t span = (ho - 1) * wp + wo;                         /* output rows on that grid */
+    int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
         /* the products, their kh*kw grids, kh row-filtered grids Z_a, the push and pull sums */
@@ -143,8 +145,13 @@ void pp_forward(const int64_t *g, const float *x, const float *wt, const float *
         float *yp = calloc((size_t)((kh * kw + kh) * grid + 2 * ho * wp), sizeof(float));
         float *z = yp + kh * kw * grid, *push = z + kh * grid, *pull = push + ho * wp;
         tap taps[MAX_TAPS];
+        if (!y || !yp) {
+#pragma omp atomic write
+            failed = 1;
+        }
 #pragma omp for schedule(static)
         for (int64_t no = 0; no < n * cout; no++) {
+            if (!y || !yp) continue;
             const int64_t i_n = no / cout, o = no % cout;
             for (int64_t gi = 0; gi < groups; gi++)
                 products(y + gi * G * hw, x + i_n * cin * hw, wt + (o * groups + gi) * cin * G, cin, hw);
@@ -192,13 +199,14 @@ void pp_forward(const int64_t *g, const float *x, const float *wt, const float *
         free(yp);
         free(y);
     }
+    return failed;
 }
 
 /* gx: (n, cin, h, w) or NULL; gw: (nthreads, cout, groups, cin, G) per-thread sums, or NULL;
  * gbias / galpha: (n, cout) partial sums, or NULL. */
-void pp_backward(const int64_t *g, const float *x, const float *wt, const float *grad, const float *push_r,
-                 const float *pull_r, const float *ah, const float *aw, const float *alpha, int dual, float *gx,
-                 float *gw, float *gbias, float *galpha, int nthreads) {
+int pp_backward(const int64_t *g, const float *x, const float *wt, const float *grad, const float *push_r,
+                const float *pull_r, const float *ah, const float *aw, const float *alpha, int dual, float *gx,
+                float *gw, float *gbias, float *galpha, int nthreads) {
     const int64_t n = g[0], cout = g[1], kh = g[2], kw = g[3], h = g[4], w = g[5], ph = g[6], pw = g[7];
     const int64_t ho = g[8], wo = g[9], pt = g[10], pl = g[11], qt = g[12], ql = g[13], cin = g[14];
     const int64_t hw = h * w, groups = (kh * kw + G - 1) / G;
@@ -206,6 +214,7 @@ void pp_backward(const int64_t *g, const float *x, const float *wt, const float 
     const int64_t my = MAX(0, MAX(ph - 1 - qt, kh - 1 - pt)), mx = MAX(0, MAX(pw - 1 - ql, kw - 1 - pl));
     const int64_t hg = ho + 2 * my, wg = wo + 2 * mx, grid = hg * wg;
     const int64_t span = (h - 1) * wg + w;
+    int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
         /* gradient grids of push and pull, kh column-filtered grids U_a, one wide gY plane, gY */
@@ -213,8 +222,13 @@ void pp_backward(const int64_t *g, const float *x, const float *wt, const float 
         float *g2 = g1 + grid, *u = g2 + grid, *wide = u + kh * h * wg, *gy = wide + h * wg;
         float *gw_t = gw ? gw + (int64_t)omp_get_thread_num() * cout * groups * cin * G : NULL;
         tap taps[MAX_TAPS];
+        if (!g1) {
+#pragma omp atomic write
+            failed = 1;
+        }
 #pragma omp for schedule(static)
         for (int64_t i_n = 0; i_n < n; i_n++) {
+            if (!g1) continue;
             const float *x_n = x + i_n * cin * hw;
             float *gx_n = gx ? gx + i_n * cin * hw : NULL;
             if (gx_n) memset(gx_n, 0, sizeof(float) * cin * hw);
@@ -263,4 +277,5 @@ void pp_backward(const int64_t *g, const float *x, const float *wt, const float 
         }
         free(g1);
     }
+    return failed;
 }

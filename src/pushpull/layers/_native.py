@@ -94,7 +94,7 @@ def _library() -> ctypes.CDLL | None:
     p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
     lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
-    lib.pp_forward.restype = lib.pp_backward.restype = None
+    lib.pp_forward.restype = lib.pp_backward.restype = ctypes.c_int
     return lib
 
 
@@ -126,6 +126,14 @@ def unsupported(x: Tensor, weight: Tensor, pull_size: tuple[int, int], stride: t
                       "PUSHPULL_NATIVE=0 turns them off)"),
     ]
     return next((reason for ok, reason in checks if not ok), None)
+
+
+def _check(kernel):
+    """``kernel`` raising MemoryError when it reports that its scratch memory could not be allocated."""
+    def call(*args) -> None:
+        if kernel(*args):
+            raise MemoryError(f"pushpull native kernel {kernel.__name__}: out of memory for its scratch buffers")
+    return call
 
 
 def _ptr(t: Tensor | None) -> int | None:
@@ -177,7 +185,7 @@ class NativePushPull(torch.autograd.Function):
         out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
         keep = grad_enabled and any(ctx.needs_input_grad)  # the rectified maps, for a backward
         push, pull = (x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)) if keep else (None, None)
-        _library().pp_forward(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), a_h.data_ptr(),
+        _check(_library().pp_forward)(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), a_h.data_ptr(),
                               a_w.data_ptr(), _ptr(bias_c), alphas.data_ptr(), int(dual_output), out.data_ptr(),
                               _ptr(push), _ptr(pull), torch.get_num_threads())
         ctx.geometry = (pull_size, pads, pull_pads, dual_output)
@@ -206,7 +214,7 @@ class NativePushPull(torch.autograd.Function):
         dw = x.new_zeros(threads, cout, groups, cin, G) if need_w else None
         sums_b = x.new_empty(n, cout) if need_b and bias is not None else None
         sums_a = x.new_empty(n, cout) if need_alpha else None
-        _library().pp_backward(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), grad.data_ptr(),
+        _check(_library().pp_backward)(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), grad.data_ptr(),
                                push.data_ptr(), pull.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), alphas.data_ptr(),
                                int(dual_output), _ptr(dx), _ptr(dw), _ptr(sums_b), _ptr(sums_a), threads)
         if dw is not None:  # per-thread sums, in the packed layout, back to (Cout, Cin, Kh, Kw)
