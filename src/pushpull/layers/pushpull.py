@@ -181,6 +181,16 @@ def _check_functional_args(x: Tensor, weight: Tensor, groups: int) -> None:
                          f"({weight.shape[1]} per group x {groups} groups)")
 
 
+def _check_fits(x: Tensor, pads: Pads, kernel_size: tuple[int, int], dilation: tuple[int, int]) -> None:
+    """The (dilated) kernel must fit in the padded input, as ``F.conv2d`` requires; a clear error otherwise."""
+    for axis, (name, extra) in enumerate((("height", pads[2] + pads[3]), ("width", pads[0] + pads[1]))):
+        span = dilation[axis] * (kernel_size[axis] - 1) + 1
+        size = x.shape[-2 + axis]
+        if size + extra < span:
+            raise ValueError(f"input {name} {size} (+{extra} padding) is smaller than the "
+                             f"{'dilated ' if dilation[axis] > 1 else ''}kernel ({span})")
+
+
 def push_pull_conv2d(
     x: Tensor,
     weight: Tensor,
@@ -223,6 +233,7 @@ def push_pull_conv2d(
     stride, dilation = _pair(stride), _pair(dilation)
     kernel_size = (weight.shape[-2], weight.shape[-1])
     pads = push_padding(padding, kernel_size, stride, dilation)
+    _check_fits(x, pads, kernel_size, dilation)
     if pull_weight is None:
         pull_weight = pull_kernel(weight.detach(), scale)
     q_pads = pull_padding(pads, kernel_size, (pull_weight.shape[-2], pull_weight.shape[-1]), dilation)
@@ -410,13 +421,8 @@ class PushPullConv2d(nn.Module):
         if x.shape[-3] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
                              f"got {x.shape[-3]} (input shape {tuple(x.shape)})")
-        pads = push_padding(self.padding, self.kernel_size, self.stride, self.dilation)
-        for axis, (name, extra) in enumerate((("height", pads[2] + pads[3]), ("width", pads[0] + pads[1]))):
-            span = self.dilation[axis] * (self.kernel_size[axis] - 1) + 1
-            size = x.shape[-2 + axis]
-            if size + extra < span:
-                raise ValueError(f"input {name} {size} (+{extra} padding) is smaller than the "
-                                 f"{'dilated ' if self.dilation[axis] > 1 else ''}kernel ({span})")
+        _check_fits(x, push_padding(self.padding, self.kernel_size, self.stride, self.dilation), self.kernel_size,
+                    self.dilation)
 
     def _derived(self) -> dict[str, Tensor]:
         """Tensors derived from the push weights (the pull kernel, the native path's packing),
