@@ -61,8 +61,9 @@ def _cpu_signature() -> str:
 
 
 def _compile(compiler: str, source: Path, target: Path) -> None:
-    flags = ["-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=fast", "-fopenmp", "-std=gnu11",
-             "-shared", "-fPIC"]
+    flags = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags.append("-mprefer-vector-width=512")  # use AVX-512 where the CPU has it (x86 compilers only)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
         subprocess.run([compiler, *flags, str(source), "-o", str(partial)], check=True, capture_output=True,
