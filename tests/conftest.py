@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 from pushpull._shared import ENV_VAR, shared_dir
@@ -36,3 +39,40 @@ def cifar10_root(shared: Path) -> Path:
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
     return root
+
+
+class FakeCifar10(NamedTuple):
+    """What :func:`write_fake_cifar10` wrote: the root to pass as ``data``, and its test split as loaded."""
+
+    root: Path
+    images: np.ndarray  # test split, uint8 (n_test, 32, 32, 3)
+    labels: np.ndarray  # test split, int64 (n_test,)
+
+
+def write_fake_cifar10(root: Path, n_test: int = 8, n_train: int = 0, labels=None,
+                       seed: int | np.random.Generator = 0, protocol: int = pickle.DEFAULT_PROTOCOL) -> FakeCifar10:
+    """Write ``root/cifar-10-batches-py`` in the official python layout, with random images.
+
+    One writer for every test that needs a small CIFAR-10 stand-in (they used to each carry a copy).
+    ``test_batch`` holds ``n_test`` images; ``data_batch_1`` .. ``_5`` hold ``n_train`` each, or are not
+    written when ``n_train`` is 0. Per batch the images come first from ``seed``, then the labels
+    (random in 0..9 unless ``labels`` gives the test split's, written as ``list(labels)``: numpy integers
+    stay numpy scalars in the pickle). ``seed`` may be a generator the caller goes on drawing from.
+    ``protocol=2`` writes the batches as the official (Python 2) files are written.
+    """
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    batches = [(f"data_batch_{i}", n_train, None) for i in range(1, 6) if n_train] + [("test_batch", n_test, labels)]
+    for name, n, given in batches:
+        images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+        written = rng.integers(0, 10, n).tolist() if given is None else list(given)
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": images.transpose(0, 3, 1, 2).reshape(n, -1), "labels": written}, f, protocol=protocol)
+    return FakeCifar10(root, images, np.asarray(written, dtype=np.int64))
+
+
+@pytest.fixture(scope="session")
+def fake_cifar10():
+    """:func:`write_fake_cifar10`, as a fixture (session scope, so module-scoped fixtures can use it too)."""
+    return write_fake_cifar10

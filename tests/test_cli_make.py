@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,16 +13,10 @@ RNG = np.random.default_rng(11)
 
 
 @pytest.fixture(scope="module")
-def tiny_cifar(tmp_path_factory):
+def tiny_cifar(tmp_path_factory, fake_cifar10):
     """A 40-image CIFAR-10 test split in the official python layout."""
-    root = tmp_path_factory.mktemp("cifar")
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir()
-    images = RNG.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
-    labels = list(np.arange(40) // 4)  # class-major, as the real test split
-    with (folder / "test_batch").open("wb") as f:
-        pickle.dump({"data": images.transpose(0, 3, 1, 2).reshape(40, -1), "labels": labels}, f)
-    return root, images, np.array(labels)
+    labels = np.arange(40) // 4  # class-major, as the real test split
+    return fake_cifar10(tmp_path_factory.mktemp("cifar"), n_test=40, labels=labels, seed=RNG)
 
 
 def test_make_p_cifar_with_limit(tiny_cifar, tmp_path):

@@ -8,19 +8,8 @@ import pytest
 from pushpull.data.cifar import load_cifar
 
 
-def _write_fake(root, n=4):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-    rows = images.transpose(0, 3, 1, 2).reshape(n, -1)
-    with open(folder / "test_batch", "wb") as f:
-        pickle.dump({"data": rows, "labels": list(range(n))}, f, protocol=2)
-    return images
-
-
-def test_load_cifar_layout_roundtrip(tmp_path):
-    images = _write_fake(tmp_path)
+def test_load_cifar_layout_roundtrip(tmp_path, fake_cifar10):
+    images = fake_cifar10(tmp_path, n_test=4, labels=range(4), protocol=2).images
     got, labels = load_cifar(tmp_path)
     np.testing.assert_array_equal(got, images)
     np.testing.assert_array_equal(labels, np.arange(4))

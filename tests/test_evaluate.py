@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -31,15 +30,10 @@ C_NAMES, P_NAMES = ["gaussian_noise", "fog"], ["shot_noise", "rotate"]
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory):
+def bench(tmp_path_factory, fake_cifar10):
     """A fake CIFAR-10 test split (N images) with -C and -P folders in the official layout."""
-    root = tmp_path_factory.mktemp("bench")
     rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (N, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, N)
-    (root / "cifar-10-batches-py").mkdir()
-    with open(root / "cifar-10-batches-py" / "test_batch", "wb") as f:
-        pickle.dump({"data": images.transpose(0, 3, 1, 2).reshape(N, -1), "labels": labels.tolist()}, f)
+    root, images, labels = fake_cifar10(tmp_path_factory.mktemp("bench"), n_test=N, seed=rng)
     (root / "C").mkdir()
     (root / "P").mkdir()
     np.save(root / "C" / "labels.npy", np.tile(labels, 5).astype(np.uint8))

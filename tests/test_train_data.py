@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
@@ -13,19 +11,6 @@ from pushpull.cli import main
 from pushpull.data.cifar import Cutout, cifar_datasets, cifar_normalization, cifar_transform
 from pushpull.engine.train import train
 from pushpull.recipes import load_recipe
-
-
-def write_tiny_cifar(root, per_batch: int = 8, seed: int = 0):
-    """A CIFAR-10 folder in the official python layout, with random images."""
-    rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, per_batch).tolist()}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    return root
 
 
 def test_cutout_zeroes_a_clipped_square_at_a_random_centre():
@@ -63,8 +48,8 @@ def test_cifar_transforms():
         assert out.shape == (3, 32, 32) and out.dtype == torch.float32
 
 
-def test_cifar_datasets_from_the_python_layout(tmp_path):
-    root = write_tiny_cifar(tmp_path)
+def test_cifar_datasets_from_the_python_layout(tmp_path, fake_cifar10):
+    root = fake_cifar10(tmp_path, n_train=8, n_test=8).root
     train_set, test_set = cifar_datasets(root, load_recipe("cifar-resnet"))
     assert (len(train_set), len(test_set)) == (40, 8)
     image, label = test_set[3]
@@ -95,10 +80,10 @@ def test_imagenet_folders(tmp_path):
         imagenet_datasets(tmp_path / "train", recipe)
 
 
-def test_train_saves_a_model_that_load_model_rebuilds(tmp_path):
+def test_train_saves_a_model_that_load_model_rebuilds(tmp_path, fake_cifar10):
     from pushpull.models import load_model
 
-    root = write_tiny_cifar(tmp_path / "data")
+    root = fake_cifar10(tmp_path / "data", n_train=8, n_test=8).root
     result = train("resnet20_pp", "cifar-resnet", root, tmp_path / "run", epochs=1, batch_size=40, workers=0,
                    progress=False)
     assert result.finished and result.model_path == tmp_path / "run" / "model.safetensors"
@@ -111,8 +96,8 @@ def test_train_saves_a_model_that_load_model_rebuilds(tmp_path):
     assert (tmp_path / "run" / "config.json").exists()
 
 
-def test_train_command_line(tmp_path, capsys):
-    root = write_tiny_cifar(tmp_path / "data")
+def test_train_command_line(tmp_path, capsys, fake_cifar10):
+    root = fake_cifar10(tmp_path / "data", n_train=8, n_test=8).root
     argv = ["train", "--model", "resnet20", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1",
             "--batch-size", "20", "--workers", "0", "--no-progress", "--lr", "0.05", "--cutout", "8"]
     assert main(argv + ["--max-steps", "1"]) == 0
