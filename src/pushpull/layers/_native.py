@@ -60,10 +60,15 @@ def _cpu_signature() -> str:
     return "|".join([platform.machine(), platform.processor(), *lines])
 
 
-def _compile(compiler: str, source: Path, target: Path) -> None:
+def _flags() -> list[str]:
+    """Optimise for this CPU, contract multiply-adds into FMAs, parallelise with OpenMP."""
     flags = ["-O3", "-march=native", "-ffp-contract=fast", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags.append("-mprefer-vector-width=512")  # use AVX-512 where the CPU has it (x86 compilers only)
+    return flags
+
+
+def _compile(compiler: str, flags: list[str], source: Path, target: Path) -> None:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         partial = Path(tmp) / target.name
         subprocess.run([compiler, *flags, str(source), "-o", str(partial)], check=True, capture_output=True,
@@ -80,12 +85,14 @@ def _library() -> ctypes.CDLL | None:
     if compiler is None:
         log.info("pushpull: no C compiler found; the native push-pull path is off")
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + compiler.encode() + _cpu_signature().encode()).hexdigest()[:16]
+    flags = _flags()
+    identity = "\n".join([compiler, *flags, _cpu_signature()]).encode()
+    key = hashlib.sha256(SOURCE.read_bytes() + identity).hexdigest()[:16]
     target = cache_dir() / f"pushpull_native_{key}.so"
     try:
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
-            _compile(compiler, SOURCE, target)
+            _compile(compiler, flags, SOURCE, target)
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", b"") or b""
