@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pushpull._files import atomic_path
 from pushpull.data import make_benchmarks as mb
 from pushpull.data.benchmarks import (MANIFEST, CorruptedCIFAR, CorruptedImageNet, PerturbedCIFAR, PerturbedImageNet,
                                       check_npy, read_video)
@@ -135,7 +136,7 @@ def test_select_indices_strides_over_the_set():
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "x.npy"
     with pytest.raises(RuntimeError):
-        with mb.atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:
             tmp.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []

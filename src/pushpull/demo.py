@@ -25,8 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._files import atomic_write
 from .data.benchmarks import SEVERITIES
-from .engine.checkpoint import atomic_write
 from .layers import PushPullConv2d
 
 # Corruptions that make sense for both digits and natural images (CIFAR-10-C parameters).

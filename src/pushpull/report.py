@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import metrics
+from ._files import atomic_write
 from .baselines import ALL_SEVERITIES, Baseline, default_baseline, load_baseline
 
 AA_FILTERS = {0: "none", 2: "Rect-2", 3: "Tri-3", 5: "Bin-5"}
@@ -229,8 +230,6 @@ def plot_ce_fp(runs: list[dict], path_stem: Path) -> list[Path]:
 def write_report(result_paths: Sequence[str | Path], out_dir: str | Path,
                  baseline: str | Path | Baseline | None = "auto", figure: bool = True) -> list[Path]:
     """Write the tables (md, csv, tex) and Figure 3 (png, svg) to ``out_dir``; return the paths."""
-    from .engine.checkpoint import atomic_write
-
     runs = load_results(result_paths)
     if baseline == "auto":
         baseline = default_baseline(f"{runs[0]['data']['dataset']}-c")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..engine.checkpoint import atomic_write
+from .._files import atomic_write
 
 
 def new_figure(rows: int, cols: int, panel: float = 2.0, **subplot_kw: Any):  # noqa: ANN201 - matplotlib types

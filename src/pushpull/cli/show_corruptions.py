@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pushpull.data.contact_sheet import contact_sheet, prepare_image
     from pushpull.data.corruptions import CORRUPTIONS
-    from pushpull.data.make_benchmarks import atomic_path
+    from pushpull._files import atomic_path
 
     from ._benchmark_args import parse_names
 

@@ -15,14 +15,13 @@ import functools
 import itertools
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._files import atomic_path
 from .benchmarks import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, check_npy
 
 CHUNK = 1000  # CIFAR images per resumable unit
@@ -38,20 +37,6 @@ def select_indices(total: int, limit: int | None) -> np.ndarray:
     if limit < 1:
         raise ValueError(f"limit must be a positive number of images, got {limit}")
     return np.arange(limit) * total // limit
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` that replaces it when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique name, created by the writer itself so the file gets the usual permissions
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:

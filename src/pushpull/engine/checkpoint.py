@@ -1,4 +1,4 @@
-"""Atomic files and complete training state (RNGs included), so an interrupted run resumes exactly.
+"""Atomic checkpoints and complete training state (RNGs included), so an interrupted run resumes exactly.
 
 Checkpoints hold only tensors and plain containers and are loaded with
 ``torch.load(weights_only=True)``: no code is unpickled.
@@ -7,7 +7,6 @@ Checkpoints hold only tensors and plain containers and are loaded with
 from __future__ import annotations
 
 import io
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -15,21 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-
-def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write ``path`` via a temporary file in the same folder and ``os.replace``: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+from .._files import atomic_write
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -27,11 +27,11 @@ import torch
 from torch import nn
 
 from .. import metrics
+from .._files import atomic_write
 from ..baselines import default_baseline, load_baseline
 from ..data.benchmarks import SEVERITIES
 # --limit strides the way make-c/-p --limit does: _coverage relies on it to find a subset folder's images.
 from ..data.make_benchmarks import select_indices as strided_indices
-from .checkpoint import atomic_write
 
 RESULTS_FORMAT = "pushpull-robustness-results"
 RESULTS_VERSION = 1

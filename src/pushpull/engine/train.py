@@ -32,8 +32,9 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from .._files import atomic_write
 from ..recipes import Recipe, default_recipe, load_recipe
-from .checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistContext, all_gather_object, all_reduce, init_distributed
 from .loaders import EpochSeeded, epoch_indices, eval_loader, make_loader
 

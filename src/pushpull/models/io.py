@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from ..engine.checkpoint import atomic_write
+from .._files import atomic_write
 from .registry import create_model, model_info
 
 FORMAT_VERSION = 1

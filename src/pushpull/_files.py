@@ -1,0 +1,56 @@
+"""Files that appear complete or not at all: written beside their final name, then ``os.replace``d.
+
+A reader, or a run resumed after an interruption, can trust any file it finds: an
+interrupted writer leaves the old version (or nothing) and no temporary file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces it when the block succeeds.
+
+    Same folder, so ``os.replace`` is an atomic rename; a unique name (pid + random part), so
+    concurrent writers never share it; ``path``'s suffix kept, so writers that choose a format
+    from the extension still work. The block creates the file itself (usual permissions). On
+    failure the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone already after a successful replace
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write ``data`` (a str as UTF-8) to ``path`` through :func:`atomic_path`: never half-written."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` to disk before the rename, so a crash cannot leave an empty file under the
+    final name. Best effort: skipped for non-regular files and where the system refuses."""
+    if not path.is_file():
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,53 @@
+"""Atomic files: the target changes only when the writer finishes, and nothing is left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from pushpull._files import atomic_path, atomic_write
+
+
+def test_atomic_path_replaces_the_target_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".json" and tmp != target
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # not yet: only when the block ends
+    assert target.read_text() == "new"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_path_keeps_the_old_file_and_no_temp_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_atomic_path_names_are_unique(tmp_path):
+    target = tmp_path / "x.png"
+    with atomic_path(target) as a, atomic_path(target) as b:
+        assert a != b
+        a.write_bytes(b"a")
+        b.write_bytes(b"b")
+    assert target.read_bytes() == b"a"  # the outer block finishes last
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_parent_folders_are_created(tmp_path):
+    target = tmp_path / "a" / "b" / "c.txt"
+    atomic_write(target, "hi")
+    assert target.read_text() == "hi"
+
+
+@pytest.mark.parametrize("data, expected", [("héllo\n", "héllo\n".encode()), (b"\x00\xff", b"\x00\xff")])
+def test_atomic_write_takes_str_and_bytes(tmp_path, data, expected):
+    target = tmp_path / "f"
+    atomic_write(str(target), data)
+    assert target.read_bytes() == expected
+    assert list(tmp_path.iterdir()) == [target]
