@@ -24,8 +24,9 @@ from pathlib import Path
 from . import metrics
 from ._files import atomic_write
 from .baselines import ALL_SEVERITIES, Baseline, default_baseline, load_baseline
+from .layers.blur import FILTER_NAMES
 
-AA_FILTERS = {0: "none", 2: "Rect-2", 3: "Tri-3", 5: "Bin-5"}
+AA_FILTERS = {0: "none", **FILTER_NAMES}  # 0: no anti-aliasing (named in the figure's legend only)
 AA_MARKERS = {0: "o", 2: "s", 3: "^", 5: "D"}
 
 Cell = float | str | None
