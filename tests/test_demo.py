@@ -83,10 +83,8 @@ def test_full_demo_push_pull_is_more_robust(tmp_path):
     assert errors["plain"]["clean"] < 0.05 and errors["push-pull"]["clean"] < 0.05
 
 
-def test_demo_on_a_cifar_folder(tmp_path):
-    from test_train_data import write_tiny_cifar
-
-    root = write_tiny_cifar(tmp_path / "data", per_batch=10)
+def test_demo_on_a_cifar_folder(tmp_path, fake_cifar10):
+    root = fake_cifar10(tmp_path / "data", n_train=10, n_test=10).root
     results = run_demo(tmp_path / "demo", root, epochs=1, corruptions=["gaussian_noise"], progress=False)
     assert results["setting"].startswith("CIFAR-10") and results["test_images"] == 2  # every 5th of 10
     assert results["recipe"]["name"] == "demo-cifar10"

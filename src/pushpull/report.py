@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import metrics
-from ._files import atomic_write
+from ._files import atomic_path, atomic_write
 from .baselines import ALL_SEVERITIES, Baseline, default_baseline, load_baseline
 from .layers.blur import FILTER_NAMES
 
@@ -222,7 +222,8 @@ def plot_ce_fp(runs: list[dict], path_stem: Path) -> list[Path]:
     written = []
     for suffix in (".png", ".svg"):
         path = path_stem.with_suffix(suffix)
-        fig.savefig(path, bbox_inches="tight", bbox_extra_artists=(first, second))
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, bbox_inches="tight", bbox_extra_artists=(first, second))
         written.append(path)
     plt.close(fig)
     return written

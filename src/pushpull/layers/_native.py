@@ -25,7 +25,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Union
 
@@ -33,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
+from .._files import atomic_path
 from ._fast import interpolation_matrix, resize_kernel
 
 log = logging.getLogger(__name__)
@@ -69,11 +69,9 @@ def _flags() -> list[str]:
 
 
 def _compile(compiler: str, flags: list[str], source: Path, target: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        partial = Path(tmp) / target.name
+    with atomic_path(target) as partial:  # concurrent processes never load a half-written library
         subprocess.run([compiler, *flags, str(source), "-o", str(partial)], check=True, capture_output=True,
                        timeout=120)
-        os.replace(partial, target)  # atomic: concurrent processes never load a half-written library
 
 
 @functools.lru_cache(maxsize=1)
