@@ -75,6 +75,10 @@ def test_not_stale_after_load_state_dict_and_in_place_edits():
         torch.testing.assert_close(layer(x), _reference(layer, x))
         layer.push.weight = torch.nn.Parameter(torch.randn_like(layer.weight))  # replaced parameter
         torch.testing.assert_close(layer(x), _reference(layer, x))
+        flat = torch.randn(2, *layer.weight.shape)  # two weights in one storage, same version counter
+        for i in (0, 1):
+            layer.push.weight = torch.nn.Parameter(flat[i])
+            torch.testing.assert_close(layer(x), _reference(layer, x))
 
 
 def test_weight_data_edits_need_clear_cache():

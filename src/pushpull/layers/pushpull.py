@@ -308,6 +308,11 @@ def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride:
     return combine(push, pull.neg() if bias is None else -(pull + bias.view(-1, 1, 1)), alpha, dual_output)
 
 
+def _storage_id(t: Tensor) -> int:
+    """Identity of ``t``'s storage (also for fake tensors, whose data pointers must not be read)."""
+    return t.untyped_storage()._cdata
+
+
 class PushPullConv2d(nn.Module):
     """Drop-in replacement for ``nn.Conv2d`` with push-pull inhibition.
 
@@ -434,10 +439,11 @@ class PushPullConv2d(nn.Module):
         bypass the version counter: call :meth:`clear_cache` after those.
         """
         w = self.push.weight
-        key = (w._version, w.dtype, w.device, tuple(w.shape), w.stride(), torch.is_inference_mode_enabled())
+        key = (w._version, w.dtype, w.device, tuple(w.shape), w.stride(), w.storage_offset(),
+               torch.is_inference_mode_enabled())
         cached = getattr(self, "_pull_cache", None)  # absent in modules pickled by older versions
-        if cached is None or cached[0] != key or cached[1].data_ptr() != w.data_ptr():
-            # keeping an alias of the weight pins its storage, so an equal data_ptr means the same storage
+        if cached is None or cached[0] != key or _storage_id(cached[1]) != _storage_id(w):
+            # keeping an alias of the weight pins its storage, so an equal identity means the same storage
             cached = self._pull_cache = (key, w.detach(), {})
         return cached[2]
 
