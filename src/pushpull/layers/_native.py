@@ -89,7 +89,6 @@ def _library() -> ctypes.CDLL | None:
     target = cache_dir() / f"pushpull_native_{key}.so"
     try:
         if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
             _compile(compiler, flags, SOURCE, target)
         lib = ctypes.CDLL(str(target))
     except (OSError, subprocess.SubprocessError) as err:
@@ -165,6 +164,12 @@ def _geometry(x: Tensor, weight: Tensor, pull_size: tuple[int, int], pads: tuple
     return geometry, ho, wo
 
 
+def _resize_matrices(weight: Tensor, pull_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """``A_h`` (p_h x K_h) and ``A_w`` (p_w x K_w), contiguous, as the kernels read them."""
+    return (interpolation_matrix(weight.shape[-2], pull_size[0], weight).contiguous(),
+            interpolation_matrix(weight.shape[-1], pull_size[1], weight).contiguous())
+
+
 def _int64_ptr(t: Tensor):
     return ctypes.cast(t.data_ptr(), ctypes.POINTER(ctypes.c_int64))
 
@@ -181,10 +186,9 @@ class NativePushPull(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, packed: Tensor, bias: Tensor | None, alpha: Union[float, Tensor],
                 pull_size: tuple[int, int], pads: tuple[int, int], pull_pads: tuple[int, int],
                 dual_output: bool, grad_enabled: bool) -> Tensor:
-        n, (cout, _, kh, kw) = x.shape[0], weight.shape
+        n, cout = x.shape[0], weight.shape[0]
         geometry, ho, wo = _geometry(x, weight, pull_size, pads, pull_pads)
-        a_h = interpolation_matrix(kh, pull_size[0], weight).contiguous()
-        a_w = interpolation_matrix(kw, pull_size[1], weight).contiguous()
+        a_h, a_w = _resize_matrices(weight, pull_size)
         alphas = (alpha.detach().reshape(-1).expand(cout) if isinstance(alpha, Tensor)
                   else torch.full((cout,), float(alpha))).contiguous()
         bias_c = None if bias is None else bias.detach().contiguous()
@@ -209,10 +213,9 @@ class NativePushPull(torch.autograd.Function):
         grad = grad.contiguous()
         n, cin, _, _ = x.shape
         cout, _, kh, kw = weight.shape
-        groups = -(-kh * kw // G)
+        groups = packed.shape[1]
         geometry, _, _ = _geometry(x, weight, pull_size, pads, pull_pads)
-        a_h = interpolation_matrix(kh, pull_size[0], weight).contiguous()
-        a_w = interpolation_matrix(kw, pull_size[1], weight).contiguous()
+        a_h, a_w = _resize_matrices(weight, pull_size)
         need_x, need_w, _, need_b, need_alpha = ctx.needs_input_grad[:5]
         need_alpha = need_alpha and ctx.alpha_is_tensor and not dual_output
         threads = torch.get_num_threads()

@@ -248,7 +248,7 @@ def push_pull_conv2d(
         reason = _native.unsupported(x, weight, pull_size, stride, dilation, groups, padding_mode, pads, q_pads)
         if impl == "native" and reason is not None:
             raise ValueError(f"impl='native' cannot compute this call: {reason}")
-        if impl == "native" or (reason is None and _native_pays(x, weight, pull_size)):
+        if impl == "native" or (reason is None and _native_pays(x, weight)):
             if packed_weight is None:
                 packed_weight = _native.packed_weight(weight)
             out = _native.NativePushPull.apply(x.contiguous(), weight, packed_weight, bias, alpha, pull_size,
@@ -269,13 +269,17 @@ def push_pull_conv2d(
                                       alpha, geo)
 
 
-def _native_pays(x: Tensor, weight: Tensor, pull_size: tuple[int, int]) -> bool:
+def _records_grad(x: Tensor, weight: Tensor) -> bool:
+    """Whether this call is part of training (a backward will follow)."""
+    return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+
+
+def _native_pays(x: Tensor, weight: Tensor) -> bool:
     """Whether the native path beats the others (measured on a 2-core CPU): always when
     gradients are recorded; in inference from 5 input channels (with fewer the direct pull
     convolution is cheap and the native path's per-tap filtering dominates).
     """
-    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    return training or weight.shape[1] >= NATIVE_MIN_INFERENCE_CHANNELS
+    return _records_grad(x, weight) or weight.shape[1] >= NATIVE_MIN_INFERENCE_CHANNELS
 
 
 def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int) -> bool:
@@ -286,10 +290,9 @@ def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int)
     saved per output value and output channel: very tall inputs on narrow layers stay direct.
     """
     (kh, _), (ph, pw) = weight.shape[-2:], pull_weight.shape[-2:]
-    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     cheap_rows = 2 * kh * x.shape[-2] < (ph - kh) * pw * (weight.shape[0] // groups)
     return (x.device.type == "cpu" and ph > kh and cheap_rows
-            and (training or weight.shape[1] >= SEPARABLE_MIN_CHANNELS))
+            and (_records_grad(x, weight) or weight.shape[1] >= SEPARABLE_MIN_CHANNELS))
 
 
 def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
@@ -429,9 +432,9 @@ class PushPullConv2d(nn.Module):
         _check_fits(x, push_padding(self.padding, self.kernel_size, self.stride, self.dilation), self.kernel_size,
                     self.dilation)
 
-    def _derived(self) -> dict[str, Tensor]:
-        """Tensors derived from the push weights (the pull kernel, the native path's packing),
-        computed once and reused while the weights are unchanged.
+    def _derived(self, name: str, compute) -> Tensor:
+        """``compute(weight)`` (without gradient), computed once and reused while the push weights
+        are unchanged: the pull kernel, the native path's packing.
 
         The cache is keyed on the weight's storage, version counter (bumped by every in-place
         change: optimizer steps, ``load_state_dict``, edits under ``no_grad``), dtype and device,
@@ -445,25 +448,21 @@ class PushPullConv2d(nn.Module):
         if cached is None or cached[0] != key or _storage_id(cached[1]) != _storage_id(w):
             # keeping an alias of the weight pins its storage, so an equal identity means the same storage
             cached = self._pull_cache = (key, w.detach(), {})
-        return cached[2]
+        derived = cached[2]
+        if name not in derived:
+            with torch.no_grad():
+                derived[name] = compute(w.detach())
+        return derived[name]
 
     @property
     def pull_weight(self) -> Tensor:
         """The (positive) pull kernel derived from ``weight``, without gradient (cached, see :meth:`_derived`)."""
-        derived = self._derived()
-        if "pull" not in derived:
-            with torch.no_grad():
-                derived["pull"] = pull_kernel(self.push.weight.detach(), self.scale)
-        return derived["pull"]
+        return self._derived("pull", lambda w: pull_kernel(w, self.scale))
 
     @property
     def packed_weight(self) -> Tensor:
         """``weight`` laid out for the native kernels, without gradient (cached, see :meth:`_derived`)."""
-        derived = self._derived()
-        if "packed" not in derived:
-            with torch.no_grad():
-                derived["packed"] = _native.packed_weight(self.push.weight)
-        return derived["packed"]
+        return self._derived("packed", _native.packed_weight)
 
     def clear_cache(self) -> None:
         """Forget the cached pull kernel (only needed after edits through ``weight.data``)."""
