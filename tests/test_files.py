@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushpull._files import atomic_path, atomic_write
+from pushpull._files import atomic_path, atomic_write, read_json
 
 
 def test_atomic_path_replaces_the_target_when_the_block_succeeds(tmp_path):
@@ -51,3 +51,12 @@ def test_atomic_write_takes_str_and_bytes(tmp_path, data, expected):
     atomic_write(str(target), data)
     assert target.read_bytes() == expected
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_read_json_returns_the_value_and_names_the_file_when_invalid(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"a": [1, 2]}')
+    bad.write_text("{not json")
+    assert read_json(good) == {"a": [1, 2]}
+    with pytest.raises(ValueError, match=r"^baseline file .*bad\.json is not valid JSON"):
+        read_json(bad, "baseline file ")

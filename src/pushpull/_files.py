@@ -6,11 +6,13 @@ interrupted writer leaves the old version (or nothing) and no temporary file beh
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -54,3 +56,11 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def read_json(path: str | Path, label: str = "") -> Any:
+    """The JSON value stored in ``path``; a ValueError naming the file (after ``label``) when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{label}{path} is not valid JSON: {err}") from None

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import metrics
-from ._files import atomic_path, atomic_write
+from ._files import atomic_path, atomic_write, read_json
 from .baselines import ALL_SEVERITIES, Baseline, default_baseline, load_baseline
 from .layers.blur import FILTER_NAMES
 
@@ -104,10 +103,7 @@ def load_results(paths: Sequence[str | Path]) -> list[dict]:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"results file not found: {path}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+        data = read_json(path)
         if data.get("format") != "pushpull-robustness-results":
             raise ValueError(f"{path} is not a pushpull results file (no 'format': 'pushpull-robustness-results')")
         out.append(data)

@@ -13,12 +13,13 @@ A baseline file and a results file of ``pushpull eval`` share the same keys (``c
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .._files import read_json
 
 _HERE = Path(__file__).resolve().parent
 ALL_SEVERITIES = (1, 2, 3, 4, 5)
@@ -86,10 +87,7 @@ def load_baseline(spec: str | Path | Baseline) -> Baseline:
     if not path.is_file():
         raise FileNotFoundError(f"baseline {str(spec)!r} is neither a built-in ({', '.join(builtin_baselines())}) "
                                 f"nor an existing results/baseline JSON file")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"baseline file {path} is not valid JSON: {exc}") from None
+    data = read_json(path, "baseline file ")
     if not isinstance(data, dict) or not ({"clean", "corruptions", "perturbations"} & data.keys()):
         raise ValueError(f"baseline file {path} has none of the keys clean/corruptions/perturbations")
     return Baseline.from_dict(data, name=data.get("name") or (data.get("model") or {}).get("label") or path.stem)

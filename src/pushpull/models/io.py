@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from .._files import atomic_write
+from .._files import atomic_write, read_json
 from .registry import create_model, model_info
 
 FORMAT_VERSION = 1
@@ -111,10 +111,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     meta_path = sidecar_path(path)
     if not meta_path.is_file():
         raise FileNotFoundError(f"model metadata not found: {meta_path} (expected beside the weights)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{meta_path} is not valid JSON: {err}") from err
+    meta = read_json(meta_path)
     for key in ("format_version", "model", "model_kwargs", "normalization"):
         if key not in meta:
             raise ValueError(f"{meta_path} is not a pushpull model sidecar (no {key!r})")
