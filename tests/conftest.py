@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 from typing import NamedTuple
@@ -7,7 +8,19 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from pushpull._shared import ENV_VAR, shared_dir
+
+ENV_VAR = "PUSHPULL_SHARED"
+
+
+def shared_dir() -> Path | None:
+    """The project's shared data folder (datasets, official checkpoints), or None.
+
+    ``$PUSHPULL_SHARED`` when set, else ``../shared`` beside the clone (or beside the
+    working directory). Users' clones usually lack it: the tests that need it skip.
+    """
+    env = os.environ.get(ENV_VAR)
+    candidates = [Path(env)] if env else [Path(__file__).resolve().parents[2] / "shared", Path.cwd().parent / "shared"]
+    return next((path for path in candidates if path.is_dir()), None)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pushpull.cli import main
-from pushpull.data.benchmarks import CorruptedCIFAR, CorruptedImageNet, PerturbedCIFAR, PerturbedImageNet
+from pushpull.data.robustness_sets import CorruptedCIFAR, CorruptedImageNet, PerturbedCIFAR, PerturbedImageNet
 
 RNG = np.random.default_rng(11)
 

@@ -301,7 +301,7 @@ def imagenet_val(tmp_path_factory):
 
 def test_imagenet_generated_c_equals_a_make_c_folder(imagenet_val, tmp_path):
     from pushpull.data.constants import IMAGENET_MEAN, IMAGENET_STD
-    from pushpull.data.make_benchmarks import load_resized, make_imagenet_c
+    from pushpull.data.generate import load_resized, make_imagenet_c
 
     model = nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).eval()

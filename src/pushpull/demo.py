@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._files import atomic_write
-from .data.benchmarks import SEVERITIES
+from .data.robustness_sets import SEVERITIES
 from .layers import PushPullConv2d
 
 # Corruptions that make sense for both digits and natural images (CIFAR-10-C parameters).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._benchmark_args import add_common, load_clean_cifar, parse_names
+from ._options import add_common, load_clean_cifar, parse_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,19 +31,19 @@ def parse_severities(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     from pushpull.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS
-    from pushpull.data import make_benchmarks as mb
+    from pushpull.data import generate as gen
 
     groups = {"all": CORRUPTIONS, "benchmark": BENCHMARK_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}
     names = parse_names(args.corruptions, groups, "all", "corruption")
     severities = parse_severities(args.severities)
     progress = not args.no_progress
     if args.dataset == "imagenet":
-        count = mb.make_imagenet_c(args.root, args.out, names, severities=severities, limit=args.limit,
+        count = gen.make_imagenet_c(args.root, args.out, names, severities=severities, limit=args.limit,
                                    seed=args.seed, workers=args.workers, progress=progress)
         print(f"wrote {count} images under {args.out}")
         return 0
     images, labels, indices = load_clean_cifar(args)
-    paths = mb.make_cifar_c(images, labels, args.out, names, severities=severities, indices=indices, seed=args.seed,
+    paths = gen.make_cifar_c(images, labels, args.out, names, severities=severities, indices=indices, seed=args.seed,
                             workers=args.workers, dataset=args.dataset, progress=progress)
     print(f"{len(paths)} corruptions x {len(severities)} severities x {len(images)} images in {args.out}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._benchmark_args import add_common, load_clean_cifar, parse_names
+from ._options import add_common, load_clean_cifar, parse_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pushpull.data import make_benchmarks as mb
+    from pushpull.data import generate as gen
     from pushpull.data.perturbations import ALL_PERTURBATIONS, HARDER_NOISE, PERTURBATIONS, VALIDATION_PERTURBATIONS
 
     groups = {"all": ALL_PERTURBATIONS, "benchmark": PERTURBATIONS, "validation": VALIDATION_PERTURBATIONS,
@@ -28,12 +28,12 @@ def run(args: argparse.Namespace) -> int:
     names = parse_names(args.perturbations, groups, "benchmark", "perturbation")
     progress = not args.no_progress
     if args.dataset == "imagenet":
-        count = mb.make_imagenet_p(args.root, args.out, names, limit=args.limit, seed=args.seed, preset=args.preset,
+        count = gen.make_imagenet_p(args.root, args.out, names, limit=args.limit, seed=args.seed, preset=args.preset,
                                    workers=args.workers, progress=progress)
         print(f"wrote {count} videos under {args.out}")
         return 0
     images, labels, indices = load_clean_cifar(args)
-    paths = mb.make_cifar_p(images, labels, args.out, names, indices=indices, seed=args.seed, workers=args.workers,
+    paths = gen.make_cifar_p(images, labels, args.out, names, indices=indices, seed=args.seed, workers=args.workers,
                             dataset=args.dataset, progress=progress)
     print(f"{len(paths)} perturbations x {len(images)} images in {args.out}")
     return 0

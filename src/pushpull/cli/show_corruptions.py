@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from pushpull.data.corruptions import CORRUPTIONS
     from pushpull._files import atomic_path
 
-    from ._benchmark_args import parse_names
+    from ._options import parse_names
 
     names = parse_names(args.corruptions, {"all": CORRUPTIONS}, "all", "corruption")
     if not Path(args.image).is_file():

@@ -17,7 +17,7 @@ TILE = {"cifar": 96, "imagenet": 160}  # CIFAR tiles are 32 px shown 3x (nearest
 def prepare_image(path: str | Path, params: str = "cifar") -> np.ndarray:
     """uint8 (H, W, 3) at the benchmark's size: 32 px (centre square, downscaled) or 224 px (resize 256, crop)."""
     if params == "imagenet":
-        from .make_benchmarks import load_resized
+        from .generate import load_resized
 
         return load_resized(Path(path), 224)
     with Image.open(path) as img:

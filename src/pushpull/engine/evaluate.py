@@ -29,9 +29,9 @@ from torch import nn
 from .. import metrics
 from .._files import atomic_write
 from ..baselines import default_baseline, load_baseline
-from ..data.benchmarks import SEVERITIES
+from ..data.robustness_sets import SEVERITIES
 # --limit strides the way make-c/-p --limit does: _coverage relies on it to find a subset folder's images.
-from ..data.make_benchmarks import select_indices as strided_indices
+from ..data.generate import select_indices as strided_indices
 
 RESULTS_FORMAT = "pushpull-robustness-results"
 RESULTS_VERSION = 1
@@ -176,7 +176,7 @@ class CifarSources:
     def __init__(self, images: np.ndarray, labels: np.ndarray, *, limit: int | None,
                  c_dir: Path | None, corruptions: Sequence[str], severities: Sequence[int],
                  p_dir: Path | None, perturbations: Sequence[str], seed: int) -> None:
-        from ..data.benchmarks import open_npy, read_manifest
+        from ..data.robustness_sets import open_npy, read_manifest
 
         self.images, self.labels, self.seed = images, labels, seed
         n = len(labels)
@@ -256,7 +256,7 @@ class ImageNetSources:
 
     def __init__(self, root: str | Path, *, limit: int | None, c_dir: Path | None, corruptions: Sequence[str],
                  severities: Sequence[int], p_dir: Path | None, perturbations: Sequence[str], seed: int) -> None:
-        from ..data.make_benchmarks import imagenet_val_files
+        from ..data.generate import imagenet_val_files
 
         self.files = imagenet_val_files(root)
         class_index = {wnid: i for i, wnid in enumerate(sorted({wnid for _, wnid in self.files}))}
@@ -285,8 +285,8 @@ class ImageNetSources:
 
     def _chunks(self, unit: Unit, size: int,
                 pool: ThreadPoolExecutor) -> Iterator[tuple[np.ndarray, np.ndarray | None, int]]:
-        from ..data.benchmarks import read_video
-        from ..data.make_benchmarks import load_resized
+        from ..data.robustness_sets import read_video
+        from ..data.generate import load_resized
 
         def decode(paths: list[Path], read: Callable[[Path], np.ndarray]) -> np.ndarray:
             def checked(path: Path) -> np.ndarray:

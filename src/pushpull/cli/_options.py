@@ -36,7 +36,7 @@ def parse_names(text: str | None, groups: dict[str, Sequence[str]], default: str
 def load_clean_cifar(args: argparse.Namespace):  # noqa: ANN201 - (images, labels, indices)
     """The selected CIFAR test images, their labels and their indices in the test split."""
     from pushpull.data.cifar import load_cifar
-    from pushpull.data.make_benchmarks import select_indices
+    from pushpull.data.generate import select_indices
 
     images, labels = load_cifar(args.root, train=False, dataset=args.dataset)
     indices = select_indices(len(images), args.limit)

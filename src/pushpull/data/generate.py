@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._files import atomic_path
-from .benchmarks import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, check_npy
+from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, check_npy
 
 CHUNK = 1000  # CIFAR images per resumable unit
 

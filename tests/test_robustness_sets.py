@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from pushpull._files import atomic_path
-from pushpull.data import make_benchmarks as mb
-from pushpull.data.benchmarks import (MANIFEST, CorruptedCIFAR, CorruptedImageNet, PerturbedCIFAR, PerturbedImageNet,
+from pushpull.data import generate as gen
+from pushpull.data.robustness_sets import (MANIFEST, CorruptedCIFAR, CorruptedImageNet, PerturbedCIFAR, PerturbedImageNet,
                                       check_npy, read_video)
 
 RNG = np.random.default_rng(7)
@@ -112,7 +112,7 @@ def test_video_round_trip_and_imagenet_p_loader(tmp_path):
     frames = np.stack([np.stack([(x * 3 + t * 4) % 256, (y * 3) % 256, np.full_like(x, 100 + t)], -1)
                        for t in range(5)]).astype(np.uint8)
     path = tmp_path / "rotate" / "n01" / "a.mp4"
-    mb.write_video(path, frames, preset="ultrafast")
+    gen.write_video(path, frames, preset="ultrafast")
     decoded = read_video(path)
     assert decoded.shape == frames.shape
     assert np.abs(decoded.astype(float) - frames).mean() < 3  # lossy, but close
@@ -126,11 +126,11 @@ def test_video_round_trip_and_imagenet_p_loader(tmp_path):
 
 
 def test_select_indices_strides_over_the_set():
-    assert list(mb.select_indices(10, None)) == list(range(10))
-    assert list(mb.select_indices(10, 20)) == list(range(10))
-    assert list(mb.select_indices(10000, 4)) == [0, 2500, 5000, 7500]
+    assert list(gen.select_indices(10, None)) == list(range(10))
+    assert list(gen.select_indices(10, 20)) == list(range(10))
+    assert list(gen.select_indices(10000, 4)) == [0, 2500, 5000, 7500]
     with pytest.raises(ValueError, match="limit"):
-        mb.select_indices(10, 0)
+        gen.select_indices(10, 0)
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -140,7 +140,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
-    mb.save_npy(target, np.arange(3, dtype=np.uint8))
+    gen.save_npy(target, np.arange(3, dtype=np.uint8))
     assert list(tmp_path.iterdir()) == [target] and list(np.load(target)) == [0, 1, 2]
 
 
@@ -149,8 +149,8 @@ def test_make_cifar_p_resumes_after_interruption(tmp_path, monkeypatch):
 
     images = RNG.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     labels = RNG.integers(0, 10, 10)
-    monkeypatch.setattr(mb, "CHUNK", 4)  # chunks [0, 4) [4, 8) [8, 10)
-    expected = mb.make_cifar_p(images, labels, tmp_path / "full", ["gaussian_noise"], seed=1, workers=1,
+    monkeypatch.setattr(gen, "CHUNK", 4)  # chunks [0, 4) [4, 8) [8, 10)
+    expected = gen.make_cifar_p(images, labels, tmp_path / "full", ["gaussian_noise"], seed=1, workers=1,
                                progress=False)
     expected = np.load(expected[0])
 
@@ -165,7 +165,7 @@ def test_make_cifar_p_resumes_after_interruption(tmp_path, monkeypatch):
     monkeypatch.setattr(perturbations, "perturb", interrupted)
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        mb.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
+        gen.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
     assert not (out / "gaussian_noise.npy").exists()  # never a half-written final file
     assert json.loads((out / "gaussian_noise.npy.progress.json").read_text())["done"] == [0]
 
@@ -173,24 +173,24 @@ def test_make_cifar_p_resumes_after_interruption(tmp_path, monkeypatch):
     redone = []
     monkeypatch.setattr(perturbations, "perturb", lambda batch, name, **kw: redone.append(kw["indices"][0])
                         or real(batch, name, **kw))
-    mb.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
+    gen.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
     assert redone == [4, 8]  # only the unfinished chunks
     assert np.array_equal(np.load(out / "gaussian_noise.npy"), expected)
     assert sorted(p.name for p in out.iterdir()) == ["gaussian_noise.npy", "labels.npy", MANIFEST]
     # a finished file is skipped
     redone.clear()
-    mb.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
+    gen.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
     assert redone == []
     with pytest.raises(ValueError, match="other options"):
-        mb.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=2, workers=1, progress=False)
+        gen.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=2, workers=1, progress=False)
 
 
 def test_subset_rows_equal_the_full_run(tmp_path):
     images = RNG.integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(12) % 10
-    full = np.load(mb.make_cifar_p(images, labels, tmp_path / "a", ["shot_noise"], workers=1, progress=False)[0])
-    idx = mb.select_indices(12, 3)
-    part = mb.make_cifar_p(images[idx], labels[idx], tmp_path / "b", ["shot_noise"], indices=idx, workers=2,
+    full = np.load(gen.make_cifar_p(images, labels, tmp_path / "a", ["shot_noise"], workers=1, progress=False)[0])
+    idx = gen.select_indices(12, 3)
+    part = gen.make_cifar_p(images[idx], labels[idx], tmp_path / "b", ["shot_noise"], indices=idx, workers=2,
                            progress=False)
     assert np.array_equal(np.load(part[0]), full[idx])
     ds = PerturbedCIFAR(tmp_path / "b", "shot_noise")
@@ -202,7 +202,7 @@ def test_make_cifar_c_layout(tmp_path):
 
     images = RNG.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     labels = np.array([3, 1, 4, 1, 5])
-    mb.make_cifar_c(images, labels, tmp_path, ["gaussian_noise"], severities=[2, 5], indices=np.arange(10, 15),
+    gen.make_cifar_c(images, labels, tmp_path, ["gaussian_noise"], severities=[2, 5], indices=np.arange(10, 15),
                     seed=4, workers=1, progress=False)
     ds = CorruptedCIFAR(tmp_path, "gaussian_noise", transform=None)
     assert ds.severities == (2, 5) and len(ds) == 10
@@ -215,5 +215,5 @@ def test_never_overwrites_a_different_file(tmp_path):
     images = RNG.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "rotate.npy", np.zeros((10, 31, 32, 32, 3), np.uint8))  # e.g. an official file
     with pytest.raises(ValueError, match=r"rotate.npy exists with shape \(10, 31"):
-        mb.make_cifar_p(images, np.zeros(4), tmp_path, ["rotate"], workers=1, progress=False)
+        gen.make_cifar_p(images, np.zeros(4), tmp_path, ["rotate"], workers=1, progress=False)
     assert check_npy(tmp_path / "rotate.npy") == (10, 31, 32, 32, 3)
