@@ -7,8 +7,9 @@ import colorsys
 import numpy as np
 import pytest
 
-from pushpull.data.perturbations import (ALL_PERTURBATIONS, NOISE_SEQUENCES, PERTURBATIONS, convolve_same, image_rng,
+from pushpull.data.perturbations import (ALL_PERTURBATIONS, NOISE_SEQUENCES, PERTURBATIONS, convolve_same,
                                          num_frames, perturb, tilt_matrix, warp_perspective)
+from pushpull.data.streams import image_stream
 
 RNG = np.random.default_rng(1234)
 IMAGES = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
@@ -59,7 +60,7 @@ def test_random_streams_depend_on_image_index_not_batch(name):
 
 def reference_noise(image: np.ndarray, name: str, seed: int, index: int) -> np.ndarray:
     """make_cifar_p.py's loops, one frame at a time, drawing from the image's stream."""
-    rng = image_rng(seed, name, index)
+    rng = image_stream(seed, name, index)
     seq = [image]
     for _ in range(1, 31):
         if name == "gaussian_noise":

@@ -217,3 +217,49 @@ def test_never_overwrites_a_different_file(tmp_path):
     with pytest.raises(ValueError, match=r"rotate.npy exists with shape \(10, 31"):
         gen.make_cifar_p(images, np.zeros(4), tmp_path, ["rotate"], workers=1, progress=False)
     assert check_npy(tmp_path / "rotate.npy") == (10, 31, 32, 32, 3)
+
+
+@pytest.mark.parametrize("make", ["c", "p"])
+def test_folder_of_an_older_stream_rule_is_refused(tmp_path, make):
+    from pushpull.data.streams import STREAM_RULE
+
+    images = RNG.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(3)
+
+    def run():
+        if make == "c":
+            return gen.make_cifar_c(images, labels, tmp_path, ["fog"], severities=[1], workers=1, progress=False)
+        return gen.make_cifar_p(images, labels, tmp_path, ["snow"], workers=1, progress=False)
+
+    made = run()[0]
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["stream_rule"] == STREAM_RULE
+    run()  # the same rule resumes
+    before = made.read_bytes()
+    for old in ({k: v for k, v in manifest.items() if k != "stream_rule"}, {**manifest, "stream_rule": 1}):
+        (tmp_path / MANIFEST).write_text(json.dumps(old))  # as an older pushpull left it
+        with pytest.raises(ValueError, match=r"random-stream rule 1, this pushpull uses rule 2 .*: resuming would "
+                                             r"mix .*delete the folder or use another --out$"):
+            run()
+        assert made.read_bytes() == before
+
+
+def test_imagenet_folder_without_manifest_is_refused(tmp_path):
+    from PIL import Image
+
+    from pushpull.data.streams import STREAM_RULE
+
+    root, out = tmp_path / "val", tmp_path / "c"
+    (root / "n01440764").mkdir(parents=True)
+    Image.fromarray(RNG.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(root / "n01440764" / "a.JPEG")
+    assert gen.make_imagenet_c(root, out, ["contrast"], severities=[1], workers=1, progress=False) == 1
+    assert json.loads((out / MANIFEST).read_text())["stream_rule"] == STREAM_RULE
+    (out / MANIFEST).unlink()  # as an ImageNet-C folder made before the manifest (stream rule 1)
+    for names in (["contrast"], ["fog"]):  # not even another corruption: the manifest would vouch for contrast/
+        with pytest.raises(ValueError, match=f"holds files but no {MANIFEST} .*delete the folder or use another"):
+            gen.make_imagenet_c(root, out, names, severities=[1], workers=1, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["contrast"]
+    out.rename(tmp_path / "fresh")
+    assert gen.make_imagenet_c(root, out, ["fog"], severities=[1], workers=1, progress=False) == 1
+    with pytest.raises(ValueError, match="other options"):
+        gen.make_imagenet_c(root, out, ["fog"], severities=[1], seed=1, workers=1, progress=False)

@@ -41,6 +41,14 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
 
 
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` to ``path`` as indented JSON (UTF-8, final newline), atomically.
+
+    The text is made before anything is opened, so data that is not JSON leaves ``path`` untouched.
+    """
+    atomic_write(path, json.dumps(data, indent=2) + "\n")
+
+
 def _fsync(path: Path) -> None:
     """Flush ``path`` to disk before the rename, so a crash cannot leave an empty file under the
     final name. Best effort: skipped for non-regular files and where the system refuses."""

@@ -6,14 +6,16 @@ through a memory map ``<name>.npy.partial`` whose finished chunks are listed in
 ``<name>.npy.progress.json``: an interrupted run, started again with the same options,
 redoes only the unfinished chunks. ImageNet outputs are one file per image, skipped when
 present. Image i's randomness depends on (seed, name, severity, its index in the clean
-set), so a ``--limit`` subset holds exactly the images a full run would.
+set), so a ``--limit`` subset holds exactly the images a full run would. A folder's
+``pushpull-benchmark.json`` records its options and the random-stream rule
+(``pushpull.data.streams.STREAM_RULE``): a run with other options, or into a folder made under
+another rule, is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -21,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._files import atomic_path
+from .._files import atomic_path, read_json, write_json
 from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, check_npy
+from .streams import STREAM_RULE
 
 CHUNK = 1000  # CIFAR images per resumable unit
 
@@ -45,11 +48,6 @@ def save_npy(path: Path, array: np.ndarray) -> None:
         np.save(f, array)
 
 
-def write_json(path: Path, data: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-
-
 class ChunkedNpy:
     """A uint8 ``.npy`` filled in numbered chunks that survives interruption.
 
@@ -61,7 +59,7 @@ class ChunkedNpy:
         self.path, self.shape, self.key = path, shape, key
         self.partial = path.with_name(path.name + ".partial")
         self.progress = path.with_name(path.name + ".progress.json")
-        state = json.loads(self.progress.read_text()) if self.progress.is_file() else {}
+        state = read_json(self.progress) if self.progress.is_file() else {}
         if state.get("key") == key and self.partial.is_file() and self._partial_ok():
             self.done = set(state["done"])
         else:
@@ -126,11 +124,24 @@ def _chunks(n: int) -> list[slice]:
     return [slice(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
 
 
-def _manifest(out: Path, **info) -> None:
-    """Record how the folder was made; refuse to mix runs with different options."""
+def _manifest(out: Path, unrecorded_files_predate: bool = False, **info) -> None:
+    """Record how the folder was made; refuse to mix runs with different options or stream rules.
+
+    ``unrecorded_files_predate``: files in a folder without a manifest come from before the
+    manifest, hence before the stream rule (ImageNet folders made under rule 1).
+    """
     path = out / MANIFEST
-    if path.is_file():
-        old = json.loads(path.read_text())
+    info["stream_rule"] = STREAM_RULE
+    mixing = "resuming would mix images of two random-stream rules: delete the folder or use another --out"
+    if not path.is_file():
+        if unrecorded_files_predate and out.is_dir() and any(out.iterdir()):
+            raise ValueError(f"{out} holds files but no {MANIFEST} (an official release, or made before "
+                             f"random-stream rule {STREAM_RULE}): {mixing}")
+    else:
+        old = read_json(path)
+        if old.get("stream_rule", 1) != STREAM_RULE:
+            raise ValueError(f"{path} says random-stream rule {old.get('stream_rule', 1)}, this pushpull uses rule "
+                             f"{STREAM_RULE} (stream ids from the names): {mixing}")
         clash = {k: (old.get(k), v) for k, v in info.items() if k != "names" and old.get(k) != v}
         if clash:
             raise ValueError(f"{out} was generated with other options {clash}; use another --out folder")
@@ -260,6 +271,7 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
 
     out, files = Path(out), imagenet_val_files(root)
     indices = select_indices(len(files), limit)
+    _manifest(out, True, benchmark="imagenet-c", seed=seed, names=list(corruptions))
 
     written = 0
     jobs = [(name, s) for name in corruptions for s in severities]
@@ -304,6 +316,7 @@ def make_imagenet_p(root: str | Path, out: str | Path, perturbations: Sequence[s
     """
     out, files = Path(out), imagenet_val_files(root)
     indices = select_indices(len(files), limit)
+    _manifest(out, True, benchmark="imagenet-p", seed=seed, names=list(perturbations))
 
     written = 0
     with tqdm(total=len(perturbations) * len(indices), desc="make-p", unit="seq", disable=not progress) as bar:

@@ -5,7 +5,8 @@ probability of a classifier along it is the FP metric. ``perturb`` returns uint8
 (N, T, H, W, 3) for a uint8 batch (N, H, W, 3). The schedules follow the reference
 scripts ``make_cifar_p.py`` / ``make_imagenet_p.py`` (frame counts, constants, uint8
 truncation); the random frames of image i come from a stream that depends only on
-(seed, name, indices[i]), so output does not depend on batching.
+(seed, name, indices[i]) (``pushpull.data.streams``, the corruptions' rule), so output does not
+depend on batching.
 
 Geometric sequences use the operation the reference used: torchvision's ``affine`` on
 PIL images (translate, rotate, scale, shear, zoom blur) and an exact re-implementation
@@ -16,11 +17,12 @@ crops of the image resized to 256 px (``crop=224``), taken where the reference t
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
+
+from .streams import image_stream
 
 Params = Literal["cifar", "imagenet"]
 
@@ -81,11 +83,6 @@ def _check(name: str, params: str) -> None:
         raise ValueError(f"unknown perturbation {name!r}; choose from {', '.join(ALL_PERTURBATIONS)}")
     if params not in _PARAMS:
         raise ValueError(f"params must be 'cifar' or 'imagenet', got {params!r}")
-
-
-def image_rng(seed: int, name: str, index: int) -> np.random.Generator:
-    """The random stream of one image's sequence: a function of (seed, name, index) only."""
-    return np.random.default_rng([int(seed), zlib.crc32(name.encode()), int(index)])
 
 
 def _center_crop(frames: np.ndarray, size: int | None) -> np.ndarray:
@@ -357,7 +354,7 @@ def perturb(
         raise ValueError(f"indices must have one entry per image ({len(images)}), got shape {indices.shape}")
 
     def rngs(i: int) -> np.random.Generator:
-        return image_rng(seed, name, indices[i])
+        return image_stream(seed, name, indices[i])
 
     if name not in MOVING_SEQUENCES:  # the reference cropped first, then perturbed
         images, crop = np.ascontiguousarray(_center_crop(images, crop)), None

@@ -2,8 +2,9 @@
 
 ``corrupt(images, name, severity)`` corrupts a uint8 batch (N, H, W, 3) with the CIFAR (32x32) or
 ImageNet (224x224) parameter table. Image i's randomness comes only from
-``numpy.random.default_rng([seed, CORRUPTIONS.index(name), severity, indices[i]])``, so the
-output is the same whatever the batching, number of workers or machine. ``corrupt_reference`` is the
+``numpy.random.default_rng([seed, stream_id(name), severity, indices[i]])`` (``pushpull.data.streams``:
+the id is fixed by the name, not its place in ``CORRUPTIONS``), so the output is the same whatever
+the batching, number of workers or machine. ``corrupt_reference`` is the
 slow per-image oracle the fast path is tested against.
 """
 
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._rng import image_streams
+from ..streams import image_streams
 from .blur import (clipped_zoom, defocus_blur, disk_kernel, gaussian_blur, glass_blur, motion_blur, motion_kernel,
                    zoom_blur)
 from .digital import brightness, contrast, elastic_transform, hsv2rgb, jpeg_compression, pixelate, rgb2hsv, saturate
@@ -93,10 +94,10 @@ def check_inputs(images: np.ndarray, severity: int, indices, params: str) -> np.
 
 
 def _checked(images: np.ndarray, name: str, severity: int, indices, params: str):  # noqa: ANN202
-    """The arguments of ``corrupt`` checked: (name, int64 indices, the table entry ``c``, the stream id)."""
+    """The arguments of ``corrupt`` checked: (name, int64 indices, the table entry ``c``)."""
     name = check_name(name)
     indices = check_inputs(images, severity, indices, params)
-    return name, indices, severity_params(name, int(severity), params), CORRUPTIONS.index(name)
+    return name, indices, severity_params(name, int(severity), params)
 
 
 def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indices: Sequence[int] | None = None,
@@ -107,7 +108,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indi
     image's index in its dataset (default 0..N-1), which with ``seed`` fixes its random stream.
     ``workers``: threads (default: all cores). Returns a new uint8 array of the same shape.
     """
-    name, indices, c, cid = _checked(images, name, severity, indices, params)
+    name, indices, c = _checked(images, name, severity, indices, params)
     fn = _FAST[name]
     if len(images) == 0:
         return images.copy()
@@ -116,7 +117,7 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indi
 
     def run(bound):
         lo, hi = bound
-        return fn(images[lo:hi], c, image_streams(seed, cid, severity, indices[lo:hi]))
+        return fn(images[lo:hi], c, image_streams(seed, name, severity, indices[lo:hi]))
 
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     if workers <= 1 or len(bounds) == 1:
@@ -131,8 +132,8 @@ def corrupt_reference(images: np.ndarray, name: str, severity: int, *, seed: int
     """The slow oracle: one image at a time, mirroring the reference code line by line (``workers`` ignored)."""
     from .reference import corrupt_one
 
-    name, indices, c, cid = _checked(images, name, severity, indices, params)
-    streams = image_streams(seed, cid, severity, indices)
+    name, indices, c = _checked(images, name, severity, indices, params)
+    streams = image_streams(seed, name, severity, indices)
     out = np.empty_like(images)
     for i, (image, rng) in enumerate(zip(images, streams)):
         out[i] = corrupt_one(image, name, c, rng)

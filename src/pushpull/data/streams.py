@@ -1,0 +1,39 @@
+"""Per-image random streams: one rule for the -C corruptions and the -P perturbations.
+
+Image i's randomness comes only from ``numpy.random.default_rng([seed, stream_id(name), *keys])``
+(keys: the severity and the image's index in the clean set for a corruption, the index for a
+perturbation), so the output never depends on batching, workers, ``--limit`` or the machine.
+A name's stream id is derived from the name alone, never from its position in a list: adding,
+removing or reordering corruptions leaves every other name's images as they were.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+STREAM_RULE = 2
+"""The version of the rule above, recorded in generated folders and results files.
+
+1: a corruption's id was its position in ``CORRUPTIONS`` (perturbations already used rule 2);
+2: every name's id is the CRC-32 of its UTF-8 bytes. Outputs of different rules are never mixed.
+"""
+
+
+def stream_id(name: str) -> int:
+    """The fixed id of a corruption's or perturbation's random stream: CRC-32 of the name."""
+    return zlib.crc32(name.encode("utf-8"))
+
+
+def image_stream(seed: int, name: str, *keys: int) -> np.random.Generator:
+    """The generator of one image under ``name``: a function of (seed, name, keys) only."""
+    if int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed}")
+    return np.random.default_rng([int(seed), stream_id(name), *(int(k) for k in keys)])
+
+
+def image_streams(seed: int, name: str, severity: int, indices: Sequence[int]) -> list[np.random.Generator]:
+    """One independent generator per image of a corruption at ``severity``, ``indices`` in the clean set."""
+    return [image_stream(seed, name, severity, i) for i in indices]
