@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pushpull._files import atomic_path, atomic_write, read_json
+from pushpull._files import atomic_path, atomic_write, read_json, write_json
 
 
 def test_atomic_path_replaces_the_target_when_the_block_succeeds(tmp_path):
@@ -60,3 +60,14 @@ def test_read_json_returns_the_value_and_names_the_file_when_invalid(tmp_path):
     assert read_json(good) == {"a": [1, 2]}
     with pytest.raises(ValueError, match=r"^baseline file .*bad\.json is not valid JSON"):
         read_json(bad, "baseline file ")
+
+
+def test_write_json_is_indented_atomic_and_leaves_the_old_file_on_bad_data(tmp_path):
+    target = tmp_path / "sub" / "results.json"
+    write_json(target, {"b": [1, 2], "é": None})
+    assert target.read_text(encoding="utf-8") == '{\n  "b": [\n    1,\n    2\n  ],\n  "\\u00e9": null\n}\n'
+    assert read_json(target) == {"b": [1, 2], "é": None}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        write_json(target, {"a": object()})
+    assert read_json(target) == {"b": [1, 2], "é": None}
+    assert list(target.parent.iterdir()) == [target]

@@ -72,6 +72,13 @@ def test_cifar_c_severity_not_stored(tmp_path):
         CorruptedCIFAR(tmp_path, "fog", severities=[6])
 
 
+def test_a_damaged_manifest_is_named(tmp_path):
+    write_cifar_c(tmp_path)
+    (tmp_path / MANIFEST).write_text('{"severities": [1, 2')
+    with pytest.raises(ValueError, match=f"{MANIFEST} is not valid JSON"):
+        CorruptedCIFAR(tmp_path, "fog")
+
+
 def test_cifar_p_loader(tmp_path):
     seqs = RNG.integers(0, 256, (3, 16, 32, 32, 3), dtype=np.uint8)
     np.save(tmp_path / "translate.npy", seqs)

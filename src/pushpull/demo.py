@@ -14,7 +14,6 @@ a re-run resumes them), ``results.json``, ``results.md`` (the table) and ``resul
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._files import atomic_write
+from ._files import atomic_write, write_json
 from .data.robustness_sets import SEVERITIES
 from .layers import PushPullConv2d
 
@@ -90,7 +89,7 @@ def run_demo(out: str | Path = "pushpull-demo", data: str | Path | None = None, 
     results = {"setting": setting, "recipe": recipe.to_dict(), "seed": seed, "test_images": int(len(test_labels)),
                "errors": errors, "seconds": time.perf_counter() - tic}
     table = format_table(errors)
-    atomic_write(out / "results.json", json.dumps(results, indent=2) + "\n")
+    write_json(out / "results.json", results)
     atomic_write(out / "results.md", table + "\n")
     save_plot(errors, out / "results.png", title=f"pushpull demo: {setting}")
     return results

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import signal
 import sys
@@ -32,7 +31,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .._files import atomic_write
+from .._files import atomic_write, write_json
 from ..recipes import Recipe, default_recipe, load_recipe
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistContext, all_gather_object, all_reduce, init_distributed
@@ -425,7 +424,7 @@ def train(
               "data": str(data), "seed": seed, "options": {k: str(v) for k, v in options.items()},
               "normalization": {"mean": list(mean), "std": list(std)}}
     if int(os.environ.get("RANK", "0")) == 0:
-        atomic_write(out / "config.json", json.dumps(config, indent=2) + "\n")
+        write_json(out / "config.json", config)
     return fit(model, train_set, test_set, recipe, out, seed=seed, save_final=save_final, **options)
 
 

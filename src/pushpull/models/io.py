@@ -25,7 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import nn
 
-from .._files import atomic_write, read_json
+from .._files import atomic_write, read_json, write_json
 from .registry import create_model, model_info
 
 FORMAT_VERSION = 1
@@ -86,7 +86,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, *, name: str, model_kw
     weights = save(state, metadata={"format": "pt", "model": info.name})
     meta["sha256"] = hashlib.sha256(weights).hexdigest()  # of the bytes written, without reading the file back
     atomic_write(path, weights)
-    atomic_write(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
+    write_json(sidecar_path(path), meta)
     return path
 
 

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._files import read_json
+
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")  # digits: the offline demo's data
 
 
@@ -125,15 +127,11 @@ def load_recipe(recipe: str | Path | Recipe, **overrides: Any) -> Recipe:
     if path.suffix == ".json" or path.exists():
         if not path.is_file():
             raise FileNotFoundError(f"recipe file not found: {path}")
-        text = path.read_text()
+        values = read_json(path, "recipe file ")
     elif str(recipe) in list_recipes():
-        text = resources.files(__name__).joinpath(f"{recipe}.json").read_text()
+        values = json.loads(resources.files(__name__).joinpath(f"{recipe}.json").read_text())  # shipped, checked by tests
     else:
         raise ValueError(f"unknown recipe {str(recipe)!r}: known recipes are {list_recipes()} (or give a .json path)")
-    try:
-        values = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"recipe {recipe}: not valid JSON ({err})") from None
     if not isinstance(values, dict):
         raise ValueError(f"recipe {recipe}: expected a JSON object, got {type(values).__name__}")
     _check_names(values, f"recipe {recipe}")
