@@ -7,7 +7,7 @@ a plain convolution and a push-pull filter with the same learned shape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,11 +87,34 @@ def filter_responses(model: nn.Module, layer_name: str, channel: int, images: Te
     return sets
 
 
+def mean_correlations(responses: Callable[[np.ndarray], Sequence[ResponseSet]], images: np.ndarray,
+                      corruption: str, severities: Sequence[int], count: int, *, seed: int = 0) -> dict:
+    """Each filter's correlation with its clean response, averaged over ``count`` of ``images``.
+
+    One image is not evidence: this repeats the figure's measurement on test images spread over
+    the set (``images`` is class-major). ``responses`` maps one uint8 stack (the clean image, then
+    it corrupted at each severity) to the filters' :class:`ResponseSet` s, keyed by their labels.
+    Each image is corrupted with its own random stream (its index in ``images``).
+    """
+    from ..data.generate import select_indices
+    from .inputs import noisy_versions
+
+    if count < 1:
+        raise ValueError(f"the number of images to average over must be positive, got {count}")
+    index = select_indices(len(images), count)
+    collected: dict[str, list[list[float]]] = {}
+    for stack in noisy_versions(images[index], corruption, severities, seed=seed, indices=index):
+        for r in responses(stack):
+            collected.setdefault(r.label, []).append(r.correlations)
+    return {"images": len(index), "indices": index.tolist(),
+            "correlation_with_clean": {label: np.mean(c, 0).tolist() for label, c in collected.items()}}
+
+
 def plot_responses(images: np.ndarray, column_titles: Sequence[str], responses: Sequence[ResponseSet],
                    path: str) -> None:
     """Figure: the images on top, one row of response maps per filter, correlations in the titles;
     at the right, every filter's correlation with its clean response against the corruption level."""
-    from ._figures import new_figure, save_figure
+    from .figures import new_figure, save_figure
 
     n_cols = len(images)
     fig, axes = new_figure(1 + len(responses), n_cols + 1, panel=1.6)

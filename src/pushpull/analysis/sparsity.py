@@ -128,7 +128,7 @@ def plot_sparsity(weights: dict[str, dict[str, np.ndarray]], acts: dict[str, dic
     ``weights[model][layer]`` and ``acts[model][module]`` hold flat values; the i-th
     activation panel overlays every model's i-th module (log scale, zeros counted in the legend).
     """
-    from ._figures import new_figure, save_figure
+    from .figures import new_figure, save_figure
 
     slots = max((len(m) for m in acts.values()), default=0)
     fig, axes = new_figure(1, 1 + slots, panel=3.6)

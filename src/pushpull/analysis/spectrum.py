@@ -211,7 +211,7 @@ def plot_spectrum(spectra: Sequence[tuple[str, Spectrum]], path: str, channels: 
     One block of rows per model; push-pull output in a diverging colour map (it goes
     negative where the pull wins), the rectified push and pull in a sequential one.
     """
-    from ._figures import new_figure, save_figure
+    from .figures import new_figure, save_figure
 
     blocks = []  # (model label, spectrum, channel list)
     for label, spec in spectra:

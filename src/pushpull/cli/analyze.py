@@ -167,55 +167,32 @@ def _read_test_set(root: Path, dataset: str):  # noqa: ANN202 - read once per co
 
 
 def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), description, index for the noise)
-    import numpy as np
+    from ..analysis import is_test_index, read_image
 
-    spec = args.image
-    if spec.isdigit() and not Path(spec).exists():
-        if args.data is None:
-            raise _UserError(f"--image {spec} is a test-set index: give the dataset with --data")
-        images, labels = _test_set(args)
-        index = int(spec)
-        if index >= len(images):
-            raise _UserError(f"--image {index} out of range: the {args.dataset} test set has {len(images)} images")
-        return images[index], f"{args.dataset} test #{index} (label {int(labels[index])})", index
-    from PIL import Image, UnidentifiedImageError
-
+    if is_test_index(args.image) and args.data is None:
+        raise _UserError(f"--image {args.image} is a test-set index: give the dataset with --data")
     try:
-        with Image.open(spec) as img:
-            return np.asarray(img.convert("RGB")), Path(spec).name, 0
-    except FileNotFoundError:
-        raise _UserError(f"--image {spec}: no such file") from None
-    except UnidentifiedImageError:
-        raise _UserError(f"--image {spec}: not an image file PIL can read") from None
+        return read_image(args.image, lambda: _test_set(args), f"{args.dataset} test set")
+    except (FileNotFoundError, ValueError) as e:
+        raise _UserError(f"--image {e}") from None
 
 
 def _noise_name(args: argparse.Namespace) -> str:
-    """The corruption ``--noise`` names (``gaussian`` is ``gaussian_noise``), checked with the severities."""
-    from ..data.corruptions import CORRUPTIONS
+    """The corruption ``--noise`` names, checked with the severities."""
+    from ..analysis import noise_corruption
 
-    name = args.noise if args.noise in CORRUPTIONS else f"{args.noise}_noise"
-    if name not in CORRUPTIONS:
-        raise _UserError(f"unknown --noise {args.noise!r}; choose from {', '.join(CORRUPTIONS)}")
+    try:
+        name = noise_corruption(args.noise)
+    except ValueError as e:
+        raise _UserError(f"--noise: {e}") from None
     if any(not 1 <= s <= 5 for s in args.severities):
         raise _UserError(f"--severities must be in 1..5, got {args.severities}")
     return name
 
 
-def _noisy(image, index: int, name: str, args: argparse.Namespace):  # noqa: ANN001, ANN202 - (1 + S, H, W, 3)
-    """The image, then its corrupted versions at each severity (a test image gets its own random stream)."""
-    import numpy as np
-
-    from ..data.corruptions import corrupt
-
-    params = "cifar" if max(image.shape[:2]) <= 64 else "imagenet"
-    return np.stack([image, *(corrupt(image[None], name, s, seed=args.seed, indices=[index], params=params)[0]
-                              for s in args.severities)])
-
-
 def _run_responses(args: argparse.Namespace) -> int:
-    from ..analysis import filter_responses, most_similar_channels
-    from ..analysis._figures import write_json
-    from ..analysis.responses import plot_responses
+    from .._files import write_json
+    from ..analysis import filter_responses, mean_correlations, most_similar_channels, noisy_versions, plot_responses
     from ..engine.evaluate import Normalize
 
     specs = args.models + ([args.compare] if args.compare else [])
@@ -225,7 +202,7 @@ def _run_responses(args: argparse.Namespace) -> int:
     image, description, index = _image(args)
     models = _load_models(specs, args)
     layers = _layer_names(models, args)
-    images = _noisy(image, index, noise, args)
+    images = noisy_versions(image[None], noise, args.severities, seed=args.seed, indices=[index])[0]
     similarity = None
     if args.channel:
         if len(args.channel) != len(models):
@@ -254,10 +231,16 @@ def _run_responses(args: argparse.Namespace) -> int:
     report = {"image": description, "noise": noise, "severities": args.severities, "seed": args.seed,
               "kernel_cosine_similarity": similarity, "filters": [r.to_json() for r in results]}
     if args.average:
-        report["mean_over_test_images"] = _average_correlations(responses, noise, args)
+        if args.data is None:
+            raise _UserError("--average needs the test set: give it with --data")
+        try:
+            report["mean_over_test_images"] = mean_correlations(responses, _test_set(args)[0], noise,
+                                                                args.severities, args.average, seed=args.seed)
+        except ValueError as e:
+            raise _UserError(f"--average: {e}") from None
     titles = ["clean"] + [f"{noise} s{s}" for s in args.severities]
     plot_responses(images, titles, results, str(args.out / "responses.png"))
-    write_json(report, args.out / "responses.json")
+    write_json(args.out / "responses.json", report)
     for r in results:
         print(f"{r.label} {r.layer}[{r.channel}]: correlation with clean "
               + " ".join(f"{c:.3f}" for c in r.correlations))
@@ -267,34 +250,11 @@ def _run_responses(args: argparse.Namespace) -> int:
     return 0
 
 
-def _average_correlations(responses: Callable, noise: str, args: argparse.Namespace) -> dict:
-    """Mean correlation with the clean response over ``--average`` test images spread over the set."""
-    import numpy as np
-
-    from ..data.corruptions import corrupt
-    from ..engine.evaluate import strided_indices
-
-    if args.data is None:
-        raise _UserError("--average needs the test set: give it with --data")
-    if args.average < 1:
-        raise _UserError(f"--average must be positive, got {args.average}")
-    test, _ = _test_set(args)
-    index = strided_indices(len(test), args.average)
-    noisy = [corrupt(test[index], noise, s, seed=args.seed, indices=index) for s in args.severities]
-    collected: dict[str, list[list[float]]] = {}
-    for k, i in enumerate(index):
-        for r in responses(np.stack([test[i], *(n[k] for n in noisy)])):
-            collected.setdefault(r.label, []).append(r.correlations)
-    return {"images": len(index), "indices": index.tolist(),
-            "correlation_with_clean": {label: np.mean(c, 0).tolist() for label, c in collected.items()}}
-
-
 def _run_spectrum(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..analysis import frequency_response
-    from ..analysis._figures import write_json
-    from ..analysis.spectrum import plot_spectrum
+    from .._files import write_json
+    from ..analysis import frequency_response, plot_spectrum
 
     if args.frequencies < 2 or args.orientations < 1 or not 0 < args.contrast <= 0.5:
         raise _UserError("need --frequencies >= 2, --orientations >= 1 and 0 < --contrast <= 0.5")
@@ -313,8 +273,8 @@ def _run_spectrum(args: argparse.Namespace) -> int:
         if args.channels and not all(0 <= c < channels for c in args.channels):
             raise _UserError(f"--channels out of range: {label} {name} has {channels} channels")
     plot_spectrum(spectra, str(args.out / "spectrum.png"), args.channels)
-    write_json({"contrast": args.contrast, "models": {label: s.to_json() for label, s in spectra}},
-               args.out / "spectrum.json")
+    write_json(args.out / "spectrum.json",
+               {"contrast": args.contrast, "models": {label: s.to_json() for label, s in spectra}})
     for label, spec in spectra:
         op = "push_pull" if "push_pull" in spec.responses else "conv"
         peaks = [spec.summary(op, c) for c in range(spec.responses[op].shape[0])]
@@ -328,9 +288,9 @@ def _run_spectrum(args: argparse.Namespace) -> int:
 def _run_weights(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..analysis import first_block, select_layers, sparsity_stats
-    from ..analysis._figures import write_json
-    from ..analysis.sparsity import DEFAULT_THRESHOLDS, activations, plot_sparsity, stem_activation, weight_values
+    from .._files import write_json
+    from ..analysis import (DEFAULT_THRESHOLDS, activations, first_block, plot_sparsity, select_layers, sparsity_stats,
+                            stem_activation, weight_values)
     from ..engine.evaluate import Normalize, strided_indices
 
     thresholds = args.thresholds or DEFAULT_THRESHOLDS
@@ -364,7 +324,7 @@ def _run_weights(args: argparse.Namespace) -> int:
                                     for m, v in acts[label].items()}
         report[label] = entry
     plot_sparsity(weights, acts, str(args.out / "weights.png"))
-    write_json({"thresholds": list(thresholds), "models": report}, args.out / "weights.json")
+    write_json(args.out / "weights.json", {"thresholds": list(thresholds), "models": report})
     for label, entry in report.items():
         w = entry["all_layers"]
         kurtosis = "undefined" if w["excess_kurtosis"] is None else f"{w['excess_kurtosis']:.2f}"

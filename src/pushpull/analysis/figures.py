@@ -1,9 +1,8 @@
-"""Writing the analyses' outputs: figures (matplotlib, headless) and JSON, both atomically."""
+"""The analyses' figures: matplotlib on its headless backend, each saved atomically."""
 
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,3 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 150) -> None:
     finally:
         plt.close(fig)
     atomic_write(path, buffer.getvalue())
-
-
-def write_json(data: Any, path: str | Path) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    atomic_write(path, json.dumps(data, indent=2) + "\n")
