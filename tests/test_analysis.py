@@ -21,6 +21,7 @@ from pushpull.analysis import (
     hoyer_sparsity,
     kernel_response,
     layer_output,
+    measure_sparsity,
     most_similar_channels,
     pearson,
     select_layers,
@@ -70,6 +71,38 @@ def test_sparsity_stats_counts():
     assert s["hoyer"] == pytest.approx(hoyer_sparsity(x)) and s["excess_kurtosis"] == pytest.approx(
         excess_kurtosis(x))
     assert sparsity_stats(np.zeros(4))["excess_kurtosis"] is None  # undefined, and JSON has no NaN
+
+
+class _Stem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.layer1 = nn.Sequential(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()))
+
+    def forward(self, x):
+        return self.layer1(self.relu(self.conv1(x)))
+
+
+def test_measure_sparsity_of_weights_and_activations():
+    torch.manual_seed(0)
+    model, x = _Stem(), torch.randn(5, 3, 8, 8)
+    weights_only = measure_sparsity(model, thresholds=(0.01,))
+    assert list(weights_only.weights) == ["conv1"] and weights_only.activations == {}
+    np.testing.assert_array_equal(weights_only.weights["conv1"], model.conv1.weight.detach().double().numpy().ravel())
+    entry = weights_only.to_json()
+    assert set(entry) == {"layers", "all_layers"}
+    assert entry["layers"]["conv1"] == sparsity_stats(model.conv1.weight, (0.01,)) == entry["all_layers"]
+
+    measured = measure_sparsity(model, ["*"], x)  # default modules: the stem's ReLU and the first block
+    assert list(measured.weights) == ["conv1", "layer1.0.0"] and list(measured.activations) == ["relu", "layer1.0"]
+    relu = torch.relu(model.conv1(x)).detach().double().numpy().ravel()
+    np.testing.assert_allclose(measured.activations["relu"], relu)
+    entry = measured.to_json()
+    assert entry["activations"]["relu"] == {"images": 5, **sparsity_stats(relu)}
+    assert entry["all_layers"]["count"] == 4 * 3 * 9 + 4 * 4 * 9
+    with pytest.raises(ValueError, match="activations: .*nope"):
+        measure_sparsity(model, images=x, modules=["nope"])
 
 
 def test_works_on_a_converted_torchvision_model():

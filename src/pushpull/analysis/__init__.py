@@ -5,14 +5,15 @@ from .inputs import SHORT_NOISES, corruption_table, is_test_index, noise_corrupt
 from .layers import conv_layers, layer_kernel, layer_output, select_layers
 from .responses import (ResponseSet, filter_responses, kernel_similarity, mean_correlations, most_similar_channels,
                         pearson, plot_responses)
-from .sparsity import (DEFAULT_THRESHOLDS, activations, excess_kurtosis, first_block, hoyer_sparsity, plot_sparsity,
-                       sparsity_stats, stem_activation, weight_values)
+from .sparsity import (DEFAULT_THRESHOLDS, SparsityReport, activations, excess_kurtosis, first_block, hoyer_sparsity,
+                       measure_sparsity, plot_sparsity, sparsity_stats, stem_activation, weight_values)
 from .spectrum import Spectrum, frequency_response, gratings, kernel_response, plot_spectrum
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "SHORT_NOISES",
     "ResponseSet",
+    "SparsityReport",
     "Spectrum",
     "activations",
     "conv_layers",
@@ -29,6 +30,7 @@ __all__ = [
     "layer_kernel",
     "layer_output",
     "mean_correlations",
+    "measure_sparsity",
     "most_similar_channels",
     "new_figure",
     "noise_corruption",

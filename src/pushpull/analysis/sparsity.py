@@ -12,12 +12,13 @@ Three complementary views of one set of numbers:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .layers import layer_kernel, layer_output
+from .layers import layer_kernel, layer_output, select_layers
 
 DEFAULT_THRESHOLDS = (1e-3, 1e-2, 5e-2, 1e-1)
 
@@ -119,6 +120,43 @@ def activations(model: nn.Module, module_name: str, images: Tensor, batch_size: 
     model.eval()
     parts = [layer_output(model, module, batch).double().numpy() for batch in images.split(batch_size)]
     return np.concatenate(parts)
+
+
+@dataclass
+class SparsityReport:
+    """One model's Fig. 4 numbers: the flat values of its chosen layers' weights and measured activations."""
+
+    weights: dict[str, np.ndarray]  # layer name -> its kernel's values
+    activations: dict[str, np.ndarray] = field(default_factory=dict)  # module name -> its outputs on the images
+    images: int = 0  # how many images the activations were measured on
+    thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
+
+    def to_json(self) -> dict:
+        """Statistics per layer, of all layers pooled, and per measured module (with the image count)."""
+        entry = {"layers": {n: sparsity_stats(v, self.thresholds) for n, v in self.weights.items()},
+                 "all_layers": sparsity_stats(np.concatenate(list(self.weights.values())), self.thresholds)}
+        if self.images:
+            entry["activations"] = {m: {"images": self.images, **sparsity_stats(v, self.thresholds)}
+                                    for m, v in self.activations.items()}
+        return entry
+
+
+def measure_sparsity(model: nn.Module, layers: Sequence[str] | None = None, images: Tensor | None = None,
+                     modules: Sequence[str] | None = None,
+                     thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> SparsityReport:
+    """The weights of ``layers`` (names or globs, see ``select_layers``; default the first convolution) and,
+    given normalised ``images``, the outputs of ``modules`` on them (default: the activation right after
+    the first convolution, if any, and the first block). A ValueError names what is missing.
+    """
+    weights = weight_values(select_layers(model, layers))
+    if images is None:
+        return SparsityReport(weights, thresholds=tuple(thresholds))
+    try:
+        modules = modules or [m for m in (stem_activation(model), first_block(model)) if m]
+        measured = {m: activations(model, m, images).ravel() for m in modules}
+    except (ValueError, AttributeError) as e:  # AttributeError: get_submodule of an unknown name
+        raise ValueError(f"activations: {e}") from None
+    return SparsityReport(weights, measured, len(images), tuple(thresholds))
 
 
 def plot_sparsity(weights: dict[str, dict[str, np.ndarray]], acts: dict[str, dict[str, np.ndarray]],

@@ -286,12 +286,10 @@ def _run_spectrum(args: argparse.Namespace) -> int:
 
 
 def _run_weights(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .._files import write_json
-    from ..analysis import (DEFAULT_THRESHOLDS, activations, first_block, plot_sparsity, select_layers, sparsity_stats,
-                            stem_activation, weight_values)
-    from ..engine.evaluate import Normalize, strided_indices
+    from ..analysis import DEFAULT_THRESHOLDS, measure_sparsity, plot_sparsity
+    from ..data.generate import select_indices
+    from ..engine.evaluate import Normalize
 
     thresholds = args.thresholds or DEFAULT_THRESHOLDS
     if any(t < 0 for t in thresholds):
@@ -302,27 +300,15 @@ def _run_weights(args: argparse.Namespace) -> int:
             raise _UserError(f"--num-images must be positive, got {args.num_images}")
         images, _ = _test_set(args)
         # The test set is ordered by class: spread the subset over it.
-        batch = images[strided_indices(len(images), args.num_images)]
+        batch = images[select_indices(len(images), args.num_images)]
     weights, acts, report = {}, {}, {}
     for model, label, mean, std in _load_models(args.models, args):
         try:
-            layers = select_layers(model, args.layers)
+            measured = measure_sparsity(model, args.layers, None if batch is None else Normalize(mean, std)(batch),
+                                        args.activations, thresholds)
         except ValueError as e:
-            raise _UserError(str(e)) from None
-        values = weight_values(layers)
-        weights[label] = values
-        entry = {"layers": {n: sparsity_stats(v, thresholds) for n, v in values.items()},
-                 "all_layers": sparsity_stats(np.concatenate(list(values.values())), thresholds)}
-        if batch is not None:
-            x = Normalize(mean, std)(batch)
-            try:
-                modules = args.activations or [m for m in (stem_activation(model), first_block(model)) if m]
-                acts[label] = {m: activations(model, m, x).ravel() for m in modules}
-            except (ValueError, AttributeError) as e:
-                raise _UserError(f"{label}: activations: {e}") from None
-            entry["activations"] = {m: {"images": len(batch), **sparsity_stats(v, thresholds)}
-                                    for m, v in acts[label].items()}
-        report[label] = entry
+            raise _UserError(f"{label}: {e}") from None
+        weights[label], acts[label], report[label] = measured.weights, measured.activations, measured.to_json()
     plot_sparsity(weights, acts, str(args.out / "weights.png"))
     write_json(args.out / "weights.json", {"thresholds": list(thresholds), "models": report})
     for label, entry in report.items():
