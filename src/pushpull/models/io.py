@@ -116,7 +116,8 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The sidecar of a saved model (``path`` is the ``.safetensors`` or the ``.json`` file)."""
     meta_path = sidecar_path(path)
     if not meta_path.is_file():
-        raise FileNotFoundError(f"model metadata not found: {meta_path} (expected beside the weights)")
+        raise FileNotFoundError(f"model metadata not found: {meta_path} (expected beside the weights; for bare "
+                                "weights name the architecture: load_model(NAME, weights=FILE), or --weights)")
     meta = read_json(meta_path)
     for key in ("format_version", "model", "model_kwargs", "normalization"):
         if key not in meta:
