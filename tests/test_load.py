@@ -115,6 +115,13 @@ def test_damaged_sidecar_is_named(trained, tmp_path):
     sidecar.write_text(json.dumps({"format_version": 1, "model": "resnet20_pp"}))
     with pytest.raises(ValueError, match=r"m\.json is not a pushpull model sidecar"):
         load_model(path)
+    sidecar.write_text(json.dumps({"format_version": 1, "model": "resnet20_pp", "model_kwargs": {},
+                                   "normalization": {"mean": [0.5]}}))
+    with pytest.raises(ValueError, match=r"m\.json is damaged: .*'normalization' must hold 'mean' and 'std'"):
+        load_model(path)
+    sidecar.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"m\.json is not a pushpull model sidecar"):
+        load_model(path)
 
 
 def test_original_checkpoint_file_and_folder(trained, tmp_path):
@@ -262,6 +269,19 @@ def test_results_entry(trained, tmp_path):
                      "weights": str(weights), "weights_sha256": _sha256(weights),
                      "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD),
                                        "from": "default for cifar10"}, "source": None}
+
+
+def test_evaluate_and_import_use_the_resolver(trained, tmp_path, fake_cifar10):
+    """evaluate records load_model's label, options and normalisation; a name without weights is refused."""
+    root = fake_cifar10(tmp_path / "data", n_test=4).root
+    file = _fake_official(tmp_path / "resnet-20-pp" / "model_best.pth.tar", trained)
+    res = pushpull.evaluate(str(file.parent), data=root, benchmarks="cifar10-c", corruptions=[], progress=False)
+    model = res["model"]
+    assert (model["name"], model["label"], model["model_kwargs"]) == ("resnet20_pp", "resnet-20-pp", {"num_classes": 10})
+    assert model["normalization"] == {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "from": "model metadata"}
+    with pytest.raises(ValueError, match="needs --weights FILE"):
+        pushpull.evaluate("resnet20_pp", data=root, benchmarks="cifar10-c", corruptions=[], progress=False)
+    assert issubclass(UnsafeCheckpointError, ValueError)  # so every caller's ValueError catch names the file
 
 
 def test_one_code_path_reads_a_checkpoint():

@@ -120,8 +120,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
                                 "weights name the architecture: load_model(NAME, weights=FILE), or --weights)")
     meta = read_json(meta_path)
     for key in ("format_version", "model", "model_kwargs", "normalization"):
-        if key not in meta:
+        if not isinstance(meta, dict) or key not in meta:
             raise ValueError(f"{meta_path} is not a pushpull model sidecar (no {key!r})")
+    norm = meta["normalization"]
+    if not (isinstance(meta["format_version"], int) and isinstance(meta["model_kwargs"], dict)
+            and isinstance(norm, dict) and {"mean", "std"} <= set(norm)):
+        raise ValueError(f"{meta_path} is damaged: 'format_version' must be a number, 'model_kwargs' an object "
+                         "and 'normalization' must hold 'mean' and 'std'")
     if meta["format_version"] > FORMAT_VERSION:
         raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this pushpull reads up to "
                          f"{FORMAT_VERSION}: upgrade pushpull")

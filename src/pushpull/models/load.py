@@ -125,6 +125,10 @@ def load_model(spec: str | os.PathLike | nn.Module, *, weights: str | os.PathLik
     where to put the model (default: the CPU; a given module stays where it is). Nothing
     is downloaded.
     """
+    if mean is not None or std is not None:
+        normalization(mean, std)  # bad statistics fail before any work
+    if dataset is not None:
+        check_name(dataset, DATASETS, "dataset")
     kwargs = dict(model_kwargs or {})
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
