@@ -31,7 +31,7 @@ def saved_pair(tmp_path_factory):
         path = folder / f"{name}.safetensors"
         save_model(create_model(name), path, name=name, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), source="test")
         paths.append(path)
-    return paths, [load_model(p)[0] for p in paths]
+    return paths, [load_model(p).model for p in paths]
 
 
 def _png(path, rng):

@@ -12,7 +12,8 @@ from torch import nn
 from pushpull import metrics
 from pushpull.cli import main
 from pushpull.data.constants import CIFAR10_MEAN, CIFAR10_STD
-from pushpull.engine.evaluate import evaluate, load_weights, strided_indices
+from pushpull.engine.evaluate import evaluate, strided_indices
+from pushpull.models import load_model
 
 N, T = 24, 5
 
@@ -216,10 +217,10 @@ def test_checkpoint_that_does_not_fit_is_named(tmp_path):
     path = tmp_path / "w.safetensors"
     save_file(other.state_dict(), str(path))
     with pytest.raises(ValueError, match=r"do not fit.*wrong shapes.*0\.weight"):
-        load_weights(tiny_model(), path)
+        load_model(tiny_model(), weights=path, dataset="cifar10")
     torch.save({"state_dict": {f"module.{k}": v for k, v in tiny_model(3).state_dict().items()}}, tmp_path / "w.pth")
-    model = tiny_model()
-    load_weights(model, tmp_path / "w.pth")  # DataParallel prefix and a wrapping dict are accepted
+    # A DataParallel prefix and a wrapping dict are accepted.
+    model = load_model(tiny_model(), weights=tmp_path / "w.pth", dataset="cifar10").model
     assert torch.equal(model[0].weight, tiny_model(3)[0].weight)
 
 
@@ -329,14 +330,12 @@ def test_imagenet_generated_c_equals_a_make_c_folder(imagenet_val, tmp_path):
 def test_official_checkpoint_in_an_unnamed_folder_needs_arch(shared, tmp_path):
     import shutil
 
-    from pushpull.engine.evaluate import build_model
-
     copy = tmp_path / "downloads" / "ckpt.pth.tar"
     copy.parent.mkdir()
     shutil.copy(shared / "checkpoints" / "official-cifar10" / "resnet-20-pp" / "model_best.pth.tar", copy)
     with pytest.raises(ValueError, match="pass the model name"):
-        build_model(str(copy), allow_pickle=True)
-    model, info = build_model(str(copy), allow_pickle=True, arch="resnet20_pp")
+        load_model(str(copy), allow_pickle=True)
+    info = load_model(str(copy), allow_pickle=True, arch="resnet20_pp").describe()
     assert info["name"] == "resnet20_pp" and info["weights"] == str(copy) and len(info["weights_sha256"]) == 64
 
 

@@ -24,7 +24,8 @@ def test_round_trip_reproduces_outputs_and_metadata(tmp_path):
     model(torch.randn(4, 3, 32, 32))  # move BN running stats away from their init
     model.eval()
     path = _save(model, tmp_path / "sub" / "m.safetensors", num_classes=7, aa=2, trainable_alpha=True)
-    loaded, meta = load_model(path)
+    result = load_model(path)
+    loaded, meta = result.model, result.info.metadata
     assert not loaded.training
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
@@ -41,7 +42,7 @@ def test_round_trip_reproduces_outputs_and_metadata(tmp_path):
 def test_paper_name_is_stored_canonically(tmp_path):
     path = _save(create_model("resnet20_pp"), tmp_path / "m.safetensors", name="ResNet-20-pp")
     assert read_metadata(path)["model"] == "resnet20_pp"
-    loaded, _ = load_model(tmp_path / "m.json")  # either file of the pair works
+    loaded = load_model(tmp_path / "m.json").model  # either file of the pair works
     assert type(loaded.conv1).__name__ == "PushPullConv2d"
 
 
@@ -74,8 +75,11 @@ def test_load_detects_tampering_and_mismatch(tmp_path):
 
 
 def test_load_errors_are_clear(tmp_path):
-    with pytest.raises(FileNotFoundError, match="metadata"):
+    with pytest.raises(FileNotFoundError, match="saved model not found.*none.safetensors"):
         load_model(tmp_path / "none.safetensors")
+    (tmp_path / "bare.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="metadata"):
+        load_model(tmp_path / "bare.safetensors")
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_model(tmp_path / "bad.safetensors")
@@ -87,5 +91,5 @@ def test_load_errors_are_clear(tmp_path):
     path.write_bytes(b"garbage")
     meta["sha256"] = ""
     (tmp_path / "m.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="not a readable safetensors"):
+    with pytest.raises(ValueError, match="m.safetensors is not a readable checkpoint"):
         load_model(path)

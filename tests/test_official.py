@@ -14,7 +14,7 @@ from pushpull.cli import main
 from pushpull.data.cifar import load_cifar
 from pushpull.data.constants import CIFAR10_MEAN, CIFAR10_STD
 from pushpull.models import UnsafeCheckpointError, create_model, import_official, load_model
-from pushpull.models.official import official_state_dict
+from pushpull.models.official import official_weights
 
 FOLDERS = {
     "resnet-20": "resnet20", "resnet-20-pp": "resnet20_pp", "resnet-32": "resnet32", "resnet-32-pp": "resnet32_pp",
@@ -124,7 +124,7 @@ def test_original_b1_names_and_blur_buffers_are_mapped(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(imported(x), model(x), rtol=0, atol=0)
     assert any(k.endswith(".filt") for k in original) and not any(
-        k.endswith(".filt") for k in official_state_dict({"state_dict": original}))
+        k.endswith(".filt") for k in official_weights({"state_dict": original}, path)[0])
 
 
 def test_wrong_architecture_and_unknown_folder_are_explained(official, tmp_path):
@@ -142,7 +142,8 @@ def test_cli_import_official_writes_a_loadable_saved_model(official, tmp_path, c
     assert main(["import-official", str(checkpoint(official, "resnet-20-pp")), "--model", "ResNet-20-pp",
                  "--out", str(out)]) == 0
     assert "r20pp.json" in capsys.readouterr().out
-    loaded, meta = load_model(out)
+    result = load_model(out)
+    loaded, meta = result.model, result.info.metadata
     assert meta["model"] == "resnet20_pp" and meta["num_classes"] == 10
     assert meta["normalization"] == {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}
     assert "resnet-20-pp" in meta["source"] and meta["extra"]["epoch"] == 161

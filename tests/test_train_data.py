@@ -87,7 +87,8 @@ def test_train_saves_a_model_that_load_model_rebuilds(tmp_path, fake_cifar10):
     result = train("resnet20_pp", "cifar-resnet", root, tmp_path / "run", epochs=1, batch_size=40, workers=0,
                    progress=False)
     assert result.finished and result.model_path == tmp_path / "run" / "model.safetensors"
-    model, meta = load_model(result.model_path)
+    loaded = load_model(result.model_path)
+    model, meta = loaded.model, loaded.info.metadata
     assert meta["model"] == "resnet20_pp" and meta["normalization"]["mean"] == list(cifar_normalization()[0])
     assert meta["extra"]["recipe"]["epochs"] == 1
     x = torch.randn(4, 3, 32, 32)

@@ -5,7 +5,8 @@ from .layers import PushPullConv2d, pull_kernel, pull_kernel_size, push_pull_con
 __version__ = "0.1.0"
 
 # Lazily imported public names (name -> submodule), so `import pushpull` stays light.
-_LAZY = {"create_model": "models", "list_models": "models", "convert": "models", "evaluate": "engine.evaluate",
+_LAZY = {"create_model": "models", "list_models": "models", "convert": "models", "load_model": "models",
+         "LoadedModel": "models", "evaluate": "engine.evaluate",
          "corrupt": "data.corruptions", "CORRUPTIONS": "data.corruptions", "train": "engine.train",
          "load_recipe": "recipes", "list_recipes": "recipes"}
 

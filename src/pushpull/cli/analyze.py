@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
-
-CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt", ".safetensors")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--allow-pickle", action="store_true",
                         help="allow a full unpickle of a checkpoint that cannot be read safely: it can run code, trust the file first")
     common.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation mean in [0, 1] units "
-                        "(default: the saved model's, else CIFAR-10's)")
+                        "(default: the model's metadata, else --dataset's, else the architecture's: docs/models.md)")
     common.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation std (default as --mean)")
     data = argparse.ArgumentParser(add_help=False)
     data.add_argument("--data", type=Path, help="CIFAR root folder (holding cifar-10-batches-py)")
@@ -99,34 +96,17 @@ def _handler(work: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
 
 
 def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Module, label, mean, std)
-    """A model from a saved file, an official checkpoint, or the registry; with its normalisation."""
-    from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
-    from ..models import UnsafeCheckpointError, create_model, import_official, load_model
+    """Any model ``pushpull.load_model`` takes (a name gets random weights), with its normalisation."""
+    from ..models import load_model
 
-    path = Path(spec)
-    label, meta = path.name.split(".")[0], {}
-    if path.is_file() and label in ("model_best", "checkpoint"):  # the original code's names: the folder says more
-        label = path.parent.name
     try:
-        if path.is_dir():
-            candidates = sorted(p for p in path.iterdir() if p.name.endswith(CHECKPOINT_SUFFIXES))
-            if len(candidates) != 1:
-                raise _UserError(f"{path}: expected one checkpoint in the folder, found {len(candidates)}")
-            path = candidates[0]
-        if path.suffix in (".safetensors", ".json"):
-            model, meta = load_model(path.with_suffix(".safetensors"))
-        elif path.is_file():
-            model = import_official(path, allow_pickle=args.allow_pickle)  # original checkpoints: CIFAR-10 inputs
-        else:
-            model, label = create_model(spec), spec
-            print(f"note: {spec} is the registry's architecture with random weights", file=sys.stderr)
-    except (UnsafeCheckpointError, FileNotFoundError, ValueError, KeyError, RuntimeError, EOFError,
-            pickle.UnpicklingError) as e:  # what torch.load and the importer raise for a bad file
+        loaded = load_model(spec, dataset=getattr(args, "dataset", None), mean=args.mean, std=args.std,
+                            allow_pickle=args.allow_pickle)
+    except (FileNotFoundError, ValueError) as e:
         raise _UserError(f"cannot load model {spec!r}: {e}") from None
-    norm = meta.get("normalization") or {}
-    mean = args.mean or norm.get("mean") or CIFAR10_MEAN
-    std = args.std or norm.get("std") or CIFAR10_STD
-    return model.eval(), label, tuple(mean), tuple(std)
+    if loaded.info.weights is None:
+        print(f"note: {spec} is the {loaded.info.kind.value}'s architecture with random weights", file=sys.stderr)
+    return loaded.model, loaded.info.label, loaded.normalization.mean, loaded.normalization.std
 
 
 def _load_models(specs: list[str], args: argparse.Namespace) -> list:

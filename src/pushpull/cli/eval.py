@@ -73,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="built-in baseline name, a results JSON file, 'auto' (the paper's) or 'none'")
     p.add_argument("--mean", type=_floats, help="normalisation mean R,G,B in [0,1] (default: model metadata)")
     p.add_argument("--std", type=_floats, help="normalisation std R,G,B in [0,1] (default: model metadata)")
-    p.add_argument("--label", help="the model's name in reports (default: its registry name)")
+    p.add_argument("--label", help="the model's name in reports (default: its file's or folder's name, or the name as typed)")
     p.add_argument("--out", metavar="FILE", help="results JSON (default: results/<model>.json); CSV beside it")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
     p.add_argument("--batch-size", type=int, default=256,

@@ -26,14 +26,13 @@ def handler(args: argparse.Namespace) -> int:
 
     from ..models import import_official
     from ..models.io import sidecar_path
-    from ..models.official import UnsafeCheckpointError
 
     if not args.out.endswith(".safetensors"):
         print(f"error: --out must end with .safetensors, got {args.out!r}", file=sys.stderr)
         return 2
     try:
         model = import_official(args.path, args.model, out=args.out, allow_pickle=args.allow_pickle)
-    except (FileNotFoundError, ValueError, TypeError, UnsafeCheckpointError) as err:
+    except (FileNotFoundError, ValueError, TypeError) as err:  # UnsafeCheckpointError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 1
     params = sum(p.numel() for p in model.parameters())

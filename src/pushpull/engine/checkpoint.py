@@ -1,7 +1,7 @@
 """Atomic checkpoints and complete training state (RNGs included), so an interrupted run resumes exactly.
 
-Checkpoints hold only tensors and plain containers and are loaded with
-``torch.load(weights_only=True)``: no code is unpickled.
+Checkpoints hold only tensors and plain containers and are loaded by
+``pushpull.models.io.read_checkpoint`` (``weights_only=True``): no code is unpickled.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._files import atomic_write
+from ..models.io import read_checkpoint
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -26,7 +27,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint`, loaded safely onto the CPU."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return read_checkpoint(path)
 
 
 def rng_state() -> dict[str, Any]:

@@ -9,7 +9,6 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -36,107 +35,6 @@ from ..data.generate import select_indices as strided_indices
 RESULTS_FORMAT = "pushpull-robustness-results"
 RESULTS_VERSION = 1
 BENCHMARKS = ("cifar10-c", "cifar10-p", "cifar100-c", "cifar100-p", "imagenet-c", "imagenet-p")
-
-
-# ----------------------------------------------------------------------------- model
-
-
-def state_dict_sha256(model: nn.Module) -> str:
-    """A fingerprint of a model's weights when no weights file names them."""
-    digest = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def read_state_dict(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` or torch checkpoint; code-running pickles only with ``allow_pickle``."""
-    from ..models.official import load_legacy_checkpoint
-
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file not found: {path}")
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = load_legacy_checkpoint(path, allow_pickle=allow_pickle)
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def load_weights(model: nn.Module, path: str | Path, *, allow_pickle: bool = False) -> None:
-    """Load ``path`` into ``model``, strictly, with an error that names what does not fit."""
-    from ..models.io import check_fits
-
-    state = read_state_dict(path, allow_pickle=allow_pickle)
-    check_fits(state, model.state_dict(), f"the model ({path} vs {type(model).__name__})")
-    model.load_state_dict(state)
-
-
-def build_model(spec: str, *, weights: str | Path | None = None, num_classes: int | None = None,
-                model_kwargs: dict | None = None, allow_pickle: bool = False,
-                arch: str | None = None) -> tuple[nn.Module, dict]:
-    """A model in eval mode and its description from a command-line spec.
-
-    ``spec`` is a saved model (``.safetensors`` with its JSON sidecar), an original push-pull
-    checkpoint (file or folder, imported on the fly), a pushpull registry name,
-    ``torchvision:<name>`` or ``timm:<name>``; the last three take ``weights``. ``arch``
-    names an original checkpoint's architecture when its folder name does not. Nothing is
-    downloaded.
-    """
-    from ..models.io import file_sha256, load_model
-    from ..models.official import import_official
-
-    kwargs = dict(model_kwargs or {})
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    path = Path(spec)
-    if (path.suffix in (".safetensors", ".json") or path.exists()) and weights is not None:
-        raise ValueError(f"{spec} carries its own weights: --weights is for registry/torchvision/timm models")
-    if path.suffix in (".safetensors", ".json"):
-        model, meta = load_model(path.with_suffix(".safetensors"))
-        info = {"name": meta.get("model", path.stem), "spec": str(spec), "model_kwargs": meta.get("model_kwargs", {}),
-                "weights": str(path.with_suffix(".safetensors")),
-                # load_model verified the file against the sidecar's digest: no second read
-                "weights_sha256": meta.get("sha256") or file_sha256(path.with_suffix(".safetensors")),
-                "normalization": meta.get("normalization"), "source": meta.get("source")}
-        return model.eval(), info
-    if path.exists():
-        from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
-        from ..models import model_info
-        from ..models.official import checkpoint_file, guess_model_name
-
-        file = checkpoint_file(path)
-        name = model_info(arch).name if arch else guess_model_name(file)
-        model = import_official(file, name, allow_pickle=allow_pickle)
-        info = {"name": name, "spec": str(spec), "model_kwargs": {}, "weights": str(file),
-                "weights_sha256": file_sha256(file), "source": f"official push-pull checkpoint {file}",
-                "normalization": {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}}
-        return model.eval(), info
-    if spec.startswith("torchvision:"):
-        import torchvision
-
-        model = torchvision.models.get_model(spec.split(":", 1)[1], weights=None, **kwargs)
-    elif spec.startswith("timm:"):
-        import timm
-
-        model = timm.create_model(spec.split(":", 1)[1], pretrained=False, **kwargs)
-    else:
-        from .. import create_model
-
-        model = create_model(spec, **kwargs)
-    if weights is None:
-        raise ValueError(f"model {spec!r} needs --weights FILE (no downloads: evaluation runs offline)")
-    load_weights(model, weights, allow_pickle=allow_pickle)
-    info = {"name": spec, "spec": spec, "model_kwargs": kwargs, "weights": str(weights),
-            "weights_sha256": file_sha256(weights), "normalization": None, "source": None}
-    return model.eval(), info
 
 
 # ----------------------------------------------------------------------------- data
@@ -527,15 +425,15 @@ def evaluate(
     """Evaluate a classifier on the clean test set and the -C/-P benchmarks; return the results dict.
 
     ``model`` is an ``nn.Module`` (taking normalised images) or a spec for
-    :func:`build_model`. ``data`` is the clean test set (CIFAR root, or the ImageNet val
+    :func:`pushpull.load_model`. ``data`` is the clean test set (CIFAR root, or the ImageNet val
     folder). A -C (-P) benchmark is read from ``c_dir`` (``p_dir``) in the official layout
     when given, else generated from the clean images with seed ``seed``. ``limit`` evaluates a strided subset.
     With ``out``, results are saved after every unit and an existing file of the same run
     is resumed. ``baseline`` ("auto": the paper's for the dataset; None: no normalisation)
     only affects the summary.
     """
-    from ..data.cifar import cifar_normalization, load_cifar
-    from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.cifar import load_cifar
+    from ..models import load_model
 
     dataset, want_c, want_p = _parse_benchmarks(benchmarks)
     if flip_rule not in metrics.FLIP_RULES:
@@ -552,25 +450,13 @@ def evaluate(
     c_dir = Path(c_dir) if c_dir is not None and want_c else None
     p_dir = Path(p_dir) if p_dir is not None and want_p else None
 
-    if isinstance(model, str):
-        model, info = build_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs,
-                                  allow_pickle=allow_pickle, arch=arch)
-    else:
-        info = {"name": type(model).__name__, "spec": None, "model_kwargs": model_kwargs or {},
-                "weights": None, "weights_sha256": state_dict_sha256(model), "normalization": None, "source": None}
-    info["label"] = label or info["name"]
-    if (mean is None) != (std is None):
-        raise ValueError("give both --mean and --std, or neither")
-    if mean is not None:
-        norm = {"mean": list(mean), "std": list(std), "from": "given"}
-    elif info.get("normalization"):
-        norm = {**info["normalization"], "from": "model metadata"}
-    else:
-        default = (IMAGENET_MEAN, IMAGENET_STD) if dataset == "imagenet" else cifar_normalization(dataset)
-        norm = {"mean": list(default[0]), "std": list(default[1]), "from": f"default for {dataset}"}
-    if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
-        raise ValueError(f"mean and std need 3 values (RGB), got {norm['mean']} and {norm['std']}")
-    info["normalization"] = norm
+    loaded = load_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs, arch=arch,
+                        dataset=dataset, mean=mean, std=std, allow_pickle=allow_pickle)
+    if isinstance(model, str) and loaded.info.weights is None:
+        raise ValueError(f"model {model!r} needs --weights FILE (no downloads: evaluation runs offline)")
+    model, info = loaded.model, loaded.describe()
+    info["label"] = label or info["label"]
+    norm = info["normalization"]
 
     folders = dict(limit=limit, c_dir=c_dir, corruptions=c_names, severities=severities, p_dir=p_dir,
                    perturbations=p_names, seed=seed)

@@ -6,8 +6,9 @@
      "normalization": {"mean": [...], "std": [...]}, "source": "...", "created": "<UTC ISO 8601>",
      "weights": "model.safetensors", "sha256": "<hex digest of the weights file>", "extra": {...}}
 
-Loading rebuilds ``create_model(model, **model_kwargs)``, checks the digest and loads the
-weights strictly. Both files are written atomically (temp file + ``os.replace``).
+:func:`pushpull.models.load_model` rebuilds ``create_model(model, **model_kwargs)``, checks
+the digest and loads the weights strictly. Both files are written atomically (temp file +
+``os.replace``). :func:`read_checkpoint` here is the one place pushpull reads a weights file.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +31,10 @@ from .._files import atomic_write, read_json, write_json
 from .registry import create_model, model_info
 
 FORMAT_VERSION = 1
+
+
+class UnsafeCheckpointError(ValueError):
+    """The checkpoint needs a full (code-executing) unpickle, which was not allowed."""
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
@@ -110,38 +116,62 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The sidecar of a saved model (``path`` is the ``.safetensors`` or the ``.json`` file)."""
     meta_path = sidecar_path(path)
     if not meta_path.is_file():
-        raise FileNotFoundError(f"model metadata not found: {meta_path} (expected beside the weights)")
+        raise FileNotFoundError(f"model metadata not found: {meta_path} (expected beside the weights; for bare "
+                                "weights name the architecture: load_model(NAME, weights=FILE), or --weights)")
     meta = read_json(meta_path)
     for key in ("format_version", "model", "model_kwargs", "normalization"):
-        if key not in meta:
+        if not isinstance(meta, dict) or key not in meta:
             raise ValueError(f"{meta_path} is not a pushpull model sidecar (no {key!r})")
+    norm = meta["normalization"]
+    if not (isinstance(meta["format_version"], int) and isinstance(meta["model_kwargs"], dict)
+            and isinstance(norm, dict) and {"mean", "std"} <= set(norm)):
+        raise ValueError(f"{meta_path} is damaged: 'format_version' must be a number, 'model_kwargs' an object "
+                         "and 'normalization' must hold 'mean' and 'std'")
     if meta["format_version"] > FORMAT_VERSION:
         raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this pushpull reads up to "
                          f"{FORMAT_VERSION}: upgrade pushpull")
     return meta
 
 
-def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu",
-               verify: bool = True) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a saved model and load its weights: ``(model in eval mode, metadata)``. No pickle involved.
+def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> Any:
+    """The object stored in a weights file; the one place pushpull reads such a file.
 
-    ``verify`` checks the weights file against the sidecar's sha256.
+    ``.safetensors`` gives its tensors (the format cannot run code); any other file is a
+    ``torch.save`` file read with ``torch.load(weights_only=True)``. A file that needs a full
+    unpickle (which can run arbitrary code) is refused with :class:`UnsafeCheckpointError`
+    unless ``allow_pickle``. Every error is one line naming the file.
     """
-    meta = read_metadata(path)
-    weights = sidecar_path(path).with_name(meta.get("weights") or Path(path).with_suffix(".safetensors").name)
-    if not weights.is_file():
-        raise FileNotFoundError(f"model weights not found: {weights}")
-    if verify and meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
-        raise ValueError(f"{weights} does not match the sha256 in {sidecar_path(path).name}: "
-                         "the file is corrupt or was replaced")
-    model = create_model(meta["model"], **meta["model_kwargs"])
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = load_file(str(weights), device="cpu")
-    except SafetensorError as err:
-        raise ValueError(f"{weights} is not a readable safetensors file: {err}") from err
-    check_fits(state, model.state_dict(), f"{meta['model']} {meta['model_kwargs']}")
-    model.load_state_dict(state, strict=True)
-    return model.to(device).eval(), meta
+        if path.suffix == ".safetensors":
+            return load_file(str(path), device="cpu")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if not allow_pickle:
+                raise UnsafeCheckpointError(
+                    f"{path} cannot be read safely (torch.load(weights_only=True) refused it: "
+                    f"{str(err).splitlines()[0]}). Unpickling it in full can run arbitrary code: only if you trust "
+                    "its origin, retry with allow_pickle=True (command line: --allow-pickle)") from err
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        raise ValueError(f"{path} is not a readable checkpoint ({reason})") from err
 
 
-__all__ = ["FORMAT_VERSION", "load_model", "read_metadata", "save_model", "sidecar_path"]
+def state_dict_in(checkpoint: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint read from ``path``: itself, or what it wraps under ``state_dict``,
+    ``model`` or ``model_state``; a DataParallel ``module.`` prefix is dropped."""
+    state = checkpoint
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return {str(k).removeprefix("module."): v for k, v in state.items()}
+
+
+__all__ = ["FORMAT_VERSION", "UnsafeCheckpointError", "read_checkpoint", "read_metadata", "save_model",
+           "sidecar_path", "state_dict_in"]
