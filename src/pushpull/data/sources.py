@@ -130,6 +130,7 @@ def _shortfall(limit: int | None, n: int, covered: int, evaluated: int, held: li
     asked = n if limit is None else limit
     if evaluated >= asked:
         return None
+    held = [(folder, rows) for folder, rows in held if rows < n]  # the folders that cut the set
     what = f"asked for {asked} images (limit {limit})" if limit is not None else f"asked for all {n} test images"
     if not held:
         why = f"the test split holds {n}"
