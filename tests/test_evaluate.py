@@ -473,3 +473,21 @@ def test_a_truncated_jpeg_stops_the_run_with_its_name(imagenet_val, tmp_path):
     with pytest.raises(ValueError, match=f"cannot decode {stored}: cannot identify image file"):
         evaluate(model, data=imagenet_val, benchmarks="imagenet-c", c_dir=tmp_path / "C", corruptions=["fog"],
                  severities=[1], batch_size=4, progress=False)
+
+
+def test_cli_says_what_it_evaluates_and_on_which_data(bench, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from pushpull import create_model
+
+    weights = tmp_path / "r20.safetensors"
+    save_file(create_model("resnet20").state_dict(), str(weights))
+    c12 = strided_folder(tmp_path / "C12", bench[0] / "C", strided_indices(N, 12), "c")
+    code = main(["eval", "resnet20", "--weights", str(weights), "--data", str(bench[0]), "--benchmark", "cifar10-c",
+                 "--c-dir", str(c12), "--corruptions", "fog", "--severities", "1", "--limit", "30",
+                 "--out", str(tmp_path / "r.json"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "note: asked for 30 images (limit 30), evaluating 12:" in captured.err
+    assert "not the official cifar10 test file" in captured.err
+    assert "(strided subset: 12 of 24) (not the official test files" in captured.out

@@ -138,8 +138,8 @@ def build_model(spec: str, *, weights: str | Path | None = None, num_classes: in
 
 def parse_benchmarks(benchmarks: str | Sequence[str]) -> tuple[BenchmarkDataset, bool, bool]:
     """The dataset of ``benchmarks`` (a list or a comma string, one dataset) and whether -C / -P are asked for."""
-    names = [Benchmark(b) for b in check_names([b.lower() for b in split_names(benchmarks)] or [""],
-                                               BENCHMARKS, "benchmark")]
+    names = [Benchmark(b) for b in check_names([b.lower() for b in split_names(benchmarks)], BENCHMARKS,
+                                               "benchmark")]
     datasets = {b.dataset for b in names}
     if len(datasets) > 1:
         raise ValueError(f"benchmarks of different datasets in one run: {', '.join(names)}")
