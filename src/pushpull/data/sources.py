@@ -185,9 +185,9 @@ class ArraySources:
         covered, held = np.arange(n), []
         self.c_sets: dict[str, CorruptedCIFAR] = {}
         self.p_arrays: dict[str, np.ndarray] = {}
-        if (c_dir is not None and corruptions or p_dir is not None and perturbations) and self.images.shape[1:] != (32, 32, 3):
-            raise ValueError(f"-C/-P folders hold 32x32 images; these images are {self.images.shape[1:3]}")
         if c_dir is not None and corruptions:
+            if self.images.shape[1:] != (32, 32, 3):
+                raise ValueError(f"-C folders hold 32x32 images; these test images are {self.images.shape[1:3]}")
             _require_files(c_dir, [*corruptions, "labels"], "corruption")
             self.c_sets = {c: CorruptedCIFAR(c_dir, c, severities, transform=None) for c in corruptions}
             per = {s.per_severity for s in self.c_sets.values()}
@@ -203,7 +203,8 @@ class ArraySources:
             held.append((c_dir, len(self.c_rows)))
         if p_dir is not None and perturbations:
             _require_files(p_dir, perturbations, "perturbation")
-            self.p_arrays = {p: open_npy(p_dir / f"{p}.npy", (None, None, *self.images.shape[1:])) for p in perturbations}
+            shape = (None, None, *self.images.shape[1:])
+            self.p_arrays = {p: open_npy(p_dir / f"{p}.npy", shape) for p in perturbations}
             lengths = {len(a) for a in self.p_arrays.values()}
             if len(lengths) != 1:
                 raise ValueError(f"{p_dir}: the perturbation files hold different numbers of sequences")
@@ -276,7 +277,8 @@ class ImageNetSources:
         self.labels = np.array([class_index[wnid] for _, wnid in self.files])
         self.seed, self.c_dir, self.p_dir = seed, c_dir, p_dir
         covered, held = np.arange(len(self.files)), []
-        for folder, names, subdirs in ((c_dir, corruptions, [str(s) for s in severities]), (p_dir, perturbations, [""])):
+        for folder, names, subdirs in ((c_dir, corruptions, [str(s) for s in severities]),
+                                       (p_dir, perturbations, [""])):
             if folder is None or not names:
                 continue
             missing = [f"{n}/{d}".rstrip("/") for n in names for d in subdirs if not (folder / n / d).is_dir()]

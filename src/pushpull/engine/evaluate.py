@@ -197,7 +197,7 @@ def _clean_data(data: str | Path | tuple[np.ndarray, np.ndarray], dataset: Bench
     """The source of ``data`` (a folder or (images, labels) arrays) and the results' ``data`` entry."""
     from ..data.cifar import load_cifar
 
-    official, notes, where = None, [], {}
+    official, notes = None, []
     if isinstance(data, tuple):
         if dataset is BenchmarkDataset.IMAGENET:
             raise ValueError("in-memory arrays are evaluated with the CIFAR tables; for ImageNet pass the val folder")
