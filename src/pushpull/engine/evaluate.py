@@ -26,7 +26,7 @@ from ..baselines import default_baseline, load_baseline
 from ..data.robustness_sets import SEVERITIES
 from ..data.sources import (BENCHMARKS, ArraySources, Benchmark, BenchmarkDataset, ImageNetSources, Unit, UnitKind,
                             official_cifar_test, strided_indices)
-from .batches import Normalize, batches, prefetch
+from .batches import Normalize, Source, batches, prefetch
 from .results import is_done, new_results, record, write_results
 from .results import resume as resume_results
 
@@ -320,7 +320,7 @@ def evaluate(
     return results
 
 
-def _run(model: nn.Module, units: list[Unit], source: ArraySources | ImageNetSources, normalize: Normalize,
+def _run(model: nn.Module, units: list[Unit], source: Source, normalize: Normalize,
          results: dict, *, out: Path | None, batch_size: int, device: torch.device, flip_rule: str,
          noise: frozenset, progress: bool) -> None:
     """Evaluate ``units`` in order, recording each in ``results`` (and ``out``) as it completes."""
