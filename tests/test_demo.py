@@ -12,7 +12,7 @@ from PIL import Image
 from pushpull.cli import main
 from pushpull.data.corruptions import corrupt
 from pushpull.data.digits import digits_normalization, digits_split, load_digits_images
-from pushpull.demo import DemoNet, predict, run_demo
+from pushpull.demo import DemoNet, run_demo
 from pushpull.layers import PushPullConv2d
 
 
@@ -62,7 +62,11 @@ def test_demo_writes_results_and_is_reproducible(tmp_path):
     x_train, _, x_test, y_test = digits_split()
     mean, std = digits_normalization(x_train)
     noisy = corrupt(x_test, "gaussian_noise", 3, seed=0, params="cifar")
-    assert np.mean(predict(model.eval(), noisy, mean, std) != y_test) == errors["push-pull"]["corruptions"]["gaussian_noise"][2]
+    x = (torch.from_numpy(noisy).permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) \
+        / torch.tensor(std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        predictions = model.eval()(x).argmax(1).numpy()
+    assert np.mean(predictions != y_test) == errors["push-pull"]["corruptions"]["gaussian_noise"][2]
 
     # Re-running (here through the command line) resumes the finished runs and gives the same numbers.
     assert main(["demo", "--out", str(out), "--epochs", "1", "--corruptions", *corruptions, "--no-progress"]) == 0

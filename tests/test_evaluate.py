@@ -271,6 +271,8 @@ def test_official_resnet20_end_to_end(shared, cifar10_root, tmp_path, capsys):
     idx = strided_indices(len(labels), 50)
     model = import_official(folder / "model_best.pth.tar", allow_pickle=True)
     assert res["model"]["name"] == "resnet20" and res["model"]["normalization"]["mean"] == list(CIFAR10_MEAN)
+    assert res["data"]["official"] is False and "not the official cifar10 test file" in res["data"]["notes"][0]
+    assert "note: " in capsys.readouterr().err  # the JPEG copy is said to be one, not only recorded
     assert res["clean"]["error"] == metrics.error_rate(plain_logits(model, images[idx]).argmax(1), labels[idx])
     for s in (1, 5):
         corrupted = corrupt(images[idx], "gaussian_noise", s, seed=0, indices=idx)
@@ -347,3 +349,144 @@ def test_official_clean_errors_on_the_full_test_set(shared, cifar10_root, folder
                    benchmarks="cifar10-c", corruptions=[], progress=False)
     assert res["clean"]["n"] == 10000
     assert res["clean"]["error"] == pytest.approx(error, abs=5e-5)
+
+
+def test_every_list_argument_takes_a_list_or_a_comma_string(bench):
+    """corruptions="fog,gaussian_noise" is two names, not a string split into letters (as on the CLI)."""
+    as_lists = run(bench, tiny_model(), benchmarks=["cifar10-c", "cifar10-p"], corruptions=["fog", "gaussian_noise"],
+                   severities=[2, 4], perturbations=["rotate"], mean=list(CIFAR10_MEAN), std=list(CIFAR10_STD))
+    as_text = run(bench, tiny_model(), benchmarks="cifar10-c, cifar10-p", corruptions="fog,gaussian_noise",
+                  severities="2,4", perturbations="rotate", mean=",".join(map(str, CIFAR10_MEAN)),
+                  std=",".join(map(str, CIFAR10_STD)))
+    for key in ("clean", "corruptions", "perturbations", "benchmarks"):
+        assert as_text[key] == as_lists[key]
+    assert list(as_text["corruptions"]) == ["fog", "gaussian_noise"]
+    assert list(as_text["corruptions"]["fog"]["errors"]) == ["2", "4"]
+    with pytest.raises(ValueError, match="did you mean 'fog'"):
+        run(bench, tiny_model(), corruptions="fgo,gaussian_noise")
+    with pytest.raises(ValueError, match="severities must be int numbers.*'1,x'"):
+        run(bench, tiny_model(), severities="1,x")
+    with pytest.raises(ValueError, match="severities must be among 1, 2, 3, 4, 5"):
+        run(bench, tiny_model(), severities=[0, 3])
+
+
+def strided_folder(folder, source, rows, kind: str, labels=None):
+    """A make-c/-p --limit folder: the rows of ``source`` (a full -C/-P folder) for test images ``rows``."""
+    folder.mkdir()
+    for path in source.glob("*.npy"):
+        array = np.load(path)
+        if kind == "c":
+            array = np.concatenate([array[s * N + rows] for s in range(5)])
+        else:
+            array = array[rows]
+        np.save(folder / path.name, array)
+    return folder
+
+
+def test_fewer_images_than_asked_are_said_up_front_and_recorded(bench, tmp_path, capsys):
+    root = bench[0]
+    held_c, held_p = strided_indices(N, 12), strided_indices(N, 8)
+    c12 = strided_folder(tmp_path / "C12", root / "C", held_c, "c")
+    p8 = strided_folder(tmp_path / "P8", root / "P", held_p, "p")
+    res = run(bench, tiny_model(), c_dir=c12, p_dir=p8, limit=10)
+    common = np.intersect1d(held_c, held_p)
+    assert res["data"]["num_evaluated"] == len(common) == 4
+    note = res["data"]["notes"][-1]
+    assert note.startswith("asked for 10 images (limit 10), evaluating 4:")
+    assert f"{c12} holds 12 and {p8} holds 8 of the {N} test images; 4 are in both" in note
+    assert capsys.readouterr().err.count(note) == 1  # said once, before the work
+    # one folder holds fewer than asked; a limit beyond the test split; and no note when nothing is cut
+    res = run(bench, tiny_model(), c_dir=c12, benchmarks="cifar10-c", limit=20)
+    assert res["data"]["notes"][-1] == (f"asked for 20 images (limit 20), evaluating 12: {c12} holds 12 of the "
+                                        f"{N} test images (a make-c/-p --limit folder)")
+    assert run(bench, tiny_model(), limit=100)["data"]["notes"][-1].endswith(f"the test split holds {N}")
+    res = run(bench, tiny_model(), c_dir=c12, benchmarks="cifar10-c")
+    assert res["data"]["notes"][-1].startswith(f"asked for all {N} test images, evaluating 12:")
+    res = run(bench, tiny_model(), limit=6)
+    assert not any("asked for" in n for n in res["data"]["notes"])
+
+
+def test_a_copy_of_cifar_that_is_not_the_official_file_is_noted(bench, monkeypatch):
+    import hashlib
+
+    from pushpull.data import sources
+
+    res = run(bench, tiny_model(), benchmarks="cifar10-c", corruptions=["fog"])
+    assert res["data"]["official"] is False
+    assert "is not the official cifar10 test file" in res["data"]["notes"][0]
+    test_batch = bench[0] / "cifar-10-batches-py" / "test_batch"
+    official = {sources.BenchmarkDataset.CIFAR10: ("test_batch", hashlib.md5(test_batch.read_bytes()).hexdigest())}
+    monkeypatch.setattr(sources, "OFFICIAL_TEST_MD5", official)
+    res = run(bench, tiny_model(), benchmarks="cifar10-c", corruptions=["fog"])
+    assert res["data"]["official"] is True and res["data"]["notes"] == []
+
+
+def test_in_memory_arrays_evaluate_like_the_folder(bench):
+    root, images, labels = bench
+    from_folder = run(bench, tiny_model(), limit=10)
+    from_arrays = run(bench, tiny_model(), data=(images, labels), limit=10)
+    for key in ("clean", "corruptions", "perturbations"):
+        assert from_arrays[key] == from_folder[key]
+    assert from_arrays["data"]["root"] is None and len(from_arrays["data"]["arrays_sha256"]) == 64
+    assert from_arrays["data"]["official"] is None
+    with pytest.raises(ValueError, match="images must be uint8"):
+        run(bench, tiny_model(), data=(images.astype(np.float32), labels))
+    with pytest.raises(ValueError, match=r"labels must be integers of shape \(24,\)"):
+        run(bench, tiny_model(), data=(images, labels[:5]))
+
+
+def test_resume_from_a_damaged_results_file_names_it(bench, tmp_path):
+    out = tmp_path / "r.json"
+    out.write_text('{"format": "pushpull-robustness-res')  # cut short
+    with pytest.raises(ValueError, match=f"results file {out} is not valid JSON"):
+        run(bench, tiny_model(), out=out)
+
+
+def test_an_old_results_file_without_the_new_data_fields_resumes(bench, tmp_path):
+    out = tmp_path / "r.json"
+    run(bench, Interrupting(tiny_model()), out=out, corruptions=["fog"], perturbations=[])
+    old = json.loads(out.read_text())
+    for key in ("official", "notes"):
+        del old["data"][key]
+    out.write_text(json.dumps(old))
+    counting = Interrupting(tiny_model())
+    res = run(bench, counting, out=out, corruptions=["fog"], perturbations=[])
+    assert counting.calls == 0 and res["corruptions"] == old["corruptions"]
+
+
+def test_a_truncated_jpeg_stops_the_run_with_its_name(imagenet_val, tmp_path):
+    import shutil
+
+    val = tmp_path / "val"
+    shutil.copytree(imagenet_val, val)
+    broken = sorted(val.glob("*/*.JPEG"))[3]
+    broken.write_bytes(broken.read_bytes()[:2000])  # an interrupted copy
+    model = nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match=f"cannot decode {broken}: image file is truncated"):
+        evaluate(model, data=val, benchmarks="imagenet-c", corruptions=[], batch_size=4, progress=False)
+    from pushpull.data.generate import make_imagenet_c
+
+    make_imagenet_c(imagenet_val, tmp_path / "C", ["fog"], severities=[1], progress=False)
+    stored = sorted((tmp_path / "C" / "fog" / "1").glob("*/*.JPEG"))[0]
+    stored.write_bytes(b"not a JPEG")
+    with pytest.raises(ValueError, match=f"cannot decode {stored}: cannot identify image file"):
+        evaluate(model, data=imagenet_val, benchmarks="imagenet-c", c_dir=tmp_path / "C", corruptions=["fog"],
+                 severities=[1], batch_size=4, progress=False)
+
+
+def test_cli_says_what_it_evaluates_and_on_which_data(bench, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from pushpull import create_model
+
+    weights = tmp_path / "r20.safetensors"
+    save_file(create_model("resnet20").state_dict(), str(weights))
+    c12 = strided_folder(tmp_path / "C12", bench[0] / "C", strided_indices(N, 12), "c")
+    code = main(["eval", "resnet20", "--weights", str(weights), "--data", str(bench[0]), "--benchmark", "cifar10-c",
+                 "--c-dir", str(c12), "--corruptions", "fog", "--severities", "1", "--limit", "30",
+                 "--out", str(tmp_path / "r.json"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "note: asked for 30 images (limit 30), evaluating 12:" in captured.err
+    assert "not the official cifar10 test file" in captured.err
+    assert "(strided subset: 12 of 24) (not the official test files" in captured.out

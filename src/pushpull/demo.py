@@ -54,13 +54,13 @@ def run_demo(out: str | Path = "pushpull-demo", data: str | Path | None = None, 
              device: str | None = None) -> dict[str, Any]:
     """Train both networks (resuming what ``out`` already holds), evaluate them, write the table and the plot."""
     from .data.cifar import cifar_datasets, cifar_normalization, load_cifar
+    from ._names import check_names
     from .data.corruptions import CORRUPTIONS
     from .data.digits import digits_datasets, digits_split
-    from .engine.evaluate import check_names
     from .engine.train import fit
     from .recipes import load_recipe
 
-    check_names(corruptions, CORRUPTIONS, "corruption")
+    corruptions = check_names(corruptions, CORRUPTIONS, "corruption")
     tic = time.perf_counter()
     out = Path(out)
     if data is None:
@@ -95,38 +95,26 @@ def run_demo(out: str | Path = "pushpull-demo", data: str | Path | None = None, 
     return results
 
 
-@torch.no_grad()
-def predict(model: nn.Module, images: np.ndarray, mean: Sequence[float], std: Sequence[float],
-            batch_size: int = 500) -> np.ndarray:
-    """Top-1 predictions of ``model`` on uint8 (N, H, W, 3) images, normalised as in training."""
-    device = next(model.parameters()).device
-    m = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    preds = []
-    for start in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[start:start + batch_size]).to(device).permute(0, 3, 1, 2).float() / 255
-        preds.append(model((x - m) / s).argmax(1).cpu())
-    return torch.cat(preds).numpy()
-
-
 def evaluate_corruptions(models: dict[str, nn.Module], images: np.ndarray, labels: np.ndarray,
                          mean: Sequence[float], std: Sequence[float], corruptions: Sequence[str], *, seed: int = 0,
                          progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Per model: clean error, error per corruption and severity, and their means (errors as fractions)."""
-    from .data.corruptions import corrupt
+    """Per model: clean error, error per corruption and severity, and their means (errors as fractions).
 
-    errors: dict[str, dict[str, Any]] = {
-        name: {"clean": float(np.mean(predict(m, images, mean, std) != labels)), "corruptions": {}}
-        for name, m in models.items()}
-    jobs = [(c, s) for c in corruptions for s in SEVERITIES]
-    for name, severity in tqdm(jobs, desc="corruptions", unit="set", disable=not progress, leave=False):
-        corrupted = corrupt(images, name, severity, seed=seed, params="cifar")
-        for model_name, model in models.items():
-            wrong = float(np.mean(predict(model, corrupted, mean, std) != labels))
-            errors[model_name]["corruptions"].setdefault(name, []).append(wrong)
-    for entry in errors.values():
-        entry["mean_per_corruption"] = {c: float(np.mean(e)) for c, e in entry["corruptions"].items()}
-        entry["mean_corrupted"] = float(np.mean(list(entry["mean_per_corruption"].values())))
+    Each model goes through :func:`pushpull.evaluate` on the in-memory test images
+    (corruptions generated with the CIFAR-10-C parameters, seed ``seed``).
+    """
+    from .engine.evaluate import evaluate
+
+    errors: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        device = next(model.parameters()).device
+        res = evaluate(model, data=(images, labels), benchmarks="cifar10-c", corruptions=list(corruptions),
+                       seed=seed, mean=mean, std=std, baseline=None, batch_size=500, device=device,
+                       progress=progress)
+        per = {c: [res["corruptions"][c]["errors"][str(s)] for s in SEVERITIES] for c in corruptions}
+        errors[name] = {"clean": res["clean"]["error"], "corruptions": per,
+                        "mean_per_corruption": {c: float(np.mean(e)) for c, e in per.items()}}
+        errors[name]["mean_corrupted"] = float(np.mean(list(errors[name]["mean_per_corruption"].values())))
     return errors
 
 

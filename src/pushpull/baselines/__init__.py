@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from .._files import read_json
+from ..data.robustness_sets import SEVERITIES as ALL_SEVERITIES  # severities 1..5: defined once, there
 
 _HERE = Path(__file__).resolve().parent
-ALL_SEVERITIES = (1, 2, 3, 4, 5)
 
 
 @dataclass(frozen=True)

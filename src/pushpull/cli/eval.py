@@ -114,8 +114,10 @@ def format_summary(results: dict) -> str:
     """A short human-readable summary of a results dict."""
     s = results["summary"]
     data = results["data"]
-    subset = f" (strided subset: {data['num_evaluated']} of {data['num_test_images']})" if data["limit"] else ""
-    lines = [f"{results['model']['label']} on {data['dataset']}{subset}, baseline: {s['baseline'] or 'none'}"]
+    subset = f" (strided subset: {data['num_evaluated']} of {data['num_test_images']})" \
+        if data["num_evaluated"] < data["num_test_images"] else ""
+    copy = " (not the official test files: see the note above)" if data.get("official") is False else ""
+    lines = [f"{results['model']['label']} on {data['dataset']}{subset}{copy}, baseline: {s['baseline'] or 'none'}"]
 
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f}%"

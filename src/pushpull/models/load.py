@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._names import check_name, unknown_name_message
+from .._names import check_name, split_names, unknown_name_message
 from ..data.cifar import cifar_normalization
 from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
 from . import official
@@ -338,7 +338,10 @@ def _checked(mean: Sequence[float], std: Sequence[float], source: str) -> Normal
     """3 values each (one value stands for all three channels), std positive."""
     stats = []
     for what, values in (("mean", mean), ("std", std)):
-        values = tuple(float(v) for v in values)
+        try:
+            values = tuple(float(v) for v in (split_names(values) if isinstance(values, str) else values))
+        except (TypeError, ValueError):
+            raise ValueError(f"normalisation {what} must be numbers (a list or 'R,G,B'), got {values!r}") from None
         values = values * 3 if len(values) == 1 else values
         if len(values) != 3:
             raise ValueError(f"normalisation {what} needs 3 values (R, G, B), got {list(values)}")
