@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 from .config import use_plain_ops
 
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)
-F = TypeVar("F", bound=Callable[..., Tensor])
+Builder = TypeVar("Builder", bound=Callable[..., Tensor])
 
 
 def eager_context() -> bool:
@@ -33,8 +33,9 @@ def eager_context() -> bool:
 
 def is_eager_tensor(t: object) -> bool:
     """Whether ``t`` is a plain, strided tensor with real memory (not fake, meta, functional or wrapped)."""
-    return (type(t) in _PLAIN_TYPES and t.layout == torch.strided and t.device.type != "meta"  # type: ignore[union-attr]
-            and not torch._is_functional_tensor(t) and not torch._C._functorch.is_functorch_wrapped_tensor(t))
+    return (isinstance(t, Tensor) and type(t) in _PLAIN_TYPES and t.layout == torch.strided
+            and t.device.type != "meta" and not torch._is_functional_tensor(t)
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
 def eager_call(*args: object) -> bool:
@@ -42,13 +43,13 @@ def eager_call(*args: object) -> bool:
     return eager_context() and all(is_eager_tensor(a) for a in args if isinstance(a, Tensor))
 
 
-def eager_cache(maxsize: int = 64) -> Callable[[F], F]:
+def eager_cache(maxsize: int = 64) -> Callable[[Builder], Builder]:
     """Memoise a tensor-building function of hashable arguments, keeping only eager tensors.
 
     Outside eager execution, or for the meta device, it builds afresh and keeps nothing; the
     kept tensors are built with inference mode off, so they serve training too.
     """
-    def decorate(build: F) -> F:
+    def decorate(build: Builder) -> Builder:
         entries: OrderedDict = OrderedDict()
         lock = threading.Lock()
 

@@ -28,7 +28,7 @@ from torch.nn.modules.utils import _pair
 from . import _native
 from ._fast import ConvSettings, PushPullFunction, separable_pull
 from .config import NATIVE_MIN_INFERENCE_CHANNELS, SEPARABLE_MIN_CHANNELS, use_plain_ops
-from .eager import eager_call, eager_context, is_eager_tensor
+from .eager import eager_call
 from .geometry import PaddingArg, Pads, check_fits, conv_padding, pad2d, pull_kernel_size, pull_padding, push_padding
 from .reference import combine, push_pull_conv2d_reference
 from .resize import pull_kernel
@@ -363,7 +363,7 @@ class PushPullConv2d(nn.Module):
         in eager execution are cached (a fake kernel kept would poison the next real call).
         """
         w = self.push.weight
-        if not (eager_context() and is_eager_tensor(w)):  # fake, meta, traced ...: never kept (see .eager)
+        if not eager_call(w):  # fake, meta, traced ...: never kept (see .eager)
             with torch.no_grad():
                 return compute(w.detach())
         key = (w._version, w.dtype, w.device, tuple(w.shape), w.stride(), w.storage_offset(),
