@@ -2,11 +2,12 @@
 
 * :class:`PushPullFunction` ("fused"): both direct convolutions in one autograd node with a
   hand-written backward. The pull kernel is an input (the module caches it) and its gradient
-  is mapped onto the push kernel with the adjoint of the bilinear resize,
+  is mapped onto the push kernel with the adjoint of the bilinear resize (:mod:`.resize`),
   ``dk = A_hᵀ · dk̂ · A_w``; pre-activations are rectified in place; when both convolutions
   read the same input their input gradients are summed inside the node.
 * :func:`separable_pull` ("separable"): the pull response with K_h·p instead of p·p
-  multiply-adds per channel pair, by moving the vertical resize onto the input.
+  multiply-adds per channel pair, by moving the vertical resize onto the input; its banded
+  row-filter matrices are cached per geometry (eager tensors only, :mod:`.eager`).
 
 Both equal the naive definition up to float rounding, and both support higher-order
 gradients (the fused backward is written with differentiable operations).

@@ -33,8 +33,8 @@ def eager_context() -> bool:
 
 def is_eager_tensor(t: object) -> bool:
     """Whether ``t`` is a plain, strided tensor with real memory (not fake, meta, functional or wrapped)."""
-    return (isinstance(t, Tensor) and type(t) in _PLAIN_TYPES and t.layout == torch.strided
-            and t.device.type != "meta" and not torch._is_functional_tensor(t)
+    return (isinstance(t, Tensor) and type(t) in _PLAIN_TYPES and t.layout == torch.strided and not t.is_meta
+            and not torch._is_functional_tensor(t)
             and not torch._C._functorch.is_functorch_wrapped_tensor(t))
 
 
