@@ -50,3 +50,20 @@ def test_flops_counted_on_meta_equal_a_real_count():
 
     model = create_model("resnet20_b1", impl="reference").eval()
     assert model_stats("ResNet-20-b1").flops == count_flops(model, (3, 32, 32))
+
+
+def test_a_model_the_meta_device_cannot_build_is_counted_for_real(monkeypatch):
+    from pushpull.models import stats
+
+    def create_off_meta(name, **options):
+        if torch.get_default_device().type == "meta":
+            raise NotImplementedError("no meta kernel")
+        return create_model(name, **options)
+
+    want = stats.model_stats("resnet20_pp")
+    stats.model_stats.cache_clear()
+    monkeypatch.setattr(stats, "create_model", create_off_meta)
+    try:
+        assert stats.model_stats("resnet20_pp") == want
+    finally:
+        stats.model_stats.cache_clear()
