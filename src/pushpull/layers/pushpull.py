@@ -205,7 +205,7 @@ def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride:
 
 
 def _storage_id(t: Tensor) -> int:
-    """Identity of ``t``'s storage (also for fake tensors, whose data pointers must not be read)."""
+    """Identity of ``t``'s storage, read without touching its data pointer."""
     return t.untyped_storage()._cdata
 
 
