@@ -11,8 +11,9 @@ from layer_checks import outputs_and_grads, rel_err
 
 from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
 from pushpull.layers import _native
-from pushpull.layers._fast import resize_kernel, resize_kernel_adjoint, separable_pull
-from pushpull.layers.pushpull import NATIVE_MIN_INFERENCE_CHANNELS, pull_kernel
+from pushpull.layers._fast import separable_pull
+from pushpull.layers.config import NATIVE_MIN_INFERENCE_CHANNELS
+from pushpull.layers.resize import pull_kernel, resize_kernel, resize_kernel_adjoint
 
 
 CASES = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import torch
 from layer_checks import outputs_and_grads, rel_err
 
 from pushpull import PushPullConv2d
-from pushpull.layers import _native
+from pushpull.layers import _native, config
 
 needs_native = pytest.mark.skipif(not _native.available(),
                                   reason="the native kernels cannot be built here (no C compiler with OpenMP)")
@@ -153,13 +154,19 @@ def test_kernels_built_once_into_the_cache_folder(fresh_library):
     assert _native.available() and built[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
 
 
-def test_turned_off_by_environment(fresh_library, monkeypatch):
-    monkeypatch.setenv("PUSHPULL_NATIVE", "0")
-    assert not _native.available()
-    layer = PushPullConv2d(4, 4, 3, padding=1)
-    assert layer(torch.randn(1, 4, 8, 8)).shape == (1, 4, 8, 8)  # the other exact paths
-    with pytest.raises(ValueError, match="PUSHPULL_NATIVE=0"):
-        PushPullConv2d(4, 4, 3, padding=1, impl="native")(torch.randn(1, 4, 8, 8))
+def test_turned_off_by_environment_read_once_or_by_config():
+    script = "from pushpull.layers import _native, config; print(config.native_enabled(), _native.available())"
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PUSHPULL_NATIVE": "0"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "False"], result.stderr[-2000:]
+    before = config.native_enabled()
+    with config.set_native(False):
+        assert not _native.available()
+        layer = PushPullConv2d(4, 4, 3, padding=1)
+        assert layer(torch.randn(1, 4, 8, 8)).shape == (1, 4, 8, 8)  # the other exact paths
+        with pytest.raises(ValueError, match="PUSHPULL_NATIVE=0"):
+            PushPullConv2d(4, 4, 3, padding=1, impl="native")(torch.randn(1, 4, 8, 8))
+    assert config.native_enabled() == before
 
 
 def test_failed_build_falls_back_with_a_warning(fresh_library, monkeypatch, caplog):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pushpull import PushPullConv2d, pull_kernel, pull_kernel_size, push_pull_conv2d_reference
+from pushpull import PushPullConv2d, pull_kernel, pull_kernel_size, push_pull_conv2d, push_pull_conv2d_reference
 
 
 @pytest.mark.parametrize("k,scale,expected", [(3, 2, 7), (5, 2, 11), (1, 2, 3), (3, 1, 3), (7, 2, 15),
@@ -154,3 +154,16 @@ def test_bad_arguments():
         PushPullConv2d(3, 4, 3, stride=2, padding="same")(torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError, match="impl"):
         PushPullConv2d(3, 4, 3, impl="fastest")
+
+
+@pytest.mark.parametrize("function", [PushPullConv2d.__init__, push_pull_conv2d, push_pull_conv2d_reference])
+def test_docstrings_document_every_argument(function):
+    """help(pushpull) shows real docstrings (issue 11): each argument is named in its Args section."""
+    import inspect
+    import re
+
+    doc = inspect.getdoc(function) or ""
+    args = doc.split("Args:", 1)[-1] if "Args:" in doc else ""
+    for name in inspect.signature(function).parameters:
+        if name not in ("self", "x"):
+            assert re.search(rf"^\s+(\w+, )*{name}(, \w+)*:", args, re.M), f"{function.__qualname__}: {name}"

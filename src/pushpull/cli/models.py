@@ -16,43 +16,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=handler)
 
 
-def model_stats(name: str, aa: int = 0, flops: bool = True) -> tuple[int, int | None]:
-    """(parameters, forward FLOPs for one image) of a registered model.
-
-    Counted on fake tensors (shapes only, no arithmetic), falling back to a real CPU pass
-    if some layer does not support them.
-    """
-    import contextlib
-
-    import torch
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..models import create_model, model_info
-
-    info = model_info(name)
-    for mode in (FakeTensorMode, contextlib.nullcontext):
-        with mode():
-            model = create_model(info.name, aa=aa).eval()
-            params = sum(p.numel() for p in model.parameters())
-            if not flops:
-                return params, None
-            counter = FlopCounterMode(display=False)
-            try:
-                with counter, torch.no_grad():
-                    model(torch.zeros(1, *info.input_size))
-            except (RuntimeError, NotImplementedError):
-                if mode is contextlib.nullcontext:
-                    raise
-                continue
-        return params, counter.get_total_flops()
-    raise AssertionError("unreachable")
-
-
 def handler(args: argparse.Namespace) -> int:
     import sys
 
     from ..models import list_models, model_info
+    from ..models.stats import model_stats
 
     names = list_models(args.pattern)
     if not names:
@@ -61,7 +29,7 @@ def handler(args: argparse.Namespace) -> int:
     print(f"{'model':<22} {'family':<16} {'variant':<7} {'input':<11} {'params':>12} {'GFLOPs':>9}")
     for name in names:
         info = model_info(name)
-        params, flops = model_stats(name, args.aa, not args.no_flops)
+        params, flops = model_stats(name, args.aa, flops=not args.no_flops)
         size = "x".join(map(str, info.input_size))
         gflops = "-" if flops is None else f"{flops / 1e9:.3f}"
         print(f"{name:<22} {info.family:<16} {info.variant:<7} {size:<11} {params:>12,} {gflops:>9}")

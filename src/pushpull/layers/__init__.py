@@ -1,5 +1,16 @@
-"""Small composable layers: the push-pull convolution and its helpers."""
+"""Small composable layers: the push-pull convolution and its helpers.
 
-from .pushpull import PushPullConv2d, pull_kernel, pull_kernel_size, push_pull_conv2d, push_pull_conv2d_reference
+One concept a module, each importing only those above it in this list: :mod:`.config`
+(the switches that choose a path), :mod:`.eager` (what caches and native kernels may
+see), :mod:`.geometry` (pull size, paddings), :mod:`.resize` (the pull kernel),
+:mod:`.reference` (the definition), :mod:`._fast` (fused and separable paths),
+:mod:`._native` (the compiled CPU kernels), :mod:`.pushpull` (the dispatch and the module);
+:mod:`.blur` (anti-aliasing) stands alone.
+"""
+
+from .geometry import pull_kernel_size
+from .pushpull import PushPullConv2d, push_pull_conv2d
+from .reference import push_pull_conv2d_reference
+from .resize import pull_kernel
 
 __all__ = ["PushPullConv2d", "pull_kernel", "pull_kernel_size", "push_pull_conv2d", "push_pull_conv2d_reference"]

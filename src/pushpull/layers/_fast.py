@@ -2,11 +2,12 @@
 
 * :class:`PushPullFunction` ("fused"): both direct convolutions in one autograd node with a
   hand-written backward. The pull kernel is an input (the module caches it) and its gradient
-  is mapped onto the push kernel with the adjoint of the bilinear resize,
+  is mapped onto the push kernel with the adjoint of the bilinear resize (:mod:`.resize`),
   ``dk = A_hᵀ · dk̂ · A_w``; pre-activations are rectified in place; when both convolutions
   read the same input their input gradients are summed inside the node.
 * :func:`separable_pull` ("separable"): the pull response with K_h·p instead of p·p
-  multiply-adds per channel pair, by moving the vertical resize onto the input.
+  multiply-adds per channel pair, by moving the vertical resize onto the input; its banded
+  row-filter matrices are cached per geometry (eager tensors only, :mod:`.eager`).
 
 Both equal the naive definition up to float rounding, and both support higher-order
 gradients (the fused backward is written with differentiable operations).
@@ -14,15 +15,17 @@ gradients (the fused backward is written with differentiable operations).
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .eager import eager_cache
+from .resize import interpolation_matrix, resize_kernel, resize_kernel_adjoint
 
-class Geometry(NamedTuple):
+
+class ConvSettings(NamedTuple):
     """The convolutions' settings once explicit padding has been split off."""
 
     stride: tuple[int, int]
@@ -31,36 +34,6 @@ class Geometry(NamedTuple):
     dilation: tuple[int, int]
     groups: int
     dual_output: bool
-
-
-@functools.lru_cache(maxsize=64)
-def _interpolation_matrix(size_in: int, size_out: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    eye = torch.eye(size_in, dtype=torch.float64, device=device)
-    columns = F.interpolate(eye[None], size=size_out, mode="linear", align_corners=True)[0]
-    return columns.T.to(dtype).contiguous()  # (size_out, size_in)
-
-
-def interpolation_matrix(size_in: int, size_out: int, like: Tensor) -> Tensor:
-    """``A`` (size_out x size_in) such that ``A @ v`` is ``v`` resized linearly with aligned corners."""
-    return _interpolation_matrix(size_in, size_out, like.dtype, like.device)
-
-
-def resize_kernel(weight: Tensor, pull_size: tuple[int, int]) -> Tensor:
-    """``A_h k A_wᵀ``: the bilinear (aligned-corners) resize written as two matrix products.
-
-    Equal to ``F.interpolate(..., mode="bilinear", align_corners=True)`` up to rounding, but
-    built from plain matrix products, so it is differentiable to any order and portable.
-    """
-    a_h = interpolation_matrix(weight.shape[-2], pull_size[0], weight)
-    a_w = interpolation_matrix(weight.shape[-1], pull_size[1], weight)
-    return torch.einsum("sa,ocab,tb->ocst", a_h, weight, a_w)
-
-
-def resize_kernel_adjoint(grad_pull: Tensor, kernel_size: tuple[int, int]) -> Tensor:
-    """The adjoint of :func:`resize_kernel`: ``A_hᵀ dk̂ A_w`` (gradient of the push kernel)."""
-    a_h = interpolation_matrix(kernel_size[0], grad_pull.shape[-2], grad_pull)
-    a_w = interpolation_matrix(kernel_size[1], grad_pull.shape[-1], grad_pull)
-    return torch.einsum("sa,ocst,tb->ocab", a_h, grad_pull, a_w)
 
 
 class PushPullFunction(torch.autograd.Function):
@@ -73,7 +46,7 @@ class PushPullFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, x_pull: Tensor | None, weight: Tensor, pull_weight: Tensor, bias: Tensor | None,
-                alpha: Union[float, Tensor], geo: Geometry) -> Tensor:
+                alpha: Union[float, Tensor], geo: ConvSettings) -> Tensor:
         push = F.conv2d(x, weight, bias, geo.stride, geo.push_padding, geo.dilation, geo.groups).relu_()
         pull = F.conv2d(x if x_pull is None else x_pull, pull_weight, bias, geo.stride, geo.pull_padding,
                         geo.dilation, geo.groups).neg_().relu_()  # the pull response ReLU(x ⋆ (-k̂) - b)
@@ -89,7 +62,7 @@ class PushPullFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, x_pull, weight, pull_weight, bias, push, pull, alpha = ctx.saved_tensors
-        geo: Geometry = ctx.geo
+        geo: ConvSettings = ctx.geo
         need_x, need_x_pull, need_w, _, need_b, need_alpha, _ = ctx.needs_input_grad
         higher_order = torch.is_grad_enabled()  # create_graph=True: the graph must see every dependence
         if need_w and higher_order:
@@ -126,23 +99,22 @@ class PushPullFunction(torch.autograd.Function):
         return dx, dx_pull, dw, None, db, d_alpha, None
 
 
-# Input channels per group from which the separable pull below beats the direct pull convolution
-# in CPU inference too (in training it wins from 3 channels on). Measured on a 2-core AMD EPYC:
-# 64 channels at 56x56 cost 0.6x the direct 7x7 in forward+backward, 0.75x in inference.
-SEPARABLE_MIN_CHANNELS = 32
-
-
-@functools.lru_cache(maxsize=64)
+@eager_cache()
 def _row_filter_matrix(size: int, before: int, pull: int, kernel: int, stride: int, dilation: int,
                        out_size: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    a = _interpolation_matrix(kernel, pull, torch.float64, torch.device("cpu"))  # (pull, kernel)
-    rows = torch.zeros(kernel, out_size, size, dtype=torch.float64)
-    for i in range(out_size):
-        for t in range(pull):
-            r = i * stride + t * dilation - before
-            if 0 <= r < size:  # zero padding (and cropping) folded in
-                rows[:, i, r] += a[t]
-    return rows.reshape(kernel * out_size, size).to(dtype=dtype, device=device)
+    """The banded (kernel * out_size, size) matrix whose product with the input's rows gives the
+    ``kernel`` vertically resized copies (output row ``i``, pull tap ``t`` reads input row
+    ``i * stride + t * dilation - before``; rows outside the input are the zero padding)."""
+    a = interpolation_matrix(kernel, pull, torch.float64, torch.device("cpu"))  # (pull, kernel)
+    out_rows = torch.arange(out_size)[:, None].expand(out_size, pull)
+    taps = torch.arange(pull)[None, :].expand(out_size, pull)
+    in_rows = out_rows * stride + taps * dilation - before
+    inside = ((in_rows >= 0) & (in_rows < size)).to(torch.float64)
+    targets = (out_rows * size + in_rows.clamp(0, size - 1)).reshape(-1)  # outside: a zero added anywhere
+    rows = torch.zeros(out_size * size, kernel, dtype=torch.float64)  # (no boolean masks: fake tensors too)
+    rows.index_add_(0, targets, (a[taps] * inside[..., None]).reshape(-1, kernel))
+    rows = rows.view(out_size, size, kernel).permute(2, 0, 1).reshape(kernel * out_size, size)
+    return rows.to(dtype=dtype, device=device)
 
 
 def separable_pull(x: Tensor, weight: Tensor, pull_size: tuple[int, int], row_pads: tuple[int, int], col_pad: int,
@@ -160,6 +132,6 @@ def separable_pull(x: Tensor, weight: Tensor, pull_size: tuple[int, int], row_pa
     out_h = (h + top + bottom - dilation[0] * (ph - 1) - 1) // stride[0] + 1
     rows = _row_filter_matrix(h, top, ph, kh, stride[0], dilation[0], out_h, x.dtype, x.device)
     filtered = torch.matmul(rows, x).view(n, c * kh, out_h, w)  # channels ordered (c, a)
-    a_w = interpolation_matrix(kw, pw, weight)
+    a_w = interpolation_matrix(kw, pw, weight.dtype, weight.device)
     row_kernels = torch.einsum("ocab,tb->ocat", weight, a_w).reshape(weight.shape[0], -1, 1, pw)
     return F.conv2d(filtered, row_kernels, None, (1, stride[1]), (0, col_pad), (1, dilation[1]), groups)

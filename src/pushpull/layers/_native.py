@@ -11,7 +11,9 @@ first use with the system's C compiler into :func:`cache_dir` and loaded with :m
 
 Covers float32 on the CPU with stride 1, dilation 1, one group, zero padding and odd
 kernels; the layer uses it where it covers the call and pays, and the other exact paths
-otherwise. Set ``PUSHPULL_NATIVE=0`` to turn it off.
+otherwise. ``PUSHPULL_NATIVE=0`` (or :class:`.config.set_native`) turns it off. The kernels read
+raw memory, so they are only ever handed eager tensors (:mod:`.eager`): never fake, meta,
+functional or wrapped ones, nor anything under a dispatch mode.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from typing import Union
 
 import torch
 from torch import Tensor
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from .._files import atomic_path
-from ._fast import interpolation_matrix, resize_kernel
+from .config import native_enabled
+from .eager import eager_call, is_eager_tensor
+from .reference import combine
+from .resize import interpolation_matrix, resize_kernel
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,7 @@ def _compile(compiler: str, flags: list[str], source: Path, target: Path) -> Non
 @functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     """The compiled kernels, building them on first use; None when that is not possible."""
-    if os.environ.get("PUSHPULL_NATIVE", "1") == "0" or sys.platform != "linux":
+    if sys.platform != "linux":
         return None
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -104,21 +108,24 @@ def _library() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether the native kernels could be built and loaded on this machine."""
-    return _library() is not None
+    """Whether the native kernels are turned on and could be built and loaded on this machine."""
+    return native_enabled() and _library() is not None
 
 
 def unsupported(x: Tensor, weight: Tensor, pull_size: tuple[int, int], stride: tuple[int, int],
                 dilation: tuple[int, int], groups: int, padding_mode: str, push_pads: tuple[int, int, int, int],
-                pull_pads: tuple[int, int, int, int]) -> str | None:
-    """Why the native path cannot compute this call, or None when it can."""
+                pull_pads: tuple[int, int, int, int], operands: tuple = ()) -> str | None:
+    """Why the native path cannot compute this call, or None when it can.
+
+    ``operands`` are the call's other arguments (bias, alpha, packed weight); its tensors must be
+    eager ones too, since the kernels read their memory.
+    """
     kh, kw = weight.shape[-2:]
     checks = [
         (x.device.type == "cpu", f"it runs on the CPU (input on {x.device})"),
-        (type(x) is Tensor and type(weight) in (Tensor, torch.nn.Parameter) and x.layout == torch.strided
-         and _get_current_dispatch_mode() is None,
-         "it reads plain tensors' memory (not fake or subclassed tensors, nor under a dispatch mode such as "
-         "FLOP counting)"),
+        (eager_call(x, weight, *operands),
+         "it reads plain tensors' memory (not fake, meta, functional or subclassed tensors, nor under a "
+         "dispatch mode such as FLOP counting)"),
         (x.dtype == weight.dtype == torch.float32, f"it computes in float32 (got {x.dtype} / {weight.dtype})"),
         (stride == (1, 1) and dilation == (1, 1), "it supports stride 1 and dilation 1 only"),
         (groups == 1, "it supports groups=1 only"),
@@ -127,8 +134,8 @@ def unsupported(x: Tensor, weight: Tensor, pull_size: tuple[int, int], stride: t
          and push_pads[2] == push_pads[3] and pull_pads[0] == pull_pads[1] and pull_pads[2] == pull_pads[3],
          "it needs symmetric paddings (odd kernels) and a pull at least as large as the push"),
         (max(kh * kw, kw * pull_size[1] + 1, kh * pull_size[0]) <= MAX_TAPS, "the kernel is too large"),
-        (available(), "its kernels could not be built here (a C compiler with OpenMP is needed; "
-                      "PUSHPULL_NATIVE=0 turns them off)"),
+        (native_enabled(), "it is turned off (PUSHPULL_NATIVE=0, or pushpull.layers.config.set_native)"),
+        (available(), "its kernels could not be built here (a C compiler with OpenMP is needed)"),
     ]
     return next((reason for ok, reason in checks if not ok), None)
 
@@ -142,7 +149,13 @@ def _check(kernel):
 
 
 def _ptr(t: Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
+    """The address the kernels read ``t`` at; refuses what has no real memory instead of crashing."""
+    if t is None:
+        return None
+    if not is_eager_tensor(t) or not t.is_contiguous():
+        raise RuntimeError(f"pushpull native kernel handed a {type(t).__name__} on {t.device} that is not a "
+                           f"contiguous eager tensor; this is a bug in the layer's dispatch")
+    return t.data_ptr()
 
 
 def packed_weight(weight: Tensor) -> Tensor:
@@ -166,12 +179,12 @@ def _geometry(x: Tensor, weight: Tensor, pull_size: tuple[int, int], pads: tuple
 
 def _resize_matrices(weight: Tensor, pull_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """``A_h`` (p_h x K_h) and ``A_w`` (p_w x K_w), contiguous, as the kernels read them."""
-    return (interpolation_matrix(weight.shape[-2], pull_size[0], weight).contiguous(),
-            interpolation_matrix(weight.shape[-1], pull_size[1], weight).contiguous())
+    return (interpolation_matrix(weight.shape[-2], pull_size[0], weight.dtype, weight.device).contiguous(),
+            interpolation_matrix(weight.shape[-1], pull_size[1], weight.dtype, weight.device).contiguous())
 
 
 def _int64_ptr(t: Tensor):
-    return ctypes.cast(t.data_ptr(), ctypes.POINTER(ctypes.c_int64))
+    return ctypes.cast(_ptr(t), ctypes.POINTER(ctypes.c_int64))
 
 
 class NativePushPull(torch.autograd.Function):
@@ -195,9 +208,9 @@ class NativePushPull(torch.autograd.Function):
         out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
         keep = grad_enabled and any(ctx.needs_input_grad)  # the rectified maps, for a backward
         push, pull = (x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)) if keep else (None, None)
-        _check(_library().pp_forward)(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), a_h.data_ptr(),
-                              a_w.data_ptr(), _ptr(bias_c), alphas.data_ptr(), int(dual_output), out.data_ptr(),
-                              _ptr(push), _ptr(pull), torch.get_num_threads())
+        _check(_library().pp_forward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), _ptr(a_h), _ptr(a_w),
+                                      _ptr(bias_c), _ptr(alphas), int(dual_output), _ptr(out), _ptr(push),
+                                      _ptr(pull), torch.get_num_threads())
         ctx.geometry = (pull_size, pads, pull_pads, dual_output)
         ctx.alpha_is_tensor = isinstance(alpha, Tensor)
         ctx.float_alpha = None if ctx.alpha_is_tensor else alpha
@@ -223,21 +236,19 @@ class NativePushPull(torch.autograd.Function):
         dw = x.new_zeros(threads, cout, groups, cin, G) if need_w else None
         sums_b = x.new_empty(n, cout) if need_b and bias is not None else None
         sums_a = x.new_empty(n, cout) if need_alpha else None
-        _check(_library().pp_backward)(_int64_ptr(geometry), x.data_ptr(), packed.data_ptr(), grad.data_ptr(),
-                               push.data_ptr(), pull.data_ptr(), a_h.data_ptr(), a_w.data_ptr(), alphas.data_ptr(),
-                               int(dual_output), _ptr(dx), _ptr(dw), _ptr(sums_b), _ptr(sums_a), threads)
+        _check(_library().pp_backward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), _ptr(grad), _ptr(push),
+                                       _ptr(pull), _ptr(a_h), _ptr(a_w), _ptr(alphas), int(dual_output), _ptr(dx),
+                                       _ptr(dw), _ptr(sums_b), _ptr(sums_a), threads)
         if dw is not None:  # per-thread sums, in the packed layout, back to (Cout, Cin, Kh, Kw)
             dw = dw.sum(0).transpose(2, 3).reshape(cout, groups * G, cin)[:, :kh * kw]
             dw = dw.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
         db = sums_b.sum(0) if sums_b is not None else None
         d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
-        return dx, dw, None, db, d_alpha, None, None, None, None, None, None
+        return dx, dw, None, db, d_alpha, None, None, None, None, None  # one per forward input
 
 
 def _differentiable_backward(ctx, grad: Tensor):
     """Gradients that can themselves be differentiated: autograd through the reference definition."""
-    from .pushpull import combine  # local: pushpull.py imports this module
-
     x, weight, _, bias, _, _, _, alpha = ctx.saved_tensors
     pull_size, (pt, pl), (qt, ql), dual_output = ctx.geometry
     with torch.enable_grad():

@@ -1,4 +1,4 @@
-"""The push-pull layer: a convolution paired with an inhibitory, larger, opposite-polarity copy.
+"""The push-pull layer, :class:`PushPullConv2d`, and :func:`push_pull_conv2d`, which picks the path.
 
     R(x) = ReLU(x * k + b) - alpha * ReLU(x * (-k_hat) - b)
 
@@ -7,8 +7,11 @@ where ``k_hat`` is the push kernel ``k`` resized by bilinear interpolation
 per-channel ``alpha``) is learned, so the layer has the parameter count of the plain
 convolution it replaces.
 
-The module keeps the original implementation's state-dict layout (``<name>.push.weight``,
-``<name>.push.bias``, ``<name>.alpha``) so its checkpoints load unchanged.
+Every path computes the function of :func:`.reference.push_pull_conv2d_reference`; this module
+chooses among them by what covers the call and by the measured cost rules (thresholds in
+:mod:`.config`), and the module caches the kernels derived from its weights (only eager ones,
+see :mod:`.eager`). The layer keeps the original implementation's state-dict layout
+(``<name>.push.weight``, ``<name>.push.bias``, ``<name>.alpha``) so its checkpoints load unchanged.
 """
 
 from __future__ import annotations
@@ -23,133 +26,15 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from . import _native
-from ._fast import SEPARABLE_MIN_CHANNELS, Geometry, PushPullFunction, separable_pull
+from ._fast import ConvSettings, PushPullFunction, separable_pull
+from .config import NATIVE_MIN_INFERENCE_CHANNELS, SEPARABLE_MIN_CHANNELS, use_plain_ops
+from .eager import eager_call
+from .geometry import PaddingArg, Pads, check_fits, conv_padding, pad2d, pull_kernel_size, pull_padding, push_padding
+from .reference import combine, push_pull_conv2d_reference
+from .resize import pull_kernel
 
-# Input channels from which the native path also wins in inference. Measured, x -> 16 at
-# 32x32, batch 128, 2 threads: native 4.3 / 4.3 / 4.5 / 5.3 ms against fused 3.4 / 4.0 /
-# 5.5 / 11.7 ms for 3 / 4 / 6 / 16 input channels.
-NATIVE_MIN_INFERENCE_CHANNELS = 5
-
-Pads = tuple[int, int, int, int]  # (left, right, top, bottom), F.pad order
-PaddingArg = Union[int, tuple[int, int], str]
 Impl = Literal["auto", "native", "fused", "separable", "reference"]
 IMPLS = ("auto", "native", "fused", "separable", "reference")
-
-
-def pull_kernel_size(kernel_size: int, scale: float) -> int:
-    """Side of the pull kernel: ``floor(K * scale)``, made odd by adding 1; ``K`` when scale is 1."""
-    if not scale > 0:
-        raise ValueError(f"scale must be positive, got {scale!r}")
-    if scale == 1:
-        return kernel_size
-    size = math.floor(kernel_size * scale)
-    return size + 1 if size % 2 == 0 else size
-
-
-def pull_kernel(weight: Tensor, scale: float) -> Tensor:
-    """The (positive) pull kernel ``k_hat``: ``weight`` resized bilinearly with aligned corners."""
-    kh, kw = weight.shape[-2:]
-    size = (pull_kernel_size(kh, scale), pull_kernel_size(kw, scale))
-    if size == (kh, kw):
-        return weight
-    return F.interpolate(weight, size=size, mode="bilinear", align_corners=True)
-
-
-def push_padding(
-    padding: PaddingArg, kernel_size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
-) -> Pads:
-    """Explicit (left, right, top, bottom) padding of the push convolution, as ``nn.Conv2d`` pads."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding != "same":
-            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-        if stride != (1, 1):
-            raise ValueError("padding='same' is not supported for strided convolutions (as in nn.Conv2d)")
-        (th, tw) = (dilation[0] * (kernel_size[0] - 1), dilation[1] * (kernel_size[1] - 1))
-        return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
-    ph, pw = _pair(padding)
-    if ph < 0 or pw < 0:
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
-    return (pw, pw, ph, ph)
-
-
-def pull_padding(push_pads: Pads, kernel_size: tuple[int, int], pull_size: tuple[int, int],
-                 dilation: tuple[int, int]) -> Pads:
-    """Padding that centres the pull kernel on the push kernel and gives the same output shape.
-
-    For odd kernels and dilation 1 this is the original ``p//2 - K//2 + padding``; it
-    generalises to dilation (offsets scale with it) and even push kernels (whose centre
-    falls between pixels: the pull centre is put on the pixel before it). Negative
-    values mean cropping (a pull kernel smaller than the push, scale < 1).
-    """
-    out = []
-    for axis, (before, after) in ((1, push_pads[0:2]), (0, push_pads[2:4])):
-        d, k, p = dilation[axis], kernel_size[axis], pull_size[axis]
-        centre_pull = d * (p - 1) // 2  # p is odd (or equal to k)
-        centre_push_twice = d * (k - 1)
-        out += [before + centre_pull - centre_push_twice // 2,
-                after + centre_pull - (centre_push_twice + 1) // 2]
-    return (out[0], out[1], out[2], out[3])
-
-
-def pad2d(x: Tensor, pads: Pads, mode: str = "zeros") -> Tensor:
-    """``F.pad`` that also accepts negative amounts (crops) for every padding mode."""
-    if all(p == 0 for p in pads):
-        return x
-    positive = tuple(max(p, 0) for p in pads)
-    if any(positive):
-        x = F.pad(x, positive, mode="constant" if mode == "zeros" else mode)
-    if any(p < 0 for p in pads):
-        left, right, top, bottom = (max(-p, 0) for p in pads)
-        x = x[..., top: x.shape[-2] - bottom, left: x.shape[-1] - right]
-    return x
-
-
-def _conv_padding(x: Tensor, pads: Pads, mode: str) -> tuple[Tensor, tuple[int, int]]:
-    """Let the convolution pad when it can (symmetric zeros); otherwise pad ``x`` explicitly."""
-    left, right, top, bottom = pads
-    if mode == "zeros" and left == right >= 0 and top == bottom >= 0:
-        return x, (top, left)
-    return pad2d(x, pads, mode), (0, 0)
-
-
-def combine(push: Tensor, pull: Tensor, alpha: Union[float, Tensor], dual_output: bool) -> Tensor:
-    """``ReLU(push) - alpha * ReLU(pull)``, or both rectified maps side by side (dual output)."""
-    push, pull = F.relu(push), F.relu(pull)
-    if dual_output:
-        return torch.cat([push, pull], dim=1)
-    return push - alpha * pull
-
-
-def push_pull_conv2d_reference(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: PaddingArg = 0,
-    dilation: int | tuple[int, int] = 1,
-    groups: int = 1,
-    scale: float = 2.0,
-    alpha: Union[float, Tensor] = 1.0,
-    dual_output: bool = False,
-    padding_mode: str = "zeros",
-) -> Tensor:
-    """The naive definition: two convolutions, the second with the resized, negated kernel.
-
-    Slow (a K=3 layer costs about 6.4 plain convolutions) but obviously correct; the
-    fast path is tested against it.
-    """
-    stride, dilation = _pair(stride), _pair(dilation)
-    kernel_size = (weight.shape[-2], weight.shape[-1])
-    pads = push_padding(padding, kernel_size, stride, dilation)
-    k_hat = pull_kernel(weight, scale)
-    q_pads = pull_padding(pads, kernel_size, (k_hat.shape[-2], k_hat.shape[-1]), dilation)
-    x_push, push_pad = _conv_padding(x, pads, padding_mode)
-    x_pull, pull_pad = _conv_padding(x, q_pads, padding_mode)
-    push = F.conv2d(x_push, weight, bias, stride, push_pad, dilation, groups)
-    pull = F.conv2d(x_pull, -k_hat, None if bias is None else -bias, stride, pull_pad, dilation, groups)
-    return combine(push, pull, alpha, dual_output)
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -161,16 +46,6 @@ def autocast_dtype(device_type: str) -> torch.dtype | None:
     return torch.get_autocast_dtype(device_type) if enabled else None
 
 
-def use_plain_ops() -> bool:
-    """True while traced, scripted, compiled, exported or under ``torch.func`` transforms.
-
-    The fused autograd node is opaque to those tools; the reference formulation is made of
-    standard operations they all understand (and computes the same function).
-    """
-    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.onnx.is_in_onnx_export() or torch._C._are_functorch_transforms_active())
-
-
 def _check_functional_args(x: Tensor, weight: Tensor, groups: int) -> None:
     if weight.dim() != 4:
         raise ValueError(f"weight must be (out_channels, in_channels / groups, kH, kW), got shape {tuple(weight.shape)}")
@@ -179,16 +54,6 @@ def _check_functional_args(x: Tensor, weight: Tensor, groups: int) -> None:
     if x.shape[1] != weight.shape[1] * groups:
         raise ValueError(f"input has {x.shape[1]} channels but the weight expects {weight.shape[1] * groups} "
                          f"({weight.shape[1]} per group x {groups} groups)")
-
-
-def _check_fits(x: Tensor, pads: Pads, kernel_size: tuple[int, int], dilation: tuple[int, int]) -> None:
-    """The (dilated) kernel must fit in the padded input, as ``F.conv2d`` requires; a clear error otherwise."""
-    for axis, (name, extra) in enumerate((("height", pads[2] + pads[3]), ("width", pads[0] + pads[1]))):
-        span = dilation[axis] * (kernel_size[axis] - 1) + 1
-        size = x.shape[-2 + axis]
-        if size + extra < span:
-            raise ValueError(f"input {name} {size} (+{extra} padding) is smaller than the "
-                             f"{'dilated ' if dilation[axis] > 1 else ''}kernel ({span})")
 
 
 def push_pull_conv2d(
@@ -208,17 +73,42 @@ def push_pull_conv2d(
     pull_weight: Tensor | None = None,
     packed_weight: Tensor | None = None,
 ) -> Tensor:
-    """Functional push-pull convolution; ``impl`` picks the implementation (all are exact).
+    """Functional push-pull convolution: ``ReLU(x * k + b) - alpha * ReLU(x * (-k_hat) - b)``.
 
-    ``"native"``: both responses from one shared product and compiled filtering kernels
-    (:mod:`._native`; float32 CPU, stride 1, dilation 1, one group, zero padding);
-    ``"fused"``: both convolutions in one autograd node (:class:`._fast.PushPullFunction`);
-    ``"separable"``: the pull through :func:`._fast.separable_pull` (a 1 x p instead of a
-    p x p convolution); ``"auto"`` picks the fastest that covers the call (see
-    :func:`_native_pays`, :func:`_separable_pays`), or the reference while being traced,
-    compiled, exported or transformed. ``pull_weight`` and ``packed_weight`` may pass a
-    precomputed ``pull_kernel(weight, scale)`` and ``_native.packed_weight(weight)`` (the
-    module passes its cached ones). Accepts (N, C, H, W) or unbatched (C, H, W) inputs.
+    Computes :func:`push_pull_conv2d_reference`'s function (up to float rounding) by the
+    fastest exact path that covers the call.
+
+    Args:
+        x: input, (N, C_in, H, W) or unbatched (C_in, H, W).
+        weight: the push kernel ``k``, (C_out, C_in / groups, K_h, K_w); the only learned kernel.
+        bias: (C_out,) or None; the pull convolution uses ``-bias``.
+        stride, padding, dilation, groups, padding_mode: as ``F.conv2d`` / ``nn.Conv2d``
+            (``padding`` also ``"same"`` or ``"valid"``; ``padding_mode`` ``"zeros"``,
+            ``"reflect"``, ``"replicate"`` or ``"circular"``); the pull convolution is padded
+            so that both responses align and have the push convolution's output shape.
+        scale: pull kernel size factor (> 0): ``k_hat`` is ``k`` resized bilinearly to
+            ``floor(K * scale)`` made odd; 1 uses ``k`` itself.
+        alpha: inhibition strength, a float or a tensor broadcast against the output (e.g.
+            (1, C_out, 1, 1)), used as given.
+        dual_output: return ``[ReLU(push), ReLU(pull)]`` concatenated along channels instead
+            of their difference.
+        impl: ``"auto"`` picks the fastest path that covers the call (cost rules
+            :func:`_native_pays`, :func:`_separable_pays`; thresholds in :mod:`.config`);
+            ``"native"``: both responses from one shared product in compiled kernels
+            (:mod:`._native`; float32 CPU, stride 1, dilation 1, one group, zero padding;
+            an error names what else it does not cover); ``"fused"``: both convolutions in one
+            autograd node (:class:`._fast.PushPullFunction`); ``"separable"``: the pull as a
+            row filter then a 1 x p convolution (:func:`._fast.separable_pull`);
+            ``"reference"``: the two-convolution definition. While traced, compiled, exported
+            or under ``torch.func`` transforms every choice computes the reference; on fake
+            or meta tensors or under a dispatch mode (FLOP counting) ``"native"`` computes
+            the fused path's operators (its kernels need real memory).
+        pull_weight: a precomputed ``pull_kernel(weight, scale)`` (the module passes its cached one).
+        packed_weight: a precomputed ``_native.packed_weight(weight)`` (likewise).
+
+    Returns:
+        (N, C_out, H_out, W_out) (2 C_out channels with ``dual_output``), unbatched for an
+        unbatched input, in the input's memory format.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -233,7 +123,7 @@ def push_pull_conv2d(
     stride, dilation = _pair(stride), _pair(dilation)
     kernel_size = (weight.shape[-2], weight.shape[-1])
     pads = push_padding(padding, kernel_size, stride, dilation)
-    _check_fits(x, pads, kernel_size, dilation)
+    check_fits(x, pads, kernel_size, dilation)
     if pull_weight is None:
         pull_weight = pull_kernel(weight.detach(), scale)
     q_pads = pull_padding(pads, kernel_size, (pull_weight.shape[-2], pull_weight.shape[-1]), dilation)
@@ -243,9 +133,12 @@ def push_pull_conv2d(
         bias = None if bias is None else bias.to(dtype)
     if isinstance(alpha, Tensor):
         alpha = alpha.to(x.dtype)
+    if impl == "native" and not eager_call(x, weight, bias, alpha, packed_weight):
+        impl = "fused"  # fake or meta tensors, FLOP counting: the kernels need real memory, shapes do not
     if impl in ("auto", "native"):
         pull_size = (pull_weight.shape[-2], pull_weight.shape[-1])
-        reason = _native.unsupported(x, weight, pull_size, stride, dilation, groups, padding_mode, pads, q_pads)
+        reason = _native.unsupported(x, weight, pull_size, stride, dilation, groups, padding_mode, pads, q_pads,
+                                     operands=(bias, alpha, packed_weight))
         if impl == "native" and reason is not None:
             raise ValueError(f"impl='native' cannot compute this call: {reason}")
         if impl == "native" or (reason is None and _native_pays(x, weight)):
@@ -261,9 +154,9 @@ def push_pull_conv2d(
     if impl == "separable":
         return _push_pull_separable(x, weight, bias, stride, pads, q_pads, dilation, groups, pull_weight,
                                     alpha, dual_output, padding_mode)
-    x_push, push_pad = _conv_padding(x, pads, padding_mode)
-    x_pull, pull_pad = _conv_padding(x, q_pads, padding_mode)
-    geo = Geometry(stride, push_pad, pull_pad, dilation, groups, dual_output)
+    x_push, push_pad = conv_padding(x, pads, padding_mode)
+    x_pull, pull_pad = conv_padding(x, q_pads, padding_mode)
+    geo = ConvSettings(stride, push_pad, pull_pad, dilation, groups, dual_output)
     with torch.autocast(x.device.type, enabled=False) if dtype is not None else contextlib.nullcontext():
         return PushPullFunction.apply(x_push, None if x_pull is x_push else x_pull, weight, pull_weight, bias,
                                       alpha, geo)
@@ -299,7 +192,7 @@ def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride:
                          q_pads: Pads, dilation: tuple[int, int], groups: int, pull_weight: Tensor,
                          alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor:
     """The push convolution plus :func:`separable_pull`, composed under autograd."""
-    x_push, push_pad = _conv_padding(x, pads, padding_mode)
+    x_push, push_pad = conv_padding(x, pads, padding_mode)
     push = F.conv2d(x_push, weight, bias, stride, push_pad, dilation, groups)
     left, right, top, bottom = q_pads
     if padding_mode != "zeros":  # pad explicitly; the rows' zero padding is folded into the filter matrix
@@ -312,22 +205,17 @@ def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride:
 
 
 def _storage_id(t: Tensor) -> int:
-    """Identity of ``t``'s storage (also for fake tensors, whose data pointers must not be read)."""
+    """Identity of ``t``'s storage, read without touching its data pointer."""
     return t.untyped_storage()._cdata
 
 
 class PushPullConv2d(nn.Module):
     """Drop-in replacement for ``nn.Conv2d`` with push-pull inhibition.
 
-    Takes ``nn.Conv2d``'s arguments plus:
-
-    * ``scale``: pull kernel size factor (2: a 3x3 push gets a 7x7 pull).
-    * ``alpha``: inhibition strength, a fixed float (default 1) ...
-    * ``trainable_alpha``: ... or a learned per-channel strength, initialised near 0.5 and
-      used as ``ReLU(alpha)`` so it stays non-negative.
-    * ``dual_output``: return push and pull responses concatenated (2 x out_channels).
-    * ``impl``: ``"auto"`` (fast, exact: picks ``"native"``, ``"fused"`` or ``"separable"``)
-      or ``"reference"`` (the naive definition); see :func:`push_pull_conv2d`.
+    ``ReLU(x * k + b) - alpha * ReLU(x * (-k_hat) - b)``: the convolution's response minus an
+    inhibitory response to the same kernel, resized larger and negated. Takes
+    ``nn.Conv2d``'s arguments plus the push-pull options (see ``__init__``); its state dict
+    is ``push.weight``, ``push.bias`` (and ``alpha`` when trainable), as the original code's.
     """
 
     def __init__(
@@ -350,6 +238,38 @@ class PushPullConv2d(nn.Module):
         dual_output: bool = False,
         impl: Impl = "auto",
     ) -> None:
+        """Build the layer; the push convolution is an ``nn.Conv2d`` made from the same arguments.
+
+        Args:
+            in_channels: channels of the input.
+            out_channels: channels of the output (twice as many with ``dual_output``).
+            kernel_size: push kernel size, an int or (K_h, K_w); even and non-square work.
+            stride: as ``nn.Conv2d``; both convolutions use it.
+            padding: as ``nn.Conv2d`` (int, pair, ``"same"``, ``"valid"``): the push
+                convolution's padding; the pull convolution gets what centres its larger
+                kernel on the push kernel, so both responses have the same shape.
+            dilation: as ``nn.Conv2d``; both convolutions use it.
+            groups: as ``nn.Conv2d``; both convolutions use it.
+            bias: whether the push convolution has a bias ``b`` (the pull one uses ``-b``).
+            padding_mode: ``"zeros"``, ``"reflect"``, ``"replicate"`` or ``"circular"``, for both.
+            device: where the parameters are created (as ``nn.Conv2d``).
+            dtype: the parameters' dtype (as ``nn.Conv2d``).
+            scale: pull kernel size factor (> 0): the pull kernel is ``floor(K * scale)`` made
+                odd (2: a 3x3 push gets a 7x7 pull); 1 uses the push kernel itself.
+            alpha: fixed inhibition strength (>= 0, default 1); ignored with ``trainable_alpha``.
+            trainable_alpha: learn one strength per output channel instead (parameter
+                ``alpha``, (1, out_channels, 1, 1), initialised near 0.5, applied as
+                ``ReLU(alpha)`` so it stays non-negative).
+            dual_output: return ``[ReLU(push), ReLU(pull)]`` concatenated along channels
+                instead of their difference.
+            impl: ``"auto"`` (fast and exact: picks ``"native"``, ``"fused"`` or
+                ``"separable"`` per call), one of those three to force it, or
+                ``"reference"`` (the two-convolution definition); see :func:`push_pull_conv2d`.
+
+        Raises:
+            ValueError: for a non-positive or non-finite ``scale``, a negative ``alpha``, an
+                unknown ``impl``, and whatever ``nn.Conv2d`` rejects.
+        """
         super().__init__()
         if not (isinstance(scale, (int, float)) and scale > 0 and math.isfinite(scale)):
             raise ValueError(f"scale must be a positive number, got {scale!r}")
@@ -429,7 +349,7 @@ class PushPullConv2d(nn.Module):
         if x.shape[-3] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, "
                              f"got {x.shape[-3]} (input shape {tuple(x.shape)})")
-        _check_fits(x, push_padding(self.padding, self.kernel_size, self.stride, self.dilation), self.kernel_size,
+        check_fits(x, push_padding(self.padding, self.kernel_size, self.stride, self.dilation), self.kernel_size,
                     self.dilation)
 
     def _derived(self, name: str, compute) -> Tensor:
@@ -439,9 +359,13 @@ class PushPullConv2d(nn.Module):
         The cache is keyed on the weight's storage, version counter (bumped by every in-place
         change: optimizer steps, ``load_state_dict``, edits under ``no_grad``), dtype and device,
         and is dropped by ``.to()`` / ``.half()`` / ``.cuda()``. Edits through ``weight.data``
-        bypass the version counter: call :meth:`clear_cache` after those.
+        bypass the version counter: call :meth:`clear_cache` after those. Only eager weights
+        in eager execution are cached (a fake kernel kept would poison the next real call).
         """
         w = self.push.weight
+        if not eager_call(w):  # fake, meta, traced ...: never kept (see .eager)
+            with torch.no_grad():
+                return compute(w.detach())
         key = (w._version, w.dtype, w.device, tuple(w.shape), w.stride(), w.storage_offset(),
                torch.is_inference_mode_enabled())
         cached = getattr(self, "_pull_cache", None)  # absent in modules pickled by older versions

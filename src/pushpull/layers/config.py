@@ -1,0 +1,59 @@
+"""The switches that choose how the push-pull layer computes: the one place they live, read once.
+
+* ``PUSHPULL_NATIVE`` (environment variable, read when this module is imported): ``0`` turns
+  the native CPU kernels off. :class:`set_native` changes it at run time, for a block or for
+  good; :func:`native_enabled` reads it.
+* The channel thresholds at which ``impl="auto"`` changes path (measured on a 2-core CPU).
+* The plain-ops rule, :func:`use_plain_ops`: while a tool records the computation, the layer
+  is written in standard operations only.
+
+Every other layers module asks here instead of reading the environment or torch's state itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+# Input channels from which the native path also wins in inference (in training it always does).
+# Measured, x -> 16 at 32x32, batch 128, 2 threads: native 4.3 / 4.3 / 4.5 / 5.3 ms against fused
+# 3.4 / 4.0 / 5.5 / 11.7 ms for 3 / 4 / 6 / 16 input channels.
+NATIVE_MIN_INFERENCE_CHANNELS = 5
+
+# Input channels per group from which the separable pull beats the direct pull convolution in CPU
+# inference too (in training it wins from 3 channels on). Measured on a 2-core AMD EPYC: 64 channels
+# at 56x56 cost 0.6x the direct 7x7 in forward+backward, 0.75x in inference.
+SEPARABLE_MIN_CHANNELS = 32
+
+_native = os.environ.get("PUSHPULL_NATIVE", "1") != "0"
+
+
+def native_enabled() -> bool:
+    """Whether the native kernels may be used (``PUSHPULL_NATIVE`` unless changed by :class:`set_native`)."""
+    return _native
+
+
+class set_native:  # noqa: N801 - used like a function, as timm's set_exportable
+    """Turn the native kernels on or off: ``set_native(False)`` for good, ``with set_native(False):`` for a block."""
+
+    def __init__(self, enabled: bool) -> None:
+        global _native
+        self.previous, _native = _native, bool(enabled)
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        global _native
+        _native = self.previous
+
+
+def use_plain_ops() -> bool:
+    """True while traced, scripted, compiled, exported or under ``torch.func`` transforms.
+
+    The fast paths' autograd nodes are opaque to those tools; the reference formulation is made
+    of standard operations they all understand (and computes the same function).
+    """
+    return (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.onnx.is_in_onnx_export() or torch._C._are_functorch_transforms_active())
