@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import PushPullConv2d, pull_kernel, push_pull_conv2d
-from ..layers.pushpull import PaddingArg, pull_padding
+from ..layers.geometry import PaddingArg, pull_padding
 
 
 def gratings(size: int, frequencies: Sequence[float], orientations: Sequence[float], phases: int,
