@@ -113,6 +113,12 @@ def test_existing_run_is_never_overwritten_and_resume_checks_the_recipe(tmp_path
     longer = fit(tiny_model(), train, test, RECIPE.replace(epochs=4), tmp_path / "run", resume=True, workers=0,
                  progress=False)
     assert longer.finished and len(longer.history) == 4
+    again = fit(tiny_model(), train, test, RECIPE.replace(epochs=4), tmp_path / "run", workers=0, progress=False)
+    assert again.finished and again.history == longer.history  # nothing left to train
+    assert_same_weights(again.model, longer.model)
+    with pytest.raises(ValueError, match="weights of another model"):
+        fit(tiny_model(norm=False), train, test, RECIPE.replace(epochs=4), tmp_path / "run", workers=0,
+            progress=False)
 
 
 def test_loader_workers_do_not_change_the_result(tmp_path):

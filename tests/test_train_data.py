@@ -122,7 +122,7 @@ def test_train_command_line(tmp_path, capsys, fake_cifar10):
             "--batch-size", "20", "--workers", "0", "--no-progress", "--lr", "0.05", "--cutout", "8"]
     assert main(argv + ["--max-steps", "1"]) == 0
     captured = capsys.readouterr()
-    assert "saved" in captured.out and "rerun the same command to resume" in captured.err
+    assert "saved" in captured.out and "stopped (max_steps=1)" in captured.err and "--max-steps" in captured.err
     assert main(argv + ["--lr", "0.1"]) == 2  # a different recipe cannot continue it
     assert "lr was 0.05" in capsys.readouterr().err
     assert main(argv + ["--limit", "20"]) == 2  # nor another subset

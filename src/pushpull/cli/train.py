@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     parser.add_argument("--data", help="dataset folder: CIFAR python layout, or ImageNet with train/ and val/")
     parser.add_argument("--download", action="store_true", help="download CIFAR with torchvision when missing")
-    parser.add_argument("--out", help="run folder (default: runs/<model>-<recipe>)")
+    parser.add_argument("--out", help="run folder (default: runs/<model>-<recipe>[-limit<N>])")
     # Rerunning always continues; the flag of earlier versions is still accepted.
     parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--limit", type=int, default=None,
@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation")
     group.add_argument("--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)")
     group.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint this often in an epoch")
-    group.add_argument("--max-steps", type=int, default=None, help="stop (after a checkpoint) at this many steps")
+    group.add_argument("--max-steps", type=int, default=None,
+                       help="stop at this many steps in all (after a checkpoint), saving the model so far")
     group.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.set_defaults(func=handler)
 
@@ -84,7 +85,8 @@ def handler(args: argparse.Namespace) -> int:
     model_kwargs = {k: getattr(args, k) for k in ("aa", "alpha", "scale", "trainable_alpha")
                     if getattr(args, k) is not None}
     recipe = args.recipe or default_recipe(args.model)
-    out = args.out or f"runs/{args.model}-{recipe if '/' not in recipe else 'custom'}"
+    out = args.out or f"runs/{args.model}-{recipe if '/' not in recipe else 'custom'}" + (
+        f"-limit{args.limit}" if args.limit else "")
     try:
         from ..engine.train import train
 

@@ -14,19 +14,17 @@ current step, write the checkpoint and stop.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,15 +36,14 @@ from .._files import atomic_write
 from ..recipes import Recipe, default_recipe, load_recipe
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .distributed import DistContext, all_gather_object, all_reduce, process_group
-from .loaders import (EpochSeeded, available_cpus, default_workers, epoch_indices, eval_loader, make_loader,
-                      training_subset)
+from .epoch_log import COLUMNS, Meter, evaluate_loss, tensorboard, write_metrics
+from .loaders import EpochSeeded, available_cpus, default_workers, epoch_indices, make_loader, training_subset
+from .stopping import RESUME_HINT, StopRequest, stop_on_signals
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
-COLUMNS = ("epoch", "lr", "train_loss", "train_error", "test_loss", "test_error", "epoch_seconds", "images_per_second")
 # Recipe fields a resumed run may change: it can be extended, not altered.
 RESUMABLE_CHANGES = {"epochs", "description"}
-RESUME_HINT = "rerun the same command to resume"
 
 
 @dataclass
@@ -63,64 +60,6 @@ class TrainResult:
     finished: bool
     model_path: Path | None = None
     stopped_by: str | None = None
-
-
-class _Meter:
-    """Running sums of one epoch (loss x images, wrong predictions, images), kept on the device (no syncs)."""
-
-    def __init__(self, loss: float = 0.0, wrong: float = 0.0, count: float = 0.0):
-        self.loss, self.wrong, self.count = loss, wrong, count
-
-    def add(self, logits: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
-        n = target.numel()
-        self.loss = self.loss + loss.detach().double() * n
-        self.wrong = self.wrong + (logits.detach().argmax(1) != target).sum()
-        self.count += n
-
-    def sums(self, ctx: DistContext) -> list[float]:
-        """[loss sum, wrong, count] over all processes."""
-        return all_reduce([float(self.loss), float(self.wrong), float(self.count)], ctx)
-
-    def means(self, ctx: DistContext) -> tuple[float, float]:
-        """(mean loss, error) over all processes."""
-        loss, wrong, count = self.sums(ctx)
-        return loss / max(count, 1), wrong / max(count, 1)
-
-
-@dataclass
-class _StopRequest:
-    """Set by SIGINT (Ctrl-C) or SIGTERM (cluster pre-emption): finish the step, checkpoint, stop."""
-
-    signal: str | None = None  # the first signal's name
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-@contextmanager
-def _stop_on_signals() -> Iterator[_StopRequest]:
-    """Turn SIGINT/SIGTERM into a stop request for the length of the block; a second Ctrl-C stops at once.
-
-    The handler only records the signal (printing from a handler can break a write it interrupted);
-    the loop reports it. Checkpoints are atomic, so stopping at once keeps the previous one.
-    """
-    stop = _StopRequest()
-
-    def request(signum: int, _frame: Any) -> None:
-        if stop.signal is None:
-            stop.signal = signal.Signals(signum).name
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    try:
-        previous = {s: signal.signal(s, request) for s in _STOP_SIGNALS}
-    except ValueError:  # not the main thread: leave signals alone
-        yield stop
-        return
-    try:
-        yield stop
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def resolve_device(device: str | torch.device | None, ctx: DistContext) -> torch.device:
@@ -193,7 +132,7 @@ def fit(
         if config is not None and ctx.is_main:
             atomic_write(run.out / "config.json", json.dumps(config, indent=2) + "\n")
         try:
-            with _stop_on_signals() as stop:
+            with stop_on_signals() as stop:
                 stopped_by = run.epochs(stop, max_steps, checkpoint_minutes)
         finally:
             run.close()
@@ -244,7 +183,7 @@ class _Run:
 
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.history: list[dict[str, float]] = []
-        self.meter = _Meter()
+        self.meter = Meter()
         self.checkpoint_path = out / CHECKPOINT
         self.saved_step: int | None = None  # global_step of the last checkpoint written or read
         if resume and self.checkpoint_path.exists():
@@ -257,9 +196,9 @@ class _Run:
         # Wrapped after restoring, so DDP's initial broadcast carries the resumed weights.
         self.net = nn.parallel.DistributedDataParallel(model, device_ids=[self.device.index] if cuda else None) \
             if ctx.enabled else model
-        self.writer = _tensorboard(out / "tb", self.epoch) if ctx.is_main else None
+        self.writer = tensorboard(out / "tb", self.epoch) if ctx.is_main else None
 
-    def epochs(self, stop: _StopRequest, max_steps: int | None, checkpoint_minutes: float) -> str | None:
+    def epochs(self, stop: StopRequest, max_steps: int | None, checkpoint_minutes: float) -> str | None:
         """Run the epochs left; None when all are done, else why it stopped early (after a checkpoint)."""
         if self.epoch >= self.recipe.epochs:
             _log(self.ctx, f"{self.out}: all {self.recipe.epochs} epochs are done")
@@ -300,7 +239,7 @@ class _Run:
             last_save = time.monotonic()
         return None
 
-    def _poll(self, stop: _StopRequest, max_steps: int | None, overdue_seconds: float) -> tuple[bool, str | None]:
+    def _poll(self, stop: StopRequest, max_steps: int | None, overdue_seconds: float) -> tuple[bool, str | None]:
         """(checkpoint due, reason to stop or None), agreed by all processes (collective)."""
         code = signal.Signals[stop.signal].value if stop.signal else 0
         capped = max_steps is not None and self.global_step >= max_steps
@@ -312,9 +251,12 @@ class _Run:
         """Checkpoint (unless the last one is current) and say how to continue."""
         if self.saved_step != self.global_step:
             self.checkpoint()
-        why = f"--max-steps / max_steps={self.global_step}" if reason == "max_steps" else reason
+        if reason == "max_steps":
+            why, hint = f"max_steps={self.global_step}", "rerun with a larger --max-steps (or none) to continue"
+        else:
+            why, hint = reason, RESUME_HINT
         _log(self.ctx, f"stopped ({why}) at epoch {self.epoch} step {self.step_in_epoch}; checkpoint "
-                       f"{self.checkpoint_path} written: {RESUME_HINT}")
+                       f"{self.checkpoint_path} saved: {hint}")
         return reason
 
     def _step(self, images: torch.Tensor, target: torch.Tensor) -> None:
@@ -342,11 +284,11 @@ class _Run:
                "test_loss": test_loss, "test_error": test_error, "epoch_seconds": seconds,
                "images_per_second": seen * self.ctx.world_size / max(seconds, 1e-9)}
         self.history.append(row)
-        self.epoch, self.step_in_epoch, self.meter = self.epoch + 1, 0, _Meter()
+        self.epoch, self.step_in_epoch, self.meter = self.epoch + 1, 0, Meter()
         self.checkpoint()
         if not self.ctx.is_main:
             return
-        _write_metrics(self.out / METRICS, self.history)
+        write_metrics(self.out / METRICS, self.history)
         if self.writer is not None:
             for key in COLUMNS[1:]:
                 self.writer.add_scalar(key, row[key], row["epoch"])
@@ -398,46 +340,13 @@ class _Run:
         self.history = ckpt["history"]
         self.saved_step = self.global_step
         if self.ctx.is_main:  # the epoch's sums so far, over all processes: counted once
-            self.meter = _Meter(*ckpt["meter"])
+            self.meter = Meter(*ckpt["meter"])
         if ckpt["world_size"] == self.ctx.world_size:
             set_rng_state(ckpt["rng"][self.ctx.rank])
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-@torch.no_grad()
-def evaluate_loss(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, ctx: DistContext,
-                  *, workers: int = 0, memory_format: torch.memory_format = torch.preserve_format,
-                  autocast: Callable[[], Any] = nullcontext) -> tuple[float, float]:
-    """(mean cross-entropy, top-1 error) of ``model`` on ``dataset``, each process taking every N-th image."""
-    model.eval()
-    meter = _Meter()
-    for images, target in eval_loader(dataset, batch_size, workers, device.type == "cuda", ctx):
-        images = images.to(device, memory_format=memory_format)
-        target = target.to(device)
-        with autocast():
-            logits = model(images)
-        meter.add(logits, target, F.cross_entropy(logits.float(), target))
-    return meter.means(ctx)
-
-
-def _write_metrics(path: Path, history: Sequence[dict[str, float]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write(path, buffer.getvalue())
-
-
-def _tensorboard(folder: Path, start_epoch: int) -> Any:
-    """A SummaryWriter when the optional ``tensorboard`` package is installed, else None (CSV is always written)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(folder), purge_step=start_epoch + 1 if start_epoch else None)
 
 
 def _log(ctx: DistContext, message: str) -> None:
