@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import socket
 
 import numpy as np
@@ -41,10 +43,10 @@ def tiny_model(norm: bool = True, seed: int = 0) -> nn.Module:
 RECIPE = load_recipe("cifar-wrn-cutout", epochs=3, batch_size=16, crop_size=16, cutout=6, milestones=[1, 2])
 
 
-def run(out, max_steps=None, resume=False, **kw):
+def run(out, max_steps=None, resume=True, workers=0, **kw):
     train, test = tiny_sets(RECIPE)
     return fit(tiny_model(), train, test, RECIPE, out, max_steps=max_steps, resume=resume, progress=False,
-               deterministic=True, **kw)
+               deterministic=True, workers=workers, **kw)
 
 
 def scramble_global_rngs() -> None:
@@ -92,7 +94,7 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, stop_
     saved = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
     assert (saved["epoch"], saved["step_in_epoch"]) == divmod(stop_at, 3)
     scramble_global_rngs()  # a new process would start from other generator states
-    resumed = run(tmp_path / "resumed", resume=True)
+    resumed = run(tmp_path / "resumed")
     assert resumed.finished
     assert_same_weights(reference.model, resumed.model)
     for a, b in zip(reference.history, resumed.history):
@@ -103,13 +105,20 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, stop_
 def test_existing_run_is_never_overwritten_and_resume_checks_the_recipe(tmp_path):
     run(tmp_path / "run", max_steps=1)
     with pytest.raises(FileExistsError, match="resume"):
-        run(tmp_path / "run")
+        run(tmp_path / "run", resume=False)
     train, test = tiny_sets(RECIPE)
     with pytest.raises(ValueError, match="lr was 0.1, now 0.5"):
-        fit(tiny_model(), train, test, RECIPE.replace(lr=0.5), tmp_path / "run", resume=True, progress=False)
+        fit(tiny_model(), train, test, RECIPE.replace(lr=0.5), tmp_path / "run", resume=True, workers=0, progress=False)
     # Extending the run (more epochs) is allowed.
-    longer = fit(tiny_model(), train, test, RECIPE.replace(epochs=4), tmp_path / "run", resume=True, progress=False)
+    longer = fit(tiny_model(), train, test, RECIPE.replace(epochs=4), tmp_path / "run", resume=True, workers=0,
+                 progress=False)
     assert longer.finished and len(longer.history) == 4
+    again = fit(tiny_model(), train, test, RECIPE.replace(epochs=4), tmp_path / "run", workers=0, progress=False)
+    assert again.finished and again.history == longer.history  # nothing left to train
+    assert_same_weights(again.model, longer.model)
+    with pytest.raises(ValueError, match="weights of another model"):
+        fit(tiny_model(norm=False), train, test, RECIPE.replace(epochs=4), tmp_path / "run", workers=0,
+            progress=False)
 
 
 def test_loader_workers_do_not_change_the_result(tmp_path):
@@ -119,14 +128,19 @@ def test_loader_workers_do_not_change_the_result(tmp_path):
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port whose successor is free too (the DDP test needs two groups in turn)."""
+    while True:
+        with socket.socket() as s, socket.socket() as t:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            try:
+                t.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
-    import os
-
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
@@ -134,10 +148,15 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     recipe = RECIPE.replace(epochs=1, batch_size=8)
     train, test = tiny_sets(recipe, n=16)  # 2 steps of 2 x 4 images
-    result = fit(tiny_model(norm=False, seed=rank), train, test, recipe, out, progress=False, device="cpu")
+    with pytest.raises(ValueError, match="not divisible"):  # an error too leaves no process group behind
+        fit(tiny_model(), train, test, recipe.replace(batch_size=7), f"{out}-bad", workers=0, progress=False,
+            device="cpu")
+    assert not dist.is_initialized()
+    os.environ["MASTER_PORT"] = str(port + 1)
+    result = fit(tiny_model(norm=False, seed=rank), train, test, recipe, out, workers=0, progress=False, device="cpu")
+    assert not dist.is_initialized()  # fit destroys the group it created
     torch.save(result.model.state_dict(), f"{out}/rank{rank}.pt")
     torch.save(result.history, f"{out}/history{rank}.pt")
-    dist.destroy_process_group()
 
 
 def test_two_gloo_processes_end_identical_and_match_one_process(tmp_path):
@@ -154,7 +173,7 @@ def test_two_gloo_processes_end_identical_and_match_one_process(tmp_path):
     # One process with the same global batch sees the same images per step: same weights up to summation order.
     recipe = RECIPE.replace(epochs=1, batch_size=8)
     train, test = tiny_sets(recipe, n=16)
-    single = fit(tiny_model(norm=False, seed=0), train, test, recipe, tmp_path / "single", progress=False)
+    single = fit(tiny_model(norm=False, seed=0), train, test, recipe, tmp_path / "single", workers=0, progress=False)
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(rank0[key], value, rtol=1e-5, atol=1e-6)
     ddp_history = torch.load(tmp_path / "ddp" / "history0.pt", weights_only=True)
@@ -162,35 +181,132 @@ def test_two_gloo_processes_end_identical_and_match_one_process(tmp_path):
     assert ddp_history[0]["train_loss"] == pytest.approx(single.history[0]["train_loss"], rel=1e-5)
 
 
-class _TermAt(torch.utils.data.Dataset):
-    """Sends this process SIGTERM (as a cluster scheduler pre-empting the job would) when item ``index`` is loaded."""
+class _SignalAt(torch.utils.data.Dataset):
+    """Sends this process ``signum`` (Ctrl-C, or a scheduler pre-empting the job) at the ``call``-th item loaded."""
 
-    def __init__(self, dataset, index: int):
-        self.dataset, self.index, self.sent = dataset, index, False
+    def __init__(self, dataset, call: int, signum: int):
+        self.dataset, self.call, self.signum, self.calls = dataset, call, signum, 0
 
     def __len__(self):
         return len(self.dataset)
 
     def __getitem__(self, i):
-        if i == self.index and not self.sent:
-            import os
-            import signal
-
-            self.sent = True
-            os.kill(os.getpid(), signal.SIGTERM)
+        self.calls += 1
+        if self.calls == self.call:
+            os.kill(os.getpid(), self.signum)
         return self.dataset[i]
 
 
-def test_sigterm_checkpoints_and_stops_then_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_first_epoch_checkpoints_after_the_step_and_resumes_exactly(tmp_path, signum):
     reference = run(tmp_path / "straight")
     train, test = tiny_sets(RECIPE)
-    stopped = fit(tiny_model(), _TermAt(train, index=5), test, RECIPE, tmp_path / "run", progress=False,
-                  deterministic=True)
-    assert not stopped.finished
+    # Item 20 is loaded for step 2 of 3 (batches of 16, no workers): that step finishes, then the run stops.
+    stopped = fit(tiny_model(), _SignalAt(train, call=20, signum=signum), test, RECIPE, tmp_path / "run",
+                  workers=0, progress=False, deterministic=True)
+    assert not stopped.finished and stopped.stopped_by == signal.Signals(signum).name
+    assert stopped.model_path is None
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
-    assert saved["epoch"] <= 1 and saved["global_step"] <= 3  # within the first epoch, or at its end
-    resumed = run(tmp_path / "run", resume=True)
+    assert (saved["epoch"], saved["step_in_epoch"], saved["global_step"]) == (0, 2, 2)
+    assert signal.getsignal(signum) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    scramble_global_rngs()
+    resumed = run(tmp_path / "run")  # the same call again continues
+    assert resumed.finished and resumed.stopped_by is None
     assert_same_weights(reference.model, resumed.model)
+
+
+_CTRL_C_SCRIPT = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from test_train import RECIPE, tiny_model, tiny_sets
+from pushpull.engine.train import fit
+
+class CtrlC(torch.utils.data.Dataset):  # in the loader process: Ctrl-C reaches the terminal's whole group
+    def __init__(self, dataset):
+        self.dataset, self.calls = dataset, 0
+    def __len__(self):
+        return len(self.dataset)
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.calls == 20:
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        return self.dataset[i]
+
+train, test = tiny_sets(RECIPE)
+result = fit(tiny_model(), CtrlC(train), test, RECIPE, sys.argv[2], workers=1, progress=False, deterministic=True)
+print(result.stopped_by)
+"""
+
+
+def test_ctrl_c_to_the_process_group_with_loader_workers_stops_cleanly(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_SCRIPT, str(Path(__file__).parent), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=120, start_new_session=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["SIGINT"]
+    assert "rerun the same command to resume" in done.stderr and "Traceback" not in done.stderr
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert saved["epoch"] == 0 and 1 <= saved["step_in_epoch"] <= 2  # the worker loads up to 2 batches ahead
+    resumed = run(tmp_path / "run")
+    assert_same_weights(run(tmp_path / "straight").model, resumed.model)
+
+
+def test_limit_trains_on_the_strided_subset_and_a_resume_must_keep_it(tmp_path):
+    from pushpull.data.cifar import ImageArrayDataset
+    from pushpull.data.generate import select_indices
+
+    images, labels = tiny_data()
+    keep = select_indices(len(images), 20)
+    subset = ImageArrayDataset(images[keep], labels[keep], cifar_transform(RECIPE, MEAN, STD))
+    _, test = tiny_sets(RECIPE)
+    expected = fit(tiny_model(), subset, test, RECIPE, tmp_path / "subset", workers=0, progress=False,
+                   deterministic=True)
+    limited = run(tmp_path / "limited", limit=20)
+    assert_same_weights(expected.model, limited.model)
+    assert load_checkpoint(tmp_path / "limited" / "checkpoint.pt")["global_step"] == 3 * 2  # 20 images: 2 steps
+
+    run(tmp_path / "other", limit=20, max_steps=1)
+    with pytest.raises(ValueError, match="limit: was 20, now 24") as err:
+        run(tmp_path / "other", limit=24)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="limit: was 20, now None"):
+        run(tmp_path / "other")
+
+
+def test_loader_workers_default_to_the_cpus_there_are(monkeypatch):
+    from pushpull.engine.loaders import default_workers
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for cpus, workers in [(1, 0), (2, 1), (3, 2), (64, 4)]:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)), raising=False)
+        assert default_workers() == workers, cpus
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # 4 torchrun processes share the 64 CPUs
+    assert default_workers() == 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(8)), raising=False)
+    assert default_workers() == 1
+
+
+def test_too_many_workers_is_said_once_and_the_default_says_nothing(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)  # torch reads it too
+    recipe = RECIPE.replace(epochs=2)
+    train, test = tiny_sets(recipe)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tiny_model(), train, test, recipe, tmp_path / "default", progress=False)
+        assert "worker" not in capsys.readouterr().err
+        fit(tiny_model(), train, test, recipe, tmp_path / "three", workers=3, progress=False)
+    assert [str(w.message) for w in caught] == []
+    err = capsys.readouterr().err
+    assert err.count("workers=3 is more than the 1 CPUs available") == 1, err
 
 
 def test_tensorboard_events_when_installed(tmp_path):

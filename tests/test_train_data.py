@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -97,17 +100,71 @@ def test_train_saves_a_model_that_load_model_rebuilds(tmp_path, fake_cifar10):
     assert (tmp_path / "run" / "config.json").exists()
 
 
+def test_max_steps_still_saves_a_model_with_its_sidecar(tmp_path, fake_cifar10):
+    from pushpull.models import load_model
+
+    root = fake_cifar10(tmp_path / "data", n_train=8, n_test=8).root
+    kwargs = dict(epochs=1, batch_size=8, limit=16, workers=0, progress=False)
+    result = train("resnet20", "cifar-resnet", root, tmp_path / "run", max_steps=1, **kwargs)
+    assert not result.finished and result.stopped_by == "max_steps"
+    assert result.model_path == tmp_path / "run" / "model.safetensors" and (tmp_path / "run" / "model.json").exists()
+    loaded = load_model(result.model_path)
+    model, meta = loaded.model, loaded.info.metadata
+    assert meta["extra"]["steps"] == 1 and meta["extra"]["finished"] is False and meta["extra"]["limit"] == 16
+    assert "stopped at step 1" in meta["source"]
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    finished = train("resnet20", "cifar-resnet", root, tmp_path / "run", **kwargs)  # the same call without the cap
+    assert finished.finished and load_model(finished.model_path).info.metadata["extra"]["steps"] == 2
+
+
 def test_train_command_line(tmp_path, capsys, fake_cifar10):
     root = fake_cifar10(tmp_path / "data", n_train=8, n_test=8).root
     argv = ["train", "--model", "resnet20", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1",
             "--batch-size", "20", "--workers", "0", "--no-progress", "--lr", "0.05", "--cutout", "8"]
     assert main(argv + ["--max-steps", "1"]) == 0
-    assert "--resume" in capsys.readouterr().out
-    assert main(argv) == 2  # the run exists: refuse to overwrite it
-    assert "resume" in capsys.readouterr().err
-    assert main(argv + ["--resume", "--lr", "0.1"]) == 2  # a different recipe cannot continue it
+    captured = capsys.readouterr()
+    assert "saved" in captured.out and "stopped (max_steps=1)" in captured.err and "--max-steps" in captured.err
+    assert main(argv + ["--lr", "0.1"]) == 2  # a different recipe cannot continue it
     assert "lr was 0.05" in capsys.readouterr().err
-    assert main(argv + ["--resume"]) == 0
+    assert main(argv + ["--limit", "20"]) == 2  # nor another subset
+    assert "limit: was None, now 20" in capsys.readouterr().err
+    assert main(argv) == 0  # the same command continues
+    assert "resuming" in capsys.readouterr().err
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 2
     assert "known recipes" in capsys.readouterr().err
+
+
+class _SignalAtFirstItem(torch.utils.data.Dataset):
+    def __init__(self, dataset, signum):
+        self.dataset, self.signum, self.sent = dataset, signum, False
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)
+        return self.dataset[i]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_train_command_line_stops_on_a_signal_with_its_exit_code(tmp_path, capsys, monkeypatch, fake_cifar10,
+                                                                  signum, code):
+    import pushpull.engine.train as engine
+
+    root = fake_cifar10(tmp_path / "data", n_train=8, n_test=8).root
+    argv = ["train", "--model", "resnet20", "--data", str(root), "--out", str(tmp_path / "run"), "--epochs", "1",
+            "--batch-size", "8", "--limit", "24", "--workers", "0", "--no-progress"]
+    build = engine.build_datasets
+    monkeypatch.setattr(engine, "build_datasets", lambda *a, **k: (_SignalAtFirstItem(build(*a, **k)[0], signum),
+                                                                    *build(*a, **k)[1:]))
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert f"stopped ({signum.name}) at epoch 0 step 1" in err and "rerun the same command to resume" in err
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+    monkeypatch.setattr(engine, "build_datasets", build)
+    assert main(argv) == 0
+    assert "resuming" in capsys.readouterr().err and (tmp_path / "run" / "model.safetensors").exists()

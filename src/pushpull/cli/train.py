@@ -17,16 +17,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train a model with one of the paper's recipes (CPU, GPU, torchrun)",
         description="Train a model of the zoo with a recipe of the paper (section 4.3). Recipe fields can be "
-                    "overridden one by one. Checkpoints are written every epoch and every --checkpoint-minutes; "
-                    "--resume continues exactly. Multi-GPU / multi-node: launch with torchrun "
+                    "overridden one by one. Checkpoints are written every epoch, every --checkpoint-minutes and on "
+                    "Ctrl-C / SIGTERM; rerunning the same command continues exactly. Multi-GPU / multi-node: launch with torchrun "
                     "(e.g. torchrun --nproc-per-node 4 -m pushpull train ...).")
     parser.add_argument("--model", help="model name (pushpull models lists them), e.g. resnet20_b1")
     parser.add_argument("--recipe", help="recipe name or JSON file (default: the paper's recipe for the model)")
     parser.add_argument("--list-recipes", action="store_true", help="list the shipped recipes and exit")
     parser.add_argument("--data", help="dataset folder: CIFAR python layout, or ImageNet with train/ and val/")
     parser.add_argument("--download", action="store_true", help="download CIFAR with torchvision when missing")
-    parser.add_argument("--out", help="run folder (default: runs/<model>-<recipe>)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    parser.add_argument("--out", help="run folder (default: runs/<model>-<recipe>[-limit<N>])")
+    # Rerunning always continues; the flag of earlier versions is still accepted.
+    parser.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train on N images, evenly strided over the training set (image k*total//N), "
+                             "for a quick look; the test set stays whole")
 
     group = parser.add_argument_group("recipe overrides (default: the recipe's value)")
     for f in recipe_options():
@@ -48,7 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     group = parser.add_argument_group("how to run")
     group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    group.add_argument("--workers", type=int, default=4, help="data-loading processes per training process")
+    group.add_argument("--workers", type=int, default=None,
+                       help="data-loading processes per training process (default: up to 4, one CPU fewer than "
+                            "this process may use)")
     group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                        help="mixed precision (default: on for CUDA)")
     group.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
@@ -57,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation")
     group.add_argument("--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)")
     group.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint this often in an epoch")
-    group.add_argument("--max-steps", type=int, default=None, help="stop (after a checkpoint) at this many steps")
+    group.add_argument("--max-steps", type=int, default=None,
+                       help="stop at this many steps in all (after a checkpoint), saving the model so far")
     group.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.set_defaults(func=handler)
 
@@ -78,25 +85,24 @@ def handler(args: argparse.Namespace) -> int:
     model_kwargs = {k: getattr(args, k) for k in ("aa", "alpha", "scale", "trainable_alpha")
                     if getattr(args, k) is not None}
     recipe = args.recipe or default_recipe(args.model)
-    out = args.out or f"runs/{args.model}-{recipe if '/' not in recipe else 'custom'}"
+    out = args.out or f"runs/{args.model}-{recipe if '/' not in recipe else 'custom'}" + (
+        f"-limit{args.limit}" if args.limit else "")
     try:
         from ..engine.train import train
 
         result = train(args.model, recipe, args.data, out, model_kwargs=model_kwargs, download=args.download,
                        seed=args.seed, device=args.device, workers=args.workers, amp=args.amp,
                        channels_last=args.channels_last, sync_bn=args.sync_bn, deterministic=args.deterministic,
-                       checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps, resume=args.resume,
+                       checkpoint_minutes=args.checkpoint_minutes, max_steps=args.max_steps, limit=args.limit,
                        progress=not args.no_progress, **overrides)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as err:
         print(f"pushpull train: error: {err}", file=sys.stderr)
         return 2
-    finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
     if result.model_path is not None:
-        print(f"saved {result.model_path} (robustness: pushpull eval {result.model_path} --data {args.data})")
-    elif not result.finished:
-        print(f"stopped early; continue with: pushpull train ... --out {out} --resume")
+        data = f" --data {args.data}" if args.data else ""
+        print(f"saved {result.model_path} (robustness: pushpull eval {result.model_path}{data})")
+    if result.stopped_by in ("SIGINT", "SIGTERM"):  # the shell's code for a process ended by that signal
+        import signal
+
+        return 128 + signal.Signals[result.stopped_by].value
     return 0

@@ -7,6 +7,8 @@ on a laptop CPU, one GPU, or many GPUs on many nodes.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +43,22 @@ def init_distributed(device: str | None = None) -> DistContext:
             torch.cuda.set_device(ctx.local_rank)
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return ctx
+
+
+@contextmanager
+def process_group(device: str | None = None) -> Iterator[DistContext]:
+    """:func:`init_distributed` for the length of a block; a group it created is destroyed on the way out.
+
+    Also after an error, so a failed run leaves no half-open group (and no hanging peers) behind;
+    a group the caller created before is left to the caller.
+    """
+    created = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    ctx = init_distributed(device)
+    try:
+        yield ctx
+    finally:
+        if created and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def all_reduce(values: list[float], ctx: DistContext, op: str = "sum") -> list[float]:

@@ -4,16 +4,51 @@ So a run gives the same batches whatever the number of loader workers, and a res
 (even mid-epoch) sees exactly the images the uninterrupted one would have seen. With N
 processes each takes every N-th index of the epoch's permutation (DistributedSampler),
 so the union of the N per-process batches is the single-process batch.
+
+Loader workers default to what the machine gives this process (:func:`default_workers`)
+and ignore SIGINT/SIGTERM, so a Ctrl-C reaches only the training process, which finishes
+its step and checkpoints.
 """
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+import os
+import signal
 
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from ..data.generate import select_indices
 from .distributed import DistContext
 
 _MASK = (1 << 63) - 1
+# Loader processes per training process when there are CPUs to spare (more rarely pays for CIFAR-sized images).
+MAX_DEFAULT_WORKERS = 4
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: what a container or ``taskset`` allows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """Loader processes per training process: up to 4, leaving one CPU of this process's share to it.
+
+    The share is the available CPUs over the processes torchrun starts on this node
+    (``LOCAL_WORLD_SIZE``); on 2 CPUs that is 1 worker, on one CPU none.
+    """
+    per_process = available_cpus() // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
+    return max(0, min(MAX_DEFAULT_WORKERS, per_process - 1))
+
+
+def training_subset(dataset: Dataset, limit: int | None) -> Dataset:
+    """``limit`` images evenly strided over ``dataset`` (image ``k * N // limit``, as make-c/eval ``--limit``)."""
+    if limit is None:
+        return dataset
+    return Subset(dataset, select_indices(len(dataset), limit).tolist())  # type: ignore[arg-type]
 
 
 class EpochSeeded(Dataset):
@@ -58,7 +93,13 @@ def make_loader(dataset: Dataset, indices: list[int], batch_size: int, workers: 
     one, which a resumed run (a new iterator mid-epoch) would then see shifted.
     """
     return DataLoader(dataset, batch_size=batch_size, sampler=indices, num_workers=workers, pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(len(indices)))
+                      generator=torch.Generator().manual_seed(len(indices)), worker_init_fn=_ignore_stop_signals)
+
+
+def _ignore_stop_signals(_worker_id: int) -> None:
+    """In a loader process: leave Ctrl-C (sent to the whole terminal group) and SIGTERM to the training process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int, pin_memory: bool, ctx: DistContext) -> DataLoader:
