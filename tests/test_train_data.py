@@ -102,11 +102,11 @@ def test_train_command_line(tmp_path, capsys, fake_cifar10):
             "--batch-size", "20", "--workers", "0", "--no-progress", "--lr", "0.05", "--cutout", "8"]
     assert main(argv + ["--max-steps", "1"]) == 0
     assert "--resume" in capsys.readouterr().out
-    assert main(argv) == 2  # the run exists: refuse to overwrite it
+    assert main(argv) == 1  # the run exists: refuse to overwrite it
     assert "resume" in capsys.readouterr().err
-    assert main(argv + ["--resume", "--lr", "0.1"]) == 2  # a different recipe cannot continue it
+    assert main(argv + ["--resume", "--lr", "0.1"]) == 1  # a different recipe cannot continue it
     assert "lr was 0.05" in capsys.readouterr().err
     assert main(argv + ["--resume"]) == 0
     assert (tmp_path / "run" / "model.safetensors").exists()
-    assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 2
+    assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 1
     assert "known recipes" in capsys.readouterr().err

@@ -9,6 +9,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import UsageError
+from ._options import add_data, add_normalization, add_seed, add_severities, positive_int
+
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt", ".safetensors")
 
 
@@ -24,11 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: ./analysis)")
     common.add_argument("--allow-pickle", action="store_true",
                         help="allow a full unpickle of a checkpoint that cannot be read safely: it can run code, trust the file first")
-    common.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation mean in [0, 1] units "
-                        "(default: the saved model's, else CIFAR-10's)")
-    common.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation std (default as --mean)")
+    add_normalization(common, "default: the saved model's, else CIFAR-10's")
     data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--data", type=Path, help="CIFAR root folder (holding cifar-10-batches-py)")
+    add_data(data, "CIFAR root folder (holding cifar-10-batches-py)")
     data.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10")
 
     p = commands.add_parser(
@@ -40,17 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", nargs="+", help="convolution to analyse, by module name: one for all models or "
                    "one per model (default: the first convolution)")
     p.add_argument("--image", required=True, help="an image file, or a test-set index with --data")
-    p.add_argument("--noise", default="gaussian", help="corruption name (gaussian, shot, impulse, speckle, or any "
+    p.add_argument("--noise", type=noise_name, default="gaussian_noise", help="corruption name (gaussian, shot, impulse, speckle, or any "
                    "corruption of pushpull.data.corruptions; default gaussian)")
-    p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="1..5 (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    add_severities(p, "comma list of noise severities (default: 1,2,3,4,5)")
+    add_seed(p, "noise seed")
     p.add_argument("--channel", type=int, nargs="+",
                    help="output channel per model (default: the pair of most similar kernels)")
-    p.add_argument("--average", type=int, metavar="N", help="with --data: also the mean correlations over N "
+    p.add_argument("--average", type=positive_int, metavar="N", help="with --data: also the mean correlations over N "
                    "test images spread over the set (same filters, same noise)")
     p.add_argument("--components", action="store_true",
                    help="also show a push-pull filter's push and pull maps (ReLU(push), alpha * ReLU(pull))")
-    p.set_defaults(func=_handler(_run_responses))
+    p.set_defaults(func=_run_responses)
 
     p = commands.add_parser(
         "spectrum", parents=[common], help="frequency/orientation tuning of push, pull and push-pull, on gratings",
@@ -61,10 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, nargs="+", help="channels to plot (default: all; the JSON has all)")
     p.add_argument("--layer", nargs="+", help="convolution to analyse, by module name: one for all models or "
                    "one per model (default: the first convolution)")
-    p.add_argument("--frequencies", type=int, default=20, help="number of frequencies in (0, 0.5] cycles/pixel")
-    p.add_argument("--orientations", type=int, default=12, help="number of orientations in [0, 180) degrees")
+    p.add_argument("--frequencies", type=positive_int, default=20, help="number of frequencies in (0, 0.5] cycles/pixel")
+    p.add_argument("--orientations", type=positive_int, default=12, help="number of orientations in [0, 180) degrees")
     p.add_argument("--contrast", type=float, default=0.25, help="grating amplitude in [0, 1] pixel units")
-    p.set_defaults(func=_handler(_run_spectrum))
+    p.set_defaults(func=_run_spectrum)
 
     p = commands.add_parser(
         "weights", parents=[common, data], help="weight histograms and sparsity; activation sparsity (Fig. 4)",
@@ -77,25 +78,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: 0.001 0.01 0.05 0.1)")
     p.add_argument("--activations", nargs="+", metavar="MODULE", help="modules whose outputs are measured "
                    "with --data (default: the activation after the first convolution, if any, and the first block)")
-    p.add_argument("--num-images", type=int, default=500, help="test images for activations (spread over the set)")
-    p.set_defaults(func=_handler(_run_weights))
+    p.add_argument("--num-images", type=positive_int, default=500, help="test images for activations (spread over the set)")
+    p.set_defaults(func=_run_weights)
 
 
-class _UserError(Exception):
-    """A mistake in the command line; reported without a traceback."""
+def noise_name(text: str) -> str:
+    """The corruption ``--noise`` names: any corruption, or a noise by its short name (``gaussian``)."""
+    from .._names import unknown_name_message
+    from ..data.corruptions import CORRUPTIONS
 
-
-def _handler(work: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``work`` with user mistakes printed as one clear line and exit code 2."""
-
-    def handle(args: argparse.Namespace) -> int:
-        try:
-            return work(args)
-        except _UserError as e:
-            print(f"pushpull analyze {args.analysis}: error: {e}", file=sys.stderr)
-            return 2
-
-    return handle
+    for name in (text, f"{text}_noise"):
+        if name in CORRUPTIONS:
+            return name
+    short = [n.removesuffix("_noise") for n in CORRUPTIONS if n.endswith("_noise")]
+    raise argparse.ArgumentTypeError(unknown_name_message("corruption", text, short + list(CORRUPTIONS)))
 
 
 def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Module, label, mean, std)
@@ -111,7 +107,7 @@ def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Modu
         if path.is_dir():
             candidates = sorted(p for p in path.iterdir() if p.name.endswith(CHECKPOINT_SUFFIXES))
             if len(candidates) != 1:
-                raise _UserError(f"{path}: expected one checkpoint in the folder, found {len(candidates)}")
+                raise UsageError(f"{path}: expected one checkpoint in the folder, found {len(candidates)}")
             path = candidates[0]
         if path.suffix in (".safetensors", ".json"):
             model, meta = load_model(path.with_suffix(".safetensors"))
@@ -122,7 +118,7 @@ def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Modu
             print(f"note: {spec} is the registry's architecture with random weights", file=sys.stderr)
     except (UnsafeCheckpointError, FileNotFoundError, ValueError, KeyError, RuntimeError, EOFError,
             pickle.UnpicklingError) as e:  # what torch.load and the importer raise for a bad file
-        raise _UserError(f"cannot load model {spec!r}: {e}") from None
+        raise ValueError(f"cannot load model {spec!r}: {e}") from None
     norm = meta.get("normalization") or {}
     mean = args.mean or norm.get("mean") or CIFAR10_MEAN
     std = args.std or norm.get("std") or CIFAR10_STD
@@ -144,19 +140,16 @@ def _layer_names(models: list, args: argparse.Namespace) -> list[str]:
 
     names = args.layer or [None]
     if len(names) not in (1, len(models)):
-        raise _UserError(f"--layer takes one name or one per model ({len(models)}), got {len(names)}")
+        raise UsageError(f"--layer takes one name or one per model ({len(models)}), got {len(names)}")
     try:
         return [next(iter(select_layers(m[0], [n] if n else None))) for m, n in
                 zip(models, names * len(models) if len(names) == 1 else names)]
     except ValueError as e:
-        raise _UserError(str(e)) from None
+        raise UsageError(str(e)) from None
 
 
 def _test_set(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (N, 32, 32, 3), int64 (N,))
-    try:
-        return _read_test_set(args.data, args.dataset)
-    except (FileNotFoundError, ValueError) as e:
-        raise _UserError(f"--data {args.data}: {e}") from None
+    return _read_test_set(Path(args.data), args.dataset)
 
 
 @functools.lru_cache(maxsize=1)
@@ -172,11 +165,11 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
     spec = args.image
     if spec.isdigit() and not Path(spec).exists():
         if args.data is None:
-            raise _UserError(f"--image {spec} is a test-set index: give the dataset with --data")
+            raise UsageError(f"--image {spec} is a test-set index: give the dataset with --data")
         images, labels = _test_set(args)
         index = int(spec)
         if index >= len(images):
-            raise _UserError(f"--image {index} out of range: the {args.dataset} test set has {len(images)} images")
+            raise UsageError(f"--image {index} out of range: the {args.dataset} test set has {len(images)} images")
         return images[index], f"{args.dataset} test #{index} (label {int(labels[index])})", index
     from PIL import Image, UnidentifiedImageError
 
@@ -184,21 +177,9 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
         with Image.open(spec) as img:
             return np.asarray(img.convert("RGB")), Path(spec).name, 0
     except FileNotFoundError:
-        raise _UserError(f"--image {spec}: no such file") from None
+        raise FileNotFoundError(f"--image {spec}: no such file") from None
     except UnidentifiedImageError:
-        raise _UserError(f"--image {spec}: not an image file PIL can read") from None
-
-
-def _noise_name(args: argparse.Namespace) -> str:
-    """The corruption ``--noise`` names (``gaussian`` is ``gaussian_noise``), checked with the severities."""
-    from ..data.corruptions import CORRUPTIONS
-
-    name = args.noise if args.noise in CORRUPTIONS else f"{args.noise}_noise"
-    if name not in CORRUPTIONS:
-        raise _UserError(f"unknown --noise {args.noise!r}; choose from {', '.join(CORRUPTIONS)}")
-    if any(not 1 <= s <= 5 for s in args.severities):
-        raise _UserError(f"--severities must be in 1..5, got {args.severities}")
-    return name
+        raise ValueError(f"--image {spec}: not an image file PIL can read") from None
 
 
 def _noisy(image, index: int, name: str, args: argparse.Namespace):  # noqa: ANN001, ANN202 - (1 + S, H, W, 3)
@@ -220,8 +201,8 @@ def _run_responses(args: argparse.Namespace) -> int:
 
     specs = args.models + ([args.compare] if args.compare else [])
     if len(specs) > 2:
-        raise _UserError(f"responses compares at most two models, got {len(specs)}")
-    noise = _noise_name(args)
+        raise UsageError(f"responses compares at most two models, got {len(specs)}")
+    noise = args.noise
     image, description, index = _image(args)
     models = _load_models(specs, args)
     layers = _layer_names(models, args)
@@ -229,14 +210,14 @@ def _run_responses(args: argparse.Namespace) -> int:
     similarity = None
     if args.channel:
         if len(args.channel) != len(models):
-            raise _UserError(f"--channel needs one index per model ({len(models)}), got {len(args.channel)}")
+            raise UsageError(f"--channel needs one index per model ({len(models)}), got {len(args.channel)}")
         channels = args.channel
     elif len(models) == 2:
         a, b = (m[0].get_submodule(n) for m, n in zip(models, layers))
         try:
             i, j, similarity = most_similar_channels(a, b)
         except ValueError as e:
-            raise _UserError(str(e)) from None
+            raise UsageError(str(e)) from None
         channels = [i, j]
     else:
         channels = [0]
@@ -247,7 +228,7 @@ def _run_responses(args: argparse.Namespace) -> int:
             try:
                 out += filter_responses(model, layer, channel, Normalize(mean, std)(stack), label, args.components)
             except ValueError as e:
-                raise _UserError(str(e)) from None
+                raise UsageError(str(e)) from None
         return out
 
     results = responses(images)
@@ -275,9 +256,7 @@ def _average_correlations(responses: Callable, noise: str, args: argparse.Namesp
     from ..engine.evaluate import strided_indices
 
     if args.data is None:
-        raise _UserError("--average needs the test set: give it with --data")
-    if args.average < 1:
-        raise _UserError(f"--average must be positive, got {args.average}")
+        raise UsageError("--average needs the test set: give it with --data")
     test, _ = _test_set(args)
     index = strided_indices(len(test), args.average)
     noisy = [corrupt(test[index], noise, s, seed=args.seed, indices=index) for s in args.severities]
@@ -297,7 +276,7 @@ def _run_spectrum(args: argparse.Namespace) -> int:
     from ..analysis.spectrum import plot_spectrum
 
     if args.frequencies < 2 or args.orientations < 1 or not 0 < args.contrast <= 0.5:
-        raise _UserError("need --frequencies >= 2, --orientations >= 1 and 0 < --contrast <= 0.5")
+        raise UsageError("need --frequencies >= 2, --orientations >= 1 and 0 < --contrast <= 0.5")
     frequencies = np.linspace(0.5 / args.frequencies, 0.5, args.frequencies)
     orientations = np.arange(args.orientations) * 180.0 / args.orientations
     spectra = []
@@ -308,10 +287,10 @@ def _run_spectrum(args: argparse.Namespace) -> int:
                                                       frequencies=frequencies, orientations=orientations,
                                                       contrast=args.contrast)))
         except ValueError as e:
-            raise _UserError(str(e)) from None
+            raise UsageError(str(e)) from None
         channels = next(iter(spectra[-1][1].responses.values())).shape[0]
         if args.channels and not all(0 <= c < channels for c in args.channels):
-            raise _UserError(f"--channels out of range: {label} {name} has {channels} channels")
+            raise UsageError(f"--channels out of range: {label} {name} has {channels} channels")
     plot_spectrum(spectra, str(args.out / "spectrum.png"), args.channels)
     write_json({"contrast": args.contrast, "models": {label: s.to_json() for label, s in spectra}},
                args.out / "spectrum.json")
@@ -335,11 +314,9 @@ def _run_weights(args: argparse.Namespace) -> int:
 
     thresholds = args.thresholds or DEFAULT_THRESHOLDS
     if any(t < 0 for t in thresholds):
-        raise _UserError(f"--thresholds must be non-negative, got {list(thresholds)}")
+        raise UsageError(f"--thresholds must be non-negative, got {list(thresholds)}")
     batch = None
     if args.data is not None:
-        if args.num_images < 1:
-            raise _UserError(f"--num-images must be positive, got {args.num_images}")
         images, _ = _test_set(args)
         # The test set is ordered by class: spread the subset over it.
         batch = images[strided_indices(len(images), args.num_images)]
@@ -348,7 +325,7 @@ def _run_weights(args: argparse.Namespace) -> int:
         try:
             layers = select_layers(model, args.layers)
         except ValueError as e:
-            raise _UserError(str(e)) from None
+            raise UsageError(str(e)) from None
         values = weight_values(layers)
         weights[label] = values
         entry = {"layers": {n: sparsity_stats(v, thresholds) for n, v in values.items()},
@@ -359,7 +336,7 @@ def _run_weights(args: argparse.Namespace) -> int:
                 modules = args.activations or [m for m in (stem_activation(model), first_block(model)) if m]
                 acts[label] = {m: activations(model, m, x).ravel() for m in modules}
             except (ValueError, AttributeError) as e:
-                raise _UserError(f"{label}: activations: {e}") from None
+                raise UsageError(f"{label}: activations: {e}") from None
             entry["activations"] = {m: {"images": len(batch), **sparsity_stats(v, thresholds)}
                                     for m, v in acts[label].items()}
         report[label] = entry
