@@ -109,4 +109,4 @@ def test_train_command_line(tmp_path, capsys, fake_cifar10):
     assert main(argv + ["--resume"]) == 0
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 1
-    assert "known recipes" in capsys.readouterr().err
+    assert "did you mean 'cifar-resnet'" in capsys.readouterr().err

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .._names import check_name, unknown_name_message
+
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")  # digits: the offline demo's data
 
 
@@ -105,10 +107,10 @@ def _type_problems(recipe: Recipe) -> list[str]:
 
 
 def _check_names(values: dict[str, Any], what: str) -> None:
-    known = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{what}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+    known = [f.name for f in dataclasses.fields(Recipe)]
+    for name in values:
+        if name not in known:
+            raise ValueError(f"{what}: {unknown_name_message('field', name, known)}")
 
 
 def list_recipes() -> list[str]:
@@ -129,7 +131,7 @@ def load_recipe(recipe: str | Path | Recipe, **overrides: Any) -> Recipe:
     elif str(recipe) in list_recipes():
         text = resources.files(__name__).joinpath(f"{recipe}.json").read_text()
     else:
-        raise ValueError(f"unknown recipe {str(recipe)!r}: known recipes are {list_recipes()} (or give a .json path)")
+        check_name(str(recipe), list_recipes(), "recipe", " (or give a .json path)")
     try:
         values = json.loads(text)
     except json.JSONDecodeError as err:
