@@ -56,6 +56,34 @@ def test_bad_arguments_name_the_culprit(tiny_cifar, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing written for a refused command
 
 
+def test_rerun_repairs_a_damaged_npy(tiny_cifar, tmp_path, capsys):
+    root, _, _ = tiny_cifar
+    args = ["make-c", "--dataset", "cifar10", "--data", str(root), "--out", str(tmp_path), "--corruptions",
+            "contrast,pixelate", "--severities", "1,3", "--limit", "10", "--workers", "1", "--no-progress"]
+    assert main(args) == 0
+    good = {p.name: p.read_bytes() for p in tmp_path.glob("*.npy")}
+    contrast = tmp_path / "contrast.npy"
+    contrast.write_bytes(good["contrast.npy"][:1000])  # cut short, as by a full disk or an interrupted copy
+    (tmp_path / "pixelate.npy").write_bytes(b"")  # cut inside the header
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"redoing a damaged file: {contrast} is truncated" in err and "pixelate.npy is not a valid .npy" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.npy")} == good  # redone, bit for bit
+    (tmp_path / "fog.npy.progress.json").write_text("{ cut")  # a damaged progress list: redo the whole file
+    assert main([("fog" if a == "contrast,pixelate" else a) for a in args]) == 0
+    assert (tmp_path / "fog.npy").exists() and not (tmp_path / "fog.npy.progress.json").exists()
+
+
+def test_a_different_file_in_the_way_is_not_overwritten(tiny_cifar, tmp_path, capsys):
+    root, _, _ = tiny_cifar
+    np.save(tmp_path / "fog.npy", np.zeros((3, 32, 32, 3), np.uint8))
+    assert main(["make-c", "--dataset", "cifar10", "--data", str(root), "--out", str(tmp_path), "--corruptions",
+                 "fog", "--limit", "4", "--workers", "1", "--no-progress"]) == 1
+    assert "fog.npy exists with shape (3, 32, 32, 3)" in capsys.readouterr().err
+    assert np.load(tmp_path / "fog.npy").shape == (3, 32, 32, 3)
+
+
 @pytest.fixture(scope="module")
 def tiny_imagenet(tmp_path_factory):
     root = tmp_path_factory.mktemp("imagenet")
@@ -111,3 +139,21 @@ def test_show_corruptions_grid(tmp_path):
     assert np.array_equal(sheet[top:b, left:r], expected)
     assert main(["show-corruptions", str(image), "--out", str(tmp_path / "x.jpg")]) == 2
     assert len(CORRUPTIONS) == 19
+
+
+def test_make_c_imagenet_names_a_damaged_source_image_and_stops(tiny_imagenet, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "val"
+    shutil.copytree(tiny_imagenet, root)
+    damaged = root / "n01443537" / "ILSVRC2012_val_n01443537_0.JPEG"
+    damaged.write_bytes(damaged.read_bytes()[:2000])
+    args = ["make-c", "--dataset", "imagenet", "--data", str(root), "--out", str(tmp_path / "c"),
+            "--corruptions", "brightness", "--severities", "1", "--workers", "1", "--no-progress"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pushpull make-c: error: cannot decode ") and str(damaged) in err and err.count("\n") == 1
+    assert not list((tmp_path / "c").rglob("*n01443537_0.JPEG"))  # nothing written for it
+    assert main(["make-c", "--dataset", "imagenet", "--data", str(tmp_path / "nowhere"), "--out",
+                 str(tmp_path / "c")]) == 1
+    assert "nowhere" in capsys.readouterr().err

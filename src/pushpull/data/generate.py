@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._files import atomic_path
-from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, check_npy
+from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, DamagedFileError, check_npy, read_image
 
 CHUNK = 1000  # CIFAR images per resumable unit
 
@@ -61,7 +62,7 @@ class ChunkedNpy:
         self.path, self.shape, self.key = path, shape, key
         self.partial = path.with_name(path.name + ".partial")
         self.progress = path.with_name(path.name + ".progress.json")
-        state = json.loads(self.progress.read_text()) if self.progress.is_file() else {}
+        state = _read_progress(self.progress)
         if state.get("key") == key and self.partial.is_file() and self._partial_ok():
             self.done = set(state["done"])
         else:
@@ -70,7 +71,7 @@ class ChunkedNpy:
             np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=shape).flush()
         self._array = np.lib.format.open_memmap(self.partial, mode="r+")
 
-    def _partial_ok(self) -> bool:
+    def _partial_ok(self) -> bool:  # damaged or not, a partial file is redone quietly: it is ours
         try:
             return check_npy(self.partial) == self.shape
         except ValueError:
@@ -89,11 +90,24 @@ class ChunkedNpy:
         self.progress.unlink(missing_ok=True)
 
 
+def _read_progress(path: Path) -> dict:
+    """The chunk list of an interrupted file; {} when there is none or it is damaged (then all is redone)."""
+    try:
+        state = json.loads(path.read_text()) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        state = {}
+    return state if isinstance(state, dict) and isinstance(state.get("done", []), list) else {}
+
+
 def _finished(path: Path, shape: tuple[int, ...]) -> bool:
-    """Whether ``path`` is already complete; a different file in its place is never overwritten."""
+    """Whether ``path`` is already complete; a damaged one is redone, a different file is never overwritten."""
     if not path.exists():
         return False
-    found = check_npy(path)
+    try:
+        found = check_npy(path)
+    except DamagedFileError as err:
+        tqdm.write(f"redoing a damaged file: {str(err).split('; ')[0]}", file=sys.stderr)
+        return False
     if found != shape:
         raise ValueError(f"{path} exists with shape {found}, this run makes {shape}; use another --out folder")
     return True
@@ -234,11 +248,9 @@ def imagenet_val_files(root: str | Path) -> list[tuple[Path, str]]:
 def load_resized(path: Path, crop: int | None = None) -> np.ndarray:
     """The reference's preprocessing: shorter side to 256 (bilinear), then a centre crop ``crop``."""
     import torchvision.transforms.functional as TF
-    from PIL import Image
 
-    with Image.open(path) as img:
-        img = TF.resize(img.convert("RGB"), 256)
-        return np.asarray(img if crop is None else TF.center_crop(img, crop))
+    img = TF.resize(read_image(path), 256)
+    return np.asarray(img if crop is None else TF.center_crop(img, crop))
 
 
 def _pending_batches(indices: np.ndarray, targets: Sequence[Path], batch: int) -> list[np.ndarray]:
