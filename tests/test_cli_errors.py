@@ -144,3 +144,16 @@ def test_report_rejects_a_results_file_that_is_not_json(tmp_path, capsys):
     bad.write_text("{ not json")
     code, err = run(["report", str(bad), "--out", str(tmp_path / "rep")], capsys)
     assert code == 1 and str(bad) in err and err.count("\n") == 1, err
+
+
+def test_a_closed_pipe_is_not_reported():
+    import subprocess
+    import sys
+
+    # `pushpull models | head -0`: the reader has gone before the first line is written.
+    reader = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    reader.wait(timeout=60)
+    writer = subprocess.run([sys.executable, "-m", "pushpull", "models", "--no-flops"], stdout=reader.stdin,
+                            stderr=subprocess.PIPE, text=True, timeout=120)
+    reader.stdin.close()
+    assert writer.returncode == 1 and writer.stderr == ""

@@ -77,7 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     debug = args.debug or os.environ.get("PUSHPULL_DEBUG", "") not in ("", "0")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a closed pipe is handled below, not at exit
+        return code
+    except BrokenPipeError:  # the reader of the output went away (`pushpull models | head`): not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush stays quiet
+        return FAILURE
     except KeyboardInterrupt:
         hint = getattr(args, "resume_hint", None)
         _say(args.command_prog, "interrupted" + (f"; {hint}" if hint else ""))
