@@ -139,11 +139,12 @@ def test_long_library_messages_stay_on_one_line(monkeypatch, tmp_path, capsys):
     assert code == 1 and err.count("\n") == 1 and len(err) < cli.MAX_MESSAGE + 100 and "--debug" in err
 
 
-def test_report_rejects_a_results_file_that_is_not_json(tmp_path, capsys):
+@pytest.mark.parametrize("text", ["{ not json", "[1, 2]", "{}"])
+def test_report_rejects_a_results_file_that_is_not_one(text, tmp_path, capsys):
     bad = tmp_path / "r.json"
-    bad.write_text("{ not json")
+    bad.write_text(text)
     code, err = run(["report", str(bad), "--out", str(tmp_path / "rep")], capsys)
-    assert code == 1 and str(bad) in err and err.count("\n") == 1, err
+    assert code == 1 and str(bad) in err and err.count("\n") == 1 and "unexpected" not in err, err
 
 
 def test_a_closed_pipe_is_not_reported():
