@@ -115,6 +115,10 @@ def test_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
     argv = ["report", str(tmp_path / "r.json"), "--out", str(tmp_path)]
     code, err = run(["--debug", *argv], capsys)
     assert code == 1 and "Traceback" in err and err.strip().splitlines()[-1].startswith("pushpull report: error:")
+    code, err = run([*argv, "--debug"], capsys)  # after the command too
+    assert code == 1 and "Traceback" in err
+    code, err = run(["analyze", "weights", str(tmp_path / "m.safetensors"), "--debug"], capsys)
+    assert code == 1 and "Traceback" in err
     monkeypatch.setenv("PUSHPULL_DEBUG", "1")
     code, err = run(argv, capsys)
     assert code == 1 and "Traceback" in err
@@ -158,3 +162,22 @@ def test_a_closed_pipe_is_not_reported():
                             stderr=subprocess.PIPE, text=True, timeout=120)
     reader.stdin.close()
     assert writer.returncode == 1 and writer.stderr == ""
+
+
+def test_eval_and_analyze_reject_weights_that_are_not_weights(tmp_path, capsys):
+    import json
+
+    from pushpull import create_model
+    from pushpull.data.constants import CIFAR10_MEAN, CIFAR10_STD
+    from pushpull.models import save_model
+
+    path = tmp_path / "m.safetensors"
+    save_model(create_model("resnet20"), path, name="resnet20", mean=CIFAR10_MEAN, std=CIFAR10_STD, source="test")
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    sidecar.pop("sha256")
+    path.with_suffix(".json").write_text(json.dumps(sidecar))
+    path.write_bytes(b"\x00" * 100)  # not a safetensors file
+    for argv in (["eval", str(path), "--data", str(tmp_path), "--out", str(tmp_path / "r.json"), "--no-progress"],
+                 ["analyze", "weights", str(path), "--out", str(tmp_path / "a")]):
+        code, err = run(argv, capsys)
+        assert code == 1 and "m.safetensors" in err and err.count("\n") == 1 and "unexpected" not in err, err

@@ -39,11 +39,17 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line and which remembers its ``prog`` in the namespace."""
+    """An ``ArgumentParser`` whose errors are one line and which remembers its ``prog`` in the namespace.
 
-    def __init__(self, *args, **kwargs) -> None:
+    ``--debug`` is accepted before or after the command (shown only in the top-level help).
+    """
+
+    def __init__(self, *args, top_level: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.set_defaults(command_prog=self.prog)  # the innermost (sub-)parser's wins: it names the command
+        self.add_argument("--debug", action="store_true", default=False if top_level else argparse.SUPPRESS,
+                          help="show the full traceback of an error (or set PUSHPULL_DEBUG=1)" if top_level
+                          else argparse.SUPPRESS)
 
     def error(self, message: str) -> NoReturn:
         _usage_error(self.prog, message)
@@ -51,11 +57,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="pushpull",
+    parser = Parser(prog="pushpull", top_level=True,
                     description="Push-pull (inhibition-augmented) ConvNets and robustness benchmarks.")
     parser.add_argument("--version", action="version", version=f"pushpull {__version__}")
-    parser.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an error (or set PUSHPULL_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
