@@ -75,6 +75,15 @@ def test_rerun_repairs_a_damaged_npy(tiny_cifar, tmp_path, capsys):
     assert (tmp_path / "fog.npy").exists() and not (tmp_path / "fog.npy.progress.json").exists()
 
 
+def test_a_damaged_manifest_is_named(tiny_cifar, tmp_path, capsys):
+    root, _, _ = tiny_cifar
+    (tmp_path / "pushpull-benchmark.json").write_text("{ cut")
+    assert main(["make-c", "--dataset", "cifar10", "--data", str(root), "--out", str(tmp_path), "--corruptions",
+                 "fog", "--limit", "4", "--workers", "1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "manifest " + str(tmp_path / "pushpull-benchmark.json") + " is not valid JSON" in err and err.count("\n") == 1
+
+
 def test_a_different_file_in_the_way_is_not_overwritten(tiny_cifar, tmp_path, capsys):
     root, _, _ = tiny_cifar
     np.save(tmp_path / "fog.npy", np.zeros((3, 32, 32, 3), np.uint8))

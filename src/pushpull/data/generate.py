@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._files import atomic_path
+from .._files import atomic_path, read_json
 from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, DamagedFileError, check_npy, read_image
 
 CHUNK = 1000  # CIFAR images per resumable unit
@@ -144,7 +144,7 @@ def _manifest(out: Path, **info) -> None:
     """Record how the folder was made; refuse to mix runs with different options."""
     path = out / MANIFEST
     if path.is_file():
-        old = json.loads(path.read_text())
+        old = read_json(path, "manifest ")
         clash = {k: (old.get(k), v) for k, v in info.items() if k != "names" and old.get(k) != v}
         if clash:
             raise ValueError(f"{out} was generated with other options {clash}; use another --out folder")

@@ -16,13 +16,14 @@ or truncated files fail with an error naming the file.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from .._files import read_json
 
 SEVERITIES = (1, 2, 3, 4, 5)
 MANIFEST = "pushpull-benchmark.json"
@@ -82,7 +83,7 @@ def open_npy(path: str | Path, shape: Sequence[int | None] | None = None) -> np.
 def read_manifest(root: str | Path) -> dict:
     """The generation manifest of a local benchmark folder, or {} for an official release."""
     path = Path(root) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path, "manifest ") if path.is_file() else {}
 
 
 def _labels(root: Path, rows: int, labels: Sequence[int] | np.ndarray | None) -> np.ndarray:
