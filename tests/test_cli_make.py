@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -163,6 +165,10 @@ def test_make_c_imagenet_names_a_damaged_source_image_and_stops(tiny_imagenet, t
     err = capsys.readouterr().err
     assert err.startswith("pushpull make-c: error: cannot decode ") and str(damaged) in err and err.count("\n") == 1
     assert not list((tmp_path / "c").rglob("*n01443537_0.JPEG"))  # nothing written for it
+    if importlib.util.find_spec("av"):  # make-p, whose images are read in worker processes, says the same
+        assert main(["make-p", "--dataset", "imagenet", "--data", str(root), "--out", str(tmp_path / "p"),
+                     "--perturbations", "brightness", "--preset", "ultrafast", "--workers", "2", "--no-progress"]) == 1
+        assert str(damaged) in capsys.readouterr().err
     assert main(["make-c", "--dataset", "imagenet", "--data", str(tmp_path / "nowhere"), "--out",
                  str(tmp_path / "c")]) == 1
     assert "nowhere" in capsys.readouterr().err

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 
-SEVERITY_RANGE = range(1, 6)
+from pushpull._names import check_names, split_names
+from pushpull.data.robustness_sets import SEVERITIES
 
 
 # --------------------------------------------------------------------------- value types
@@ -37,14 +38,12 @@ def _int_at_least(text: str, low: int, what: str) -> int:
 
 def severities(text: str) -> list[int]:
     """``1,3,5`` -> ``[1, 3, 5]``: distinct integers in 1..5."""
-    from pushpull._names import split_names
-
     items = split_names(text)
     try:
         values = [int(s) for s in items]
     except ValueError:
         values = []
-    if not values or any(v not in SEVERITY_RANGE for v in values) or len(set(values)) != len(values):
+    if not values or any(v not in SEVERITIES for v in values) or len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"expected distinct severities from 1..5 such as 1,3,5, got {text!r}")
     return values
 
@@ -67,8 +66,6 @@ def names(kind: str, known: Callable[[], tuple[Sequence[str], Mapping[str, Seque
     given, so building the parser imports nothing heavy.
     """
     def parse(text: str) -> list[str]:
-        from pushpull._names import check_names
-
         choices, groups = known()
         try:
             return check_names(text, choices, kind, groups=groups)
@@ -119,7 +116,7 @@ def add_data(parser: argparse._ActionsContainer, help: str, *, required: bool = 
 
 def add_severities(parser: argparse._ActionsContainer, help: str = "comma list of severities (default: 1,2,3,4,5)"
                    ) -> None:
-    parser.add_argument("--severities", type=severities, default=list(SEVERITY_RANGE), metavar="S,S,...", help=help)
+    parser.add_argument("--severities", type=severities, default=list(SEVERITIES), metavar="S,S,...", help=help)
 
 
 def add_normalization(parser: argparse._ActionsContainer, default: str) -> None:
