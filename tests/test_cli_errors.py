@@ -82,6 +82,9 @@ def test_failure_exits_1_with_one_line(command, tmp_path, capsys):
     (["make-p", "--perturbations", "rotaet"], "unknown perturbation 'rotaet'; did you mean 'rotate'?"),
     (["analyze", "responses", "m", "--image", "x", "--noise", "gausian"], "did you mean 'gaussian'"),
     (["train", "--model", "resnet20", "--workers", "many"], "argument --workers: expected a non-negative integer"),
+    (["evall", "m"], "pushpull: error: argument COMMAND: unknown command 'evall'; did you mean 'eval'?"),
+    (["make-c", "--dataset", "cifar", "--data", "d", "--out", "o"], "unknown value 'cifar'; did you mean 'cifar10'"),
+    (["models", "--aa", "4"], "argument --aa: unknown value '4'; choose from 0, 2, 3, 5"),
 ])
 def test_bad_values_are_usage_errors(argv, message, capsys):
     code, err = run(argv, capsys)

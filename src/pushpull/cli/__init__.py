@@ -51,6 +51,14 @@ class Parser(argparse.ArgumentParser):
                           help="show the full traceback of an error (or set PUSHPULL_DEBUG=1)" if top_level
                           else argparse.SUPPRESS)
 
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        """A value outside ``choices`` (a command, ``--dataset``, ...) gets close matches, like every name."""
+        if action.choices is not None and value not in action.choices:
+            from .._names import unknown_name_message
+
+            kind = "command" if isinstance(action, argparse._SubParsersAction) else "value"
+            raise argparse.ArgumentError(action, unknown_name_message(kind, str(value), map(str, action.choices)))
+
     def error(self, message: str) -> NoReturn:
         _usage_error(self.prog, message)
         raise SystemExit(USAGE)
