@@ -171,15 +171,9 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
         if index >= len(images):
             raise UsageError(f"--image {index} out of range: the {args.dataset} test set has {len(images)} images")
         return images[index], f"{args.dataset} test #{index} (label {int(labels[index])})", index
-    from PIL import Image, UnidentifiedImageError
+    from ..data.robustness_sets import read_image
 
-    try:
-        with Image.open(spec) as img:
-            return np.asarray(img.convert("RGB")), Path(spec).name, 0
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--image {spec}: no such file") from None
-    except UnidentifiedImageError:
-        raise ValueError(f"--image {spec}: not an image file PIL can read") from None
+    return np.asarray(read_image(spec)), Path(spec).name, 0
 
 
 def _noisy(image, index: int, name: str, args: argparse.Namespace):  # noqa: ANN001, ANN202 - (1 + S, H, W, 3)
