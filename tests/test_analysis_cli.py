@@ -50,7 +50,7 @@ def test_responses_command(saved_pair, tmp_path, capsys):
     image = _png(tmp_path / "edge.png", np.random.default_rng(0))
     out = tmp_path / "out"
     rc = main(["analyze", "responses", str(plain_path), "--compare", str(pp_path), "--image",
-               str(tmp_path / "edge.png"), "--severities", "1", "5", "--seed", "3", "--out", str(out)])
+               str(tmp_path / "edge.png"), "--severities", "1,5", "--seed", "3", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     with Image.open(out / "responses.png") as fig:
         assert fig.size[0] > 500
@@ -85,11 +85,11 @@ def test_spectrum_command(saved_pair, tmp_path, capsys):
 
 def test_user_mistakes_are_named(saved_pair, tmp_path, capsys):
     (plain_path, _), _ = saved_pair
-    assert main(["analyze", "weights", "resnet21", "--out", str(tmp_path)]) == 2
+    assert main(["analyze", "weights", "resnet21", "--out", str(tmp_path)]) == 1  # a failure, not a usage error
     assert "resnet21" in capsys.readouterr().err
     assert main(["analyze", "responses", str(plain_path), "--image", "5", "--out", str(tmp_path)]) == 2
     assert "--data" in capsys.readouterr().err
-    assert main(["analyze", "responses", str(plain_path), "--image", str(tmp_path / "nope.png")]) == 2
+    assert main(["analyze", "responses", str(plain_path), "--image", str(tmp_path / "nope.png")]) == 1
     assert "nope.png" in capsys.readouterr().err
     assert main(["analyze", "weights", str(plain_path), "--layers", "layer9.*", "--out", str(tmp_path)]) == 2
     assert "layer9" in capsys.readouterr().err
@@ -97,7 +97,7 @@ def test_user_mistakes_are_named(saved_pair, tmp_path, capsys):
     assert "rain" in capsys.readouterr().err
     assert main(["analyze", "spectrum", str(plain_path), str(plain_path), "--layer", "conv1", "fc", "conv1"]) == 2
     assert "one per model (2), got 3" in capsys.readouterr().err
-    assert main(["analyze", "weights", str(plain_path), "--data", str(tmp_path / "void"), "--out", str(tmp_path)]) == 2
+    assert main(["analyze", "weights", str(plain_path), "--data", str(tmp_path / "void"), "--out", str(tmp_path)]) == 1
     assert "void" in capsys.readouterr().err
 
 

@@ -69,7 +69,7 @@ def test_demo_writes_results_and_is_reproducible(tmp_path):
     assert np.mean(predictions != y_test) == errors["push-pull"]["corruptions"]["gaussian_noise"][2]
 
     # Re-running (here through the command line) resumes the finished runs and gives the same numbers.
-    assert main(["demo", "--out", str(out), "--epochs", "1", "--corruptions", *corruptions, "--no-progress"]) == 0
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--corruptions", ",".join(corruptions), "--no-progress"]) == 0
     assert json.loads((out / "results.json").read_text())["errors"] == errors
 
 

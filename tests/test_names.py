@@ -34,3 +34,39 @@ def test_unknown_names_get_close_matches_in_one_line():
         check_name("zzzz", KNOWN, "corruption")
     with pytest.raises(ValueError, match="no corruption given"):
         check_names(" , ", KNOWN, "corruption")
+
+
+def _typos():  # (call, the close match its error must suggest): every public place a user types a name
+    import numpy as np
+    import torch
+
+    import pushpull
+    from pushpull.analysis import select_layers
+    from pushpull.baselines import load_baseline
+    from pushpull.data.corruptions import severity_params
+    from pushpull.data.perturbations import perturb
+    from pushpull.recipes import load_recipe
+
+    images = np.zeros((1, 32, 32, 3), np.uint8)
+    return [
+        (lambda: pushpull.create_model("resnt20"), "'resnet20'"),
+        (lambda: pushpull.create_model("resnet20", aaa=2), "'aa'"),
+        (lambda: pushpull.corrupt(images, "gausian_noise", 1), "'gaussian_noise'"),
+        (lambda: pushpull.corrupt(images, "fog", 1, params="cifr"), "'cifar'"),
+        (lambda: severity_params("fgo", 1), "'fog'"),
+        (lambda: perturb(images, "rotaet"), "'rotate'"),
+        (lambda: perturb(images, "rotate", params="imagnet"), "'imagenet'"),
+        (lambda: load_recipe("cifar-resnt"), "'cifar-resnet'"),
+        (lambda: load_recipe("cifar-resnet", epoch=3), "'epochs'"),
+        (lambda: load_baseline("alexnet-cifar"), "'alexnet-cifar10'"),
+        (lambda: select_layers(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), ["00"]), "'0'"),
+    ]
+
+
+def test_every_name_a_user_types_gets_close_matches():
+    for call, suggestion in _typos():
+        with pytest.raises((ValueError, TypeError, FileNotFoundError)) as err:
+            call()
+        message = str(err.value)
+        assert f"did you mean {suggestion}" in message or f"or {suggestion}" in message, message
+        assert "\n" not in message

@@ -250,7 +250,7 @@ def test_bad_input_is_named():
         perturb(IMAGES, "rotation")
     with pytest.raises(ValueError, match="uint8"):
         perturb(IMAGES.astype(np.float32), "rotate")
-    with pytest.raises(ValueError, match="params"):
+    with pytest.raises(ValueError, match="unknown parameter table .tiny.; choose from cifar, imagenet"):
         perturb(IMAGES, "rotate", params="tiny")
     with pytest.raises(ValueError, match="indices"):
         perturb(IMAGES, "gaussian_noise", indices=[1, 2])

@@ -48,7 +48,7 @@ def test_overrides_and_errors(tmp_path):
     assert (recipe.epochs, recipe.lr, recipe.milestones, recipe.batch_size) == (3, 0.05, (1, 2), 128)
     with pytest.raises(ValueError, match="unknown recipe 'cifar-resnt'"):
         load_recipe("cifar-resnt")
-    with pytest.raises(ValueError, match=r"unknown field\(s\) \['epoch'\]"):
+    with pytest.raises(ValueError, match=r"unknown field 'epoch'; did you mean 'epochs'\?"):
         load_recipe("cifar-resnet", epoch=3)
     with pytest.raises(ValueError, match="epochs must be int"):
         load_recipe("cifar-resnet", epochs="3")

@@ -125,15 +125,15 @@ def test_train_command_line(tmp_path, capsys, fake_cifar10):
     assert main(argv + ["--max-steps", "1"]) == 0
     captured = capsys.readouterr()
     assert "saved" in captured.out and "stopped (max_steps=1)" in captured.err and "--max-steps" in captured.err
-    assert main(argv + ["--lr", "0.1"]) == 2  # a different recipe cannot continue it
+    assert main(argv + ["--lr", "0.1"]) == 1  # a different recipe cannot continue it
     assert "lr was 0.05" in capsys.readouterr().err
-    assert main(argv + ["--limit", "20"]) == 2  # nor another subset
+    assert main(argv + ["--limit", "20"]) == 1  # nor another subset
     assert "limit: was None, now 20" in capsys.readouterr().err
     assert main(argv) == 0  # the same command continues
     assert "resuming" in capsys.readouterr().err
     assert (tmp_path / "run" / "model.safetensors").exists()
-    assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 2
-    assert "known recipes" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 1
+    assert "did you mean 'cifar-resnet'" in capsys.readouterr().err
 
 
 class _SignalAtFirstItem(torch.utils.data.Dataset):

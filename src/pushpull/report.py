@@ -104,7 +104,7 @@ def load_results(paths: Sequence[str | Path]) -> list[dict]:
         if not path.is_file():
             raise FileNotFoundError(f"results file not found: {path}")
         data = read_json(path)
-        if data.get("format") != "pushpull-robustness-results":
+        if not isinstance(data, dict) or data.get("format") != "pushpull-robustness-results":
             raise ValueError(f"{path} is not a pushpull results file (no 'format': 'pushpull-robustness-results')")
         out.append(data)
     return out

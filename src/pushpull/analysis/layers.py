@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._names import unknown_name_message
 from ..layers import PushPullConv2d
 
 
@@ -47,8 +48,8 @@ def select_layers(model: nn.Module, patterns: Sequence[str] | None = None) -> di
     for pattern in patterns:
         names = [first] if pattern == "first" else [n for n in layers if fnmatch.fnmatchcase(n, pattern)]
         if not names:
-            raise ValueError(f"no convolution matches {pattern!r}; the model's convolutions are: "
-                             f"{', '.join(layers)}")
+            raise ValueError(unknown_name_message("convolution", pattern, list(layers),
+                                                  " (a module name of the model, or a glob pattern)"))
         chosen.update((n, layers[n]) for n in names)
     return {n: layers[n] for n in layers if n in chosen}  # model order
 

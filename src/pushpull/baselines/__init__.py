@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import read_json
+from .._names import unknown_name_message
 from ..data.robustness_sets import SEVERITIES as ALL_SEVERITIES  # severities 1..5: defined once, there
 
 _HERE = Path(__file__).resolve().parent
@@ -85,8 +86,8 @@ def load_baseline(spec: str | Path | Baseline) -> Baseline:
         return spec
     path = _HERE / f"{spec}.json" if str(spec) in builtin_baselines() else Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(f"baseline {str(spec)!r} is neither a built-in ({', '.join(builtin_baselines())}) "
-                                f"nor an existing results/baseline JSON file")
+        raise FileNotFoundError(unknown_name_message("baseline", str(spec), builtin_baselines(),
+                                                     " (neither a built-in nor an existing results/baseline JSON file)"))
     data = read_json(path, "baseline file ")
     if not isinstance(data, dict) or not ({"clean", "corruptions", "perturbations"} & data.keys()):
         raise ValueError(f"baseline file {path} has none of the keys clean/corruptions/perturbations")

@@ -1,36 +1,159 @@
-"""Options shared by ``make-c`` and ``make-p``: where the clean data is, where to write, which images."""
+"""Options shared by several commands: one spelling, one validator, one help text each.
+
+The validators are argparse ``type=`` functions, so a bad value is a usage error
+(exit status 2) with a one-line message naming the option and the value.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+
+from pushpull._names import check_names, split_names
+from pushpull.data.robustness_sets import SEVERITIES
 
 
-def add_common(parser: argparse.ArgumentParser, names_flag: str, names_help: str) -> None:
+# --------------------------------------------------------------------------- value types
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (``--batch-size``, ``--limit``, ...)."""
+    return _int_at_least(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    """An integer >= 0 (``--workers``: 0 means in the main process; ``--seed``)."""
+    return _int_at_least(text, 0, "a non-negative integer")
+
+
+def _int_at_least(text: str, low: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def severities(text: str) -> list[int]:
+    """``1,3,5`` -> ``[1, 3, 5]``: distinct integers in 1..5."""
+    items = split_names(text)
+    try:
+        values = [int(s) for s in items]
+    except ValueError:
+        values = []
+    if not values or any(v not in SEVERITIES for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct severities from 1..5 such as 1,3,5, got {text!r}")
+    return values
+
+
+def rgb(text: str) -> tuple[float, float, float]:
+    """``0.49,0.48,0.45`` -> three floats (``--mean``, ``--std``)."""
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers R,G,B, got {text!r}")
+    return values  # type: ignore[return-value]
+
+
+def names(kind: str, known: Callable[[], tuple[Sequence[str], Mapping[str, Sequence[str]]]]) -> Callable[[str], list[str]]:
+    """A ``type=`` for a comma list of ``kind`` names (or group names), checked with close matches.
+
+    ``known()`` returns (the names, the groups); it is called only when the option is
+    given, so building the parser imports nothing heavy.
+    """
+    def parse(text: str) -> list[str]:
+        choices, groups = known()
+        try:
+            return check_names(text, choices, kind, groups=groups)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = kind
+    return parse
+
+
+def corruption_groups() -> tuple[Sequence[str], Mapping[str, Sequence[str]]]:
+    from pushpull.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS
+
+    return CORRUPTIONS, {"all": CORRUPTIONS, "benchmark": BENCHMARK_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}
+
+
+def perturbation_groups() -> tuple[Sequence[str], Mapping[str, Sequence[str]]]:
+    from pushpull.data.perturbations import ALL_PERTURBATIONS, HARDER_NOISE, PERTURBATIONS, VALIDATION_PERTURBATIONS
+
+    return ALL_PERTURBATIONS, {"all": ALL_PERTURBATIONS, "benchmark": PERTURBATIONS,
+                               "validation": VALIDATION_PERTURBATIONS, "harder": HARDER_NOISE}
+
+
+corruption_names = names("corruption", corruption_groups)
+perturbation_names = names("perturbation", perturbation_groups)
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+def add_option(parser: argparse._ActionsContainer, *flags: str, hidden: Sequence[str] = (),
+               **kwargs) -> argparse.Action:
+    """``parser.add_argument(*flags, **kwargs)`` that also accepts the ``hidden`` old spellings.
+
+    The old spellings parse as before but appear in no help or message, so scripts keep
+    working while the documentation shows one spelling.
+    """
+    action = parser.add_argument(*flags, *hidden, **kwargs)
+    action.option_strings[:] = [f for f in action.option_strings if f not in hidden]
+    return action
+
+
+def add_data(parser: argparse._ActionsContainer, help: str, *, required: bool = False,
+             hidden: Sequence[str] = ()) -> None:
+    """``--data DIR``: the clean dataset's folder."""
+    add_option(parser, "--data", hidden=hidden, required=required, metavar="DIR", help=help)
+
+
+def add_severities(parser: argparse._ActionsContainer, help: str = "comma list of severities (default: 1,2,3,4,5)"
+                   ) -> None:
+    parser.add_argument("--severities", type=severities, default=list(SEVERITIES), metavar="S,S,...", help=help)
+
+
+def add_normalization(parser: argparse._ActionsContainer, default: str) -> None:
+    """``--mean R,G,B`` and ``--std R,G,B`` in [0, 1] units."""
+    parser.add_argument("--mean", type=rgb, metavar="R,G,B", help=f"input normalisation mean in [0, 1] ({default})")
+    parser.add_argument("--std", type=rgb, metavar="R,G,B", help=f"input normalisation std in [0, 1] ({default})")
+
+
+def add_limit(parser: argparse._ActionsContainer, help: str) -> None:
+    parser.add_argument("--limit", type=positive_int, default=None, metavar="N", help=help)
+
+
+def add_workers(parser: argparse._ActionsContainer, help: str, default: int | None = None) -> None:
+    parser.add_argument("--workers", type=non_negative_int, default=default, metavar="N", help=help)
+
+
+def add_seed(parser: argparse._ActionsContainer, help: str) -> None:
+    parser.add_argument("--seed", type=non_negative_int, default=0, help=help)
+
+
+def add_no_progress(parser: argparse._ActionsContainer, help: str = "no progress bars") -> None:
+    """``--no-progress`` (``--quiet`` is an old spelling, still accepted)."""
+    add_option(parser, "--no-progress", hidden=("--quiet",), action="store_true", help=help)
+
+
+def add_generation(parser: argparse.ArgumentParser, names_flag: str, names_type: Callable[[str], list[str]],
+                   names_help: str) -> None:
+    """What ``make-c`` and ``make-p`` share: where the clean data is, where to write, which images."""
     parser.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "imagenet"),
-                        help="clean source: CIFAR test split, or the ImageNet val folder (<root>/<wnid>/*.JPEG)")
-    parser.add_argument("--root", required=True, help="folder of the clean dataset")
+                        help="clean source: CIFAR test split, or the ImageNet val folder (<data>/<wnid>/*.JPEG)")
+    add_data(parser, "folder of the clean dataset", required=True, hidden=("--root",))
     parser.add_argument("--out", required=True, help="output folder (official layout); rerun to resume")
-    parser.add_argument(names_flag, default=None, help=names_help)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="only N images, evenly strided over the set (image k*total//N), labels to match")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the per-image random streams (default 0)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel workers (default: all cores)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def parse_names(text: str | None, groups: dict[str, Sequence[str]], default: str, what: str) -> list[str]:
-    """A comma list of names, or a group name ('all', ...); unknown names are an error naming them."""
-    if text is None:
-        return list(groups[default])
-    names: list[str] = []
-    for item in (t.strip() for t in text.split(",") if t.strip()):
-        names.extend(groups.get(item, [item]))
-    unknown = [n for n in names if n not in groups["all"]]
-    if unknown or not names:
-        raise SystemExit(f"error: unknown {what} {', '.join(unknown) or repr(text)}; choose from "
-                         f"{', '.join(groups['all'])} or one of {', '.join(g for g in groups if g != 'all')}, all")
-    return list(dict.fromkeys(names))
+    parser.add_argument(names_flag, type=names_type, default=None, metavar="NAMES", help=names_help)
+    add_limit(parser, "only N images, evenly strided over the set (image k*total//N), labels to match")
+    add_seed(parser, "seed of the per-image random streams (default 0)")
+    add_workers(parser, "parallel workers (default: all cores)")
+    add_no_progress(parser)
 
 
 def load_clean_cifar(args: argparse.Namespace):  # noqa: ANN201 - (images, labels, indices)
@@ -38,6 +161,6 @@ def load_clean_cifar(args: argparse.Namespace):  # noqa: ANN201 - (images, label
     from pushpull.data.cifar import load_cifar
     from pushpull.data.generate import select_indices
 
-    images, labels = load_cifar(args.root, train=False, dataset=args.dataset)
+    images, labels = load_cifar(args.data, train=False, dataset=args.dataset)
     indices = select_indices(len(images), args.limit)
     return images[indices], labels[indices], indices

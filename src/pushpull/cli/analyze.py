@@ -8,6 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from . import UsageError
+from ._options import add_data, add_normalization, add_seed, add_severities, positive_int
+
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,11 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_argument("--out", type=Path, default=Path("analysis"), help="output folder (default: ./analysis)")
     common.add_argument("--allow-pickle", action="store_true",
                         help="allow a full unpickle of a checkpoint that cannot be read safely: it can run code, trust the file first")
-    common.add_argument("--mean", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation mean in [0, 1] units "
-                        "(default: the model's metadata, else --dataset's, else the architecture's: docs/models.md)")
-    common.add_argument("--std", type=float, nargs=3, metavar=("R", "G", "B"), help="input normalisation std (default as --mean)")
+    add_normalization(common, "default: the model's metadata, else --dataset's, else the architecture's: docs/models.md")
     data = argparse.ArgumentParser(add_help=False)
-    data.add_argument("--data", type=Path, help="CIFAR root folder (holding cifar-10-batches-py)")
+    add_data(data, "CIFAR root folder (holding cifar-10-batches-py)")
     data.add_argument("--dataset", choices=("cifar10", "cifar100"), default="cifar10")
 
     p = commands.add_parser(
@@ -37,17 +39,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", nargs="+", help="convolution to analyse, by module name: one for all models or "
                    "one per model (default: the first convolution)")
     p.add_argument("--image", required=True, help="an image file, or a test-set index with --data")
-    p.add_argument("--noise", default="gaussian", help="corruption name (gaussian, shot, impulse, speckle, or any "
+    p.add_argument("--noise", type=noise_name, default="gaussian_noise", help="corruption name (gaussian, shot, impulse, speckle, or any "
                    "corruption of pushpull.data.corruptions; default gaussian)")
-    p.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], help="1..5 (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed")
+    add_severities(p, "comma list of noise severities (default: 1,2,3,4,5)")
+    add_seed(p, "noise seed")
     p.add_argument("--channel", type=int, nargs="+",
                    help="output channel per model (default: the pair of most similar kernels)")
-    p.add_argument("--average", type=int, metavar="N", help="with --data: also the mean correlations over N "
+    p.add_argument("--average", type=positive_int, metavar="N", help="with --data: also the mean correlations over N "
                    "test images spread over the set (same filters, same noise)")
     p.add_argument("--components", action="store_true",
                    help="also show a push-pull filter's push and pull maps (ReLU(push), alpha * ReLU(pull))")
-    p.set_defaults(func=_handler(_run_responses))
+    p.set_defaults(func=_run_responses)
 
     p = commands.add_parser(
         "spectrum", parents=[common], help="frequency/orientation tuning of push, pull and push-pull, on gratings",
@@ -58,10 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", type=int, nargs="+", help="channels to plot (default: all; the JSON has all)")
     p.add_argument("--layer", nargs="+", help="convolution to analyse, by module name: one for all models or "
                    "one per model (default: the first convolution)")
-    p.add_argument("--frequencies", type=int, default=20, help="number of frequencies in (0, 0.5] cycles/pixel")
-    p.add_argument("--orientations", type=int, default=12, help="number of orientations in [0, 180) degrees")
+    p.add_argument("--frequencies", type=positive_int, default=20, help="number of frequencies in (0, 0.5] cycles/pixel")
+    p.add_argument("--orientations", type=positive_int, default=12, help="number of orientations in [0, 180) degrees")
     p.add_argument("--contrast", type=float, default=0.25, help="grating amplitude in [0, 1] pixel units")
-    p.set_defaults(func=_handler(_run_spectrum))
+    p.set_defaults(func=_run_spectrum)
 
     p = commands.add_parser(
         "weights", parents=[common, data], help="weight histograms and sparsity; activation sparsity (Fig. 4)",
@@ -74,25 +76,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: 0.001 0.01 0.05 0.1)")
     p.add_argument("--activations", nargs="+", metavar="MODULE", help="modules whose outputs are measured "
                    "with --data (default: the activation after the first convolution, if any, and the first block)")
-    p.add_argument("--num-images", type=int, default=500, help="test images for activations (spread over the set)")
-    p.set_defaults(func=_handler(_run_weights))
+    p.add_argument("--num-images", type=positive_int, default=500, help="test images for activations (spread over the set)")
+    p.set_defaults(func=_run_weights)
 
 
-class _UserError(Exception):
-    """A mistake in the command line; reported without a traceback."""
+def noise_name(text: str) -> str:
+    """The corruption ``--noise`` names: any corruption, or a noise by its short name (``gaussian``)."""
+    from .._names import unknown_name_message
+    from ..data.corruptions import CORRUPTIONS
 
-
-def _handler(work: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """``work`` with user mistakes printed as one clear line and exit code 2."""
-
-    def handle(args: argparse.Namespace) -> int:
-        try:
-            return work(args)
-        except _UserError as e:
-            print(f"pushpull analyze {args.analysis}: error: {e}", file=sys.stderr)
-            return 2
-
-    return handle
+    for name in (text, f"{text}_noise"):
+        if name in CORRUPTIONS:
+            return name
+    short = [n.removesuffix("_noise") for n in CORRUPTIONS if n.endswith("_noise")]
+    raise argparse.ArgumentTypeError(unknown_name_message("corruption", text, short + list(CORRUPTIONS)))
 
 
 def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Module, label, mean, std)
@@ -103,7 +100,7 @@ def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Modu
         loaded = load_model(spec, dataset=getattr(args, "dataset", None), mean=args.mean, std=args.std,
                             allow_pickle=args.allow_pickle)
     except (FileNotFoundError, ValueError) as e:
-        raise _UserError(f"cannot load model {spec!r}: {e}") from None
+        raise type(e)(f"cannot load model {spec!r}: {e}") from None
     if loaded.info.weights is None:
         print(f"note: {spec} is the {loaded.info.kind.value}'s architecture with random weights", file=sys.stderr)
     return loaded.model, loaded.info.label, loaded.normalization.mean, loaded.normalization.std
@@ -124,19 +121,16 @@ def _layer_names(models: list, args: argparse.Namespace) -> list[str]:
 
     names = args.layer or [None]
     if len(names) not in (1, len(models)):
-        raise _UserError(f"--layer takes one name or one per model ({len(models)}), got {len(names)}")
+        raise UsageError(f"--layer takes one name or one per model ({len(models)}), got {len(names)}")
     try:
         return [next(iter(select_layers(m[0], [n] if n else None))) for m, n in
                 zip(models, names * len(models) if len(names) == 1 else names)]
     except ValueError as e:
-        raise _UserError(str(e)) from None
+        raise UsageError(str(e)) from None
 
 
 def _test_set(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (N, 32, 32, 3), int64 (N,))
-    try:
-        return _read_test_set(args.data, args.dataset)
-    except (FileNotFoundError, ValueError) as e:
-        raise _UserError(f"--data {args.data}: {e}") from None
+    return _read_test_set(Path(args.data), args.dataset)
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,23 +144,21 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
     from ..analysis import is_test_index, read_image
 
     if is_test_index(args.image) and args.data is None:
-        raise _UserError(f"--image {args.image} is a test-set index: give the dataset with --data")
+        raise UsageError(f"--image {args.image} is a test-set index: give the dataset with --data")
     try:
         return read_image(args.image, lambda: _test_set(args), f"{args.dataset} test set")
     except (FileNotFoundError, ValueError) as e:
-        raise _UserError(f"--image {e}") from None
+        raise type(e)(f"--image {e}") from None
 
 
 def _noise_name(args: argparse.Namespace) -> str:
-    """The corruption ``--noise`` names, checked with the severities."""
+    """The corruption ``--noise`` names (``--severities`` are checked by their option type)."""
     from ..analysis import noise_corruption
 
     try:
         name = noise_corruption(args.noise)
     except ValueError as e:
-        raise _UserError(f"--noise: {e}") from None
-    if any(not 1 <= s <= 5 for s in args.severities):
-        raise _UserError(f"--severities must be in 1..5, got {args.severities}")
+        raise UsageError(f"--noise: {e}") from None
     return name
 
 
@@ -177,8 +169,8 @@ def _run_responses(args: argparse.Namespace) -> int:
 
     specs = args.models + ([args.compare] if args.compare else [])
     if len(specs) > 2:
-        raise _UserError(f"responses compares at most two models, got {len(specs)}")
-    noise = _noise_name(args)
+        raise UsageError(f"responses compares at most two models, got {len(specs)}")
+    noise = args.noise
     image, description, index = _image(args)
     models = _load_models(specs, args)
     layers = _layer_names(models, args)
@@ -186,14 +178,14 @@ def _run_responses(args: argparse.Namespace) -> int:
     similarity = None
     if args.channel:
         if len(args.channel) != len(models):
-            raise _UserError(f"--channel needs one index per model ({len(models)}), got {len(args.channel)}")
+            raise UsageError(f"--channel needs one index per model ({len(models)}), got {len(args.channel)}")
         channels = args.channel
     elif len(models) == 2:
         a, b = (m[0].get_submodule(n) for m, n in zip(models, layers))
         try:
             i, j, similarity = most_similar_channels(a, b)
         except ValueError as e:
-            raise _UserError(str(e)) from None
+            raise UsageError(str(e)) from None
         channels = [i, j]
     else:
         channels = [0]
@@ -204,7 +196,7 @@ def _run_responses(args: argparse.Namespace) -> int:
             try:
                 out += filter_responses(model, layer, channel, Normalize(mean, std)(stack), label, args.components)
             except ValueError as e:
-                raise _UserError(str(e)) from None
+                raise UsageError(str(e)) from None
         return out
 
     results = responses(images)
@@ -212,12 +204,12 @@ def _run_responses(args: argparse.Namespace) -> int:
               "kernel_cosine_similarity": similarity, "filters": [r.to_json() for r in results]}
     if args.average:
         if args.data is None:
-            raise _UserError("--average needs the test set: give it with --data")
+            raise UsageError("--average needs the test set: give it with --data")
         try:
             report["mean_over_test_images"] = mean_correlations(responses, _test_set(args)[0], noise,
                                                                 args.severities, args.average, seed=args.seed)
         except ValueError as e:
-            raise _UserError(f"--average: {e}") from None
+            raise ValueError(f"--average: {e}") from None
     titles = ["clean"] + [f"{noise} s{s}" for s in args.severities]
     plot_responses(images, titles, results, str(args.out / "responses.png"))
     write_json(args.out / "responses.json", report)
@@ -237,7 +229,7 @@ def _run_spectrum(args: argparse.Namespace) -> int:
     from ..analysis import frequency_response, plot_spectrum
 
     if args.frequencies < 2 or args.orientations < 1 or not 0 < args.contrast <= 0.5:
-        raise _UserError("need --frequencies >= 2, --orientations >= 1 and 0 < --contrast <= 0.5")
+        raise UsageError("need --frequencies >= 2, --orientations >= 1 and 0 < --contrast <= 0.5")
     frequencies = np.linspace(0.5 / args.frequencies, 0.5, args.frequencies)
     orientations = np.arange(args.orientations) * 180.0 / args.orientations
     spectra = []
@@ -248,10 +240,10 @@ def _run_spectrum(args: argparse.Namespace) -> int:
                                                       frequencies=frequencies, orientations=orientations,
                                                       contrast=args.contrast)))
         except ValueError as e:
-            raise _UserError(str(e)) from None
+            raise UsageError(str(e)) from None
         channels = next(iter(spectra[-1][1].responses.values())).shape[0]
         if args.channels and not all(0 <= c < channels for c in args.channels):
-            raise _UserError(f"--channels out of range: {label} {name} has {channels} channels")
+            raise UsageError(f"--channels out of range: {label} {name} has {channels} channels")
     plot_spectrum(spectra, str(args.out / "spectrum.png"), args.channels)
     write_json(args.out / "spectrum.json",
                {"contrast": args.contrast, "models": {label: s.to_json() for label, s in spectra}})
@@ -273,11 +265,9 @@ def _run_weights(args: argparse.Namespace) -> int:
 
     thresholds = args.thresholds or DEFAULT_THRESHOLDS
     if any(t < 0 for t in thresholds):
-        raise _UserError(f"--thresholds must be non-negative, got {list(thresholds)}")
+        raise UsageError(f"--thresholds must be non-negative, got {list(thresholds)}")
     batch = None
     if args.data is not None:
-        if args.num_images < 1:
-            raise _UserError(f"--num-images must be positive, got {args.num_images}")
         images, _ = _test_set(args)
         # The test set is ordered by class: spread the subset over it.
         batch = images[select_indices(len(images), args.num_images)]
@@ -287,7 +277,7 @@ def _run_weights(args: argparse.Namespace) -> int:
             measured = measure_sparsity(model, args.layers, None if batch is None else Normalize(mean, std)(batch),
                                         args.activations, thresholds)
         except ValueError as e:
-            raise _UserError(f"{label}: {e}") from None
+            raise UsageError(f"{label}: {e}") from None
         weights[label], acts[label], report[label] = measured.weights, measured.activations, measured.to_json()
     plot_sparsity(weights, acts, str(args.out / "weights.png"))
     write_json(args.out / "weights.json", {"thresholds": list(thresholds), "models": report})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_data, add_no_progress, add_seed, corruption_names, positive_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -13,28 +15,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "corrupted test images, print the table and save a plot. With --data CIFAR_DIR the same "
                     "runs on CIFAR-10 (10 epochs; much longer on a CPU). Re-running resumes and reuses the runs.")
     parser.add_argument("--out", default="pushpull-demo", help="output folder (default: ./pushpull-demo)")
-    parser.add_argument("--data", default=None, help="CIFAR-10 folder (python layout) instead of the digits")
-    parser.add_argument("--epochs", type=int, default=None, help="override the demo recipe's epochs")
-    parser.add_argument("--seed", type=int, default=0, help="seed of everything random")
+    add_data(parser, "CIFAR-10 folder (python layout) instead of the digits")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the demo recipe's epochs")
+    add_seed(parser, "seed of everything random")
     parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
-    parser.add_argument("--corruptions", nargs="+", default=None, metavar="NAME",
-                        help="corruptions to evaluate (default: noises, blurs, contrast, pixelate, jpeg)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=handler)
+    parser.add_argument("--corruptions", type=corruption_names, default=None, metavar="NAMES",
+                        help="comma list of corruptions to evaluate (default: noises, blurs, contrast, pixelate, jpeg)")
+    add_no_progress(parser)
+    parser.set_defaults(func=handler, resume_hint="rerun the same command to resume")
 
 
 def handler(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
     from ..demo import DEMO_CORRUPTIONS, format_table, run_demo
 
-    try:
-        results = run_demo(args.out, args.data, epochs=args.epochs, seed=args.seed, device=args.device,
-                           corruptions=args.corruptions or DEMO_CORRUPTIONS, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"pushpull demo: error: {err}", file=sys.stderr)
-        return 2
+    results = run_demo(args.out, args.data, epochs=args.epochs, seed=args.seed, device=args.device,
+                       corruptions=args.corruptions or DEMO_CORRUPTIONS, progress=not args.no_progress)
     out = Path(args.out)
     print(f"\n{results['setting']}: top-1 error, mean over severities 1-5 ({results['test_images']} test images)\n")
     print(format_table(results["errors"]))

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-
-def _floats(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(f"expected 3 values (R,G,B), got {text!r}")
-    return values
-
-
-def _names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
+from ._options import (add_data, add_limit, add_no_progress, add_normalization, add_seed, add_severities,
+                       corruption_names, perturbation_names, positive_int)
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -50,37 +38,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="allow a legacy checkpoint that needs a full, code-running unpickle (trusted files only)")
     p.add_argument("--arch", help="architecture of an original checkpoint whose folder name does not say "
                                    "(e.g. resnet20_pp)")
-    p.add_argument("--num-classes", type=int, help="number of classes of a registry/torchvision/timm model")
+    p.add_argument("--num-classes", type=positive_int, help="number of classes of a registry/torchvision/timm model")
     p.add_argument("--model-arg", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="extra keyword for the model builder, e.g. aa=2 (repeatable)")
-    p.add_argument("--data", required=True, metavar="DIR",
-                   help="clean test set: CIFAR root (python layout) or the ImageNet val folder (<wnid>/*.JPEG)")
+    add_data(p, "clean test set: CIFAR root (python layout) or the ImageNet val folder (<wnid>/*.JPEG)",
+             required=True)
     p.add_argument("--benchmark", default="cifar10-c,cifar10-p",
                    help="comma-separated, one dataset: cifar10-c, cifar10-p, cifar100-c, cifar100-p, imagenet-c, "
                         "imagenet-p (default: %(default)s)")
     p.add_argument("--c-dir", metavar="DIR", help="-C folder in the official layout; default: generate")
     p.add_argument("--p-dir", metavar="DIR", help="-P folder in the official layout; default: generate")
-    p.add_argument("--corruptions", type=_names, help="subset of corruptions (default: all 19; mCE uses the 15)")
-    p.add_argument("--severities", type=lambda t: [int(s) for s in _names(t)], default=[1, 2, 3, 4, 5],
-                   help="subset of severities (default: 1,2,3,4,5)")
-    p.add_argument("--perturbations", type=_names, help="subset of perturbations (default: the 10 of mFR)")
-    p.add_argument("--limit", type=int, help="evaluate a strided subset of N test images / sequences")
-    p.add_argument("--seed", type=int, default=0, help="seed of generated benchmarks (default: %(default)s)")
+    p.add_argument("--corruptions", type=corruption_names, metavar="NAMES",
+                   help="subset of corruptions, or 'benchmark' (15), 'extra' (4) (default: all 19; mCE uses the 15)")
+    add_severities(p, "subset of severities (default: 1,2,3,4,5)")
+    p.add_argument("--perturbations", type=perturbation_names, metavar="NAMES",
+                   help="subset of perturbations, or 'all', 'validation', 'harder' (default: the 10 of mFR)")
+    add_limit(p, "evaluate a strided subset of N test images / sequences")
+    add_seed(p, "seed of generated benchmarks (default: 0)")
     p.add_argument("--flip-rule", choices=("hendrycks", "consecutive"), default="hendrycks",
                    help="hendrycks: noise sequences vs frame 0, others consecutive; consecutive: all "
                         "consecutive (the original push-pull code)")
     p.add_argument("--baseline", default="auto",
                    help="built-in baseline name, a results JSON file, 'auto' (the paper's) or 'none'")
-    p.add_argument("--mean", type=_floats, help="normalisation mean R,G,B in [0,1] (default: model metadata)")
-    p.add_argument("--std", type=_floats, help="normalisation std R,G,B in [0,1] (default: model metadata)")
+    add_normalization(p, "default: the model's metadata, else the dataset's")
     p.add_argument("--label", help="the model's name in reports (default: its file's or folder's name, or the name as typed)")
     p.add_argument("--out", metavar="FILE", help="results JSON (default: results/<model>.json); CSV beside it")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
-    p.add_argument("--batch-size", type=int, default=256,
+    p.add_argument("--batch-size", type=positive_int, default=256,
                    help="images per forward pass; -P: whole sequences of about that many frames (default: 256)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=handler)
+    add_no_progress(p)
+    p.set_defaults(func=handler, resume_hint="rerun the same command to resume")
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -92,19 +80,14 @@ def handler(args: argparse.Namespace) -> int:
 
     stem = Path(args.label or args.model).stem.replace(":", "_")
     out = Path(args.out) if args.out else Path("results") / f"{stem}.json"
-    try:
-        results = evaluate(
-            args.model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
-            limit=args.limit, seed=args.seed, corruptions=args.corruptions, severities=args.severities,
-            perturbations=args.perturbations, flip_rule=args.flip_rule,
-            baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,
-            weights=args.weights, num_classes=args.num_classes, model_kwargs=dict(args.model_arg),
-            allow_pickle=args.allow_pickle, arch=args.arch, label=args.label, out=out,
-            resume=not args.no_resume, batch_size=args.batch_size, device=device, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, KeyError, FloatingPointError, RuntimeError) as exc:
-        print(f"pushpull eval: error: {exc}", file=sys.stderr)
-        print(f"(finished parts, if any, are saved in {out}; rerun the same command to resume)", file=sys.stderr)
-        return 1
+    results = evaluate(
+        args.model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
+        limit=args.limit, seed=args.seed, corruptions=args.corruptions, severities=args.severities,
+        perturbations=args.perturbations, flip_rule=args.flip_rule,
+        baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,
+        weights=args.weights, num_classes=args.num_classes, model_kwargs=dict(args.model_arg),
+        allow_pickle=args.allow_pickle, arch=args.arch, label=args.label, out=out,
+        resume=not args.no_resume, batch_size=args.batch_size, device=device, progress=not args.no_progress)
     print(format_summary(results))
     print(f"results: {out} and {out.with_suffix('.csv')}")
     return 0

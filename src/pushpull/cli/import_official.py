@@ -14,27 +14,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("path", help="the checkpoint or its folder, e.g. .../resnet-20-pp/model_best.pth.tar")
     parser.add_argument("--model", default=None,
                         help="registry name (resnet20_pp, densenet40_12, ...); default: from the folder name")
-    parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
+    parser.add_argument("--out", required=True, type=safetensors_path, help="output weights file (.safetensors)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow a full unpickle (can run arbitrary code: only for files you trust)")
     parser.set_defaults(func=handler)
 
 
+def safetensors_path(text: str) -> str:
+    if not text.endswith(".safetensors"):
+        raise argparse.ArgumentTypeError(f"expected a .safetensors file, got {text!r}")
+    return text
+
+
 def handler(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
     from ..models import import_official
     from ..models.io import sidecar_path
 
-    if not args.out.endswith(".safetensors"):
-        print(f"error: --out must end with .safetensors, got {args.out!r}", file=sys.stderr)
-        return 2
-    try:
-        model = import_official(args.path, args.model, out=args.out, allow_pickle=args.allow_pickle)
-    except (FileNotFoundError, ValueError, TypeError) as err:  # UnsafeCheckpointError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    model = import_official(args.path, args.model, out=args.out, allow_pickle=args.allow_pickle)
     params = sum(p.numel() for p in model.parameters())
     print(f"imported {args.path} -> {args.out} (+ {sidecar_path(Path(args.out)).name}), {params:,} parameters")
     return 0

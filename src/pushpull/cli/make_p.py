@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_common, load_clean_cifar, parse_names
+from ._options import add_generation, load_clean_cifar, perturbation_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,22 +13,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Turn every clean test image into perturbation sequences and write the official layout: "
                     "<name>.npy (N, T, 32, 32, 3) + labels.npy (CIFAR), <name>/<wnid>/<file>.mp4 (ImageNet). "
                     "Interrupted runs resume: run the same command again.")
-    add_common(parser, "--perturbations", "comma list of perturbations, or 'benchmark' (the 10, the default), "
-                                          "'validation', 'harder' (noise _2/_3), 'all'")
+    add_generation(parser, "--perturbations", perturbation_names,
+                   "comma list of perturbations, or 'benchmark' (the 10, the default), "
+                   "'validation', 'harder' (noise _2/_3), 'all'")
     parser.add_argument("--preset", default="veryslow", help="x264 preset of ImageNet-P videos (reference: veryslow)")
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, resume_hint="rerun the same command to resume")
 
 
 def run(args: argparse.Namespace) -> int:
     from pushpull.data import generate as gen
-    from pushpull.data.perturbations import ALL_PERTURBATIONS, HARDER_NOISE, PERTURBATIONS, VALIDATION_PERTURBATIONS
+    from pushpull.data.perturbations import PERTURBATIONS
 
-    groups = {"all": ALL_PERTURBATIONS, "benchmark": PERTURBATIONS, "validation": VALIDATION_PERTURBATIONS,
-              "harder": HARDER_NOISE}
-    names = parse_names(args.perturbations, groups, "benchmark", "perturbation")
+    names = args.perturbations or list(PERTURBATIONS)
     progress = not args.no_progress
     if args.dataset == "imagenet":
-        count = gen.make_imagenet_p(args.root, args.out, names, limit=args.limit, seed=args.seed, preset=args.preset,
+        count = gen.make_imagenet_p(args.data, args.out, names, limit=args.limit, seed=args.seed, preset=args.preset,
                                    workers=args.workers, progress=progress)
         print(f"wrote {count} videos under {args.out}")
         return 0

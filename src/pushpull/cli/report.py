@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,12 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from ..report import write_report
 
-    try:
-        written = write_report(args.results, args.out, baseline=None if args.baseline == "none" else args.baseline,
-                               figure=not args.no_figure)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"pushpull report: error: {exc}", file=sys.stderr)
-        return 1
+    written = write_report(args.results, args.out, baseline=None if args.baseline == "none" else args.baseline,
+                           figure=not args.no_figure)
     for path in written:
         print(path)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_seed, corruption_names
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -11,12 +13,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Write a labelled PNG grid: the clean image, then severities 1-5 of each corruption, at the "
                     "benchmark's resolution (CIFAR: 32 px centre square; ImageNet: resize 256, crop 224).")
     parser.add_argument("image", help="any image file PIL can read")
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("--out", required=True, type=png_path, help="PNG file to write")
     parser.add_argument("--params", choices=("cifar", "imagenet"), default="cifar",
                         help="parameter table and image size (default cifar)")
-    parser.add_argument("--corruptions", default=None, help="comma list (default: all 19)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--corruptions", type=corruption_names, default=None, metavar="NAMES",
+                        help="comma list, or 'benchmark' (the 15), 'extra' (4) (default: all 19)")
+    add_seed(parser, "seed of the random corruptions (default 0)")
     parser.set_defaults(func=run)
+
+
+def png_path(text: str) -> str:
+    if not text.lower().endswith(".png"):
+        raise argparse.ArgumentTypeError(f"expected a .png file, got {text!r}")
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,14 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from pushpull.data.corruptions import CORRUPTIONS
     from pushpull._files import atomic_path
 
-    from ._options import parse_names
-
-    names = parse_names(args.corruptions, {"all": CORRUPTIONS}, "all", "corruption")
+    names = args.corruptions or list(CORRUPTIONS)
     if not Path(args.image).is_file():
-        raise SystemExit(f"error: image not found: {args.image}")
+        raise FileNotFoundError(f"image not found: {args.image}")
     out = Path(args.out)
-    if out.suffix.lower() != ".png":
-        raise SystemExit(f"error: --out must be a .png file, got {out}")
     sheet = contact_sheet(prepare_image(args.image, args.params), names, params=args.params, seed=args.seed)
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import itertools
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._files import atomic_path, read_json, write_json
-from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, check_npy
+from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, DamagedFileError, check_npy, read_image
 from .streams import STREAM_RULE
 
 CHUNK = 1000  # CIFAR images per resumable unit
@@ -59,7 +60,7 @@ class ChunkedNpy:
         self.path, self.shape, self.key = path, shape, key
         self.partial = path.with_name(path.name + ".partial")
         self.progress = path.with_name(path.name + ".progress.json")
-        state = read_json(self.progress) if self.progress.is_file() else {}
+        state = _read_progress(self.progress)
         if state.get("key") == key and self.partial.is_file() and self._partial_ok():
             self.done = set(state["done"])
         else:
@@ -68,7 +69,7 @@ class ChunkedNpy:
             np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=shape).flush()
         self._array = np.lib.format.open_memmap(self.partial, mode="r+")
 
-    def _partial_ok(self) -> bool:
+    def _partial_ok(self) -> bool:  # damaged or not, a partial file is redone quietly: it is ours
         try:
             return check_npy(self.partial) == self.shape
         except ValueError:
@@ -87,11 +88,24 @@ class ChunkedNpy:
         self.progress.unlink(missing_ok=True)
 
 
+def _read_progress(path: Path) -> dict:
+    """The chunk list of an interrupted file; {} when there is none or it is damaged (then all is redone)."""
+    try:
+        state = read_json(path) if path.is_file() else {}
+    except (ValueError, UnicodeDecodeError):  # not JSON (read_json's ValueError) or not text
+        state = {}
+    return state if isinstance(state, dict) and isinstance(state.get("done", []), list) else {}
+
+
 def _finished(path: Path, shape: tuple[int, ...]) -> bool:
-    """Whether ``path`` is already complete; a different file in its place is never overwritten."""
+    """Whether ``path`` is already complete; a damaged one is redone, a different file is never overwritten."""
     if not path.exists():
         return False
-    found = check_npy(path)
+    try:
+        found = check_npy(path)
+    except DamagedFileError as err:
+        tqdm.write(f"redoing a damaged file: {str(err).split('; ')[0]}", file=sys.stderr)
+        return False
     if found != shape:
         raise ValueError(f"{path} exists with shape {found}, this run makes {shape}; use another --out folder")
     return True
@@ -138,7 +152,7 @@ def _manifest(out: Path, unrecorded_files_predate: bool = False, **info) -> None
             raise ValueError(f"{out} holds files but no {MANIFEST} (an official release, or made before "
                              f"random-stream rule {STREAM_RULE}): {mixing}")
     else:
-        old = read_json(path)
+        old = read_json(path, "manifest ")
         if old.get("stream_rule", 1) != STREAM_RULE:
             raise ValueError(f"{path} says random-stream rule {old.get('stream_rule', 1)}, this pushpull uses rule "
                              f"{STREAM_RULE} (stream ids from the names): {mixing}")
@@ -245,11 +259,9 @@ def imagenet_val_files(root: str | Path) -> list[tuple[Path, str]]:
 def load_resized(path: Path, crop: int | None = None) -> np.ndarray:
     """The reference's preprocessing: shorter side to 256 (bilinear), then a centre crop ``crop``."""
     import torchvision.transforms.functional as TF
-    from PIL import Image
 
-    with Image.open(path) as img:
-        img = TF.resize(img.convert("RGB"), 256)
-        return np.asarray(img if crop is None else TF.center_crop(img, crop))
+    img = TF.resize(read_image(path), 256)
+    return np.asarray(img if crop is None else TF.center_crop(img, crop))
 
 
 def _pending_batches(indices: np.ndarray, targets: Sequence[Path], batch: int) -> list[np.ndarray]:

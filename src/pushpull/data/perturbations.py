@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from .._names import check_name
 from .streams import image_stream
 
 Params = Literal["cifar", "imagenet"]
@@ -79,10 +80,8 @@ def num_frames(name: str, params: Params = "cifar") -> int:
 
 
 def _check(name: str, params: str) -> None:
-    if name not in ALL_PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {name!r}; choose from {', '.join(ALL_PERTURBATIONS)}")
-    if params not in _PARAMS:
-        raise ValueError(f"params must be 'cifar' or 'imagenet', got {params!r}")
+    check_name(name, ALL_PERTURBATIONS, "perturbation")
+    check_name(params, _PARAMS, "parameter table")
 
 
 def _center_crop(frames: np.ndarray, size: int | None) -> np.ndarray:

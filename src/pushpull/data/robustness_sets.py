@@ -32,6 +32,13 @@ IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
 Transform = Callable[[torch.Tensor], object]
 
 
+class DamagedFileError(ValueError):
+    """A file that exists but cannot be read in full: cut short, or not the format its name says.
+
+    Generators catch it to redo their own damaged outputs; readers let it reach the user.
+    """
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 in [0, 1] (the default transform)."""
     return x.float().div_(255)
@@ -52,7 +59,7 @@ def check_npy(path: str | Path, shape: Sequence[int | None] | None = None) -> tu
             read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             header = read(f)
         except ValueError as err:
-            raise ValueError(f"{path} is not a valid .npy file: {err}") from None
+            raise DamagedFileError(f"{path} is not a valid .npy file: {err}") from None
         offset = f.tell()
     found, fortran, dtype = header
     if dtype != np.uint8 or fortran:
@@ -62,8 +69,8 @@ def check_npy(path: str | Path, shape: Sequence[int | None] | None = None) -> tu
         raise ValueError(f"{path}: expected shape {want}, found {found}")
     expected, size = offset + int(np.prod(found)), path.stat().st_size
     if size < expected:
-        raise ValueError(f"{path} is truncated: {size} bytes, its header promises {expected} "
-                         f"(shape {found}); regenerate or re-download it")
+        raise DamagedFileError(f"{path} is truncated: {size} bytes, its header promises {expected} "
+                               f"(shape {found}); regenerate or re-download it")
     return tuple(found)
 
 
@@ -76,7 +83,7 @@ def open_npy(path: str | Path, shape: Sequence[int | None] | None = None) -> np.
 def read_manifest(root: str | Path) -> dict:
     """The generation manifest of a local benchmark folder, or {} for an official release."""
     path = Path(root) / MANIFEST
-    return read_json(path) if path.is_file() else {}
+    return read_json(path, "manifest ") if path.is_file() else {}
 
 
 def _labels(root: Path, rows: int, labels: Sequence[int] | np.ndarray | None) -> np.ndarray:
@@ -179,15 +186,26 @@ class CorruptedImageNet(Dataset):
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[object, int]:
-        from PIL import Image, UnidentifiedImageError
-
         path, label = self.samples[i]
-        try:
-            with Image.open(path) as img:
-                image = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1)
-        except (OSError, UnidentifiedImageError) as err:
-            raise ValueError(f"cannot decode {path}: {err}") from None
+        image = torch.from_numpy(np.array(read_image(path))).permute(2, 0, 1)
         return (self.transform(image) if self.transform else image), label
+
+
+def read_image(path: str | Path):  # noqa: ANN201 - PIL.Image.Image, imported lazily
+    """An image file decoded in full, as RGB; ``DamagedFileError`` naming the file when it cannot be.
+
+    PIL reads a truncated JPEG's header happily and fails later without the file's name;
+    every image the package reads (clean val sets, ImageNet-C) goes through here instead.
+    """
+    from PIL import Image
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image file missing: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")  # convert loads every pixel: a cut file fails here
+    except OSError as err:  # UnidentifiedImageError is an OSError too
+        raise DamagedFileError(f"cannot decode {path}: {err}; replace or remove the file") from None
 
 
 def read_video(path: str | Path) -> np.ndarray:
@@ -203,9 +221,9 @@ def read_video(path: str | Path) -> np.ndarray:
         with av.open(str(path)) as container:
             frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     except (av.error.FFmpegError, IndexError) as err:
-        raise ValueError(f"cannot decode {path}: {err}") from None
+        raise DamagedFileError(f"cannot decode {path}: {err}") from None
     if not frames:
-        raise ValueError(f"{path} holds no video frames (truncated?)")
+        raise DamagedFileError(f"{path} holds no video frames (truncated?)")
     return np.stack(frames)
 
 

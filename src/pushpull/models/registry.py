@@ -7,7 +7,6 @@ same network. Every registered name has a plain counterpart (``resnet20_b1`` ->
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import math
 import re
@@ -17,6 +16,7 @@ from functools import partial
 
 from torch import nn
 
+from .._names import unknown_name_message
 from ..data.constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
 from .alexnet_cifar import alexnet_cifar
 from .densenet_cifar import densenet_cifar
@@ -107,14 +107,6 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n, canonical_name(pattern))]
 
 
-def _unknown(kind: str, bad: str, choices: list[str], hint: str = "") -> str:
-    close = difflib.get_close_matches(bad, choices, n=5, cutoff=0.5)
-    msg = f"unknown {kind} {bad!r}"
-    if close:
-        msg += f"; did you mean {', '.join(map(repr, close))}?"
-    return msg + hint
-
-
 def model_info(name: str) -> ModelInfo:
     """The registry entry for ``name`` (paper spellings accepted); ``ValueError`` with close matches."""
     key = canonical_name(name)
@@ -122,15 +114,14 @@ def model_info(name: str) -> ModelInfo:
     if key not in _REGISTRY and wrn:  # WideResNet of any depth and width (not listed)
         return _wrn_entries(*map(int, wrn.groups()))[key]
     if key not in _REGISTRY:
-        raise ValueError(_unknown("model", name, list(_REGISTRY), " (see pushpull.list_models() or `pushpull models`)"))
+        raise ValueError(unknown_name_message("model", name, _REGISTRY, " (see pushpull.list_models() or `pushpull models`)"))
     return _REGISTRY[key]
 
 
 def _check_options(info: ModelInfo, kwargs: dict) -> None:
     for key in kwargs:
         if key not in info.options:
-            raise TypeError(_unknown(f"option for {info.name}:", key, list(info.options),
-                                     f" (options: {', '.join(info.options)})"))
+            raise TypeError(unknown_name_message(f"option of {info.name}", key, info.options))
     num_classes = kwargs.get("num_classes", 1)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")

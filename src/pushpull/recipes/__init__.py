@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .._files import read_json
+from .._names import check_name, unknown_name_message
 
 DATASETS = ("cifar10", "cifar100", "imagenet", "digits")  # digits: the offline demo's data
 
@@ -107,10 +108,10 @@ def _type_problems(recipe: Recipe) -> list[str]:
 
 
 def _check_names(values: dict[str, Any], what: str) -> None:
-    known = {f.name for f in dataclasses.fields(Recipe)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{what}: unknown field(s) {unknown}; known fields: {sorted(known)}")
+    known = [f.name for f in dataclasses.fields(Recipe)]
+    for name in values:
+        if name not in known:
+            raise ValueError(f"{what}: {unknown_name_message('field', name, known)}")
 
 
 def list_recipes() -> list[str]:
@@ -131,7 +132,7 @@ def load_recipe(recipe: str | Path | Recipe, **overrides: Any) -> Recipe:
     elif str(recipe) in list_recipes():
         values = json.loads(resources.files(__name__).joinpath(f"{recipe}.json").read_text())  # shipped, checked by tests
     else:
-        raise ValueError(f"unknown recipe {str(recipe)!r}: known recipes are {list_recipes()} (or give a .json path)")
+        check_name(str(recipe), list_recipes(), "recipe", " (or give a .json path)")
     if not isinstance(values, dict):
         raise ValueError(f"recipe {recipe}: expected a JSON object, got {type(values).__name__}")
     _check_names(values, f"recipe {recipe}")

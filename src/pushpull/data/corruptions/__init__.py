@@ -10,13 +10,13 @@ slow per-image oracle the fast path is tested against.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..._names import check_name
 from ..streams import image_streams
 from .blur import (clipped_zoom, defocus_blur, disk_kernel, gaussian_blur, glass_blur, motion_blur, motion_kernel,
                    zoom_blur)
@@ -65,15 +65,6 @@ _FAST: dict[str, Corruption] = {
 }
 
 
-def check_name(name: str) -> str:
-    """The corruption name, or a ValueError naming close matches."""
-    if name in CORRUPTIONS:
-        return name
-    close = difflib.get_close_matches(str(name), CORRUPTIONS, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(CORRUPTIONS)}"
-    raise ValueError(f"unknown corruption {name!r}{hint}")
-
-
 def check_inputs(images: np.ndarray, severity: int, indices, params: str) -> np.ndarray:
     """Validate the common arguments; returns the indices as an int64 array."""
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
@@ -82,8 +73,7 @@ def check_inputs(images: np.ndarray, severity: int, indices, params: str) -> np.
         raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
-    if params not in TABLES:
-        raise ValueError(f"unknown parameter table {params!r}; choose from {sorted(TABLES)}")
+    check_name(params, TABLES, "parameter table")
     if indices is None:
         return np.arange(len(images), dtype=np.int64)
     indices = np.asarray(indices)
@@ -95,7 +85,7 @@ def check_inputs(images: np.ndarray, severity: int, indices, params: str) -> np.
 
 def _checked(images: np.ndarray, name: str, severity: int, indices, params: str):  # noqa: ANN202
     """The arguments of ``corrupt`` checked: (name, int64 indices, the table entry ``c``)."""
-    name = check_name(name)
+    name = check_name(name, CORRUPTIONS, "corruption")
     indices = check_inputs(images, severity, indices, params)
     return name, indices, severity_params(name, int(severity), params)
 

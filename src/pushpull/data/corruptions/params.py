@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..._names import check_name
+
 _C32 = 32
 _I244 = 244  # make_imagenet_c.py multiplies by 244 ("should have been 224, but ultimately nothing is incorrect")
 
@@ -73,6 +75,5 @@ TABLES = {"cifar": CIFAR, "imagenet": IMAGENET}
 
 def severity_params(name: str, severity: int, params: str = "cifar"):
     """The reference's parameter ``c`` for one corruption and severity (1..5)."""
-    if params not in TABLES:
-        raise ValueError(f"unknown parameter table {params!r}; choose from {sorted(TABLES)}")
-    return TABLES[params][name][severity - 1]
+    check_name(params, TABLES, "parameter table")
+    return TABLES[params][check_name(name, TABLES[params], "corruption")][severity - 1]
