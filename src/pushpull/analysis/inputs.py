@@ -71,12 +71,6 @@ def read_image(spec: str, test_set: Callable[[], tuple[np.ndarray, np.ndarray]] 
         if index >= len(images):
             raise ValueError(f"{index} out of range: the {dataset} has {len(images)} images")
         return images[index], f"{dataset} #{index} (label {int(labels[index])})", index
-    from PIL import Image, UnidentifiedImageError
+    from ..data.robustness_sets import read_image as decode
 
-    try:
-        with Image.open(spec) as img:
-            return np.asarray(img.convert("RGB")), Path(spec).name, 0
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{spec}: no such file") from None
-    except UnidentifiedImageError:
-        raise ValueError(f"{spec}: not an image file PIL can read") from None
+    return np.asarray(decode(spec)), Path(spec).name, 0

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .robustness_sets import read_image
+
 PAD = 4
 LABEL_WIDTH = 150
 HEADER_HEIGHT = 28
@@ -20,11 +22,10 @@ def prepare_image(path: str | Path, params: str = "cifar") -> np.ndarray:
         from .generate import load_resized
 
         return load_resized(Path(path), 224)
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        return np.asarray(img.crop((left, top, left + side, top + side)).resize((32, 32), Image.Resampling.LANCZOS))
+    img = read_image(path)
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    return np.asarray(img.crop((left, top, left + side, top + side)).resize((32, 32), Image.Resampling.LANCZOS))
 
 
 def tile_box(row: int, column: int, params: str = "cifar") -> tuple[int, int, int, int]:

@@ -18,13 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
 # --limit strides the way make-c/-p --limit does: _coverage relies on it to find a subset folder's images.
 from .generate import select_indices as strided_indices
-from .robustness_sets import CorruptedCIFAR, CorruptedImageNet, PerturbedImageNet, open_npy, read_video
+from .robustness_sets import CorruptedCIFAR, CorruptedImageNet, PerturbedImageNet, open_npy, read_image, read_video
 
 Chunk = tuple[np.ndarray, "np.ndarray | None", int]  # (uint8 images, labels or None for -P, frames)
 
@@ -304,7 +303,7 @@ class ImageNetSources:
         from .generate import load_resized
 
         def decode(paths: list[Path], read: Callable[[Path], np.ndarray]) -> np.ndarray:
-            return np.stack(list(pool.map(lambda path: _decoded(path, read), paths)))
+            return np.stack(list(pool.map(read, paths)))  # the readers name a missing or damaged file
 
         def stored(folder: Path, severity: int | None) -> Callable[[Path, str], Path]:
             files = self._held(folder, unit.name, severity)
@@ -334,7 +333,7 @@ class ImageNetSources:
             if unit.kind is UnitKind.CLEAN:
                 images = decode([p for p, _ in files], lambda p: load_resized(p, 224))
             elif c_file is not None:
-                images = decode([c_file(p, w) for p, w in files], _read_rgb)
+                images = decode([c_file(p, w) for p, w in files], lambda p: np.asarray(read_image(p)))
             else:
                 from .corruptions import corrupt
 
@@ -342,23 +341,6 @@ class ImageNetSources:
                 images = np.stack(list(pool.map(_jpeg85, corrupt(
                     clean, unit.name, unit.severity, seed=self.seed, indices=idx, params=self.params.value))))
             yield images, self.labels[idx], 1
-
-
-def _decoded(path: Path, read: Callable[[Path], np.ndarray]) -> np.ndarray:
-    """``read(path)``, with the file named when it is missing or cannot be decoded (truncated, not an image)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"benchmark file missing: {path}")
-    try:
-        return read(path)
-    except OSError as err:  # PIL: "image file is truncated", "cannot identify image file"
-        raise ValueError(f"cannot decode {path}: {err}; replace or re-download the file") from None
-
-
-def _read_rgb(source: Path | BinaryIO) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(source) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 def _jpeg85(image: np.ndarray) -> np.ndarray:
@@ -370,4 +352,5 @@ def _jpeg85(image: np.ndarray) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=85, optimize=True)
     buffer.seek(0)
-    return _read_rgb(buffer)
+    with Image.open(buffer) as img:
+        return np.asarray(img.convert("RGB"))
