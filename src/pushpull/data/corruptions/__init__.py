@@ -105,7 +105,8 @@ def _checked(images: np.ndarray, name: str, severity: int, indices, params: str)
 
 
 def corrupt(images: ImageInput, name: str, severity: int, *, seed: int = 0,
-            indices: int | Sequence[int] | None = None, params: str = "cifar", workers: int | None = None) -> ImageInput:
+            indices: int | Sequence[int] | None = None, params: str = "cifar",
+            workers: int | None = None) -> ImageInput:
     """Corrupt uint8 images with corruption ``name`` at ``severity`` (1..5); returns the same type and layout.
 
     ``images``: a numpy array (N, H, W, 3) or one image (H, W, 3), or a torch tensor in either
