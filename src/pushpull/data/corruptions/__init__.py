@@ -34,6 +34,13 @@ BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
 )
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+# Hendrycks & Dietterich's four families (each extra joins the family of its module here).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
+    "weather": ("snow", "frost", "fog", "brightness", "spatter"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"),
+}
 
 Corruption = Callable[[np.ndarray, object, Sequence[np.random.Generator]], np.ndarray]
 if TYPE_CHECKING:
@@ -195,7 +202,7 @@ def _reference_batch(images: np.ndarray, name: str, severity: int, *, seed: int,
 
 
 __all__ = [
-    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "IMAGENET",
+    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "FAMILIES", "IMAGENET",
     "blend_snow", "brightness", "clipped_zoom", "contrast", "corrupt", "corrupt_reference", "defocus_blur",
     "disk_kernel", "elastic_transform", "fog", "frost", "gaussian_blur", "gaussian_noise", "glass_blur",
     "hsv2rgb", "impulse_noise", "jpeg_compression", "motion_blur", "motion_kernel", "pixelate", "plasma_fractal",
