@@ -116,8 +116,9 @@ def test_runs_with_only_p_or_only_c_results_appear(tmp_path):
 
 
 @pytest.mark.parametrize("fields, note", [
-    ({"official_data": False}, "clean test data differ from the official release"),
-    ({"data_note": "JPEG copy of the test set"}, "JPEG copy of the test set")])
+    ({"official": False, "notes": []}, "clean test data differ from the official release"),
+    ({"official": False, "notes": ["data/cifar-10-batches-py/test_batch is not the official cifar10 test file"]},
+     "data/cifar-10-batches-py/test_batch is not the official cifar10 test file")])
 def test_non_official_data_is_footnoted(tmp_path, fields, note):
     paths = write_runs(tmp_path, [fake_results("official", 0, 0.08, 0.30, 0.05),
                                   fake_results("jpeg", 0, 0.09, 0.25, 0.04, **fields)])
@@ -126,11 +127,21 @@ def test_non_official_data_is_footnoted(tmp_path, fields, note):
     for name in ("summary", "corruptions", "perturbations"):
         md = (out / f"{name}.md").read_text()
         assert "| jpeg [1] |" in md and "| official |" in md and f"\n\n[1] {note}" in md
-        assert f"[1] {note}" in (out / f"{name}.tex").read_text()
+        assert f"[1] {note}".replace("_", "\\_") in (out / f"{name}.tex").read_text()
         rows = list(csv.reader(io.StringIO((out / f"{name}.csv").read_text())))
         assert rows[0][-1] == "note" and note in rows[-1][-1] and rows[-2][-1] == ""
     svg = (out / "fig3.svg").read_text()
-    assert "jpeg [1]" in svg and note in svg
+    assert "jpeg [1]" in svg and note in svg.replace("\n", " ")
+
+
+def test_every_data_note_is_footnoted_once(tmp_path):
+    short = "asked for 2000 images, data/C holds 1000: evaluating 1000"
+    paths = write_runs(tmp_path, [fake_results("a", 0, 0.08, 0.30, 0.05, official=False, notes=[short]),
+                                  fake_results("b", 0, 0.09, 0.25, 0.04, notes=[short]),
+                                  fake_results("c", 0, 0.09, 0.25, 0.04, official=True, notes=[])])
+    md = build_tables(load_results(paths), None)[0].markdown()
+    assert "| a [1, 2] |" in md and "| b [1] |" in md and "| c |" in md
+    assert md.count(short) == 1 and "[2] clean test data differ from the official release" in md
 
 
 def test_write_report_files_and_figure(result_files, tmp_path):

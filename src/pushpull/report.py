@@ -14,14 +14,15 @@ one colour per run, one marker per anti-aliasing filter (the paper's layout); a 
 
 Runs are named by their label (``pushpull eval --label``), else by their model; runs that would
 share a name (and anti-aliasing filter) get what tells them apart: the weights' digest, the flip
-rule, n. A results file whose clean data are not the official release (its ``data`` says so)
-gets a numbered note in every table and in the figure.
+rule, n. What a results file notes about its data (fewer images than asked, clean data that are
+not the official release) becomes a numbered footnote in every table and in the figure.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import textwrap
 import warnings
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,7 @@ class Table:
     first_ranked_row: int = 0  # rows before it (the baseline) take no part in "best"
     groups: list[list[Hashable]] | None = None  # one per ranked row and column
     notes: list[str] = field(default_factory=list)  # footnotes [1], [2] ...
-    row_notes: list[int | None] | None = None  # per row: the index of its note in ``notes``, marked on its name
+    row_notes: list[list[int]] | None = None  # per row: indices into ``notes``, marked on the row's name
 
     def best(self) -> list[dict[Hashable, float]]:
         """Per column: the minimum of each group of comparable rows that has two or more values."""
@@ -76,8 +77,8 @@ class Table:
                 if value is None:
                     cells.append(missing)
                 elif isinstance(value, str):
-                    note = self.row_notes[i] if self.row_notes and col == 0 else None
-                    cells.append(value if note is None else f"{value} [{note + 1}]")
+                    marks = self.row_notes[i] if self.row_notes and col == 0 else []
+                    cells.append(f"{value} [{', '.join(str(k + 1) for k in marks)}]" if marks else value)
                 else:
                     text = self.formats[col](value)
                     low = best[col].get(self._group(i - self.first_ranked_row, col)) \
@@ -118,9 +119,9 @@ class Table:
         noted = bool(self.notes)
         writer.writerow(self.header + (["note"] if noted else []))
         for i, row in enumerate(self.rows):
-            note = self.row_notes[i] if noted and self.row_notes else None
+            marks = self.row_notes[i] if noted and self.row_notes else []
             writer.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in row]
-                            + ([self.notes[note] if note is not None else ""] if noted else []))
+                            + (["; ".join(self.notes[k] for k in marks)] if noted else []))
         return buffer.getvalue()
 
 
@@ -175,15 +176,21 @@ OFFICIAL_DATA_NOTE = ("clean test data differ from the official release (checksu
                       "do not compare with published numbers")
 
 
-def data_note(results: dict) -> str | None:
-    """The run's warning that its clean data are not the official release (``data_note``, or
-    ``official_data`` false, in ``data`` or at the top level), else None."""
-    for where in (results.get("data") or {}, results):
-        if where.get("data_note"):
-            return str(where["data_note"])
-        if where.get("official_data") is False:
-            return OFFICIAL_DATA_NOTE
-    return None
+def data_notes(results: dict) -> list[str]:
+    """What a reader must know about a run's data: its ``data.notes`` (e.g. fewer images than asked,
+    a test file that is not the official one), and that its clean data are not the official release
+    when ``data.official`` is false and no note says so."""
+    data = results.get("data") or {}
+    notes = [str(n) for n in data.get("notes") or []]
+    if data.get("official") is False and not any("official" in n for n in notes):
+        notes.append(OFFICIAL_DATA_NOTE)
+    return notes
+
+
+def _footnotes(runs: Sequence[dict]) -> tuple[list[str], list[list[int]]]:
+    """The distinct data notes of ``runs`` (in order first seen) and, per run, the indices of its own."""
+    notes = list(dict.fromkeys(n for r in runs for n in data_notes(r)))
+    return notes, [[notes.index(n) for n in data_notes(r)] for r in runs]
 
 
 def build_tables(runs: list[dict], baseline: Baseline | None) -> list[Table]:
@@ -197,9 +204,9 @@ def build_tables(runs: list[dict], baseline: Baseline | None) -> list[Table]:
     p_cols = _columns(perturbations, _union(s["perturbations"] for s in summaries))
     any_aa = any(_aa(r) for r in runs)
     names = run_names(runs)
-    notes = list(dict.fromkeys(n for n in map(data_note, runs) if n))
+    notes, marks = _footnotes(runs)
     first = 1 if baseline else 0
-    row_notes = [None] * first + [notes.index(data_note(r)) if data_note(r) else None for r in runs]
+    row_notes = [[]] * first + marks
 
     def lead(i: int, flips: bool) -> list[Cell]:
         r = runs[i]
@@ -277,19 +284,19 @@ def plot_ce_fp(runs: list[dict], path_stem: Path) -> list[Path]:
     from matplotlib.lines import Line2D
 
     corruptions, perturbations = metrics.benchmark_names()
-    names, notes = run_names(runs), list(dict.fromkeys(n for n in map(data_note, runs) if n))
+    names, (notes, marks) = run_names(runs), _footnotes(runs)
     sizes, rules = {_n(r) for r in runs}, {_flip_rule(r) for r in runs} - {None}
     uniform = len(sizes) == 1 and len(rules) <= 1  # then the title says n and flip rule once
     points = []  # (legend label, aa, CE % or None, FP or None)
-    for name, r in zip(names, runs):
+    for name, r, mark in zip(names, runs, marks):
         s = metrics.summarize(r, None, corruptions=corruptions, perturbations=perturbations)
         ce, fp = s["mean_ce_unnormalized"], s["mFP"]
         if ce is None and fp is None:
             continue
         extra = [] if uniform else [f for f in (f"n={_n(r)}", f"{_flip_rule(r)} flips" if fp is not None else "")
                                     if f and f not in name]
-        note = data_note(r)
-        label = name + (f" ({', '.join(extra)})" if extra else "") + (f" [{notes.index(note) + 1}]" if note else "")
+        label = name + (f" ({', '.join(extra)})" if extra else "") \
+            + (f" [{', '.join(str(k + 1) for k in mark)}]" if mark else "")
         points.append((label, _aa(r), None if ce is None else 100 * ce, fp))
     if not points:
         raise ValueError("Figure 3 needs results with all 15 benchmark corruptions or all 10 perturbations")
@@ -335,8 +342,8 @@ def plot_ce_fp(runs: list[dict], path_stem: Path) -> list[Path]:
         extra_artists.append(ax.legend(handles=aa_handles, title="anti-aliasing", loc="lower left",
                                        bbox_to_anchor=(1.01, 0.0), fontsize=8, title_fontsize=9, frameon=False))
     if notes:
-        extra_artists.append(fig.text(0.01, -0.02, "\n".join(f"[{k}] {n}" for k, n in enumerate(notes, 1)),
-                                      fontsize=7, va="top", ha="left", wrap=True))
+        text = "\n".join(textwrap.fill(f"[{k}] {n}", 110) for k, n in enumerate(notes, 1))
+        extra_artists.append(fig.text(0.01, -0.02, text, fontsize=7, va="top", ha="left"))
     fig.tight_layout()
     written = []
     for suffix in (".png", ".svg"):
