@@ -270,7 +270,7 @@ def test_empty_batch():
     (dict(severity=6), ValueError, "severity"),
     (dict(severity=2.0), ValueError, "severity"),
     (dict(images=np.zeros((2, 32, 32, 3), np.float32)), TypeError, "uint8"),
-    (dict(images=np.zeros((32, 32, 3), np.uint8)), ValueError, "shape"),
+    (dict(images=np.zeros((32, 32), np.uint8)), ValueError, "shape"),  # (H, W, 3) is one image, accepted
     (dict(images=np.zeros((2, 32, 32, 1), np.uint8)), ValueError, "shape"),
     (dict(indices=[0]), ValueError, "indices"),
     (dict(indices=[0, -1]), ValueError, "indices"),

@@ -99,8 +99,10 @@ def test_unknown_name_lists_close_matches():
 def test_bad_options_are_named():
     with pytest.raises(TypeError, match="num_classes"):
         create_model("resnet20", num_class=10)
-    with pytest.raises(ValueError, match="aa"):
-        create_model("resnet20", aa=4.5)
+    for aa in (4.5, 4, 1, 7, True, "3"):  # only the paper's filters: 0, Rect-2, Tri-3, Bin-5
+        with pytest.raises(ValueError, match=rf"^aa .* 2 \(Rect-2\), 3 \(Tri-3\) or 5 \(Bin-5\), got {aa!r}$"):
+            create_model("resnet20", aa=aa)
+    assert [create_model("resnet20", aa=aa) is not None for aa in (0, 2, 3, 5)] == [True] * 4
     with pytest.raises(ValueError, match="num_classes"):
         create_model("resnet20", num_classes=0)
     with pytest.raises(ValueError, match="alpha"):

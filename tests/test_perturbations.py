@@ -217,14 +217,37 @@ def test_warp_perspective_integer_shift_is_exact():
     assert not out[:, :, :3].any() and not out[:, 30:].any()
 
 
-def test_tilt_matches_opencv_when_installed():
-    cv2 = pytest.importorskip("cv2")
-    if int(cv2.__version__.split(".")[0]) >= 5:
-        pytest.skip("OpenCV 5 changed warpPerspective's rounding; the reference generator used OpenCV 3/4")
+def opencv4_warp_perspective(cv2, image: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """OpenCV 4's ``warpPerspective`` (INTER_LINEAR, black border) on any OpenCV: its source map, computed
+    as 4.x did (double precision, rounded to 1/32 px), fed to ``remap``'s fixed-point path, which
+    4.x ran internally and 5.x still has. (OpenCV 5 rewrote warpPerspective in floating point.)"""
+    h, w = image.shape[:2]
+    inv = np.linalg.inv(m)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    den = inv[2, 0] * xs + inv[2, 1] * ys + inv[2, 2]
+    scale = np.where(den != 0, 32.0 / np.where(den != 0, den, 1.0), 0.0)
+    lim = float(np.iinfo(np.int32).max)
+    fx, fy = (np.rint(np.clip((inv[k, 0] * xs + inv[k, 1] * ys + inv[k, 2]) * scale, -lim, lim)).astype(np.int64)
+              for k in (0, 1))
+    whole = np.stack([fx >> 5, fy >> 5], -1).clip(-32768, 32767).astype(np.int16)
+    fraction = ((fy & 31) * 32 + (fx & 31)).astype(np.uint16)
+    return cv2.remap(image, whole, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def test_tilt_matches_opencv4_warp_perspective():
+    """Runs on every OpenCV: against warpPerspective itself before 5.0, against 4.x's fixed-point
+    pipeline rebuilt from remap always (checked equal to warpPerspective on OpenCV 4.14)."""
+    import cv2
+
     out = perturb(IMAGES, "tilt")
     for i in (0, 9, 30):
         m = tilt_matrix(0.75 * (i - 15), 32, 32)
-        assert np.array_equal(out[:, i], np.stack([cv2.warpPerspective(x, m, (32, 32)) for x in IMAGES]))
+        assert np.array_equal(out[:, i], np.stack([opencv4_warp_perspective(cv2, x, m) for x in IMAGES]))
+        if int(cv2.__version__.split(".")[0]) < 5:
+            assert np.array_equal(out[:, i], np.stack([cv2.warpPerspective(x, m, (32, 32)) for x in IMAGES]))
+    steep = tilt_matrix(40.0, 20, 24)  # far off-centre taps, the 1/32 px rounding and the border
+    assert np.array_equal(warp_perspective(IMAGES[:2, :20, :24], steep)[1],
+                          opencv4_warp_perspective(cv2, IMAGES[1, :20, :24], steep))
 
 
 def test_convolve_same_matches_numpy():

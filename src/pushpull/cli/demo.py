@@ -28,13 +28,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..demo import DEMO_CORRUPTIONS, format_table, run_demo
+    from ..demo import DEMO_CORRUPTIONS, format_table, near_chance, run_demo
 
     results = run_demo(args.out, args.data, epochs=args.epochs, seed=args.seed, device=args.device,
                        corruptions=args.corruptions or DEMO_CORRUPTIONS, progress=not args.no_progress)
     out = Path(args.out)
-    print(f"\n{results['setting']}: top-1 error, mean over severities 1-5 ({results['test_images']} test images)\n")
-    print(format_table(results["errors"]))
+    n = results["test_images"]
+    print(f"\n{results['setting']}: top-1 error, mean over severities 1-5 ({n} test images, one seed)\n")
+    print(format_table(results["errors"], n))
+    print("\n95% intervals (Wilson) are drawn in the plot; gaps inside them are not evidence.")
+    excluded = near_chance(results["errors"], n)
+    if excluded:
+        print(f"Near chance for at least one network (so left out of the last mean): {', '.join(excluded)}.")
     print(f"\nplot: {out / 'results.png'}   table: {out / 'results.md'}   all numbers: {out / 'results.json'}")
     print(f"done in {results['seconds']:.0f} s")
     return 0

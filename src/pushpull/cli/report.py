@@ -8,8 +8,10 @@ import argparse
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "report", help="tables (md/csv/tex) and the CE-vs-FP figure from `pushpull eval` results",
-        description="Build Table 1 style summary (E, mCE, rCE, mFR), per-corruption CE and per-perturbation FP "
-                    "tables, best value per column in bold, and Figure 3 (CE vs FP scatter) as PNG and SVG.",
+        description="Build Table 1 style summary (E, mCE, rCE, mFR), per-corruption CE and per-perturbation FP\n"
+                    "tables and Figure 3 (CE vs FP scatter) as PNG and SVG. Rows are named by each run's --label\n"
+                    "(else its model, plus what tells alike runs apart) and state n and flip rule; the best value\n"
+                    "per column is bold among comparable rows (same n, same flip rule); data notes are footnoted.",
         epilog="example:\n  pushpull report results/*.json --out report/\n"
                "  pushpull report results/resnet20*.json --baseline results/resnet20.json --out report-vs-r20/",
         formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -42,5 +42,6 @@ def run(args: argparse.Namespace) -> int:
     sheet = contact_sheet(prepare_image(args.image, args.params), names, params=args.params, seed=args.seed)
     with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
-    print(f"wrote {out} ({sheet.width}x{sheet.height})")
+    print(f"wrote {out.resolve()}: {sheet.width}x{sheet.height} px, "
+          f"{len(names)} corruption(s) x (clean + severities 1-5)")
     return 0

@@ -18,6 +18,7 @@ from torch import nn
 
 from .._names import unknown_name_message
 from ..data.constants import CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD
+from ..layers.blur import FILTER_NAMES
 from .alexnet_cifar import alexnet_cifar
 from .densenet_cifar import densenet_cifar
 from .resnet_cifar import resnet_cifar
@@ -26,6 +27,7 @@ from .wide_resnet import wide_resnet
 
 COMMON_OPTIONS = ("num_classes", "aa", "alpha", "scale", "trainable_alpha", "impl")
 PUSHPULL_DEFAULTS = {"alpha": 1.0, "scale": 2.0, "trainable_alpha": False, "impl": "auto"}
+AA_SIZES = (0, *FILTER_NAMES)  # the paper's anti-aliasing filters: none, Rect-2, Tri-3, Bin-5
 
 
 @dataclass(frozen=True)
@@ -126,9 +128,8 @@ def _check_options(info: ModelInfo, kwargs: dict) -> None:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     aa = kwargs.get("aa", 0)
-    if isinstance(aa, bool) or aa not in range(0, 8):
-        raise ValueError(f"aa (anti-aliasing filter size) must be 0 (off), 2 (Rect-2), 3 (Tri-3) or 5 (Bin-5), "
-                         f"or another size up to 7; got {aa!r}")
+    if isinstance(aa, bool) or aa not in AA_SIZES:
+        raise ValueError(f"aa (anti-aliasing filter) must be 0 (off), 2 (Rect-2), 3 (Tri-3) or 5 (Bin-5), got {aa!r}")
     alpha, scale = kwargs.get("alpha", 1.0), kwargs.get("scale", 2.0)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
         raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")

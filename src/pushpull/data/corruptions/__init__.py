@@ -1,7 +1,7 @@
 """CIFAR-10-C / ImageNet-C corruptions: Hendrycks & Dietterich's 19 generators, batched and reproducible.
 
-``corrupt(images, name, severity)`` corrupts a uint8 batch (N, H, W, 3) with the CIFAR (32x32) or
-ImageNet (224x224) parameter table. Image i's randomness comes only from
+``corrupt(images, name, severity)`` corrupts uint8 images (numpy arrays or torch tensors) with
+the CIFAR (32x32) or ImageNet (224x224) parameter table. Image i's randomness comes only from
 ``numpy.random.default_rng([seed, stream_id(name), severity, indices[i]])`` (``pushpull.data.streams``:
 the id is fixed by the name, not its place in ``CORRUPTIONS``), so the output is the same whatever
 the batching, number of workers or machine. ``corrupt_reference`` is the
@@ -11,8 +11,10 @@ slow per-image oracle the fast path is tested against.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -33,8 +35,18 @@ BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
 )
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+# Hendrycks & Dietterich's four families (each extra joins the family of its module here).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
+    "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "gaussian_blur"),
+    "weather": ("snow", "frost", "fog", "brightness", "spatter"),
+    "digital": ("contrast", "elastic_transform", "pixelate", "jpeg_compression", "saturate"),
+}
 
 Corruption = Callable[[np.ndarray, object, Sequence[np.random.Generator]], np.ndarray]
+if TYPE_CHECKING:
+    import torch
+ImageInput = TypeVar("ImageInput", np.ndarray, "torch.Tensor")
 
 
 def _motion(images, c, rngs):
@@ -90,14 +102,58 @@ def _checked(images: np.ndarray, name: str, severity: int, indices, params: str)
     return name, indices, severity_params(name, int(severity), params)
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indices: Sequence[int] | None = None,
-            params: str = "cifar", workers: int | None = None) -> np.ndarray:
-    """Corrupt a uint8 batch (N, H, W, 3) with corruption ``name`` at ``severity`` (1..5).
+def corrupt(images: ImageInput, name: str, severity: int, *, seed: int = 0,
+            indices: int | Sequence[int] | None = None, params: str = "cifar",
+            workers: int | None = None) -> ImageInput:
+    """Corrupt uint8 images with corruption ``name`` at ``severity`` (1..5); returns the same type and layout.
 
-    ``params``: "cifar" (CIFAR-10-C table) or "imagenet" (ImageNet-C table). ``indices``: each
-    image's index in its dataset (default 0..N-1), which with ``seed`` fixes its random stream.
-    ``workers``: threads (default: all cores). Returns a new uint8 array of the same shape.
+    ``images``: a numpy array (N, H, W, 3) or one image (H, W, 3), or a torch tensor in either
+    of these layouts or channels-first (N, 3, H, W) / (3, H, W) as torchvision reads images
+    (a last dimension of 3 means channels-last). ``params``: "cifar" (CIFAR-10-C table) or
+    "imagenet" (ImageNet-C table). ``indices``: each image's index in its dataset (default
+    0..N-1), which with ``seed`` fixes its random stream. ``workers``: threads (default: all cores).
     """
+    return _on_any_input(_corrupt_batch, images, name, severity, seed=seed, indices=indices, params=params,
+                         workers=workers)
+
+
+def _on_any_input(fn: Callable[..., np.ndarray], images: ImageInput, name: str, severity: int, *,
+                  indices: int | Sequence[int] | None, **kwargs) -> ImageInput:
+    """``fn`` (which takes a (N, H, W, 3) array) applied to any input ``corrupt`` accepts, the result in its form."""
+    batch, restore = _as_batch(images)
+    if indices is not None and np.ndim(indices) == 0:  # one image, one index
+        indices = [indices]
+    return restore(fn(batch, name, severity, indices=indices, **kwargs))
+
+
+def _as_batch(images: ImageInput) -> tuple[np.ndarray, Callable[[np.ndarray], ImageInput]]:
+    """``images`` as a (N, H, W, 3) uint8 array, and the function that gives a result back in the caller's form."""
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported; never import it here
+    is_tensor = torch is not None and isinstance(images, torch.Tensor)
+    if not is_tensor and not isinstance(images, np.ndarray):
+        raise TypeError(f"images must be a uint8 numpy array or torch tensor, got {type(images).__name__}")
+    if images.dtype not in (np.uint8, getattr(torch, "uint8", None)):
+        raise TypeError(f"images must be uint8 (0..255), got {images.dtype}")
+    single = images.ndim == 3
+    channels_first = is_tensor and images.ndim in (3, 4) and images.shape[-1] != 3 and images.shape[-3] == 3
+    if images.ndim not in (3, 4) or (images.shape[-1] != 3 and not channels_first):
+        layouts = "(N, H, W, 3), (H, W, 3)" + (", (N, 3, H, W) or (3, H, W)" if is_tensor else "")
+        raise ValueError(f"images must have shape {layouts}, got {tuple(images.shape)}")
+    array = images.detach().cpu().numpy() if is_tensor else images
+    array = array[None] if single else array
+    array = np.ascontiguousarray(np.moveaxis(array, 1, -1)) if channels_first else array
+
+    def restore(out: np.ndarray) -> ImageInput:
+        out = np.moveaxis(out, -1, 1) if channels_first else out
+        out = out[0] if single else out
+        return torch.from_numpy(np.ascontiguousarray(out)).to(images.device) if is_tensor else out
+
+    return array, restore
+
+
+def _corrupt_batch(images: np.ndarray, name: str, severity: int, *, seed: int, indices: Sequence[int] | None,
+                   params: str, workers: int | None) -> np.ndarray:
+    """``corrupt`` on a (N, H, W, 3) uint8 array: chunks of about 64k pixels spread over threads."""
     name, indices, c = _checked(images, name, severity, indices, params)
     fn = _FAST[name]
     if len(images) == 0:
@@ -116,10 +172,16 @@ def corrupt(images: np.ndarray, name: str, severity: int, *, seed: int = 0, indi
         return np.concatenate(list(pool.map(run, bounds)))
 
 
-def corrupt_reference(images: np.ndarray, name: str, severity: int, *, seed: int = 0,
-                      indices: Sequence[int] | None = None, params: str = "cifar",
-                      workers: int | None = None) -> np.ndarray:
-    """The slow oracle: one image at a time, mirroring the reference code line by line (``workers`` ignored)."""
+def corrupt_reference(images: ImageInput, name: str, severity: int, *, seed: int = 0,
+                      indices: int | Sequence[int] | None = None, params: str = "cifar",
+                      workers: int | None = None) -> ImageInput:
+    """The slow oracle: one image at a time, mirroring the reference code line by line (``workers`` ignored);
+    takes the inputs ``corrupt`` takes."""
+    return _on_any_input(_reference_batch, images, name, severity, seed=seed, indices=indices, params=params)
+
+
+def _reference_batch(images: np.ndarray, name: str, severity: int, *, seed: int, indices: Sequence[int] | None,
+                     params: str) -> np.ndarray:
     from .reference import corrupt_one
 
     name, indices, c = _checked(images, name, severity, indices, params)
@@ -131,7 +193,7 @@ def corrupt_reference(images: np.ndarray, name: str, severity: int, *, seed: int
 
 
 __all__ = [
-    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "IMAGENET",
+    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "FAMILIES", "IMAGENET",
     "blend_snow", "brightness", "clipped_zoom", "contrast", "corrupt", "corrupt_reference", "defocus_blur",
     "disk_kernel", "elastic_transform", "fog", "frost", "gaussian_blur", "gaussian_noise", "glass_blur",
     "hsv2rgb", "impulse_noise", "jpeg_compression", "motion_blur", "motion_kernel", "pixelate", "plasma_fractal",
