@@ -134,6 +134,8 @@ def test_train_command_line(tmp_path, capsys, fake_cifar10):
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert main(["train", "--model", "resnet20", "--recipe", "cifar-resnt", "--data", str(root)]) == 1
     assert "did you mean 'cifar-resnet'" in capsys.readouterr().err
+    assert main(["train", "--model", "resnet2O"]) == 1  # the model's name is checked before the data
+    assert "unknown model 'resnet2O'; did you mean" in capsys.readouterr().err
 
 
 class _SignalAtFirstItem(torch.utils.data.Dataset):

@@ -377,6 +377,10 @@ def train(
     """
     recipe_fields = set(Recipe.__dataclass_fields__)
     overrides = {k: options.pop(k) for k in list(options) if k in recipe_fields}
+    if isinstance(model, str):
+        from ..models import model_info
+
+        model_info(model)  # a mistyped name fails (with close matches) before any data is read
     if recipe is None:
         if not isinstance(model, str):
             raise ValueError("give a recipe when training a custom nn.Module")
