@@ -105,6 +105,17 @@ def test_saved_model_and_its_sidecar(trained, tmp_path):
     assert load_model(path, num_classes=10).info.name == "resnet20_pp"  # what it records anyway: accepted
 
 
+def test_the_weights_file_given_is_the_one_loaded(trained, tmp_path):
+    path = save_model(trained, tmp_path / "r20pp.safetensors", name="resnet20_pp", mean=SAVED_MEAN, std=SAVED_STD,
+                      source="unit test")
+    cut = tmp_path / "cut.safetensors"  # a truncated copy beside a copy of the sidecar, which names r20pp
+    cut.write_bytes(path.read_bytes()[:100_000])
+    (tmp_path / "cut.json").write_text((tmp_path / "r20pp.json").read_text())
+    with pytest.raises(ValueError, match=r"cut\.safetensors does not match the sha256 in cut\.json"):
+        load_model(cut)
+    assert load_model(tmp_path / "cut.json").info.weights == path  # a sidecar given alone names its weights
+
+
 def test_damaged_sidecar_is_named(trained, tmp_path):
     path = save_model(trained, tmp_path / "m.safetensors", name="resnet20_pp", mean=SAVED_MEAN, std=SAVED_STD,
                       source="unit test")

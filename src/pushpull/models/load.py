@@ -257,7 +257,9 @@ def _saved(path: Path, verify: bool) -> tuple[nn.Module, LoadInfo, tuple]:
     if not path.exists() and not sidecar_path(path).exists():
         raise FileNotFoundError(f"saved model not found: {path}")
     meta = read_metadata(path)
-    weights = sidecar_path(path).with_name(meta.get("weights") or path.with_suffix(".safetensors").name)
+    # The weights file given is the one loaded; a sidecar given alone names its weights.
+    weights = path if path.suffix == ".safetensors" else \
+        sidecar_path(path).with_name(meta.get("weights") or path.with_suffix(".safetensors").name)
     if not weights.is_file():
         raise FileNotFoundError(f"model weights not found: {weights}")
     digest = file_sha256(weights) if verify or not meta.get("sha256") else meta["sha256"]
