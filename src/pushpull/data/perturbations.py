@@ -85,18 +85,17 @@ def _check(name: str, params: str) -> None:
         raise ValueError(f"params must be 'cifar' or 'imagenet', got {params!r}")
 
 
-def _crop_window(h: int, w: int, size: int | None) -> tuple[int, int, int, int]:
-    """(top, left, height, width) of torchvision's ``CenterCrop(size)`` of an h x w image (all of it for None)."""
+Window = tuple[int, int, int, int]
+"""(top, left, height, width) of the output pixels kept."""
+
+
+def _crop_window(h: int, w: int, size: int | None) -> Window:
+    """torchvision's ``CenterCrop(size)`` of an h x w image (all of it for None)."""
     if size is None:
         return 0, 0, h, w
     if size > min(h, w):
         raise ValueError(f"crop {size} is larger than the images ({h}x{w})")
     return int(round((h - size) / 2.0)), int(round((w - size) / 2.0)), size, size
-
-
-def _center_crop(frames: np.ndarray, size: int | None) -> np.ndarray:
-    top, left, h, w = _crop_window(*frames.shape[-3:-1], size)
-    return frames[..., top:top + h, left:left + w, :]
 
 
 # --------------------------------------------------------------------------- noise
@@ -244,24 +243,34 @@ def affine_matrix(size: tuple[int, int], *, angle: float = 0.0, translate: Seque
     return m
 
 
-def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: bool) -> np.ndarray:
-    """PIL affine warps of every (image, frame), black outside, as the reference's torchvision ``affine``."""
+def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: bool, window: Window) -> np.ndarray:
+    """PIL affine warps of every (image, frame), black outside, as the reference's torchvision ``affine``,
+    inside ``window`` only.
+
+    PIL computes an output pixel from its own coordinates (counted from the top-left corner) alone,
+    so an output image that ends at the window's bottom-right corner holds the same pixels there.
+    """
     from PIL import Image
 
     mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
     size = (images.shape[2], images.shape[1])
+    top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
-    out = np.empty((len(images), len(frames)) + images.shape[1:], np.uint8)
+    out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
     for n, img in enumerate(images):
         pil = Image.fromarray(img)
         for t, matrix in enumerate(matrices):
-            out[n, t] = np.asarray(pil.transform(size, Image.Transform.AFFINE, matrix, mode, fillcolor=(0, 0, 0)))
+            moved = pil.transform((left + width, top + height), Image.Transform.AFFINE, matrix, mode,
+                                  fillcolor=(0, 0, 0))
+            out[n, t] = np.asarray(moved)[top:, left:]
     return out
 
 
-def _zoom_blur(images: np.ndarray) -> np.ndarray:
+def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:
     """Running mean of zooms 1 + 0.004 k (float32, truncated to uint8 as ToPILImage does)."""
-    zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], bilinear=True)
+    zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], True, window)
+    top, left, height, width = window
+    images = images[:, top:top + height, left:left + width]
     total = images.astype(np.float32) / np.float32(255)
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     out[:, 0] = images
@@ -299,28 +308,26 @@ def warp_perspective(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     return frames[:, 0] if np.ndim(matrix) == 2 else frames
 
 
-def _tilt(images: np.ndarray, params: str, crop: int | None) -> np.ndarray:
-    """Each frame warps the whole image (the reference's map), computed only inside the crop."""
+def _tilt(images: np.ndarray, params: str, window: Window) -> np.ndarray:
+    """Each frame warps the whole image (the reference's map), computed only inside the window."""
     from .sequence_kernels import warp_frames
 
     step = _PARAMS[params]["tilt"]
     h, w = images.shape[1:3]
-    matrices = np.stack([tilt_matrix(step * (i - 15), h, w) for i in range(FRAMES)])
-    return warp_frames(images, matrices, _crop_window(h, w, crop))
+    return warp_frames(images, np.stack([tilt_matrix(step * (i - 15), h, w) for i in range(FRAMES)]), window)
 
 
-def _geometric(images: np.ndarray, name: str, params: str) -> np.ndarray:
+def _geometric(images: np.ndarray, name: str, params: str, window: Window) -> np.ndarray:
     if name == "translate":
         frames, off = _PARAMS[params]["translate"]
-        return _pil_affine_frames(images, [{"translate": (i - off, 0)} for i in range(frames)],
-                                  bilinear=False)
+        return _pil_affine_frames(images, [{"translate": (i - off, 0)} for i in range(frames)], False, window)
     if name == "rotate":
         frames = [{"angle": float(i - 15)} for i in range(FRAMES)]
     elif name == "scale":
         frames = [{"scale": _PARAMS[params]["scale"](i)} for i in range(FRAMES)]
     else:  # shear
         frames = [{"shear": (float(i - 15), 0.0)} for i in range(FRAMES)]
-    return _pil_affine_frames(images, frames, bilinear=True)
+    return _pil_affine_frames(images, frames, True, window)
 
 
 # --------------------------------------------------------------------------- API
@@ -354,8 +361,10 @@ def perturb(
     def rngs(i: int) -> np.random.Generator:
         return image_stream(seed, name, indices[i])
 
+    window = _crop_window(images.shape[1], images.shape[2], crop)
     if name not in MOVING_SEQUENCES:  # the reference cropped first, then perturbed
-        images, crop = np.ascontiguousarray(_center_crop(images, crop)), None
+        top, left, height, width = window
+        images = np.ascontiguousarray(images[:, top:top + height, left:left + width])
     if name in NOISE_SEQUENCES:
         frames = _noise(images, name, params, rngs)
     elif name == "brightness":
@@ -369,9 +378,9 @@ def perturb(
     elif name == "spatter":
         frames = _spatter(images, params, rngs)
     elif name == "zoom_blur":
-        frames = _zoom_blur(images)
+        frames = _zoom_blur(images, window)
     elif name == "tilt":
-        frames, crop = _tilt(images, params, crop), None
+        frames = _tilt(images, params, window)
     else:  # translate, rotate, scale, shear
-        frames = _geometric(images, name, params)
-    return np.ascontiguousarray(_center_crop(frames, crop))
+        frames = _geometric(images, name, params, window)
+    return frames
