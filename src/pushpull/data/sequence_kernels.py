@@ -85,10 +85,11 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
                         [left + width - 1, top + height - 1, 1]], np.float64)
     for flat in matrices:
         inv = np.linalg.inv(np.reshape(flat, (3, 3)))
-        # the three rows are affine in (x, y): their extremes over the window lie at its corners
+        # x, y and w are affine in the pixel position: their extremes over the window lie at its corners,
+        # so one look tells whether w keeps its sign and every source point lies within int16 pixels
         rows = corners @ inv.T
         safe = bool((rows[:, 2] > 0).all() or (rows[:, 2] < 0).all())
-        safe = safe and 64.0 * np.abs(rows[:, :2]).max() / np.abs(rows[:, 2]).min() < lim / 2
+        safe = safe and 64.0 * np.abs(rows[:, :2]).max() / np.abs(rows[:, 2]).min() < 32767 * 32
         scale = inv[2, 0] * xs + inv[2, 1] * ys
         scale += inv[2, 2]
         if safe:
@@ -101,13 +102,13 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
             p = inv[k, 0] * xs + inv[k, 1] * ys
             p += inv[k, 2]
             p *= scale
-            if not safe:
+            if not safe:  # OpenCV's clamp to int32
                 np.clip(p, -lim, lim, out=p)
             np.rint(p, out=p)
             fixed = p.astype(np.int32)
             fraction += (fixed & 31) << (5 * k)
             fixed >>= 5
-            whole[..., k] = fixed.clip(-32768, 32767)
+            whole[..., k] = fixed if safe else fixed.clip(-32768, 32767)
         fraction = fraction.astype(np.uint16)
         whole.setflags(write=False)
         fraction.setflags(write=False)
