@@ -79,7 +79,6 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
     top, left, height, width = window
     xs = np.arange(left, left + width, dtype=np.float64)[None, :]
     ys = np.arange(top, top + height, dtype=np.float64)[:, None]
-    lim = float(np.iinfo(np.int32).max)
     maps = []
     corners = np.array([[left, top, 1], [left + width - 1, top, 1], [left, top + height - 1, 1],
                         [left + width - 1, top + height - 1, 1]], np.float64)
@@ -101,11 +100,8 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
         for k in (0, 1):
             p = inv[k, 0] * xs + inv[k, 1] * ys
             p += inv[k, 2]
-            p *= scale
-            if not safe:  # OpenCV's clamp to int32
-                np.clip(p, -lim, lim, out=p)
-            np.rint(p, out=p)
-            fixed = p.astype(np.int32)
+            # p * (32 / w) in double, clamped to int32 and rounded half to even: OpenCV's saturate_cast<int>
+            fixed = cv2.multiply(p, scale, dtype=cv2.CV_32S)
             fraction += (fixed & 31) << (5 * k)
             fixed >>= 5
             whole[..., k] = fixed if safe else fixed.clip(-32768, 32767)
