@@ -43,8 +43,10 @@ def _sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[flo
     taps = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64)  # (T, 2, width)
     pad = width  # every offset is below width in size
     padded = np.pad(images.astype(np.float64) * 257.0, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    padded = padded.reshape(n, h + 2 * pad, -1)  # a row's pixels and channels as one run: a shift by dx is dx * c
+    offsets = [[(int(taps[t, 0, i]), int(taps[t, 1, i]) * c) for i in range(width)] for t in range(len(angles))]
     # a node of the prefix tree: the frames whose taps 0..i-1 agree, and their common partial sum
-    nodes: list[tuple[list[int], np.ndarray]] = [(list(range(len(angles))), np.zeros(images.shape))]
+    nodes: list[tuple[list[int], np.ndarray]] = [(list(range(len(angles))), np.zeros((n, h, w * c)))]
     weighted = np.empty_like(padded)
     for i in range(width):
         np.multiply(padded, kernel[i], out=weighted)
@@ -52,15 +54,15 @@ def _sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[flo
         for frames, acc in nodes:
             by_offset: dict[tuple[int, int], list[int]] = {}
             for t in frames:
-                by_offset.setdefault((int(taps[t, 0, i]), int(taps[t, 1, i])), []).append(t)
+                by_offset.setdefault(offsets[t][i], []).append(t)
             for k, ((dy, dx), group) in enumerate(by_offset.items()):
                 child = acc if k == len(by_offset) - 1 else acc.copy()
-                child += weighted[:, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+                child += weighted[:, pad + dy:pad + dy + h, pad * c + dx:(pad + w) * c + dx]
                 children.append((group, child))
         nodes = children
     out = np.empty((n, len(angles), h, w, c), np.uint8)
     for frames, acc in nodes:
-        frame = quantum_to_char(acc)
+        frame = quantum_to_char(acc).reshape(n, h, w, c)
         for t in frames:
             out[:, t] = frame
     return out
