@@ -9,9 +9,13 @@ truncation); the random frames of image i come from a stream that depends only o
 depend on batching.
 
 Geometric sequences use the operation the reference used: torchvision's ``affine`` on
-PIL images (translate, rotate, scale, shear, zoom blur) and an exact re-implementation
-of OpenCV 4's fixed-point ``warpPerspective`` (tilt). ImageNet-P frames are 224 px centre
-crops of the image resized to 256 px (``crop=224``), taken where the reference took them.
+PIL images (translate, rotate, scale, shear, zoom blur) and OpenCV 4's fixed-point
+``warpPerspective`` (tilt: its map, run through OpenCV's ``remap``). ImageNet-P frames are
+224 px centre crops of the image resized to 256 px (``crop=224``), taken where the reference
+took them; moving sequences compute only the pixels that are kept.
+
+Work shared between the frames of a sequence (``sequence_kernels``) leaves every frame
+bit-identical to computing it alone, the reference's way (``tests/test_perturbations.py``).
 """
 
 from __future__ import annotations

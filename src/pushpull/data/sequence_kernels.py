@@ -125,6 +125,7 @@ def warp_frames(images: np.ndarray, matrices: np.ndarray, window: tuple[int, int
     maps = perspective_maps(key, tuple(int(v) for v in window))
     out = np.empty((n, len(maps), window[2], window[3], c), np.uint8)
     for k, image in enumerate(images):
+        image = np.ascontiguousarray(image)
         for t, (whole, fraction) in enumerate(maps):
             cv2.remap(image, whole, fraction, cv2.INTER_LINEAR, dst=out[k, t],
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
