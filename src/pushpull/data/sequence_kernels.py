@@ -81,37 +81,39 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
     top, left, height, width = window
     xs = np.arange(left, left + width, dtype=np.float64)[None, :]
     ys = np.arange(top, top + height, dtype=np.float64)[:, None]
-    maps = []
     corners = np.array([[left, top, 1], [left + width - 1, top, 1], [left, top + height - 1, 1],
                         [left + width - 1, top + height - 1, 1]], np.float64)
-    for flat in matrices:
-        inv = np.linalg.inv(np.reshape(flat, (3, 3)))
-        # x, y and w are affine in the pixel position: their extremes over the window lie at its corners,
-        # so one look tells whether w keeps its sign and every source point lies within int16 pixels
-        rows = corners @ inv.T
-        safe = bool((rows[:, 2] > 0).all() or (rows[:, 2] < 0).all())
-        safe = safe and 64.0 * np.abs(rows[:, :2]).max() / np.abs(rows[:, 2]).min() < 32767 * 32
-        scale = inv[2, 0] * xs + inv[2, 1] * ys
+    inverses = np.linalg.inv(np.reshape(matrices, (-1, 3, 3)))
+    # x, y and w are affine in the pixel position: their extremes over the window lie at its corners,
+    # so one look tells whether w keeps its sign and every source point lies within int16 pixels
+    rows = corners @ inverses.transpose(0, 2, 1)
+    keeps_sign = (rows[..., 2] > 0).all(1) | (rows[..., 2] < 0).all(1)
+    bounded = 64.0 * np.abs(rows[..., :2]).max((1, 2)) < 32767 * 32 * np.abs(rows[..., 2]).min(1)
+    wholes = np.empty((len(inverses), height, width, 2), np.int16)
+    fractions = np.empty((len(inverses), height, width), np.uint16)
+    scale, p = np.empty((height, width)), np.empty((height, width))
+    fixed, low = np.empty((2, height, width), np.int32), np.empty((height, width), np.uint16)
+    for inv, safe, whole, fraction in zip(inverses, keeps_sign & bounded, wholes, fractions):
+        np.add(inv[2, 0] * xs, inv[2, 1] * ys, out=scale)
         scale += inv[2, 2]
         if safe:
             np.divide(32.0, scale, out=scale)
         else:  # OpenCV's W ? 32 / W : 0
             np.divide(32.0, scale, out=scale, where=scale != 0)
-        whole = np.empty((height, width, 2), np.int16)
-        fraction = np.zeros((height, width), np.int32)
         for k in (0, 1):
-            p = inv[k, 0] * xs + inv[k, 1] * ys
+            np.add(inv[k, 0] * xs, inv[k, 1] * ys, out=p)
             p += inv[k, 2]
             # p * (32 / w) in double, clamped to int32 and rounded half to even: OpenCV's saturate_cast<int>
-            fixed = cv2.multiply(p, scale, dtype=cv2.CV_32S)
-            fraction += (fixed & 31) << (5 * k)
-            fixed >>= 5
-            whole[..., k] = fixed if safe else fixed.clip(-32768, 32767)
-        fraction = fraction.astype(np.uint16)
-        whole.setflags(write=False)
-        fraction.setflags(write=False)
-        maps.append((whole, fraction))
-    return tuple(maps)
+            cv2.multiply(p, scale, dst=fixed[k], dtype=cv2.CV_32S)
+            np.right_shift(fixed[k] if safe else fixed[k].clip(-32768 * 32, 32767 * 32), 5, out=whole[..., k],
+                           casting="unsafe")
+        np.bitwise_and(fixed[1], 31, out=fraction, casting="unsafe")
+        fraction <<= 5
+        np.bitwise_and(fixed[0], 31, out=low, casting="unsafe")
+        fraction |= low
+    wholes.setflags(write=False)
+    fractions.setflags(write=False)
+    return tuple(zip(wholes, fractions))
 
 
 def warp_frames(images: np.ndarray, matrices: np.ndarray, window: tuple[int, int, int, int] | None = None
