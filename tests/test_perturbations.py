@@ -269,7 +269,7 @@ def test_crop_where_the_reference_cropped(name):
     assert np.array_equal(out, whole[:, :, 3:27, 8:32] if name in MOVING_SEQUENCES else cropped)
 
 
-# --------------------------------------------------------------------------- whole-sequence kernels vs per-frame oracles
+# ----------------------------------------------------------------- whole-sequence kernels vs per-frame oracles
 # The per-frame ways below are the implementations the sequence kernels replaced (and the reference
 # generator's loops); every comparison is bit for bit, at ImageNet-P size and at odd sizes.
 

@@ -304,8 +304,8 @@ def warp_perspective(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
     Its fixed-point arithmetic (source coordinates rounded to 1/32 px, integer bilinear weights,
     rounding shift by 15 bits), for a whole batch (N, H, W, C): the map is computed once, as 4.x
-    did, and handed to OpenCV's ``remap``, which still runs that fixed-point path (OpenCV 5
-    rewrote ``warpPerspective`` itself in floating point). ``matrix`` (3, 3) gives (N, H, W, C);
+    did, and handed to OpenCV's ``remap``, which still runs that fixed-point path (OpenCV 5's
+    ``warpPerspective`` itself rounds otherwise: frames differ by up to 7 levels). ``matrix`` (3, 3) gives (N, H, W, C);
     a stack (T, 3, 3) gives (N, T, H, W, C).
     """
     from .sequence_kernels import warp_frames

@@ -68,7 +68,7 @@ def _sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[flo
     return out
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=4)  # a few image shapes (ImageNet's commonest); ~9 MB each at 224 px, 31 frames
 def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int, int, int, int]
                      ) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """OpenCV 4's ``warpPerspective`` map per 3x3 matrix (flattened), for output pixels
@@ -119,7 +119,7 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
 def warp_frames(images: np.ndarray, matrices: np.ndarray, window: tuple[int, int, int, int] | None = None
                 ) -> np.ndarray:
     """OpenCV 4 ``warpPerspective(image, M, (W, H))`` (INTER_LINEAR, black border) of every image
-    (N, H, W, C) by every matrix (T, 3, 3), keeping only ``window`` (top, left, height, width;
+    (N, H, W, C ≤ 4) by every matrix (T, 3, 3), keeping only ``window`` (top, left, height, width;
     default the whole image): uint8 (N, T, height, width, C)."""
     n, h, w, c = images.shape
     window = (0, 0, h, w) if window is None else window
