@@ -290,3 +290,152 @@ def test_crop_where_the_reference_cropped(name):
     whole = perturb(wide, name, params="imagenet", indices=[3])
     cropped = perturb(np.ascontiguousarray(wide[:, 3:27, 8:32]), name, params="imagenet", indices=[3])
     assert np.array_equal(out, whole[:, :, 3:27, 8:32] if name in MOVING_SEQUENCES else cropped)
+
+
+# ----------------------------------------------------------------- whole-sequence kernels vs per-frame oracles
+# The per-frame ways below are the implementations the sequence kernels replaced (and the reference
+# generator's loops); every comparison is bit for bit, at ImageNet-P size and at odd sizes.
+
+ODD = np.random.default_rng(77).integers(0, 256, (2, 37, 53, 3), dtype=np.uint8)
+WIDE = np.random.default_rng(78).integers(0, 256, (1, 256, 301, 3), dtype=np.uint8)  # a resized val image
+
+
+def crop224(x: np.ndarray) -> np.ndarray:
+    """CenterCrop(224) of (..., H, W, C), as torchvision places it."""
+    h, w = x.shape[-3:-1]
+    top, left = int(round((h - 224) / 2.0)), int(round((w - 224) / 2.0))
+    return x[..., top:top + 224, left:left + 224, :]
+
+
+def numpy_warp_perspective(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """The former fast path: OpenCV 4's fixed-point taps gathered with numpy from a zero-padded image."""
+    n, h, w, c = images.shape
+    inv = np.linalg.inv(matrix)
+    ys, xs = np.mgrid[0:h, 0:w].reshape(2, -1).astype(np.float64)
+    den = inv[2, 0] * xs + inv[2, 1] * ys + inv[2, 2]
+    scale = np.divide(32.0, den, out=np.zeros_like(den), where=den != 0)
+    lim = float(np.iinfo(np.int32).max)
+    fx = np.rint(np.clip((inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) * scale, -lim, lim)).astype(np.int64)
+    fy = np.rint(np.clip((inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) * scale, -lim, lim)).astype(np.int64)
+    sx, ax, sy, ay = fx >> 5, fx & 31, fy >> 5, fy & 31
+    x0, x1 = np.clip(sx + 1, 0, w + 1), np.clip(sx + 2, 0, w + 1)
+    y0, y1 = np.clip(sy + 1, 0, h + 1), np.clip(sy + 2, 0, h + 1)
+    index = np.stack([y0 * (w + 2) + x0, y0 * (w + 2) + x1, y1 * (w + 2) + x0, y1 * (w + 2) + x1])
+    weight = np.stack([(32 - ay) * (32 - ax), (32 - ay) * ax, ay * (32 - ax), ay * ax]) * 32
+    padded = np.zeros((n, h + 2, w + 2, c), np.int64)
+    padded[:, 1:-1, 1:-1] = images
+    flat = padded.reshape(n, -1, c)
+    acc = sum(np.take(flat, index[k], axis=1) * weight[k][:, None] for k in range(4))
+    return ((acc + (1 << 14)) >> 15).astype(np.uint8).reshape(n, h, w, c)
+
+
+@pytest.mark.parametrize("params", ["cifar", "imagenet"])
+def test_tilt_equals_former_numpy_warp(params):
+    step = 0.75 if params == "cifar" else 1.0
+    for images, crop in ((ODD, None), (WIDE, 224)):
+        out = perturb(images, "tilt", params=params, crop=crop)
+        h, w = images.shape[1:3]
+        for i in (0, 6, 15, 30):
+            expected = numpy_warp_perspective(images, tilt_matrix(step * (i - 15), h, w))
+            assert np.array_equal(out[:, i], crop224(expected) if crop else expected), (params, i, h, w)
+
+
+def test_warp_perspective_far_outside_and_through_the_horizon():
+    """Maps that leave int16 pixels or cross w = 0 take the clamped path, still OpenCV 4's numbers."""
+    for m in (np.array([[1.0, 0, -40000], [0, 1, 5], [0, 0, 1]]), np.array([[1.0, 0, 0], [0, 1, 0], [0.05, 0, -1]]),
+              tilt_matrix(80.0, 37, 53)):
+        assert np.array_equal(warp_perspective(ODD, m), numpy_warp_perspective(ODD, m))
+
+
+@pytest.mark.parametrize("params", ["cifar", "imagenet"])
+def test_motion_blur_sweep_equals_per_frame_motion_blur(params):
+    from pushpull.data.corruptions.blur import motion_blur
+
+    radius, sigma, angle = (6, 1.8, lambda i: (i - 20) * 9) if params == "cifar" else (10, 3, lambda i: (i - 30) * 4)
+    for images, crop in ((ODD, None), (WIDE, 224)):
+        out = perturb(images, "motion_blur", params=params, crop=crop)
+        x = np.ascontiguousarray(crop224(images)) if crop else images
+        for i in range(num_frames("motion_blur", params)):
+            assert np.array_equal(out[:, i], motion_blur(x, radius, sigma, [angle(i)] * len(x))), (params, i)
+
+
+@pytest.mark.parametrize("params", ["cifar", "imagenet"])
+def test_snow_equals_per_frame_blur_and_blend(params):
+    from pushpull.data.corruptions.blur import motion_blur
+    from pushpull.data.corruptions.weather import blend_snow, snow_layers
+
+    zoom, radius, sigma = (2, 10, 2) if params == "cifar" else (3, 14, 4)
+    for images, crop in ((ODD, None), (WIDE, 224)):
+        out = perturb(images, "snow", params=params, crop=crop, seed=4, indices=[5, 6][:len(images)])
+        x = np.ascontiguousarray(crop224(images)) if crop else images
+        layers = snow_layers(x.shape[:3], 0.05, 0.3, zoom, 0.5, [image_stream(4, "snow", k) for k in (5, 6)[:len(x)]])
+        for i in (0, 1, 17, 30):
+            expected = blend_snow(x, motion_blur(layers, radius, sigma, [i * 4 - 150] * len(x)), 0.85)
+            assert np.array_equal(out[:, i], expected), (params, i)
+
+
+@pytest.mark.parametrize("params", ["cifar", "imagenet"])
+def test_brightness_equals_per_frame_hsv_round_trip(params):
+    from pushpull.data.corruptions.digital import hsv2rgb, rgb2hsv
+
+    step = 1.5 if params == "cifar" else 2.0
+    for images, crop in ((ODD, None), (WIDE, 224)):
+        out = perturb(images, "brightness", params=params, crop=crop)
+        x = crop224(images) if crop else images
+        for i in range(31):
+            hsv = rgb2hsv(x / 255.0)
+            hsv[..., 2] = np.clip(hsv[..., 2] + (i - 15) * step / 100.0, 0, 1)
+            assert np.array_equal(out[:, i], (hsv2rgb(hsv) * 255).astype(np.uint8)), (params, i)
+
+
+@pytest.mark.parametrize("name, level", [("gaussian_noise_2", 0.05), ("shot_noise", 300), ("speckle_noise_3", 0.15)])
+def test_imagenet_noise_equals_per_frame_draws(name, level):
+    out = perturb(WIDE, name, params="imagenet", crop=224, seed=9, indices=[321])
+    x = crop224(WIDE[0])
+    rng = image_stream(9, name, 321)
+    for i in range(1, 31):
+        if name.startswith("gaussian"):
+            z = x.astype(np.float32) / np.float32(255)
+            frame = (np.clip(z + np.float32(level) * rng.standard_normal(z.shape, dtype=np.float32), 0, 1)
+                     * np.float32(255)).astype(np.uint8)
+        elif name.startswith("shot"):
+            frame = (255 * np.clip(rng.poisson(x / 255.0 * level) / level, 0, 1)).astype(np.uint8)
+        else:
+            z = x / 255.0
+            frame = (255 * np.clip(z + z * rng.normal(size=z.shape, scale=level), 0, 1)).astype(np.uint8)
+        assert np.array_equal(out[0, i], frame), i
+
+
+@pytest.mark.parametrize("name", ["zoom_blur", "translate", "rotate", "scale", "shear"])
+def test_moving_sequences_equal_the_whole_image_moved_then_cropped(name):
+    """Warping only up to the crop's far corner keeps the pixels of the whole warp (the reference's order)."""
+    import torchvision.transforms.functional as TF
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+
+    out = perturb(WIDE, name, params="imagenet", crop=224)
+    pil = Image.fromarray(WIDE[0])
+    kw = {"zoom_blur": lambda i: {"scale": 1 + 0.004 * i}, "translate": lambda i: {"translate": [i - 20, 0]},
+          "rotate": lambda i: {"angle": i - 15}, "scale": lambda i: {"scale": (i * 2.5 + 40) / 100.0},
+          "shear": lambda i: {"shear": [i - 15, 0.0]}}[name]
+    mode = InterpolationMode.NEAREST if name == "translate" else InterpolationMode.BILINEAR
+    frames = [np.asarray(TF.affine(pil, interpolation=mode, **({"angle": 0.0, "translate": [0, 0], "scale": 1.0,
+                                                               "shear": [0.0, 0.0]} | kw(i)))) for i in range(31)]
+    if name == "zoom_blur":  # frame i: float32 running mean of the image and zooms 1..i
+        for i in (1, 2, 30):
+            total = sum((crop224(f).astype(np.float32) / np.float32(255) for f in frames[1:i + 1]),
+                        crop224(WIDE[0]).astype(np.float32) / np.float32(255))
+            assert np.array_equal(out[0, i], (total / np.float32(i + 1) * np.float32(255)).astype(np.uint8)), i
+        return
+    for i in (0, 3, 15, 30):
+        assert np.array_equal(out[0, i], crop224(frames[i])), (name, i)
+
+
+def test_quantum_to_char_is_imagemagicks_rounding():
+    """Round half up to a 16-bit quantum, clamp, then q // 257 (the motion-blur frames' last step)."""
+    from pushpull.data.corruptions.blur import quantum_to_char
+
+    acc = np.concatenate([np.arange(-3, 65540) + d for d in (0.0, 0.5, 0.4999999, -1e-9)] +
+                         [np.random.default_rng(0).uniform(-10, 65600, 10000)])
+    q = np.where(acc <= 0, 0, np.where(acc >= 65535, 65535, np.floor(acc + 0.5))).astype(np.int64)
+    assert np.array_equal(quantum_to_char(acc), (q // 257).astype(np.uint8))

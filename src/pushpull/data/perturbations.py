@@ -9,9 +9,13 @@ truncation); the random frames of image i come from a stream that depends only o
 depend on batching.
 
 Geometric sequences use the operation the reference used: torchvision's ``affine`` on
-PIL images (translate, rotate, scale, shear, zoom blur) and an exact re-implementation
-of OpenCV 4's fixed-point ``warpPerspective`` (tilt). ImageNet-P frames are 224 px centre
-crops of the image resized to 256 px (``crop=224``), taken where the reference took them.
+PIL images (translate, rotate, scale, shear, zoom blur) and OpenCV 4's fixed-point
+``warpPerspective`` (tilt: its map, run through OpenCV's ``remap``). ImageNet-P frames are
+224 px centre crops of the image resized to 256 px (``crop=224``), taken where the reference
+took them; moving sequences compute only the pixels that are kept.
+
+Work shared between the frames of a sequence (``sequence_kernels``) leaves every frame
+bit-identical to computing it alone, the reference's way (``tests/test_perturbations.py``).
 """
 
 from __future__ import annotations
@@ -84,14 +88,17 @@ def _check(name: str, params: str) -> None:
     check_name(params, _PARAMS, "parameter table")
 
 
-def _center_crop(frames: np.ndarray, size: int | None) -> np.ndarray:
+Window = tuple[int, int, int, int]
+"""(top, left, height, width) of the output pixels kept."""
+
+
+def _crop_window(h: int, w: int, size: int | None) -> Window:
+    """torchvision's ``CenterCrop(size)`` of an h x w image (all of it for None)."""
     if size is None:
-        return frames
-    h, w = frames.shape[-3:-1]
+        return 0, 0, h, w
     if size > min(h, w):
         raise ValueError(f"crop {size} is larger than the images ({h}x{w})")
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    return frames[..., top:top + size, left:left + size, :]
+    return int(round((h - size) / 2.0)), int(round((w - size) / 2.0)), size, size
 
 
 # --------------------------------------------------------------------------- noise
@@ -105,16 +112,26 @@ def _noise_level(name: str, params: str) -> tuple[str, float]:
 def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Generator) -> np.ndarray:
     """Frames 1..30 of one image's noise sequence (the per-image oracle and the fast path in one)."""
     shape = (FRAMES - 1,) + clean.shape
+    # all 30 frames drawn in one call; the arithmetic runs in place, in the reference's order
     if base == "gaussian":  # torch float32 arithmetic as in the reference: clamp(x + s*randn) -> uint8(x*255)
         x = clean.astype(np.float32) / np.float32(255)
-        z = np.clip(x + np.float32(level) * rng.standard_normal(shape, dtype=np.float32), 0, 1)
-        return (z * np.float32(255)).astype(np.uint8)
+        z = rng.standard_normal(shape, dtype=np.float32)
+        z *= np.float32(level)
+        z += x
+        np.clip(z, 0, 1, out=z)
+        z *= np.float32(255)
+        return z.astype(np.uint8)
     x = clean / 255.0
     if base == "shot":
-        z = rng.poisson(np.broadcast_to(x * level, shape)) / level
-    else:  # speckle
-        z = x + x * rng.normal(size=shape, scale=level)
-    return (255 * np.clip(z, 0, 1)).astype(np.uint8)
+        z = rng.poisson(np.broadcast_to(x * level, shape)).astype(np.float64)
+        z /= level
+    else:  # speckle: x + x * noise
+        z = rng.normal(size=shape, scale=level)
+        z *= x
+        z += x
+    np.clip(z, 0, 1, out=z)
+    z *= 255
+    return z.astype(np.uint8)
 
 
 def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
@@ -135,11 +152,16 @@ def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
     hsv = rgb2hsv(images / 255.0)
     value = hsv[..., 2].copy()
-    frames = []
+    # hsv2rgb gives each channel v * (1, 1-s, 1-f*s or 1-(1-f)*s): with value 1 it returns those factors,
+    # which only h and s decide, so a frame is one product (the same one hsv2rgb computes)
+    hsv[..., 2] = 1.0
+    factors = hsv2rgb(hsv)
+    out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     for i in range(FRAMES):
-        hsv[..., 2] = np.clip(value + delta_v(i), 0, 1)
-        frames.append((hsv2rgb(hsv) * 255).astype(np.uint8))
-    return np.stack(frames, 1)
+        rgb = np.clip(value + delta_v(i), 0, 1)[..., None] * factors
+        rgb *= 255
+        out[:, i] = rgb
+    return out
 
 
 def _gaussian_blur(images: np.ndarray, params: str) -> np.ndarray:
@@ -154,22 +176,23 @@ def _gaussian_blur(images: np.ndarray, params: str) -> np.ndarray:
 
 def _motion_blur(images: np.ndarray, params: str) -> np.ndarray:
     """ImageMagick motion blur swept through angles (no randomness)."""
-    from .corruptions.blur import motion_blur
+    from .sequence_kernels import motion_blur_sweep
 
     cfg = _PARAMS[params]["motion_blur"]
-    return np.stack([motion_blur(images, cfg["radius"], cfg["sigma"], [cfg["angle"](i)] * len(images))
-                     for i in range(cfg["frames"])], 1)
+    return motion_blur_sweep(images, cfg["radius"], cfg["sigma"], [cfg["angle"](i) for i in range(cfg["frames"])])
 
 
 def _snow(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
     """One random flake layer per image, motion-blurred at angles 4i - 150, over a whitened image."""
-    from .corruptions.blur import motion_blur
     from .corruptions.weather import blend_snow, snow_layers
+    from .sequence_kernels import motion_blur_sweep
 
     cfg = _PARAMS[params]["snow"]
     layers = snow_layers(images.shape[:3], 0.05, 0.3, cfg["zoom"], 0.5, [rngs(i) for i in range(len(images))])
-    return np.stack([blend_snow(images, motion_blur(layers, cfg["radius"], cfg["sigma"], [i * 4 - 150] * len(images)),
-                                0.85) for i in range(FRAMES)], 1)
+    moving = motion_blur_sweep(layers, cfg["radius"], cfg["sigma"], [i * 4 - 150 for i in range(FRAMES)])
+    # a few frames per call: the whitening is shared and the float64 sums stay in cache
+    step = max(1, (4 << 20) // (images.size * 8))
+    return np.concatenate([blend_snow(images, moving[:, t:t + step], 0.85) for t in range(0, FRAMES, step)], 1)
 
 
 def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarray:
@@ -225,24 +248,34 @@ def affine_matrix(size: tuple[int, int], *, angle: float = 0.0, translate: Seque
     return m
 
 
-def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: bool) -> np.ndarray:
-    """PIL affine warps of every (image, frame), black outside, as the reference's torchvision ``affine``."""
+def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: bool, window: Window) -> np.ndarray:
+    """PIL affine warps of every (image, frame), black outside, as the reference's torchvision ``affine``,
+    inside ``window`` only.
+
+    PIL computes an output pixel from its own coordinates (counted from the top-left corner) alone,
+    so an output image that ends at the window's bottom-right corner holds the same pixels there.
+    """
     from PIL import Image
 
     mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
     size = (images.shape[2], images.shape[1])
+    top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
-    out = np.empty((len(images), len(frames)) + images.shape[1:], np.uint8)
+    out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
     for n, img in enumerate(images):
         pil = Image.fromarray(img)
         for t, matrix in enumerate(matrices):
-            out[n, t] = np.asarray(pil.transform(size, Image.Transform.AFFINE, matrix, mode, fillcolor=(0, 0, 0)))
+            moved = pil.transform((left + width, top + height), Image.Transform.AFFINE, matrix, mode,
+                                  fillcolor=(0, 0, 0))
+            out[n, t] = np.asarray(moved)[top:, left:]
     return out
 
 
-def _zoom_blur(images: np.ndarray) -> np.ndarray:
+def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:
     """Running mean of zooms 1 + 0.004 k (float32, truncated to uint8 as ToPILImage does)."""
-    zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], bilinear=True)
+    zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], True, window)
+    top, left, height, width = window
+    images = images[:, top:top + height, left:left + width]
     total = images.astype(np.float32) / np.float32(255)
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     out[:, 0] = images
@@ -265,63 +298,41 @@ def tilt_matrix(degrees: float, height: int, width: int) -> np.ndarray:
     return p2 @ t @ rx @ ry @ p1
 
 
-def _warp_taps(matrix: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """OpenCV's bilinear taps for one perspective map: flat indices into the zero-padded
-    (h+2, w+2) image and integer weights (4, h*w) summing to 2**15."""
-    inv = np.linalg.inv(matrix)
-    ys, xs = np.mgrid[0:h, 0:w].reshape(2, -1).astype(np.float64)
-    den = inv[2, 0] * xs + inv[2, 1] * ys + inv[2, 2]
-    scale = np.divide(32.0, den, out=np.zeros_like(den), where=den != 0)
-    lim = float(np.iinfo(np.int32).max)
-    fx = np.rint(np.clip((inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]) * scale, -lim, lim)).astype(np.int64)
-    fy = np.rint(np.clip((inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]) * scale, -lim, lim)).astype(np.int64)
-    sx, ax, sy, ay = fx >> 5, fx & 31, fy >> 5, fy & 31
-    # taps outside the image read the zero padding, which is OpenCV's constant border
-    x0, x1 = np.clip(sx + 1, 0, w + 1), np.clip(sx + 2, 0, w + 1)
-    y0, y1 = np.clip(sy + 1, 0, h + 1), np.clip(sy + 2, 0, h + 1)
-    index = np.stack([y0 * (w + 2) + x0, y0 * (w + 2) + x1, y1 * (w + 2) + x0, y1 * (w + 2) + x1])
-    weight = np.stack([(32 - ay) * (32 - ax), (32 - ay) * ax, ay * (32 - ax), ay * ax]) * 32
-    return index, weight.astype(np.int32)
-
-
 def warp_perspective(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """OpenCV ``warpPerspective(src, M, (w, h))`` with INTER_LINEAR and a black constant border.
+    """OpenCV 4's ``warpPerspective(src, M, (w, h))`` with INTER_LINEAR and a black constant border.
 
-    Re-implements its fixed-point arithmetic (source coordinates rounded to 1/32 px,
-    integer bilinear weights, rounding shift by 15 bits) for a whole batch (N, H, W, C),
-    since the map is shared. ``matrix`` (3, 3) gives (N, H, W, C); a stack (T, 3, 3) gives
-    (N, T, H, W, C).
+    Its fixed-point arithmetic (source coordinates rounded to 1/32 px, integer bilinear weights,
+    rounding shift by 15 bits), for a whole batch (N, H, W, C): the map is computed once, as 4.x
+    did, and handed to OpenCV's ``remap``, which still runs that fixed-point path (OpenCV 5's
+    ``warpPerspective`` itself rounds otherwise: frames differ by up to 7 levels). ``matrix`` (3, 3) gives (N, H, W, C);
+    a stack (T, 3, 3) gives (N, T, H, W, C).
     """
-    n, h, w, c = images.shape
-    padded = np.zeros((n, h + 2, w + 2, c), np.int32)
-    padded[:, 1:-1, 1:-1] = images
-    flat = padded.reshape(n, -1, c)
-    frames = []
-    for m in np.reshape(matrix, (-1, 3, 3)):
-        index, weight = _warp_taps(m, h, w)
-        acc = sum(np.take(flat, index[k], axis=1) * weight[k][:, None] for k in range(4))
-        frames.append(((acc + (1 << 14)) >> 15).astype(np.uint8).reshape(n, h, w, c))
-    return frames[0] if np.ndim(matrix) == 2 else np.stack(frames, 1)
+    from .sequence_kernels import warp_frames
+
+    frames = warp_frames(np.ascontiguousarray(images), np.reshape(matrix, (-1, 3, 3)))
+    return frames[:, 0] if np.ndim(matrix) == 2 else frames
 
 
-def _tilt(images: np.ndarray, params: str) -> np.ndarray:
+def _tilt(images: np.ndarray, params: str, window: Window) -> np.ndarray:
+    """Each frame warps the whole image (the reference's map), computed only inside the window."""
+    from .sequence_kernels import warp_frames
+
     step = _PARAMS[params]["tilt"]
     h, w = images.shape[1:3]
-    return warp_perspective(images, np.stack([tilt_matrix(step * (i - 15), h, w) for i in range(FRAMES)]))
+    return warp_frames(images, np.stack([tilt_matrix(step * (i - 15), h, w) for i in range(FRAMES)]), window)
 
 
-def _geometric(images: np.ndarray, name: str, params: str) -> np.ndarray:
+def _geometric(images: np.ndarray, name: str, params: str, window: Window) -> np.ndarray:
     if name == "translate":
         frames, off = _PARAMS[params]["translate"]
-        return _pil_affine_frames(images, [{"translate": (i - off, 0)} for i in range(frames)],
-                                  bilinear=False)
+        return _pil_affine_frames(images, [{"translate": (i - off, 0)} for i in range(frames)], False, window)
     if name == "rotate":
         frames = [{"angle": float(i - 15)} for i in range(FRAMES)]
     elif name == "scale":
         frames = [{"scale": _PARAMS[params]["scale"](i)} for i in range(FRAMES)]
     else:  # shear
         frames = [{"shear": (float(i - 15), 0.0)} for i in range(FRAMES)]
-    return _pil_affine_frames(images, frames, bilinear=True)
+    return _pil_affine_frames(images, frames, True, window)
 
 
 # --------------------------------------------------------------------------- API
@@ -355,8 +366,10 @@ def perturb(
     def rngs(i: int) -> np.random.Generator:
         return image_stream(seed, name, indices[i])
 
+    window = _crop_window(images.shape[1], images.shape[2], crop)
     if name not in MOVING_SEQUENCES:  # the reference cropped first, then perturbed
-        images, crop = np.ascontiguousarray(_center_crop(images, crop)), None
+        top, left, height, width = window
+        images = np.ascontiguousarray(images[:, top:top + height, left:left + width])
     if name in NOISE_SEQUENCES:
         frames = _noise(images, name, params, rngs)
     elif name == "brightness":
@@ -370,9 +383,9 @@ def perturb(
     elif name == "spatter":
         frames = _spatter(images, params, rngs)
     elif name == "zoom_blur":
-        frames = _zoom_blur(images)
+        frames = _zoom_blur(images, window)
     elif name == "tilt":
-        frames = _tilt(images, params)
+        frames = _tilt(images, params, window)
     else:  # translate, rotate, scale, shear
-        frames = _geometric(images, name, params)
-    return np.ascontiguousarray(_center_crop(frames, crop))
+        frames = _geometric(images, name, params, window)
+    return frames

@@ -155,8 +155,11 @@ def quantum_to_char(acc: np.ndarray) -> np.ndarray:
 
     Checked against ImageMagick 6.9.11 Q16 ``-motion-blur`` (``tests/test_corruptions.py``).
     """
-    q = np.where(acc <= 0, 0, np.where(acc >= 65535, 65535, np.floor(acc + 0.5))).astype(np.int64)
-    return (q // 257).astype(np.uint8)
+    q = acc + 0.5
+    np.floor(q, out=q)
+    np.clip(q, 0, 65535, out=q)
+    q /= 257.0  # q is a whole number below 2**16: the quotient's floor is exactly q // 257
+    return q.astype(np.uint8)
 
 
 def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:

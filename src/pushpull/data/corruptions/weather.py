@@ -30,13 +30,17 @@ def snow_layers(shape: tuple[int, int, int], loc: float, scale: float, zoom: flo
 
 
 def blend_snow(images: np.ndarray, layers: np.ndarray, blend: float) -> np.ndarray:
-    """Whiten the image (``blend`` keeps the original) and add the blurred flakes plus their 180° rotation."""
+    """Whiten the image (``blend`` keeps the original) and add the blurred flakes plus their 180° rotation.
+
+    ``layers``: (N, H, W, 1), or (N, T, H, W, 1) for T frames of each image (whitened once).
+    """
     n, h, w, _ = images.shape
     x = images.astype(np.float32) / 255.0
     gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
     x = blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5)
     flakes = layers / 255.0
-    return to_uint8(x + flakes + np.rot90(flakes, k=2, axes=(1, 2)))
+    x = x.reshape((n,) + (1,) * (layers.ndim - 4) + (h, w, 3))
+    return to_uint8(x + flakes + np.rot90(flakes, k=2, axes=(-3, -2)))
 
 
 def snow(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.random.Generator],

@@ -1,0 +1,134 @@
+"""Whole-sequence kernels for the -P generator: work shared between the frames of a sequence.
+
+Each function computes, for all frames at once, exactly what the per-frame operation computes
+(same floating-point operations in the same order, or the same fixed-point arithmetic), so the
+frames are bit-identical to the per-frame reference (``tests/test_perturbations.py`` holds them to it).
+
+- ``motion_blur_sweep``: ImageMagick's motion blur at many angles. A frame's sum over taps
+  i = 0..w-1 of ``k_i * shift(x, o_i(angle))`` is accumulated in tap order as the reference does;
+  ``k_i * x`` is computed once per tap for all frames, and frames whose first taps have the same
+  offsets (always tap 0, most of the short taps) share those partial sums.
+- ``perspective_maps`` / ``warp_frames``: OpenCV 4's fixed-point ``warpPerspective`` as
+  OpenCV's own ``remap`` on its 1/32-px map, computed only for the output window that is kept.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from .corruptions.blur import motion_kernel, motion_offsets, quantum_to_char
+
+_CHUNK_BYTES = 64 << 20  # float64 partial sums held at once (all frames of a chunk of images)
+
+
+def motion_blur_sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
+    """``corruptions.blur.motion_blur`` of every image at every angle: uint8 (N, T, H, W, C)."""
+    n, h, w, c = images.shape
+    per_image = len(angles) * h * w * c * 8
+    step = max(1, _CHUNK_BYTES // max(per_image, 1))
+    out = np.empty((n, len(angles), h, w, c), np.uint8)
+    for start in range(0, n, step):
+        out[start:start + step] = _sweep(images[start:start + step], radius, sigma, angles)
+    return out
+
+
+def _sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
+    n, h, w, c = images.shape
+    kernel = motion_kernel(radius, sigma)
+    width = len(kernel)
+    taps = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64)  # (T, 2, width)
+    pad = width  # every offset is below width in size
+    padded = np.pad(images.astype(np.float64) * 257.0, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    padded = padded.reshape(n, h + 2 * pad, -1)  # a row's pixels and channels as one run: a shift by dx is dx * c
+    offsets = [[(int(taps[t, 0, i]), int(taps[t, 1, i]) * c) for i in range(width)] for t in range(len(angles))]
+    # a node of the prefix tree: the frames whose taps 0..i-1 agree, and their common partial sum
+    nodes: list[tuple[list[int], np.ndarray]] = [(list(range(len(angles))), np.zeros((n, h, w * c)))]
+    weighted = np.empty_like(padded)
+    for i in range(width):
+        np.multiply(padded, kernel[i], out=weighted)
+        children = []
+        for frames, acc in nodes:
+            by_offset: dict[tuple[int, int], list[int]] = {}
+            for t in frames:
+                by_offset.setdefault(offsets[t][i], []).append(t)
+            for k, ((dy, dx), group) in enumerate(by_offset.items()):
+                child = acc if k == len(by_offset) - 1 else acc.copy()
+                child += weighted[:, pad + dy:pad + dy + h, pad * c + dx:(pad + w) * c + dx]
+                children.append((group, child))
+        nodes = children
+    out = np.empty((n, len(angles), h, w, c), np.uint8)
+    for frames, acc in nodes:
+        frame = quantum_to_char(acc).reshape(n, h, w, c)
+        for t in frames:
+            out[:, t] = frame
+    return out
+
+
+@functools.lru_cache(maxsize=4)  # a few image shapes (ImageNet's commonest); ~9 MB each at 224 px, 31 frames
+def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int, int, int, int]
+                     ) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """OpenCV 4's ``warpPerspective`` map per 3x3 matrix (flattened), for output pixels
+    rows ``top:top+height``, columns ``left:left+width`` of ``window = (top, left, height, width)``.
+
+    Each pixel's source point is computed as OpenCV 4 did (double precision; x, y, w rows of the
+    inverse matrix, ``32 / w``, clamped to int32, rounded to 1/32 px), then split into the integer
+    part (int16 x, y) and the 5+5-bit fraction ``remap`` reads with ``INTER_LINEAR``.
+    """
+    top, left, height, width = window
+    xs = np.arange(left, left + width, dtype=np.float64)[None, :]
+    ys = np.arange(top, top + height, dtype=np.float64)[:, None]
+    corners = np.array([[left, top, 1], [left + width - 1, top, 1], [left, top + height - 1, 1],
+                        [left + width - 1, top + height - 1, 1]], np.float64)
+    inverses = np.linalg.inv(np.reshape(matrices, (-1, 3, 3)))
+    # x, y and w are affine in the pixel position: their extremes over the window lie at its corners,
+    # so one look tells whether w keeps its sign and every source point lies within int16 pixels
+    rows = corners @ inverses.transpose(0, 2, 1)
+    keeps_sign = (rows[..., 2] > 0).all(1) | (rows[..., 2] < 0).all(1)
+    bounded = 64.0 * np.abs(rows[..., :2]).max((1, 2)) < 32767 * 32 * np.abs(rows[..., 2]).min(1)
+    wholes = np.empty((len(inverses), height, width, 2), np.int16)
+    fractions = np.empty((len(inverses), height, width), np.uint16)
+    scale, p = np.empty((height, width)), np.empty((height, width))
+    fixed, low = np.empty((2, height, width), np.int32), np.empty((height, width), np.uint16)
+    for inv, safe, whole, fraction in zip(inverses, keeps_sign & bounded, wholes, fractions):
+        np.add(inv[2, 0] * xs, inv[2, 1] * ys, out=scale)
+        scale += inv[2, 2]
+        if safe:
+            np.divide(32.0, scale, out=scale)
+        else:  # OpenCV's W ? 32 / W : 0
+            np.divide(32.0, scale, out=scale, where=scale != 0)
+        for k in (0, 1):
+            np.add(inv[k, 0] * xs, inv[k, 1] * ys, out=p)
+            p += inv[k, 2]
+            # p * (32 / w) in double, clamped to int32 and rounded half to even: OpenCV's saturate_cast<int>
+            cv2.multiply(p, scale, dst=fixed[k], dtype=cv2.CV_32S)
+            np.right_shift(fixed[k] if safe else fixed[k].clip(-32768 * 32, 32767 * 32), 5, out=whole[..., k],
+                           casting="unsafe")
+        np.bitwise_and(fixed[1], 31, out=fraction, casting="unsafe")
+        fraction <<= 5
+        np.bitwise_and(fixed[0], 31, out=low, casting="unsafe")
+        fraction |= low
+    wholes.setflags(write=False)
+    fractions.setflags(write=False)
+    return tuple(zip(wholes, fractions))
+
+
+def warp_frames(images: np.ndarray, matrices: np.ndarray, window: tuple[int, int, int, int] | None = None
+                ) -> np.ndarray:
+    """OpenCV 4 ``warpPerspective(image, M, (W, H))`` (INTER_LINEAR, black border) of every image
+    (N, H, W, C ≤ 4) by every matrix (T, 3, 3), keeping only ``window`` (top, left, height, width;
+    default the whole image): uint8 (N, T, height, width, C)."""
+    n, h, w, c = images.shape
+    window = (0, 0, h, w) if window is None else window
+    key = tuple(tuple(float(v) for v in np.ravel(m)) for m in matrices)
+    maps = perspective_maps(key, tuple(int(v) for v in window))
+    out = np.empty((n, len(maps), window[2], window[3], c), np.uint8)
+    for k, image in enumerate(images):
+        image = np.ascontiguousarray(image)
+        for t, (whole, fraction) in enumerate(maps):
+            cv2.remap(image, whole, fraction, cv2.INTER_LINEAR, dst=out[k, t],
+                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out
