@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 
 # Lazily imported public names (name -> submodule), so `import pushpull` stays light.
 _LAZY = {"create_model": "models", "list_models": "models", "convert": "models", "load_model": "models",
-         "LoadedModel": "models", "evaluate": "engine.evaluate",
+         "LoadedModel": "models", "list_weights": "models", "get_weights": "models", "evaluate": "engine.evaluate",
          "corrupt": "data.corruptions", "CORRUPTIONS": "data.corruptions", "train": "engine.train",
          "load_recipe": "recipes", "list_recipes": "recipes"}
 
