@@ -27,16 +27,15 @@ from pushpull.models import weights as table
 from pushpull.models.download import DownloadError, HashMismatchError, part_path
 from pushpull.models.weights import OFFICIAL, ORIGINAL_BASE, download_path, get_weights, weights_file
 
-from test_official import error_percent, official, test_set  # noqa: F401  (fixtures, shared with import-official)
+from test_official import FOLDERS, checkpoint, error_percent, official, test_set  # noqa: F401  (shared fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "resnet20_pp.official"
 
 
 def shared_file(official: Path, weights: table.Weights) -> Path:
-    """The shared copy of an entry's file: ``models/resnet-cifar/resnet-20-pp/...`` -> ``resnet-20-pp/...``."""
-    folder = weights.url[len(ORIGINAL_BASE):].split("/")[2]
-    return official / (folder if folder.startswith("resnet") else f"densenet-{folder}") / "model_best.pth.tar"
+    """The shared copy of an entry's published file."""
+    return checkpoint(official, next(folder for folder, model in FOLDERS.items() if model == weights.model))
 
 
 class Mirror:
@@ -236,8 +235,11 @@ def test_a_trained_run_registered_by_name_loads_like_the_originals(cache, tmp_pa
     assert same_weights(loaded.model, trained) and loaded.normalization.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="already registered"):
         table.register_weights(run, "my-r20")
-    with pytest.raises(ValueError, match="already a model or weights name"):
-        table.register_weights(run, "ResNet-20")
+    for taken in ("ResNet-20", NAME, "mine.official"):
+        with pytest.raises(ValueError, match="is taken by a model or by the original weights"):
+            table.register_weights(run, taken)
+    with pytest.raises(ValueError, match="must be letters, digits"):
+        table.register_weights(run, "../escape")
     root = fake_cifar10(tmp_path / "data", n_test=8).root
     assert main(["eval", "resnet20", "--pretrained", "my-r20", "--data", str(root), "--benchmark", "cifar10-c",
                  "--corruptions", "gaussian_noise", "--severities", "1", "--baseline", "none", "--quiet",

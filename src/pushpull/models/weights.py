@@ -312,8 +312,9 @@ def register_weights(run: str | os.PathLike, name: str, *, overwrite: bool = Fal
     if not _USER_NAME.fullmatch(name):
         raise ValueError(f"weights name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter "
                          "or digit")
-    if name in OFFICIAL or _is_model_name(name):
-        raise ValueError(f"{name!r} is already a model or weights name: choose another")
+    if name in OFFICIAL or name.endswith(".official") or _is_model_name(name):
+        raise ValueError(f"{name!r} is taken by a model or by the original weights (names ending in .official): "
+                         "choose another")
     run = Path(run)
     source = run / "model.safetensors" if run.is_dir() else run  # a training run's final model
     if not source.is_file():
