@@ -240,6 +240,9 @@ def test_a_trained_run_registered_by_name_loads_like_the_originals(cache, tmp_pa
             table.register_weights(run, taken)
     with pytest.raises(ValueError, match="must be letters, digits"):
         table.register_weights(run, "../escape")
+    for suffix in (".safetensors", ".json"):  # files named like a model never turn the model into weights
+        (cache / "user" / f"resnet20{suffix}").write_bytes((cache / "user" / f"my-r20{suffix}").read_bytes())
+    assert load_model("resnet20").info.weights is None and "resnet20" not in pushpull.list_weights()
     root = fake_cifar10(tmp_path / "data", n_test=8).root
     assert main(["eval", "resnet20", "--pretrained", "my-r20", "--data", str(root), "--benchmark", "cifar10-c",
                  "--corruptions", "gaussian_noise", "--severities", "1", "--baseline", "none", "--quiet",

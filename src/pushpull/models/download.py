@@ -102,7 +102,7 @@ def _transfer(url: str, part: Path, have: int, size: int, timeout: float, progre
         if have and response.status != 206:  # the server ignored the range: start again
             have = 0
         with open(part, "ab" if have else "wb") as f, \
-                tqdm(total=size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=part.stem,
+                tqdm(total=size, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name.removesuffix(".part"),
                      disable=not progress, file=sys.stderr, leave=False) as bar:
             try:
                 while chunk := response.read(_CHUNK):

@@ -136,7 +136,8 @@ def _user_weights() -> dict[str, Weights]:
     folder = _user_dir()
     found = {}
     for meta_path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
-        found[meta_path.stem] = _from_sidecar(meta_path)
+        if _USER_NAME.fullmatch(meta_path.stem) and not _is_model_name(meta_path.stem):  # as find_weights
+            found[meta_path.stem] = _from_sidecar(meta_path)
     return found
 
 
@@ -170,10 +171,11 @@ def list_weights(pattern: str | None = None) -> list[str]:
 
 
 def find_weights(name: str) -> Weights | None:
-    """The weights called exactly ``name``, or None (a model name is not a weights name)."""
+    """The weights called exactly ``name``, or None (a model name is never a weights name: it stays a bare
+    architecture, whatever files the user folder holds)."""
     if name in OFFICIAL:
         return OFFICIAL[name]
-    if _USER_NAME.fullmatch(name) and sidecar_path(_user_dir() / f"{name}.safetensors").is_file():
+    if _USER_NAME.fullmatch(name) and not _is_model_name(name) and sidecar_path(_user_dir() / f"{name}.safetensors").is_file():
         return _from_sidecar(sidecar_path(_user_dir() / f"{name}.safetensors"))
     return None
 
