@@ -40,10 +40,11 @@ def shared_file(official: Path, weights: table.Weights) -> Path:
 
 class Mirror:
     """A loopback copy of the original repository. ``mode``: ``ok``; ``truncate`` (the first response
-    breaks off half-way); ``stall`` (some bytes, then silence); ``silent`` (no answer at all)."""
+    breaks off half-way); ``stall`` (some bytes, then silence); ``silent`` (no answer at all).
+    ``ignore_range``: answer every request with the whole file (200), as some servers do."""
 
     def __init__(self, files: dict[str, Path]):
-        self.files, self.mode, self.requests = files, "ok", []
+        self.files, self.mode, self.requests, self.ignore_range = files, "ok", [], False
         self.release = threading.Event()
         mirror = self
 
@@ -58,7 +59,7 @@ class Mirror:
                     self.send_error(404)
                     return
                 data = file.read_bytes()
-                asked = self.headers.get("Range")
+                asked = None if mirror.ignore_range else self.headers.get("Range")
                 start = int(asked.removeprefix("bytes=").rstrip("-")) if asked else 0
                 self.send_response(206 if start else 200)
                 if start:
@@ -171,6 +172,15 @@ def test_a_broken_off_download_resumes_where_it_stopped(mirror, cache):
     assert 0 < kept < OFFICIAL[NAME].size
     assert weights_file(NAME, progress=False).is_file()
     assert mirror.requests[-1][1] == f"bytes={kept}-"
+    assert table.file_sha256(download_path(OFFICIAL[NAME])) == OFFICIAL[NAME].sha256
+
+
+def test_a_server_that_ignores_the_range_makes_the_download_start_over(mirror, cache):
+    part = part_path(download_path(OFFICIAL[NAME]))
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * 1000)  # not a prefix of the file: kept only if the server's 200 were appended
+    mirror.ignore_range = True
+    assert weights_file(NAME, progress=False).is_file() and mirror.requests[-1][1] == "bytes=1000-"
     assert table.file_sha256(download_path(OFFICIAL[NAME])) == OFFICIAL[NAME].sha256
 
 
