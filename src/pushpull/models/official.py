@@ -1,12 +1,12 @@
 """The original push-pull implementation's checkpoints (Strisciuglio et al. 2020), converted to ours.
 
 They are legacy ``torch.save`` files holding ``{epoch, state_dict, best_prec1}``, read (safely)
-by :func:`pushpull.models.io.read_checkpoint`; :func:`pushpull.models.load_model` and
-:func:`pushpull.models.import_official` use the conversion here. Our module names are the
-original ones, except that the original ResNet-CIFAR names the push-pull convs of a ``-b1``
-block ``pp1``/``pp2`` (ours: ``conv1``/``conv2``) and stores its blur filters (``.filt``,
-derived here). The original code normalises its inputs with CIFAR-10's statistics.
-"""
+by :func:`pushpull.models.io.read_checkpoint`; :func:`pushpull.models.load_model`,
+:func:`pushpull.models.import_official` and the weights cache (:mod:`.weights`) use the
+conversion here. Our module names are the original ones, except that the original
+ResNet-CIFAR names the push-pull convs of a ``-b1`` block ``pp1``/``pp2`` (ours:
+``conv1``/``conv2``) and stores its blur filters (``.filt``, derived here). The original
+code normalises its inputs with CIFAR-10's statistics."""
 
 from __future__ import annotations
 
