@@ -41,6 +41,11 @@ FAILURES = {
     "show-corruptions": ["{missing}/x.png", "--out", "{tmp}/s.png"],
     "train": ["--model", "resnet20", "--data", "{missing}", "--out", "{tmp}/run", "--workers", "0",
               "--no-progress"],
+    "weights download": ["missing"],  # an unknown name (typed by the user)
+    "weights import": ["{missing}/model_best.pth.tar"],
+    "weights list": ["missing*"],
+    "weights register": ["{missing}/run", "--name", "mine"],
+    "weights verify": ["missing"],
 }
 
 

@@ -17,6 +17,8 @@ Models
     load_model                  the one resolver: a saved model, original checkpoint or name + weights
                                 -> LoadedModel (model, input normalisation, where it came from)
     LoadedModel                 what load_model returns
+    list_weights                the pretrained weights pushpull knows (the original authors', yours)
+    get_weights                 one weights entry: URL, sha256, normalisation, measured error, ...
 
 Robustness benchmarks
     corrupt                     one of the 19 corruptions at severity 1-5 on uint8 images (numpy or torch)
@@ -46,6 +48,8 @@ _LAZY = {
     "save_model": "models",
     "load_model": "models",
     "LoadedModel": "models",
+    "list_weights": "models",
+    "get_weights": "models",
     "corrupt": "data.corruptions",
     "CORRUPTIONS": "data.corruptions",
     "perturb": "data.perturbations",

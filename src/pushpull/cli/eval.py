@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "read from --c-dir/--p-dir (official .npy layout) when given, else generated on the fly "
                     "from the clean test set (seeded, reproducible). Results: a JSON file (resumable) and a CSV.",
         epilog="examples:\n  pushpull eval runs/resnet20_pp.safetensors --data ~/data/cifar10 --limit 1000\n"
+               "  pushpull eval resnet20_pp --pretrained --data D --limit 1000\n"
                "  pushpull eval resnet20 --weights w.safetensors --data D --c-dir D/CIFAR-10-C --p-dir D/CIFAR-10-P\n"
                "  pushpull eval timm:resnet18 --weights r18.pth --num-classes 10 --data D --benchmark cifar10-c",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="saved model (.safetensors + .json), original push-pull checkpoint (file or folder), "
                         "registry name, torchvision:NAME or timm:NAME")
     p.add_argument("--weights", metavar="FILE", help="weights for a registry/torchvision/timm model")
+    p.add_argument("--pretrained", nargs="?", const=True, metavar="WEIGHTS",
+                   help="MODEL with its pretrained weights (the original authors' checkpoint), or with the named "
+                        "weights (`pushpull weights list`); fetched into the weights cache the first time")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow a legacy checkpoint that needs a full, code-running unpickle (trusted files only)")
     p.add_argument("--arch", help="architecture of an original checkpoint whose folder name does not say "
@@ -80,8 +84,13 @@ def handler(args: argparse.Namespace) -> int:
 
     stem = Path(args.label or args.model).stem.replace(":", "_")
     out = Path(args.out) if args.out else Path("results") / f"{stem}.json"
+    model = args.model
+    if args.pretrained:
+        from ..models.weights import pretrained_weights
+
+        model = pretrained_weights(args.model, args.pretrained).name
     results = evaluate(
-        args.model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
+        model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
         limit=args.limit, seed=args.seed, corruptions=args.corruptions, severities=args.severities,
         perturbations=args.perturbations, flip_rule=args.flip_rule,
         baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,

@@ -162,7 +162,8 @@ def evaluate(
                         dataset=dataset.value, mean=None if mean is None else _numbers(mean, "mean"),
                         std=None if std is None else _numbers(std, "std"), allow_pickle=allow_pickle)
     if isinstance(model, str) and loaded.info.weights is None:
-        raise ValueError(f"model {model!r} needs --weights FILE (no downloads: evaluation runs offline)")
+        raise ValueError(f"model {model!r} needs --weights FILE, or --pretrained for its published weights "
+                         "(`pushpull weights list`)")
     model, info = loaded.model, loaded.describe()
     info["label"] = label or info["label"]
     norm = info["normalization"]

@@ -10,9 +10,11 @@ everywhere. A spec is, checked in this order:
 4. a saved model: ``.safetensors`` or ``.json`` (weights + JSON sidecar, :mod:`.io`);
 5. any other file: an original push-pull checkpoint (:mod:`.official`), its architecture
    from its folder or file name or ``arch``;
-6. a registry name or paper spelling (``resnet20_pp``, ``ResNet-20-pp``).
+6. a weights name (``resnet20_pp.official``, or yours: :mod:`.weights`): its saved model,
+   fetched, verified and converted into the weights cache the first time;
+7. a registry name or paper spelling (``resnet20_pp``, ``ResNet-20-pp``).
 
-Names (2, 6) take ``weights`` (a ``.safetensors`` or ``torch.save`` file of a state dict);
+Names (2, 7) take ``weights`` (a ``.safetensors`` or ``torch.save`` file of a state dict);
 without them the model is randomly initialised and ``info.weights`` is None.
 
 Normalisation: the first rule that applies gives ``LoadedModel.normalization``.
@@ -45,7 +47,7 @@ from torch import nn
 from .._names import check_name, split_names, unknown_name_message
 from ..data.cifar import cifar_normalization
 from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
-from . import official
+from . import official, weights as weights_table
 from .io import check_fits, file_sha256, read_checkpoint, read_metadata, save_model, sidecar_path, state_dict_in
 from .registry import ModelInfo, create_model, list_models, model_info
 
@@ -54,7 +56,8 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".ckpt")
 PREFERRED_IN_FOLDER = ("model.safetensors", "model_best.pth.tar")
 GENERIC_STEMS = ("model", "model_best", "checkpoint")  # file names that say less than their folder's
 DATASETS = ("cifar10", "cifar100", "imagenet")
-_SPEC_FORMS = (" (a model is a name `pushpull models` lists, torchvision:NAME, timm:NAME, "
+_SPEC_FORMS = (" (a model is a name `pushpull models` lists, a weights name `pushpull weights list` lists, "
+               "torchvision:NAME, timm:NAME, "
                "or an existing saved model, checkpoint or folder)")
 
 
@@ -123,7 +126,7 @@ def load_model(spec: str | os.PathLike | nn.Module, *, weights: str | os.PathLik
     ``allow_pickle`` permits a code-running unpickle of a checkpoint that needs one;
     ``verify`` checks a saved model's weights against its sidecar's sha256. ``device``:
     where to put the model (default: the CPU; a given module stays where it is). Nothing
-    is downloaded.
+    is downloaded, except a weights name's file the first time it is used (:mod:`.weights`).
     """
     if mean is not None or std is not None:
         normalization(mean, std)  # bad statistics fail before any work
@@ -139,14 +142,17 @@ def load_model(spec: str | os.PathLike | nn.Module, *, weights: str | os.PathLik
     else:
         text = os.fspath(spec)
         path = _named_file(text)
-        if path is not None:
+        named = weights_table.find_weights(text) if path is None else None
+        if path is not None or named is not None:
             if weights is not None:
                 raise ValueError(f"{text} carries its own weights: weights (--weights) are for registry, "
                                  "torchvision and timm names")
+            if named is not None:
+                path = weights_table.weights_file(named)  # fetched and converted the first time
             model, info, stats = _saved(path, verify) if path.suffix in (".safetensors", ".json") \
                 else _official(path, arch, allow_pickle)
             _check_recorded(text, kwargs, info)
-            info = replace(info, spec=text, label=_label(Path(text)))
+            info = replace(info, spec=text, label=named.name if named else _label(Path(text)))
             return LoadedModel(model.to(device or "cpu").eval(),
                                normalization(mean, std, metadata=stats, dataset=dataset), info)
         model, info, fallback = _architecture(text, kwargs)
@@ -279,11 +285,8 @@ def _saved(path: Path, verify: bool) -> tuple[nn.Module, LoadInfo, tuple]:
 def _official(path: Path, arch: str | None, allow_pickle: bool) -> tuple[nn.Module, LoadInfo, tuple]:
     """An original push-pull checkpoint in our model (strictly), its architecture from ``arch`` or its name."""
     checkpoint = read_checkpoint(path, allow_pickle=allow_pickle)
-    state, kwargs = official.official_weights(checkpoint, path)
     name = _registry_entry(arch).name if arch else official.guess_model_name(path)
-    model = create_model(name, **kwargs)
-    check_fits(state, model.state_dict(), f"{name} {kwargs} (is {path.name} another architecture or variant?)")
-    model.load_state_dict(state, strict=True)
+    model, kwargs = official.official_model(checkpoint, path, name)
     info = LoadInfo(name, SpecKind.OFFICIAL, "", model_kwargs=kwargs, weights=path, sha256=file_sha256(path),
                     source=f"official push-pull checkpoint {path.resolve()}",
                     metadata=official.official_extra(checkpoint))

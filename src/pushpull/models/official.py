@@ -1,12 +1,12 @@
 """The original push-pull implementation's checkpoints (Strisciuglio et al. 2020), converted to ours.
 
 They are legacy ``torch.save`` files holding ``{epoch, state_dict, best_prec1}``, read (safely)
-by :func:`pushpull.models.io.read_checkpoint`; :func:`pushpull.models.load_model` and
-:func:`pushpull.models.import_official` use the conversion here. Our module names are the
-original ones, except that the original ResNet-CIFAR names the push-pull convs of a ``-b1``
-block ``pp1``/``pp2`` (ours: ``conv1``/``conv2``) and stores its blur filters (``.filt``,
-derived here). The original code normalises its inputs with CIFAR-10's statistics.
-"""
+by :func:`pushpull.models.io.read_checkpoint`; :func:`pushpull.models.load_model`,
+:func:`pushpull.models.import_official` and the weights cache (:mod:`.weights`) use the
+conversion here. Our module names are the original ones, except that the original
+ResNet-CIFAR names the push-pull convs of a ``-b1`` block ``pp1``/``pp2`` (ours:
+``conv1``/``conv2``) and stores its blur filters (``.filt``, derived here). The original
+code normalises its inputs with CIFAR-10's statistics."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
-from .io import state_dict_in
-from .registry import model_info
+from .io import check_fits, state_dict_in
+from .registry import create_model, model_info
 
 NORMALIZATION = (CIFAR10_MEAN, CIFAR10_STD)  # the original training and test transforms
 
@@ -45,6 +45,15 @@ def official_weights(checkpoint: Any, path: str | os.PathLike) -> tuple[dict[str
     return state, kwargs
 
 
+def official_model(checkpoint: Any, path: str | os.PathLike, name: str) -> tuple[nn.Module, dict[str, Any]]:
+    """Our model ``name`` holding a checkpoint's weights (loaded strictly), and the ``create_model`` options used."""
+    state, kwargs = official_weights(checkpoint, path)
+    model = create_model(name, **kwargs)
+    check_fits(state, model.state_dict(), f"{name} {kwargs} (is {Path(path).name} another architecture or variant?)")
+    model.load_state_dict(state, strict=True)
+    return model, kwargs
+
+
 def official_extra(checkpoint: Any) -> dict[str, Any]:
     """The checkpoint's training epoch and best accuracy, as JSON numbers (for a saved model's sidecar)."""
     if not isinstance(checkpoint, dict):
@@ -65,4 +74,4 @@ def guess_model_name(path: str | os.PathLike) -> str:
                      f"(e.g. resnet20_pp, densenet40_12)")
 
 
-__all__ = ["NORMALIZATION", "guess_model_name", "official_extra", "official_weights"]
+__all__ = ["NORMALIZATION", "guess_model_name", "official_extra", "official_model", "official_weights"]

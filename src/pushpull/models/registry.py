@@ -142,13 +142,24 @@ def _check_options(info: ModelInfo, kwargs: dict) -> None:
                              f"use {info.name}_pp or another push-pull variant")
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model (in training mode, freshly initialised).
+def create_model(name: str, pretrained: bool | str = False, **kwargs) -> nn.Module:
+    """Build a registered model (in training mode, freshly initialised unless ``pretrained``).
 
     Options: ``num_classes``, ``aa`` (0 or blur size 2/3/5), and for push-pull variants
     ``alpha``, ``scale``, ``trainable_alpha``, ``impl``; some families also take
     ``drop_rate``. Models take normalised float tensors (N, 3, H, W).
+
+    ``pretrained=True`` loads the model's default weights (the original authors' checkpoint),
+    a string the weights of that name (``pushpull.list_weights()``), through
+    :func:`pushpull.load_model`: downloaded and converted once, then read from the cache.
+    Their normalisation is ``pushpull.get_weights(NAME).mean/std``; options must agree
+    with what the weights were trained with.
     """
+    if pretrained is not False:
+        from .load import load_model  # deferred: the loader is built on this registry
+        from .weights import pretrained_weights
+
+        return load_model(pretrained_weights(name, pretrained).name, model_kwargs=kwargs).model.train()
     info = model_info(name)
     _check_options(info, kwargs)
     if info.variant == "plain":
