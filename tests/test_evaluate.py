@@ -12,6 +12,7 @@ from torch import nn
 from pushpull import metrics
 from pushpull.cli import main
 from pushpull.data.constants import CIFAR10_MEAN, CIFAR10_STD
+from pushpull.data.streams import STREAM_RULE
 from pushpull.engine.evaluate import evaluate, strided_indices
 from pushpull.models import load_model
 
@@ -452,6 +453,20 @@ def test_an_old_results_file_without_the_new_data_fields_resumes(bench, tmp_path
     counting = Interrupting(tiny_model())
     res = run(bench, counting, out=out, corruptions=["fog"], perturbations=[])
     assert counting.calls == 0 and res["corruptions"] == old["corruptions"]
+
+
+def test_resume_refuses_other_normalisation_or_an_older_stream_rule(bench, tmp_path):
+    out = tmp_path / "r.json"
+    model = tiny_model()
+    run(bench, model, out=out, c_dir=None, corruptions=["fog"], severities=[1], perturbations=[])
+    with pytest.raises(ValueError, match="different run"):  # same weights, other inputs: numbers not comparable
+        run(bench, model, out=out, c_dir=None, corruptions=["fog"], severities=[1], perturbations=[], mean=[0.5] * 3, std=[0.25] * 3)
+    saved = json.loads(out.read_text())
+    assert saved["benchmarks"]["cifar10-c"]["stream_rule"] == STREAM_RULE
+    del saved["benchmarks"]["cifar10-c"]["stream_rule"]  # as written before stream ids came from names
+    out.write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match="different run"):
+        run(bench, model, out=out, c_dir=None, corruptions=["fog"], severities=[1], perturbations=[])
 
 
 def test_a_truncated_jpeg_stops_the_run_with_its_name(imagenet_val, tmp_path):

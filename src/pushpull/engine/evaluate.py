@@ -24,6 +24,7 @@ from .. import metrics
 from .._names import check_names, split_names
 from ..baselines import default_baseline, load_baseline
 from ..data.robustness_sets import SEVERITIES
+from ..data.streams import STREAM_RULE
 from ..data.sources import (BENCHMARKS, ArraySources, Benchmark, BenchmarkDataset, ImageNetSources, Unit, UnitKind,
                             official_cifar_test, strided_indices)
 from ..models.load import load_model
@@ -174,11 +175,9 @@ def evaluate(
     for note in data_entry["notes"]:  # said once, up front, and kept in the results
         print(f"note: {note}", file=sys.stderr)
     results = new_results(info, data_entry, {
-        **({dataset.c.value: {"source": "disk" if c_dir else "generated", "path": str(c_dir) if c_dir else None,
-                              "seed": None if c_dir else seed, "severities": severities,
-                              "corruptions": c_names}} if want_c else {}),
-        **({dataset.p.value: {"source": "disk" if p_dir else "generated", "path": str(p_dir) if p_dir else None,
-                              "seed": None if p_dir else seed, "perturbations": p_names}} if want_p else {}),
+        **({dataset.c.value: {**_origin(c_dir, seed), "severities": severities, "corruptions": c_names}}
+           if want_c else {}),
+        **({dataset.p.value: {**_origin(p_dir, seed), "perturbations": p_names}} if want_p else {}),
     }, {"flip_rule": flip_rule, "batch_size": batch_size, "device": str(device)})
     out = Path(out) if out is not None else None
     if out is not None and out.is_file() and resume:
@@ -198,6 +197,13 @@ def evaluate(
     if out is not None:
         write_results(results, out)
     return results
+
+
+def _origin(folder: Path | None, seed: int) -> dict:
+    """A benchmark's entry: read from ``folder``, or generated with ``seed`` under the current stream rule."""
+    if folder is not None:
+        return {"source": "disk", "path": str(folder), "seed": None}
+    return {"source": "generated", "path": None, "seed": seed, "stream_rule": STREAM_RULE}
 
 
 def _run(model: nn.Module, units: list[Unit], source: Source, normalize: Normalize,

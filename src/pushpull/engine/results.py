@@ -7,13 +7,12 @@ part of what a resume compares, so older files still load and resume.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
 from typing import Any
 
-from .._files import atomic_write, read_json
+from .._files import atomic_write, read_json, write_json
 from ..data.sources import Unit, UnitKind
 
 RESULTS_FORMAT = "pushpull-robustness-results"
@@ -43,11 +42,19 @@ def new_results(model: dict, data: dict, benchmarks: dict, settings: dict) -> di
 
 
 def fingerprint(results: dict) -> dict:
-    """What must match for a results file to be resumed (or extended with more corruptions)."""
+    """What must match for a results file to be resumed (or extended with more corruptions).
+
+    The model's weights, options and input normalisation; the data; each benchmark's source,
+    seed and random-stream rule (a generated entry without one was made under rule 1).
+    """
     lists = ("corruptions", "perturbations", "severities")
-    return {"weights_sha256": results["model"]["weights_sha256"],
+    model = results["model"]
+    norm = model.get("normalization") or {}
+    return {"weights_sha256": model["weights_sha256"], "model_kwargs": model.get("model_kwargs") or {},
+            "normalization": {"mean": norm.get("mean"), "std": norm.get("std")},
             "data": {k: v for k, v in results["data"].items() if k not in _NOTE_FIELDS},
-            "benchmarks": {b: {k: v for k, v in entry.items() if k not in lists}
+            "benchmarks": {b: {**({"stream_rule": 1} if entry.get("source") == "generated" else {}),
+                               **{k: v for k, v in entry.items() if k not in lists}}
                            for b, entry in results["benchmarks"].items()},
             "settings": {k: v for k, v in results["settings"].items() if k not in ("batch_size", "device")}}
 
@@ -93,7 +100,7 @@ def record(results: dict, unit: Unit, *, n: int, wrong: int = 0, fp_sum: float =
 
 def write_results(results: dict, path: Path) -> None:
     """The results JSON and its CSV twin, each written atomically."""
-    atomic_write(path, json.dumps(results, indent=1) + "\n")
+    write_json(path, results)
     atomic_write(path.with_suffix(".csv"), results_csv(results))
 
 
