@@ -261,6 +261,28 @@ def test_a_trained_run_registered_by_name_loads_like_the_originals(cache, tmp_pa
     assert results["model"]["spec"] == "my-r20" and results["model"]["weights"] == str(weights.file)
 
 
+def test_registered_weights_the_damaged_and_the_unrecorded(cache, tmp_path):
+    torch.manual_seed(0)
+    trained = create_model("resnet20")
+    path = save_model(trained, tmp_path / "a.safetensors", name="resnet20", mean=(0.5,) * 3, std=(0.25,) * 3,
+                      source="unit test")
+    cut = tmp_path / "cut.safetensors"  # a damaged copy beside a copy of a's sidecar (which names a.safetensors)
+    cut.write_bytes(path.read_bytes()[:50_000])
+    (tmp_path / "cut.json").write_text((tmp_path / "a.json").read_text())
+    with pytest.raises(ValueError, match=r"cut\.safetensors does not match the sha256"):
+        table.register_weights(cut, "mine")  # the file given is the one checked and kept
+    table.register_weights(path, "mine")
+    (cache / "user" / "broken.json").write_text("{")  # one damaged entry hides no other
+    with pytest.warns(UserWarning, match="skipping registered weights .*broken.json"):
+        assert "mine" in pushpull.list_weights()
+    (cache / "user" / "broken.json").unlink()
+    sidecar = cache / "user" / "mine.json"
+    sidecar.write_text(json.dumps({k: v for k, v in json.loads(sidecar.read_text()).items() if k != "sha256"}))
+    assert "records no sha256" in table.verify_weights("mine")
+    assert (cache / "user" / "mine.safetensors").is_file()  # kept: load_model accepts it as it is
+    assert same_weights(load_model("mine").model, trained)
+
+
 def test_torch_hub_loads_from_the_clone_without_pushpull_installed(official, cache, tmp_path):
     table.import_weights_file(shared_file(official, OFFICIAL[NAME]))
     script = ("import sys, torch; m = torch.hub.load(sys.argv[1], 'resnet20_pp', pretrained=True, source='local'); "

@@ -20,6 +20,7 @@ import fnmatch
 import os
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,10 @@ def _user_weights() -> dict[str, Weights]:
     found = {}
     for meta_path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
         if _USER_NAME.fullmatch(meta_path.stem) and not _is_model_name(meta_path.stem):  # as find_weights
-            found[meta_path.stem] = _from_sidecar(meta_path)
+            try:
+                found[meta_path.stem] = _from_sidecar(meta_path)
+            except (ValueError, KeyError, TypeError) as err:  # one damaged file must not hide the others
+                warnings.warn(f"skipping registered weights {meta_path}: {err}", stacklevel=2)
     return found
 
 
@@ -304,8 +308,12 @@ def verify_weights(name: str) -> str:
             check_sha256(raw, weights.sha256, str(raw))
             parts.append("download matches the pinned sha256")
     if out.is_file() and sidecar_path(out).is_file():
-        check_sha256(out, read_metadata(out).get("sha256", ""), str(out))
-        parts.append("saved model matches its sidecar")
+        recorded = read_metadata(out).get("sha256")
+        if recorded:
+            check_sha256(out, recorded, str(out))
+            parts.append("saved model matches its sidecar")
+        else:  # the loader accepts such a sidecar too: nothing to compare, nothing to delete
+            parts.append("saved model (its sidecar records no sha256 to check)")
     return f"{weights.name}: " + ("; ".join(parts) if parts else "not downloaded")
 
 
@@ -325,7 +333,7 @@ def register_weights(run: str | os.PathLike, name: str, *, overwrite: bool = Fal
         raise ValueError(f"{source} is not a saved model (.safetensors + .json): register a `pushpull train` "
                          "folder, or import the checkpoint first (pushpull import-official)")
     meta = read_metadata(source)
-    weights = sidecar_path(source).with_name(meta.get("weights") or source.name)
+    weights = source  # the file given is the one kept (as load_model loads it), whatever the sidecar names
     if meta.get("sha256") and file_sha256(weights) != meta["sha256"]:
         raise ValueError(f"{weights} does not match the sha256 in {sidecar_path(source).name}: corrupt or replaced")
     out = _user_dir() / f"{name}.safetensors"
