@@ -505,3 +505,16 @@ def test_cli_says_what_it_evaluates_and_on_which_data(bench, tmp_path, capsys):
     assert "note: asked for 30 images (limit 30), evaluating 12:" in captured.err
     assert "not the official cifar10 test file" in captured.err
     assert "(strided subset: 12 of 24) (not the official test files" in captured.out
+
+
+def test_cli_names_the_results_file_as_the_run_is_labelled(bench, tmp_path, capsys, monkeypatch):
+    from pushpull import create_model, save_model
+
+    monkeypatch.chdir(tmp_path)
+    for run in ("r20", "r56"):  # two training runs: each folder holds a model.safetensors
+        save_model(create_model("resnet20"), tmp_path / "runs" / run / "model.safetensors", name="resnet20",
+                   mean=CIFAR10_MEAN, std=CIFAR10_STD, source="unit test")
+        code = main(["eval", f"runs/{run}/model.safetensors", "--data", str(bench[0]), "--benchmark", "cifar10-c",
+                     "--c-dir", str(bench[0] / "C"), "--corruptions", "fog", "--severities", "1", "--quiet"])
+        assert code == 0, capsys.readouterr().err
+        assert (tmp_path / "results" / f"{run}.json").is_file()  # not results/model.json for both

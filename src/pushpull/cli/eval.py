@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="built-in baseline name, a results JSON file, 'auto' (the paper's) or 'none'")
     add_normalization(p, "default: the model's metadata, else the dataset's")
     p.add_argument("--label", help="the model's name in reports (default: its file's or folder's name, or the name as typed)")
-    p.add_argument("--out", metavar="FILE", help="results JSON (default: results/<model>.json); CSV beside it")
+    p.add_argument("--out", metavar="FILE", help="results JSON (default: results/<label>.json, see --label); CSV beside it")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
     p.add_argument("--batch-size", type=positive_int, default=256,
                    help="images per forward pass; -P: whole sequences of about that many frames (default: 256)")
@@ -82,13 +82,16 @@ def handler(args: argparse.Namespace) -> int:
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 
-    stem = Path(args.label or args.model).stem.replace(":", "_")
-    out = Path(args.out) if args.out else Path("results") / f"{stem}.json"
+    from ..models.load import spec_label
+
     model = args.model
     if args.pretrained:
         from ..models.weights import pretrained_weights
 
         model = pretrained_weights(args.model, args.pretrained).name
+    # The results file is named as the run is labelled: runs/r20/model.safetensors -> results/r20.json.
+    stem = (args.label or spec_label(model)).replace(":", "_").replace("/", "_")
+    out = Path(args.out) if args.out else Path("results") / f"{stem}.json"
     results = evaluate(
         model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
         limit=args.limit, seed=args.seed, corruptions=args.corruptions, severities=args.severities,

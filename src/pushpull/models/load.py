@@ -152,7 +152,7 @@ def load_model(spec: str | os.PathLike | nn.Module, *, weights: str | os.PathLik
             model, info, stats = _saved(path, verify) if path.suffix in (".safetensors", ".json") \
                 else _official(path, arch, allow_pickle)
             _check_recorded(text, kwargs, info)
-            info = replace(info, spec=text, label=named.name if named else _label(Path(text)))
+            info = replace(info, spec=text, label=named.name if named else spec_label(text))
             return LoadedModel(model.to(device or "cpu").eval(),
                                normalization(mean, std, metadata=stats, dataset=dataset), info)
         model, info, fallback = _architecture(text, kwargs)
@@ -249,6 +249,13 @@ def _named_file(spec: str) -> Path | None:
     if "/" in spec or os.sep in spec:
         raise FileNotFoundError(f"no such file or folder: {spec}")
     return None
+
+
+def spec_label(spec: str | os.PathLike) -> str:
+    """The name a spec goes by in reports and default file names: a file's or folder's name (the
+    folder's for generic files such as ``model_best.pth.tar``), else the spec as typed."""
+    path = Path(spec)
+    return _label(path) if path.exists() else os.fspath(spec)
 
 
 def _label(path: Path) -> str:
@@ -357,4 +364,4 @@ def _checked(mean: Sequence[float], std: Sequence[float], source: str) -> Normal
 
 
 __all__ = ["LoadInfo", "LoadedModel", "Normalization", "SpecKind", "checkpoint_in_folder", "dataset_normalization",
-           "import_official", "load_model", "normalization", "state_dict_sha256"]
+           "import_official", "load_model", "normalization", "spec_label", "state_dict_sha256"]
