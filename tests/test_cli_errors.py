@@ -119,6 +119,17 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(monkeypatch, tmp_path, capsys):
     assert code == 130 and err == "pushpull report: interrupted\n"  # nothing to resume
 
 
+def test_ctrl_c_of_an_eval_that_starts_over_says_how_to_keep_what_it_saved(monkeypatch, tmp_path, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pushpull.engine.evaluate.evaluate", interrupted)
+    argv = ["eval", "resnet20", "--data", str(tmp_path), "--out", str(tmp_path / "r.json")]
+    assert run(argv, capsys) == (130, "pushpull eval: interrupted; rerun the same command to resume\n")
+    code, err = run([*argv, "--no-resume"], capsys)
+    assert code == 130 and "rerun without --no-resume" in err
+
+
 def test_debug_shows_the_traceback(monkeypatch, tmp_path, capsys):
     argv = ["report", str(tmp_path / "r.json"), "--out", str(tmp_path)]
     code, err = run(["--debug", *argv], capsys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..engine.stopping import RESUME_HINT
 from ._options import add_data, add_no_progress, add_seed, corruption_names, positive_int
 
 
@@ -22,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--corruptions", type=corruption_names, default=None, metavar="NAMES",
                         help="comma list of corruptions to evaluate (default: noises, blurs, contrast, pixelate, jpeg)")
     add_no_progress(parser)
-    parser.set_defaults(func=handler, resume_hint="rerun the same command to resume")
+    parser.set_defaults(func=handler, resume_hint=RESUME_HINT)
 
 
 def handler(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..engine.stopping import RESUME_HINT
 from ._options import (add_data, add_limit, add_no_progress, add_normalization, add_seed, add_severities,
                        corruption_names, perturbation_names, positive_int)
 
@@ -72,7 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="images per forward pass; -P: whole sequences of about that many frames (default: 256)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     add_no_progress(p)
-    p.set_defaults(func=handler, resume_hint="rerun the same command to resume")
+    p.set_defaults(func=handler, resume_hint=RESUME_HINT)
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -83,6 +84,9 @@ def handler(args: argparse.Namespace) -> int:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
 
     from ..models.load import spec_label
+
+    if args.no_resume:  # the same command would start over again
+        args.resume_hint = "rerun without --no-resume to continue from what was saved"
 
     model = args.model
     if args.pretrained:

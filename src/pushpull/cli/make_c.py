@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..engine.stopping import RESUME_HINT
 from ._options import add_generation, add_severities, corruption_names, load_clean_cifar
 
 
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "comma list of corruptions, or 'benchmark' (the 15), 'extra' (4), "
                    "'all' (19, the default, as the official release)")
     add_severities(parser)
-    parser.set_defaults(func=run, resume_hint="rerun the same command to resume")
+    parser.set_defaults(func=run, resume_hint=RESUME_HINT)
 
 
 def run(args: argparse.Namespace) -> int:

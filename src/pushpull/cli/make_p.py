@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..engine.stopping import RESUME_HINT
 from ._options import add_generation, load_clean_cifar, perturbation_names
 
 
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "comma list of perturbations, or 'benchmark' (the 10, the default), "
                    "'validation', 'harder' (noise _2/_3), 'all'")
     parser.add_argument("--preset", default="veryslow", help="x264 preset of ImageNet-P videos (reference: veryslow)")
-    parser.set_defaults(func=run, resume_hint="rerun the same command to resume")
+    parser.set_defaults(func=run, resume_hint=RESUME_HINT)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..engine.stopping import RESUME_HINT
 from . import UsageError
 from ._options import add_data, add_limit, add_no_progress, add_seed, add_workers, non_negative_int, positive_int
 
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--max-steps", type=positive_int, default=None,
                        help="stop at this many steps in all (after a checkpoint), saving the model so far")
     add_no_progress(group, "no progress bars (logs only)")
-    parser.set_defaults(func=handler, resume_hint="rerun the same command to resume")
+    parser.set_defaults(func=handler, resume_hint=RESUME_HINT)
 
 
 def handler(args: argparse.Namespace) -> int:
