@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from . import UsageError
@@ -81,15 +80,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def noise_name(text: str) -> str:
-    """The corruption ``--noise`` names: any corruption, or a noise by its short name (``gaussian``)."""
-    from .._names import unknown_name_message
-    from ..data.corruptions import CORRUPTIONS
+    """``--noise``: any corruption, or a noise by its short name (``gaussian``); the rule is the library's."""
+    from ..analysis import noise_corruption
 
-    for name in (text, f"{text}_noise"):
-        if name in CORRUPTIONS:
-            return name
-    short = [n.removesuffix("_noise") for n in CORRUPTIONS if n.endswith("_noise")]
-    raise argparse.ArgumentTypeError(unknown_name_message("corruption", text, short + list(CORRUPTIONS)))
+    try:
+        return noise_corruption(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _load_model(spec: str, args: argparse.Namespace):  # noqa: ANN202 - (nn.Module, label, mean, std)
@@ -149,17 +146,6 @@ def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), descri
         return read_image(args.image, lambda: _test_set(args), f"{args.dataset} test set")
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"--image {e}") from None
-
-
-def _noise_name(args: argparse.Namespace) -> str:
-    """The corruption ``--noise`` names (``--severities`` are checked by their option type)."""
-    from ..analysis import noise_corruption
-
-    try:
-        name = noise_corruption(args.noise)
-    except ValueError as e:
-        raise UsageError(f"--noise: {e}") from None
-    return name
 
 
 def _run_responses(args: argparse.Namespace) -> int:
