@@ -78,7 +78,7 @@ def test_failure_exits_1_with_one_line(command, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["make-c", "--severities", "1,x"], "argument --severities: expected distinct severities from 1..5"),
+    (["make-c", "--severities", "1,x"], "argument --severities: severities must be among 1, 2, 3, 4, 5, such as 1,3,5"),
     (["make-c", "--severities", "0,6"], "got '0,6'"),
     (["eval", "m", "--data", "d", "--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
     (["eval", "m", "--data", "d", "--limit", "-3"], "argument --limit: expected a positive integer"),

@@ -365,10 +365,12 @@ def test_every_list_argument_takes_a_list_or_a_comma_string(bench):
     assert list(as_text["corruptions"]["fog"]["errors"]) == ["2", "4"]
     with pytest.raises(ValueError, match="did you mean 'fog'"):
         run(bench, tiny_model(), corruptions="fgo,gaussian_noise")
-    with pytest.raises(ValueError, match="severities must be int numbers.*'1,x'"):
+    with pytest.raises(ValueError, match="severities must be among .*got '1,x'"):
         run(bench, tiny_model(), severities="1,x")
     with pytest.raises(ValueError, match="severities must be among 1, 2, 3, 4, 5"):
         run(bench, tiny_model(), severities=[0, 3])
+    with pytest.raises(ValueError, match="normalisation mean must be numbers .*'0.5,x,0.5'"):
+        run(bench, tiny_model(), mean="0.5,x,0.5", std="0.2,0.2,0.2")
 
 
 def strided_folder(folder, source, rows, kind: str, labels=None):

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable, Mapping, Sequence
 
 from pushpull._names import check_names, split_names
-from pushpull.data.robustness_sets import SEVERITIES
+from pushpull.data.robustness_sets import SEVERITIES, check_severities
 
 
 # --------------------------------------------------------------------------- value types
@@ -37,15 +37,11 @@ def _int_at_least(text: str, low: int, what: str) -> int:
 
 
 def severities(text: str) -> list[int]:
-    """``1,3,5`` -> ``[1, 3, 5]``: distinct integers in 1..5."""
-    items = split_names(text)
+    """``1,3,5`` -> ``[1, 3, 5]``: the library's rule (:func:`~pushpull.data.robustness_sets.check_severities`)."""
     try:
-        values = [int(s) for s in items]
-    except ValueError:
-        values = []
-    if not values or any(v not in SEVERITIES for v in values) or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected distinct severities from 1..5 such as 1,3,5, got {text!r}")
-    return values
+        return check_severities(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def rgb(text: str) -> tuple[float, float, float]:

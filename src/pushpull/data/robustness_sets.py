@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .._files import read_json
+from .._names import split_names
 
 SEVERITIES = (1, 2, 3, 4, 5)
 MANIFEST = "pushpull-benchmark.json"
@@ -37,6 +38,19 @@ class DamagedFileError(ValueError):
 
     Generators catch it to redo their own damaged outputs; readers let it reach the user.
     """
+
+
+def check_severities(severities: str | Sequence[int]) -> list[int]:
+    """Severities from a list or a comma string (``"1,3,5"``), each one of 1..5, in order, once each."""
+    items = split_names(severities) if isinstance(severities, str) else list(severities)
+    try:
+        values = [int(s) for s in items]
+    except (TypeError, ValueError):
+        values = []
+    if not values or any(v not in SEVERITIES for v in values):
+        raise ValueError(f"severities must be among {', '.join(map(str, SEVERITIES))}, such as 1,3,5; "
+                         f"got {severities!r}")
+    return list(dict.fromkeys(values))
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:

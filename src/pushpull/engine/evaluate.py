@@ -23,7 +23,7 @@ from torch import nn
 from .. import metrics
 from .._names import check_names, split_names
 from ..baselines import default_baseline, load_baseline
-from ..data.robustness_sets import SEVERITIES
+from ..data.robustness_sets import SEVERITIES, check_severities
 from ..data.streams import STREAM_RULE
 from ..data.sources import (BENCHMARKS, ArraySources, Benchmark, BenchmarkDataset, ImageNetSources, Unit, UnitKind,
                             official_cifar_test, strided_indices)
@@ -47,29 +47,11 @@ def parse_benchmarks(benchmarks: str | Sequence[str]) -> tuple[BenchmarkDataset,
     return datasets.pop(), any(b.corrupted for b in names), any(not b.corrupted for b in names)
 
 
-def _numbers(value: str | Sequence[float] | Sequence[int], what: str, kind: type = float) -> list:
-    """A list of numbers from a list or a comma string, with an error naming the bad item."""
-    items = split_names(value) if isinstance(value, str) else list(value)
-    try:
-        return [kind(v) for v in items]
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be {kind.__name__} numbers (a list or a comma string), got {value!r}") from None
-
-
 def _chosen(given: str | Sequence[str] | None, default: Sequence[str], known: Sequence[str], kind: str) -> list[str]:
     """The names asked for: ``default`` when None, none for an empty list or string, else checked."""
     if given is None:
         return list(default)
     return check_names(given, known, kind) if split_names(given) else []
-
-
-def check_severities(severities: str | Sequence[int]) -> list[int]:
-    """Severities from a list or a comma string (``"1,3,5"``), each one of 1..5."""
-    values = _numbers(severities, "severities", int)
-    bad = [s for s in values if s not in SEVERITIES]
-    if bad or not values:
-        raise ValueError(f"severities must be among {', '.join(map(str, SEVERITIES))}, got {severities!r}")
-    return list(dict.fromkeys(values))
 
 
 def _clean_data(data: str | Path | tuple[np.ndarray, np.ndarray], dataset: BenchmarkDataset,
@@ -160,8 +142,7 @@ def evaluate(
     p_dir = Path(p_dir) if p_dir is not None and want_p else None
 
     loaded = load_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs, arch=arch,
-                        dataset=dataset.value, mean=None if mean is None else _numbers(mean, "mean"),
-                        std=None if std is None else _numbers(std, "std"), allow_pickle=allow_pickle)
+                        dataset=dataset.value, mean=mean, std=std, allow_pickle=allow_pickle)
     if isinstance(model, str) and loaded.info.weights is None:
         raise ValueError(f"model {model!r} needs --weights FILE, or --pretrained for its published weights "
                          "(`pushpull weights list`)")
