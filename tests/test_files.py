@@ -71,3 +71,10 @@ def test_write_json_is_indented_atomic_and_leaves_the_old_file_on_bad_data(tmp_p
         write_json(target, {"a": object()})
     assert read_json(target) == {"b": [1, 2], "é": None}
     assert list(target.parent.iterdir()) == [target]
+
+
+def test_read_json_names_a_binary_file(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(ValueError, match=f"results {path} is not valid JSON"):
+        read_json(path, "results ")

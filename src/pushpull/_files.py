@@ -70,5 +70,5 @@ def read_json(path: str | Path, label: str = "") -> Any:
     """The JSON value stored in ``path``; a ValueError naming the file (after ``label``) when it is not JSON."""
     try:
         return json.loads(Path(path).read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:  # not JSON, or not even text
         raise ValueError(f"{label}{path} is not valid JSON: {err}") from None

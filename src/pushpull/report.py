@@ -10,7 +10,8 @@ baseline row excluded; each row says its n and flip rule):
 
 Figure 3 (``fig3.png``/``.svg``): mean corruption error against mean flip probability,
 one colour per run, one marker per anti-aliasing filter (the paper's layout); a run with only
--P (only -C) results is a horizontal (vertical) dashed line at its mean FP (mean CE).
+-P results is a dashed horizontal line at its mean FP, one with only -C results a dotted vertical
+line at its mean CE.
 
 Runs are named by their label (``pushpull eval --label``), else by their model; runs that would
 share a name (and anti-aliasing filter) get what tells them apart: the weights' digest, the flip
@@ -275,8 +276,8 @@ def _union(dicts) -> list[str]:  # noqa: ANN001 - an iterable of dicts
 def plot_ce_fp(runs: list[dict], path_stem: Path) -> list[Path]:
     """Figure 3: mean CE (%) vs mean FP, colour = run, marker = anti-aliasing filter; PNG and SVG.
 
-    A run with only -P (-C) results is a dashed horizontal (vertical) line at its mean FP (CE);
-    the legend gives n and flip rule when the runs differ in them; data notes are footnoted."""
+    A run with only -P results is a dashed horizontal line at its mean FP, one with only -C a dotted
+    vertical line at its mean CE; the legend gives n and flip rule when the runs differ in them; data notes are footnoted."""
     import matplotlib
 
     matplotlib.use("Agg")

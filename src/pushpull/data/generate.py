@@ -25,7 +25,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._files import atomic_path, read_json, write_json
-from .robustness_sets import IMAGE_SUFFIXES, MANIFEST, SEVERITIES, DamagedFileError, check_npy, read_image
+from .robustness_sets import (IMAGE_SUFFIXES, IMAGENET_C_JPEG, MANIFEST, SEVERITIES, DamagedFileError, check_npy,
+                              read_image)
 from .streams import STREAM_RULE
 
 CHUNK = 1000  # CIFAR images per resumable unit
@@ -92,7 +93,7 @@ def _read_progress(path: Path) -> dict:
     """The chunk list of an interrupted file; {} when there is none or it is damaged (then all is redone)."""
     try:
         state = read_json(path) if path.is_file() else {}
-    except (ValueError, UnicodeDecodeError):  # not JSON (read_json's ValueError) or not text
+    except ValueError:  # not JSON, or not text (read_json names both)
         state = {}
     return state if isinstance(state, dict) and isinstance(state.get("done", []), list) else {}
 
@@ -298,7 +299,7 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
                 results = corrupt(images, name, severity, seed=seed, indices=chunk, params="imagenet", workers=workers)
                 for i, result in zip(chunk, results):
                     with atomic_path(targets[i]) as tmp:
-                        Image.fromarray(result).save(tmp, format="JPEG", quality=85, optimize=True)
+                        Image.fromarray(result).save(tmp, **IMAGENET_C_JPEG)
                 written += len(chunk)
                 bar.update(len(chunk))
     return written

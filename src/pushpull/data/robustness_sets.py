@@ -29,6 +29,7 @@ from .._names import split_names
 SEVERITIES = (1, 2, 3, 4, 5)
 MANIFEST = "pushpull-benchmark.json"
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+IMAGENET_C_JPEG = {"format": "JPEG", "quality": 85, "optimize": True}  # how the ImageNet-C release stores images
 
 Transform = Callable[[torch.Tensor], object]
 

@@ -23,7 +23,8 @@ import numpy as np
 
 # --limit strides the way make-c/-p --limit does: _coverage relies on it to find a subset folder's images.
 from .generate import select_indices as strided_indices
-from .robustness_sets import CorruptedCIFAR, CorruptedImageNet, PerturbedImageNet, open_npy, read_image, read_video
+from .robustness_sets import (IMAGENET_C_JPEG, CorruptedCIFAR, CorruptedImageNet, PerturbedImageNet, open_npy,
+                              read_image, read_video)
 
 Chunk = tuple[np.ndarray, "np.ndarray | None", int]  # (uint8 images, labels or None for -P, frames)
 
@@ -350,7 +351,7 @@ def _jpeg85(image: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=85, optimize=True)
+    Image.fromarray(image).save(buffer, **IMAGENET_C_JPEG)
     buffer.seek(0)
     with Image.open(buffer) as img:
         return np.asarray(img.convert("RGB"))
