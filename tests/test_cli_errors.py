@@ -200,3 +200,21 @@ def test_eval_and_analyze_reject_weights_that_are_not_weights(tmp_path, capsys):
                  ["analyze", "weights", str(path), "--out", str(tmp_path / "a")]):
         code, err = run(argv, capsys)
         assert code == 1 and "m.safetensors" in err and err.count("\n") == 1 and "unexpected" not in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--model", "resnet20", "--checkpoint-minutes", "-1"], "argument --checkpoint-minutes: expected a positive number"),
+    (["weights", "download", "--timeout", "nan"], "argument --timeout: expected a positive number, got 'nan'"),
+])
+def test_durations_must_be_positive(argv, message, capsys):
+    code, err = run(argv, capsys)
+    assert code == 2 and message in err
+
+
+def test_device_and_arch_are_spelled_alike_everywhere():
+    parser = build_parser()
+    for command in ("eval", "train", "demo"):
+        sub = parser.parse_args([command, *(["m", "--data", "d"] if command == "eval" else []), "--device", "auto"])
+        assert sub.device is None  # 'auto' and no --device mean the same: CUDA when available
+    args = parser.parse_args(["import-official", "ckpt", "--model", "resnet20", "--out", "m.safetensors"])
+    assert args.arch == "resnet20"  # --model: the old spelling of --arch, still accepted

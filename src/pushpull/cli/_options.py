@@ -26,6 +26,17 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0, "a non-negative integer")
 
 
+def positive_float(text: str) -> float:
+    """A finite number > 0 (``--timeout``, ``--checkpoint-minutes``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
@@ -102,6 +113,12 @@ def add_option(parser: argparse._ActionsContainer, *flags: str, hidden: Sequence
     action = parser.add_argument(*flags, *hidden, **kwargs)
     action.option_strings[:] = [f for f in action.option_strings if f not in hidden]
     return action
+
+
+def add_device(parser: argparse._ActionsContainer) -> None:
+    """``--device cpu|cuda|cuda:1|...``; None (also ``auto``): CUDA when available, else the CPU."""
+    parser.add_argument("--device", type=lambda text: None if text == "auto" else text, default=None,
+                        help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 
 def add_data(parser: argparse._ActionsContainer, help: str, *, required: bool = False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..engine.stopping import RESUME_HINT
-from ._options import add_data, add_no_progress, add_seed, corruption_names, positive_int
+from ._options import add_data, add_device, add_no_progress, add_seed, corruption_names, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data(parser, "CIFAR-10 folder (python layout) instead of the digits")
     parser.add_argument("--epochs", type=positive_int, default=None, help="override the demo recipe's epochs")
     add_seed(parser, "seed of everything random")
-    parser.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    add_device(parser)
     parser.add_argument("--corruptions", type=corruption_names, default=None, metavar="NAMES",
                         help="comma list of corruptions to evaluate (default: noises, blurs, contrast, pixelate, jpeg)")
     add_no_progress(parser)

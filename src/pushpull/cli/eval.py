@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 from ..engine.stopping import RESUME_HINT
-from ._options import (add_data, add_limit, add_no_progress, add_normalization, add_seed, add_severities,
-                       corruption_names, perturbation_names, positive_int)
+from ._options import (add_data, add_device, add_limit, add_no_progress, add_normalization, add_seed,
+                       add_severities, corruption_names, perturbation_names, positive_int)
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a partial run")
     p.add_argument("--batch-size", type=positive_int, default=256,
                    help="images per forward pass; -P: whole sequences of about that many frames (default: 256)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    add_device(p)
     add_no_progress(p)
     p.set_defaults(func=handler, resume_hint=RESUME_HINT)
 
@@ -81,7 +81,7 @@ def handler(args: argparse.Namespace) -> int:
 
     from ..engine.evaluate import evaluate
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     from ..models.load import spec_label
 

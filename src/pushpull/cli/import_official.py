@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._options import add_option
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -12,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "pushpull saved model (.safetensors + .json sidecar), recording its input normalisation and "
                     "source. The file is read without executing code unless --allow-pickle is given.")
     parser.add_argument("path", help="the checkpoint or its folder, e.g. .../resnet-20-pp/model_best.pth.tar")
-    parser.add_argument("--model", default=None,
-                        help="registry name (resnet20_pp, densenet40_12, ...); default: from the folder name")
+    add_option(parser, "--arch", hidden=("--model",), default=None,
+               help="architecture, a registry name (resnet20_pp, densenet40_12, ...); default: from the folder name "
+                    "(the same option as eval's --arch)")
     parser.add_argument("--out", required=True, type=safetensors_path, help="output weights file (.safetensors)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow a full unpickle (can run arbitrary code: only for files you trust)")
@@ -32,7 +35,7 @@ def handler(args: argparse.Namespace) -> int:
     from ..models import import_official
     from ..models.io import sidecar_path
 
-    model = import_official(args.path, args.model, out=args.out, allow_pickle=args.allow_pickle)
+    model = import_official(args.path, args.arch, out=args.out, allow_pickle=args.allow_pickle)
     params = sum(p.numel() for p in model.parameters())
     print(f"imported {args.path} -> {args.out} (+ {sidecar_path(Path(args.out)).name}), {params:,} parameters")
     return 0

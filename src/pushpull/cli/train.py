@@ -6,7 +6,7 @@ import argparse
 
 from ..engine.stopping import RESUME_HINT
 from . import UsageError
-from ._options import add_data, add_limit, add_no_progress, add_seed, add_workers, non_negative_int, positive_int
+from ._options import add_data, add_device, add_limit, add_no_progress, add_seed, add_workers, non_negative_int, positive_float, positive_int
 
 
 def recipe_options() -> list:
@@ -56,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--trainable-alpha", action="store_true", default=None, help="learn alpha per channel")
 
     group = parser.add_argument_group("how to run")
-    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    add_device(group)
     add_workers(group, "data-loading processes per training process (default: up to 4, one CPU fewer than "
                        "this process may use; 0: in the training process)")
     group.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--sync-bn", action="store_true", help="synchronise BatchNorm over processes (torchrun)")
     add_seed(group, "seed of initialisation, order and augmentation")
     group.add_argument("--deterministic", action="store_true", help="deterministic algorithms only (slower on GPU)")
-    group.add_argument("--checkpoint-minutes", type=float, default=10.0, help="also checkpoint this often in an epoch")
+    group.add_argument("--checkpoint-minutes", type=positive_float, default=10.0,
+                       help="also checkpoint this often in an epoch")
     group.add_argument("--max-steps", type=positive_int, default=None,
                        help="stop at this many steps in all (after a checkpoint), saving the model so far")
     add_no_progress(group, "no progress bars (logs only)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_no_progress
+from ._options import add_no_progress, positive_float
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = actions.add_parser("download", help="fetch, verify and convert weights into the cache")
     p.add_argument("names", nargs="*", help="weights or model names (default: all the original checkpoints)")
-    p.add_argument("--timeout", type=float, help="seconds without data before giving up (default: "
+    p.add_argument("--timeout", type=positive_float, help="seconds without data before giving up (default: "
                                                  "$PUSHPULL_DOWNLOAD_TIMEOUT, else 30)")
     add_no_progress(p, "no progress bar")
     p.set_defaults(func=_download)
