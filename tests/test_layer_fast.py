@@ -52,7 +52,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["fused", "separable"])
+@pytest.mark.parametrize("impl", ["fused", "separable", "basis"])
 @pytest.mark.parametrize("k,stride,padding,dilation,groups,bias,size,extra", CASES)
 def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bias, size, extra, impl):
     torch.manual_seed(zlib.crc32(repr((k, stride, padding, dilation, groups, bias, size, extra)).encode()))
@@ -78,7 +78,7 @@ def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bi
     (dict(padding=1, trainable_alpha=True), True), (dict(stride=2, padding=0, dilation=2, groups=2), False),
     (dict(padding="same"), False), (dict(padding=1, dual_output=True), False),
     (dict(padding=1, padding_mode="reflect"), False)])
-@pytest.mark.parametrize("impl", ["fused", "separable"])
+@pytest.mark.parametrize("impl", ["fused", "separable", "basis"])
 def test_gradcheck_float64(kwargs, second_order, impl):
     torch.manual_seed(0)
     trainable = kwargs.pop("trainable_alpha", False)
