@@ -25,6 +25,7 @@ from torch import Tensor
 from . import _native
 from ._fast import ConvSettings
 from .eager import eager_call
+from .geometry import Pads, conv_padding, pad2d
 from .reference import combine
 from .resize import interpolation_matrix
 
@@ -114,23 +115,28 @@ class BasisPushPull(torch.autograd.Function):
     """``ReLU(x ⋆ k + b) - alpha * ReLU(-(x ⋆ k̂ + b))`` (or both maps) with the pull from basis planes.
 
     One node, like :class:`._fast.PushPullFunction`: pre-activations rectified in place, the
-    gradients of both responses summed inside. ``x_pull`` is the pull's input when its padding
-    had to be applied explicitly (None: ``x``, zero-padded by ``geometry``'s top/left).
+    gradients of both responses summed inside, a float ``alpha`` applied to the small weight-sized
+    products rather than to the maps. ``x_pull`` is the pull's input when its padding had to be
+    applied explicitly (None: ``x``, zero-padded by ``geometry``'s top/left); ``grad_enabled`` is
+    the caller's grad mode (without it nothing is kept and the output reuses the push's memory).
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, x_pull: Tensor | None, weight: Tensor, bias: Tensor | None, alpha: Union[float, Tensor],
-                geo: ConvSettings, geometry: Geometry) -> Tensor:
+                geo: ConvSettings, geometry: Geometry, grad_enabled: bool) -> Tensor:
         push = F.conv2d(x, weight, bias, geo.stride, geo.push_padding, geo.dilation, geo.groups).relu_()
         planes = basis_planes(x if x_pull is None else x_pull, geometry)
-        pull = contract(weight, planes, geo.groups, bias).neg_().relu_()  # ReLU(x ⋆ (-k̂) - b)
+        pull = contract(weight.neg(), planes, geo.groups, None if bias is None else bias.neg()).relu_()
         alpha_is_tensor = isinstance(alpha, Tensor)
         ctx.geo, ctx.geometry, ctx.float_alpha = geo, geometry, None if alpha_is_tensor else alpha
-        ctx.save_for_backward(x, x_pull, weight, bias, planes, push, pull, alpha if alpha_is_tensor else None)
+        if grad_enabled and any(ctx.needs_input_grad):
+            ctx.save_for_backward(x, x_pull, weight, bias, planes, push, pull, alpha if alpha_is_tensor else None)
         if geo.dual_output:
             return torch.cat([push, pull], dim=1)
         if alpha_is_tensor:
             return torch.addcmul(push, pull, alpha, value=-1)
+        if not grad_enabled:
+            return push.sub_(pull, alpha=alpha)
         return torch.sub(push, pull, alpha=alpha)
 
     @staticmethod
@@ -141,35 +147,36 @@ class BasisPushPull(torch.autograd.Function):
             return _differentiable_backward(ctx, grad)
         need_x, need_x_pull, need_w, need_b, need_alpha = ctx.needs_input_grad[:5]
         channels = push.shape[1]
+        # the gradient of x ⋆ k̂ + b is scale * t: the pull's ReLU mask times the output gradient
         if geo.dual_output:
             grad_push = torch.ops.aten.threshold_backward(grad[:, :channels], push, 0)
-            grad_pull = -torch.ops.aten.threshold_backward(grad[:, channels:], pull, 0)
+            t, scale = torch.ops.aten.threshold_backward(grad[:, channels:], pull, 0), -1.0
         else:
             grad_push = torch.ops.aten.threshold_backward(grad, push, 0)
-            grad_pull = torch.ops.aten.threshold_backward(grad, pull, 0).mul_(
-                alpha if alpha is not None else ctx.float_alpha)  # d out / d (x ⋆ k̂ + b)
+            t, scale = torch.ops.aten.threshold_backward(grad, pull, 0), ctx.float_alpha
+            if alpha is not None:
+                t, scale = t * alpha, 1.0
         dx, dw, db = torch.ops.aten.convolution_backward(
             grad_push, x, weight, [channels] if bias is not None else None, geo.stride, geo.push_padding,
             geo.dilation, False, [0, 0], geo.groups, [need_x, need_w, need_b])
         n, c, kh, kw, ho, wo = planes.shape
         groups, cout = geo.groups, weight.shape[0]
-        g = grad_pull.reshape(n, groups, cout // groups, ho * wo)
-        p = planes.reshape(n, groups, c // groups * kh * kw, ho * wo)
+        g = t.reshape(n, groups, cout // groups, ho * wo)
         if need_w:
-            dw = dw + torch.matmul(g, p.transpose(-1, -2)).sum(0).reshape(weight.shape)
+            p = planes.reshape(n, groups, c // groups * kh * kw, ho * wo)
+            dw = dw + torch.matmul(g, p.transpose(-1, -2)).sum(0).reshape(weight.shape) * scale
         if need_b:
-            db = db + grad_pull.sum((0, 2, 3))
+            db = db + t.sum((0, 2, 3)) * scale
         dx_pull = None
         if need_x or need_x_pull:
-            w = weight.reshape(groups, cout // groups, c // groups * kh * kw)
-            d_planes = torch.matmul(w.transpose(-1, -2), g).reshape(planes.shape)
-            dx_pull = _filter_adjoint(d_planes, ctx.geometry)
+            w = weight.reshape(groups, cout // groups, c // groups * kh * kw) * scale
+            dx_pull = _filter_adjoint(torch.matmul(w.transpose(-1, -2), g).reshape(planes.shape), ctx.geometry)
             if x_pull is None:
                 dx, dx_pull = dx + dx_pull, None
         d_alpha = None
         if need_alpha and not geo.dual_output:  # dual output does not use alpha
             d_alpha = (-(grad * pull)).sum(dim=(0, 2, 3), keepdim=True).sum_to_size(alpha.shape)
-        return dx, dx_pull, dw, db, d_alpha, None, None
+        return dx, dx_pull, dw, db, d_alpha, None, None, None
 
 
 def _filter_adjoint(grad: Tensor, geometry: Geometry) -> Tensor:
@@ -192,4 +199,22 @@ def _differentiable_backward(ctx, grad: Tensor):
         inputs = [t for t in (x, x_pull, weight, bias, alpha) if t is not None and t.requires_grad]
         grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True))
     return (*(next(grads) if t is not None and t.requires_grad else None for t in (x, x_pull, weight, bias, alpha)),
-            None, None)
+            None, None, None)
+
+
+def push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
+                    q_pads: Pads, dilation: tuple[int, int], groups: int, pull_size: tuple[int, int],
+                    alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor:
+    """The layer by :class:`BasisPushPull`; zero padding is folded into the filtering, other padding applied first."""
+    x_push, push_pad = conv_padding(x, pads, padding_mode)
+    x_pull, (left, right, top, bottom) = x, q_pads
+    if padding_mode != "zeros" or min(q_pads) < 0:
+        x_pull, (left, right, top, bottom) = pad2d(x, q_pads, padding_mode), (0, 0, 0, 0)
+    (ph, pw), (h, w) = pull_size, x_pull.shape[-2:]
+    out_size = ((h + top + bottom - dilation[0] * (ph - 1) - 1) // stride[0] + 1,
+                (w + left + right - dilation[1] * (pw - 1) - 1) // stride[1] + 1)
+    geometry = filter_geometry(x_pull, (weight.shape[-2], weight.shape[-1]), pull_size, (top, left), out_size, stride,
+                               dilation)
+    geo = ConvSettings(stride, push_pad, (0, 0), dilation, groups, dual_output)
+    return BasisPushPull.apply(x_push, None if x_pull is x_push else x_pull, weight, bias, alpha, geo, geometry,
+                               torch.is_grad_enabled())

@@ -154,8 +154,9 @@ def push_pull_conv2d(
                 else "separable" if _separable_pays(x, weight, pull_weight, groups) else "fused")
     if impl == "basis":
         with torch.autocast(x.device.type, enabled=False) if dtype is not None else contextlib.nullcontext():
-            return _push_pull_basis(x, weight, bias, stride, pads, q_pads, dilation, groups, pull_weight, alpha,
-                                    dual_output, padding_mode)
+            return _basis.push_pull_basis(x, weight, bias, stride, pads, q_pads, dilation, groups,
+                                          (pull_weight.shape[-2], pull_weight.shape[-1]), alpha, dual_output,
+                                          padding_mode)
     if impl == "separable":
         return _push_pull_separable(x, weight, bias, stride, pads, q_pads, dilation, groups, pull_weight,
                                     alpha, dual_output, padding_mode)
@@ -201,23 +202,6 @@ def _basis_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int) -> 
     (kh, kw), (ph, pw) = weight.shape[-2:], pull_weight.shape[-2:]
     return (ph * pw > kh * kw and weight.shape[1] <= BASIS_MAX_CHANNELS
             and _basis.native_covers(x, (kh, kw), (ph, pw)))
-
-
-def _push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
-                     q_pads: Pads, dilation: tuple[int, int], groups: int, pull_weight: Tensor,
-                     alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor:
-    """:class:`._basis.BasisPushPull`: zero padding is folded into the filtering, other padding applied first."""
-    x_push, push_pad = conv_padding(x, pads, padding_mode)
-    x_pull, (left, right, top, bottom) = x, q_pads
-    if padding_mode != "zeros" or min(q_pads) < 0:
-        x_pull, (left, right, top, bottom) = pad2d(x, q_pads, padding_mode), (0, 0, 0, 0)
-    (kh, kw), (ph, pw) = weight.shape[-2:], pull_weight.shape[-2:]
-    h, w = x_pull.shape[-2:]
-    out_size = ((h + top + bottom - dilation[0] * (ph - 1) - 1) // stride[0] + 1,
-                (w + left + right - dilation[1] * (pw - 1) - 1) // stride[1] + 1)
-    geometry = _basis.filter_geometry(x_pull, (kh, kw), (ph, pw), (top, left), out_size, stride, dilation)
-    geo = ConvSettings(stride, push_pad, (0, 0), dilation, groups, dual_output)
-    return _basis.BasisPushPull.apply(x_push, None if x_pull is x_push else x_pull, weight, bias, alpha, geo, geometry)
 
 
 def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
