@@ -8,7 +8,7 @@ median is reported, so background load affects all variants alike. On a shared m
 ``--clock process`` times CPU seconds of this process instead of wall seconds (steadier
 under background load; with several threads it also counts their spin-waiting).
 
-    python benchmarks/layer_speed.py [--threads 2] [--reps 15] [--device cpu] [--clock wall|process]
+    python benchmarks/layer_speed.py [--threads 2] [--reps 15] [--device cpu] [--clock wall|process] [--shapes 0 3]
 
 On Linux, glibc returns large freed blocks to the OS and page-faults them back on every
 call; ``MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296`` in the
@@ -27,9 +27,11 @@ from torch import nn
 
 from pushpull import PushPullConv2d
 
-# (label, in_channels, out_channels, spatial size, batch): 3x3 kernels, padding 1
-SHAPES = [("3→16 @32², b128", 3, 16, 32, 128), ("16→16 @32², b128", 16, 16, 32, 128),
-          ("64→64 @56², b32", 64, 64, 56, 32)]
+# (label, in_channels, out_channels, kernel, stride, padding, spatial size, batch): the CIFAR
+# stem and first stage, the ImageNet stem (7x7 stride 2, a 15x15 pull) and its first stage
+SHAPES = [("3→16 @32², b128", 3, 16, 3, 1, 1, 32, 128), ("16→16 @32², b128", 16, 16, 3, 1, 1, 32, 128),
+          ("64→64 @56², b32", 64, 64, 3, 1, 1, 56, 32), ("3→64 7×7/2 @224², b16", 3, 64, 7, 2, 3, 224, 16),
+          ("64→64 @56², b16", 64, 64, 3, 1, 1, 56, 16)]
 MODES = ("fwd", "fwd+bwd", "infer")
 
 
@@ -73,6 +75,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--clock", choices=("wall", "process"), default="wall")
+    parser.add_argument("--shapes", nargs="+", type=int, help="indices into SHAPES (default: all)")
     args = parser.parse_args()
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     torch.set_num_threads(args.threads)
@@ -83,14 +86,15 @@ def main() -> None:
           f"{args.clock} clock, median of {args.reps} interleaved reps\n")
     print("| shape | mode | conv ms | reference ms | fast ms | reference/conv | fast/conv |")
     print("|---|---|---:|---:|---:|---:|---:|")
-    for label, c_in, c_out, size, batch in SHAPES:
+    for label, c_in, c_out, k, stride, pad, size, batch in [SHAPES[i] for i in args.shapes or range(len(SHAPES))]:
         layers = {
-            "conv": nn.Conv2d(c_in, c_out, 3, padding=1, device=device),
-            "reference": PushPullConv2d(c_in, c_out, 3, padding=1, device=device, impl="reference"),
-            "fast": PushPullConv2d(c_in, c_out, 3, padding=1, device=device),
+            "conv": nn.Conv2d(c_in, c_out, k, stride, pad, device=device),
+            "reference": PushPullConv2d(c_in, c_out, k, stride, pad, device=device, impl="reference"),
+            "fast": PushPullConv2d(c_in, c_out, k, stride, pad, device=device),
         }
         x = torch.randn(batch, c_in, size, size, device=device)
-        grad = torch.randn(batch, c_out, size, size, device=device)
+        grad = torch.randn(batch, c_out, (size + 2 * pad - k) // stride + 1, (size + 2 * pad - k) // stride + 1,
+                           device=device)
         for mode in MODES:
             for layer in layers.values():
                 layer.train(mode != "infer")

@@ -138,7 +138,7 @@ def test_module_cache_ignores_forwards_under_fake_mode():
     assert all(is_eager_tensor(t) for t in layer._pull_cache[2].values())
 
 
-@pytest.mark.parametrize("impl", ["separable", "fused", "auto"])
+@pytest.mark.parametrize("impl", ["separable", "basis", "fused", "auto"])
 def test_kernels_cached_in_inference_mode_serve_training(impl):
     resize.interpolation_matrix.cache_clear()
     _fast._row_filter_matrix.cache_clear()

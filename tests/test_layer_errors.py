@@ -59,7 +59,7 @@ def test_functional_checks_shapes(impl):
         push_pull_conv2d(x, w, groups=2, impl="naive")
 
 
-@pytest.mark.parametrize("impl", ["auto", "native", "fused", "separable"])
+@pytest.mark.parametrize("impl", ["auto", "native", "basis", "fused", "separable"])
 def test_functional_rejects_inputs_smaller_than_the_kernel(impl):
     with pytest.raises(ValueError, match="input height 2 .* smaller than the kernel"):
         push_pull_conv2d(torch.randn(1, 4, 2, 8), torch.randn(4, 4, 3, 3), impl=impl)

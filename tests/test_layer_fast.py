@@ -10,9 +10,9 @@ import torch
 from layer_checks import outputs_and_grads, rel_err
 
 from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
-from pushpull.layers import _native
+from pushpull.layers import _basis, _native
 from pushpull.layers._fast import separable_pull
-from pushpull.layers.config import NATIVE_MIN_INFERENCE_CHANNELS
+from pushpull.layers.config import BASIS_MAX_CHANNELS, NATIVE_MIN_INFERENCE_CHANNELS
 from pushpull.layers.resize import pull_kernel, resize_kernel, resize_kernel_adjoint
 
 
@@ -52,7 +52,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["fused", "separable"])
+@pytest.mark.parametrize("impl", ["fused", "separable", "basis"])
 @pytest.mark.parametrize("k,stride,padding,dilation,groups,bias,size,extra", CASES)
 def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bias, size, extra, impl):
     torch.manual_seed(zlib.crc32(repr((k, stride, padding, dilation, groups, bias, size, extra)).encode()))
@@ -78,7 +78,7 @@ def test_fast_matches_float64_reference(k, stride, padding, dilation, groups, bi
     (dict(padding=1, trainable_alpha=True), True), (dict(stride=2, padding=0, dilation=2, groups=2), False),
     (dict(padding="same"), False), (dict(padding=1, dual_output=True), False),
     (dict(padding=1, padding_mode="reflect"), False)])
-@pytest.mark.parametrize("impl", ["fused", "separable"])
+@pytest.mark.parametrize("impl", ["fused", "separable", "basis"])
 def test_gradcheck_float64(kwargs, second_order, impl):
     torch.manual_seed(0)
     trainable = kwargs.pop("trainable_alpha", False)
@@ -105,6 +105,8 @@ def _picker(monkeypatch):
     monkeypatch.setattr(pp_module, "separable_pull", lambda *a, **k: calls.append("separable") or separable_pull(*a, **k))
     native_apply = _native.NativePushPull.apply
     monkeypatch.setattr(_native.NativePushPull, "apply", lambda *a: calls.append("native") or native_apply(*a))
+    basis_apply = _basis.BasisPushPull.apply
+    monkeypatch.setattr(_basis.BasisPushPull, "apply", lambda *a: calls.append("basis") or basis_apply(*a))
 
     def picked(layer, x):
         calls.clear()
@@ -134,9 +136,12 @@ def test_auto_picks_native_where_it_covers_the_call_and_pays(monkeypatch):
     narrow, wide = PushPullConv2d(c - 1, 4, 3, padding=1), PushPullConv2d(c, 4, 3, padding=1)
     assert picked(narrow, torch.randn(1, c - 1, 8, 8)) == "native"  # training
     with torch.no_grad():
-        assert picked(narrow, torch.randn(1, c - 1, 8, 8)) == "fused"  # few input channels: the direct pull is cheaper
+        assert picked(narrow, torch.randn(1, c - 1, 8, 8)) == "basis"  # few input channels: the basis pull
         assert picked(wide, torch.randn(1, c, 8, 8)) == "native"
-    assert picked(PushPullConv2d(3, 4, 3, stride=2, padding=1), torch.randn(1, 3, 8, 8)) == "separable"
+    assert picked(PushPullConv2d(3, 4, 3, stride=2, padding=1), torch.randn(1, 3, 8, 8)) == "basis"  # strided, narrow
+    b = BASIS_MAX_CHANNELS
+    assert picked(PushPullConv2d(b + 1, 4, 3, stride=2, padding=1), torch.randn(1, b + 1, 8, 8)) == "separable"
+    assert picked(PushPullConv2d(2 * b, 4, 3, padding=1, groups=2), torch.randn(1, 2 * b, 8, 8)) == "basis"
     assert picked(narrow.double(), torch.randn(1, c - 1, 8, 8, dtype=torch.float64)) == "separable"
 
 

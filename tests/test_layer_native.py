@@ -220,3 +220,40 @@ def test_out_of_memory_in_the_kernels_raises_memory_error():
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "MemoryError: pushpull native kernel pp_forward" in result.stdout, result.stderr[-2000:]
+
+
+@needs_native
+def test_kernels_use_the_current_thread_count_at_every_call():
+    # in a child process: torch's thread count changed after the kernels' first use, inside a
+    # DataLoader worker (torch sets 1 there) and on a fresh Python thread (torch's setting applies)
+    script = textwrap.dedent("""
+        import threading, torch
+        from pushpull import PushPullConv2d
+        from pushpull.layers import _native
+        layer = PushPullConv2d(8, 4, 3, padding=1, impl="native")
+        x = torch.randn(2, 8, 12, 12, requires_grad=True)
+
+        def teams():
+            out = layer(x)
+            forward = _native.last_team()
+            out.sum().backward()
+            return forward, _native.last_team()
+
+        class Teams(torch.utils.data.Dataset):
+            def __len__(self):
+                return 1
+            def __getitem__(self, i):
+                return teams()
+
+        seen = []
+        for n in (1, 2, 1, 2):
+            torch.set_num_threads(n)
+            seen.append(teams())
+        loader = torch.utils.data.DataLoader(Teams(), batch_size=None, num_workers=1, multiprocessing_context="fork")
+        seen += [tuple(int(t) for t in teams) for teams in loader]
+        thread = threading.Thread(target=lambda: seen.append(teams()))
+        thread.start(), thread.join()
+        print(seen)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "[(1, 1), (2, 2), (1, 1), (2, 2), (1, 1), (2, 2)]", result.stderr[-2000:]

@@ -4,7 +4,8 @@ One concept a module, each importing only those above it in this list: :mod:`.co
 (the switches that choose a path), :mod:`.eager` (what caches and native kernels may
 see), :mod:`.geometry` (pull size, paddings), :mod:`.resize` (the pull kernel),
 :mod:`.reference` (the definition), :mod:`._fast` (fused and separable paths),
-:mod:`._native` (the compiled CPU kernels), :mod:`.pushpull` (the dispatch and the module);
+:mod:`._native` (the compiled CPU kernels), :mod:`._basis` (the pull from basis-filtered inputs),
+:mod:`.pushpull` (the dispatch and the module);
 :mod:`.blur` (anti-aliasing) stands alone.
 """
 

@@ -39,6 +39,16 @@ static inline float hsum(v16 v) {
     return s;
 }
 
+/* the team size of the last parallel region, for pp_last_team (tests check it follows the request) */
+static int last_team;
+
+static void record_team(void) {
+    if (omp_get_thread_num() == 0) last_team = omp_get_num_threads();
+}
+
+/* how many threads the last kernel call ran with */
+int pp_last_team(void) { return last_team; }
+
 typedef struct {
     const float *src;
     float c;
@@ -141,6 +151,7 @@ int pp_forward(const int64_t *g, const float *x, const float *wt, const float *a
 #pragma omp parallel num_threads(nthreads)
     {
         /* the products, their kh*kw grids, kh row-filtered grids Z_a, the push and pull sums */
+        record_team();
         float *y = malloc(sizeof(float) * groups * G * hw);
         float *yp = calloc((size_t)((kh * kw + kh) * grid + 2 * ho * wp), sizeof(float));
         float *z = yp + kh * kw * grid, *push = z + kh * grid, *pull = push + ho * wp;
@@ -218,6 +229,7 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
 #pragma omp parallel num_threads(nthreads)
     {
         /* gradient grids of push and pull, kh column-filtered grids U_a, one wide gY plane, gY */
+        record_team();
         float *g1 = calloc((size_t)(2 * grid + kh * h * wg + h * wg + groups * G * hw), sizeof(float));
         float *g2 = g1 + grid, *u = g2 + grid, *wide = u + kh * h * wg, *gy = wide + h * wg;
         float *gw_t = gw ? gw + (int64_t)omp_get_thread_num() * cout * groups * cin * G : NULL;
@@ -276,6 +288,137 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
             }
         }
         free(g1);
+    }
+    return failed;
+}
+
+/* The input-side basis filtering of the pull (see _basis.py): for every input plane,
+ *   xb[a][b][i][j] = sum_s sum_t Ah[s,a] Aw[t,b] x[i*sh + s*dh - top][j*sw + t*dw - left]
+ * (x is zero outside the plane), so that the pull response is the push weights applied to the
+ * kh*kw planes xb[a][b] of every channel. The columns are first split into sw phases
+ * (xq[r][row][m] = x[row][r + sw*m - left]), which makes every tap of the strided, dilated
+ * horizontal filter a constant offset in a phase plane: the sums are flat multi_tap calls.
+ *
+ * q[] = {planes, h, w, kh, kw, ph, pw, ho, wo, top, left, sh, sw, dh, dw}. */
+typedef struct {
+    int64_t planes, h, w, kh, kw, ph, pw, ho, wo, top, left, sh, sw, dh, dw, wq, reach;
+} basis_geometry;
+
+static basis_geometry basis_read(const int64_t *q) {
+    basis_geometry b = {q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[8], q[9], q[10], q[11], q[12], q[13], q[14], 0, 0};
+    b.reach = (b.pw - 1) * b.dw / b.sw; /* the largest in-phase offset of a horizontal tap */
+    b.wq = b.wo + b.reach;              /* phase row length: every tap of every output stays in its row */
+    return b;
+}
+
+/* the (phase, in-phase offset) that horizontal tap t reads */
+static inline int64_t tap_phase(const basis_geometry *b, int64_t t) { return t * b->dw % b->sw; }
+static inline int64_t tap_shift(const basis_geometry *b, int64_t t) { return t * b->dw / b->sw; }
+
+int pp_basis_forward(const int64_t *q, const float *x, const float *ah, const float *aw, float *out, int nthreads) {
+    const basis_geometry b = basis_read(q);
+    const int64_t phase = b.h * b.wq, vplane = b.ho * b.wq; /* one phase of x, of a vertically filtered map */
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+        float *xq = malloc(sizeof(float) * (b.sw * phase + b.kh * b.sw * vplane + vplane));
+        float *v = xq + b.sw * phase, *row = v + b.kh * b.sw * vplane;
+        tap taps[MAX_TAPS];
+        if (!xq) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < b.planes; pl++) {
+            if (!xq) continue;
+            const float *xp = x + pl * b.h * b.w;
+            for (int64_t r = 0; r < b.sw; r++)
+                for (int64_t y = 0; y < b.h; y++)
+                    for (int64_t m = 0; m < b.wq; m++) {
+                        const int64_t c = r + b.sw * m - b.left;
+                        xq[r * phase + y * b.wq + m] = c >= 0 && c < b.w ? xp[y * b.w + c] : 0.0f;
+                    }
+            for (int64_t a = 0; a < b.kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh - top] */
+                for (int64_t r = 0; r < b.sw; r++)
+                    for (int64_t i = 0; i < b.ho; i++) {
+                        int nt = 0;
+                        for (int64_t s = 0; s < b.ph; s++) {
+                            const int64_t y = i * b.sh + s * b.dh - b.top;
+                            if (y >= 0 && y < b.h && ah[s * b.kh + a] != 0.0f)
+                                taps[nt++] = (tap){xq + r * phase + y * b.wq, ah[s * b.kh + a]};
+                        }
+                        multi_tap(v + (a * b.sw + r) * vplane + i * b.wq, b.wq, taps, nt);
+                    }
+            for (int64_t a = 0; a < b.kh; a++) /* then along rows: xb[a][b] = sum_t Aw[t,b] v[a] shifted */
+                for (int64_t c = 0; c < b.kw; c++) {
+                    int nt = 0;
+                    for (int64_t t = 0; t < b.pw; t++)
+                        if (aw[t * b.kw + c] != 0.0f)
+                            taps[nt++] = (tap){v + (a * b.sw + tap_phase(&b, t)) * vplane + tap_shift(&b, t),
+                                               aw[t * b.kw + c]};
+                    multi_tap(row, (b.ho - 1) * b.wq + b.wo, taps, nt);
+                    float *dst = out + ((pl * b.kh + a) * b.kw + c) * b.ho * b.wo;
+                    for (int64_t i = 0; i < b.ho; i++) memcpy(dst + i * b.wo, row + i * b.wq, sizeof(float) * b.wo);
+                }
+        }
+        free(xq);
+    }
+    return failed;
+}
+
+/* The adjoint of pp_basis_forward: gx (planes, h, w) from gxb (planes, kh, kw, ho, wo). */
+int pp_basis_backward(const int64_t *q, const float *gxb, const float *ah, const float *aw, float *gx, int nthreads) {
+    const basis_geometry b = basis_read(q);
+    const int64_t phase = b.h * b.wq, vplane = b.ho * b.wq, grid = b.reach + vplane;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+        /* gxb planes on zero-margined phase-row grids, the gradient of v, of xq */
+        float *g = calloc((size_t)(b.kh * b.kw * grid + b.kh * b.sw * vplane + b.sw * phase), sizeof(float));
+        float *gv = g + b.kh * b.kw * grid, *gq = gv + b.kh * b.sw * vplane;
+        tap taps[MAX_TAPS];
+        if (!g) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < b.planes; pl++) {
+            if (!g) continue;
+            for (int64_t ab = 0; ab < b.kh * b.kw; ab++) /* margins and row tails stay zero */
+                for (int64_t i = 0; i < b.ho; i++)
+                    memcpy(g + ab * grid + b.reach + i * b.wq, gxb + ((pl * b.kh * b.kw + ab) * b.ho + i) * b.wo,
+                           sizeof(float) * b.wo);
+            for (int64_t a = 0; a < b.kh; a++) /* gv[a][r] = sum over the taps t of phase r, and b */
+                for (int64_t r = 0; r < b.sw; r++) {
+                    int nt = 0;
+                    for (int64_t c = 0; c < b.kw; c++)
+                        for (int64_t t = 0; t < b.pw; t++)
+                            if (tap_phase(&b, t) == r && aw[t * b.kw + c] != 0.0f)
+                                taps[nt++] = (tap){g + (a * b.kw + c) * grid + b.reach - tap_shift(&b, t),
+                                                   aw[t * b.kw + c]};
+                    multi_tap(gv + (a * b.sw + r) * vplane, vplane, taps, nt);
+                }
+            for (int64_t r = 0; r < b.sw; r++) /* gq[r][y] = sum over (a, s, i) with i*sh + s*dh - top = y */
+                for (int64_t y = 0; y < b.h; y++) {
+                    int nt = 0;
+                    for (int64_t a = 0; a < b.kh; a++)
+                        for (int64_t s = 0; s < b.ph; s++) {
+                            const int64_t e = y + b.top - s * b.dh;
+                            if (e >= 0 && e % b.sh == 0 && e / b.sh < b.ho && ah[s * b.kh + a] != 0.0f)
+                                taps[nt++] = (tap){gv + (a * b.sw + r) * vplane + e / b.sh * b.wq, ah[s * b.kh + a]};
+                        }
+                    multi_tap(gq + r * phase + y * b.wq, b.wq, taps, nt);
+                }
+            float *gp = gx + pl * b.h * b.w;
+            for (int64_t y = 0; y < b.h; y++)
+                for (int64_t c = 0; c < b.w; c++) { /* columns no output reads get zero */
+                    const int64_t k = c + b.left, m = k / b.sw;
+                    gp[y * b.w + c] = m < b.wq ? gq[(k % b.sw) * phase + y * b.wq + m] : 0.0f;
+                }
+        }
+        free(g);
     }
     return failed;
 }

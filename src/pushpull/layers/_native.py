@@ -103,13 +103,20 @@ def _library() -> ctypes.CDLL | None:
     p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
     lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
-    lib.pp_forward.restype = lib.pp_backward.restype = ctypes.c_int
+    lib.pp_basis_forward.argtypes = lib.pp_basis_backward.argtypes = [i64p, p, p, p, p, ctypes.c_int]
+    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_last_team):
+        kernel.restype = ctypes.c_int
     return lib
 
 
 def available() -> bool:
     """Whether the native kernels are turned on and could be built and loaded on this machine."""
     return native_enabled() and _library() is not None
+
+
+def last_team() -> int:
+    """How many threads the kernels' last call ran with (each call uses ``torch.get_num_threads()``)."""
+    return _library().pp_last_team()
 
 
 def unsupported(x: Tensor, weight: Tensor, pull_size: tuple[int, int], stride: tuple[int, int],
@@ -245,6 +252,20 @@ class NativePushPull(torch.autograd.Function):
         db = sums_b.sum(0) if sums_b is not None else None
         d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
         return dx, dw, None, db, d_alpha, None, None, None, None, None  # one per forward input
+
+
+def basis_forward(geometry: tuple[int, ...], x: Tensor, a_h: Tensor, a_w: Tensor, out: Tensor) -> None:
+    """``out`` = the basis filtering of ``x`` (see :mod:`._basis`; ``geometry`` as ``pp_basis_forward`` reads it)."""
+    sizes = torch.tensor(geometry, dtype=torch.int64)  # kept alive across the call
+    _check(_library().pp_basis_forward)(_int64_ptr(sizes), _ptr(x), _ptr(a_h), _ptr(a_w), _ptr(out),
+                                        torch.get_num_threads())
+
+
+def basis_backward(geometry: tuple[int, ...], grad: Tensor, a_h: Tensor, a_w: Tensor, gx: Tensor) -> None:
+    """``gx`` = the adjoint of the basis filtering applied to ``grad``."""
+    sizes = torch.tensor(geometry, dtype=torch.int64)
+    _check(_library().pp_basis_backward)(_int64_ptr(sizes), _ptr(grad), _ptr(a_h), _ptr(a_w), _ptr(gx),
+                                         torch.get_num_threads())
 
 
 def _differentiable_backward(ctx, grad: Tensor):

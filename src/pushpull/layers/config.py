@@ -26,6 +26,11 @@ NATIVE_MIN_INFERENCE_CHANNELS = 5
 # at 56x56 cost 0.6x the direct 7x7 in forward+backward, 0.75x in inference.
 SEPARABLE_MIN_CHANNELS = 32
 
+# Input channels per group up to which ``impl="auto"`` takes the pull from basis-filtered inputs
+# (``_basis``) where the native path does not cover the call (strides, dilations, groups, other
+# padding modes): its filtered planes have K_h·K_w times the input's channels.
+BASIS_MAX_CHANNELS = 4
+
 _native = os.environ.get("PUSHPULL_NATIVE", "1") != "0"
 
 

@@ -25,16 +25,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from . import _native
+from . import _basis, _native
 from ._fast import ConvSettings, PushPullFunction, separable_pull
-from .config import NATIVE_MIN_INFERENCE_CHANNELS, SEPARABLE_MIN_CHANNELS, use_plain_ops
+from .config import BASIS_MAX_CHANNELS, NATIVE_MIN_INFERENCE_CHANNELS, SEPARABLE_MIN_CHANNELS, use_plain_ops
 from .eager import eager_call
 from .geometry import PaddingArg, Pads, check_fits, conv_padding, pad2d, pull_kernel_size, pull_padding, push_padding
 from .reference import combine, push_pull_conv2d_reference
 from .resize import pull_kernel
 
-Impl = Literal["auto", "native", "fused", "separable", "reference"]
-IMPLS = ("auto", "native", "fused", "separable", "reference")
+Impl = Literal["auto", "native", "basis", "fused", "separable", "reference"]
+IMPLS = ("auto", "native", "basis", "fused", "separable", "reference")
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -150,7 +150,13 @@ def push_pull_conv2d(
             channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
             return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # as F.conv2d does
     if impl == "auto":
-        impl = "separable" if _separable_pays(x, weight, pull_weight, groups) else "fused"
+        impl = ("basis" if _basis_pays(x, weight, pull_weight, groups)
+                else "separable" if _separable_pays(x, weight, pull_weight, groups) else "fused")
+    if impl == "basis":
+        with torch.autocast(x.device.type, enabled=False) if dtype is not None else contextlib.nullcontext():
+            return _basis.push_pull_basis(x, weight, bias, stride, pads, q_pads, dilation, groups,
+                                          (pull_weight.shape[-2], pull_weight.shape[-1]), alpha, dual_output,
+                                          padding_mode)
     if impl == "separable":
         return _push_pull_separable(x, weight, bias, stride, pads, q_pads, dilation, groups, pull_weight,
                                     alpha, dual_output, padding_mode)
@@ -188,19 +194,29 @@ def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int)
             and (_records_grad(x, weight) or weight.shape[1] >= SEPARABLE_MIN_CHANNELS))
 
 
+def _basis_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int) -> bool:
+    """Whether the basis pull beats the others (measured on a 2-core CPU): for a pull larger than the
+    push, on narrow inputs (up to ``BASIS_MAX_CHANNELS`` per group, e.g. images), when the compiled
+    filtering covers the input; its filtered planes take K_h·K_w times the input's channels.
+    """
+    (kh, kw), (ph, pw) = weight.shape[-2:], pull_weight.shape[-2:]
+    return (ph * pw > kh * kw and weight.shape[1] <= BASIS_MAX_CHANNELS
+            and _basis.native_covers(x, (kh, kw), (ph, pw)))
+
+
 def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
                          q_pads: Pads, dilation: tuple[int, int], groups: int, pull_weight: Tensor,
                          alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor:
     """The push convolution plus :func:`separable_pull`, composed under autograd."""
     x_push, push_pad = conv_padding(x, pads, padding_mode)
     push = F.conv2d(x_push, weight, bias, stride, push_pad, dilation, groups)
+    pull_size = (pull_weight.shape[-2], pull_weight.shape[-1])
     left, right, top, bottom = q_pads
     if padding_mode != "zeros":  # pad explicitly; the rows' zero padding is folded into the filter matrix
         x, (left, right, top, bottom) = pad2d(x, q_pads, padding_mode), (0, 0, 0, 0)
     if left != right or left < 0:
         x, left = pad2d(x, (left, right, 0, 0)), 0
-    pull = separable_pull(x, weight, (pull_weight.shape[-2], pull_weight.shape[-1]), (top, bottom), left,
-                          stride, dilation, groups)
+    pull = separable_pull(x, weight, pull_size, (top, bottom), left, stride, dilation, groups)
     return combine(push, pull.neg() if bias is None else -(pull + bias.view(-1, 1, 1)), alpha, dual_output)
 
 
