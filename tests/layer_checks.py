@@ -19,3 +19,11 @@ def outputs_and_grads(layer: PushPullConv2d, x: torch.Tensor, grad: torch.Tensor
     params = [p for p in (layer.push.weight, layer.push.bias, layer.alpha) if isinstance(p, torch.Tensor)]
     grads = torch.autograd.grad(out, [x, *params], grad.to(out.dtype), allow_unused=True)
     return out, grads
+
+
+def second_order_grads(layer: PushPullConv2d, x: torch.Tensor):
+    """The gradients of the first gradients' squared norm (input, weight, bias, alpha): a double backward."""
+    x = x.detach().requires_grad_(True)
+    params = [x, layer.push.weight, layer.push.bias, layer.alpha]
+    first = torch.autograd.grad(layer(x).sin().sum(), params, create_graph=True)
+    return torch.autograd.grad(sum(g.square().sum() for g in first), params)

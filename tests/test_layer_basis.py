@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layer_checks import outputs_and_grads, rel_err
+from layer_checks import outputs_and_grads, rel_err, second_order_grads
 
 from pushpull import PushPullConv2d
 from pushpull.layers import _basis, _native
@@ -76,11 +76,5 @@ def test_basis_second_order_gradients_through_the_native_filtering():
     ref.load_state_dict({k: v.double() for k, v in fast.state_dict().items()})
     x = torch.randn(2, 3, 11, 12)
 
-    def grad_norm_grads(layer, x_):
-        x_ = x_.detach().requires_grad_(True)
-        params = [x_, layer.push.weight, layer.push.bias, layer.alpha]
-        first = torch.autograd.grad(layer(x_).sin().sum(), params, create_graph=True)
-        return torch.autograd.grad(sum(g.square().sum() for g in first), params)
-
-    for got, want in zip(grad_norm_grads(fast, x), grad_norm_grads(ref, x.double())):
+    for got, want in zip(second_order_grads(fast, x), second_order_grads(ref, x.double())):
         assert rel_err(got, want) < 1e-5

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from layer_checks import outputs_and_grads, rel_err
+from layer_checks import outputs_and_grads, rel_err, second_order_grads
 
 from pushpull import PushPullConv2d
 from pushpull.layers import _native, config
@@ -92,13 +92,7 @@ def test_native_second_order_gradients_match_reference():
     native, ref = _pair(3, 1, 1, cin=3, cout=4, trainable_alpha=True)
     x = torch.randn(2, 3, 8, 9)
 
-    def grad_norm_grads(layer, x_):
-        x_ = x_.detach().requires_grad_(True)
-        params = [x_, layer.push.weight, layer.push.bias, layer.alpha]
-        first = torch.autograd.grad(layer(x_).sin().sum(), params, create_graph=True)
-        return torch.autograd.grad(sum(g.square().sum() for g in first), params)
-
-    for got, want in zip(grad_norm_grads(native, x), grad_norm_grads(ref, x.double())):
+    for got, want in zip(second_order_grads(native, x), second_order_grads(ref, x.double())):
         assert rel_err(got, want) < 1e-5
 
 
