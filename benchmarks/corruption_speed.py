@@ -4,10 +4,10 @@ Prints, per corruption (all 5 severities): fast-path throughput on N CIFAR test 
 throughput on a small strided subset, the speed-up, and the projected time of the whole
 CIFAR-10-C (19 corruptions x 5 severities x 10,000 images).
 
-    python benchmarks/corruption_speed.py --root DIR [--n 10000] [--oracle-n 40] [--workers 2]
-    python benchmarks/corruption_speed.py --root DIR --params imagenet --n 20 --oracle-n 2
+    python benchmarks/corruption_speed.py --data DIR [--n 10000] [--oracle-n 40] [--workers 2]
+    python benchmarks/corruption_speed.py --data DIR --params imagenet --n 20 --oracle-n 2
 
-Without --root it uses random images (speed barely depends on content). With ``--params
+Without --data it uses random images (speed barely depends on content). With ``--params
 imagenet`` the CIFAR images are upsampled to 224x224 and the projection is for 50,000 images.
 """
 
@@ -47,7 +47,7 @@ def _rate(fn, images: np.ndarray, name: str) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", help="folder holding cifar-10-batches-py (default: random images)")
+    parser.add_argument("--data", help="folder holding cifar-10-batches-py (default: random images)")
     parser.add_argument("--n", type=int, default=10000, help="images for the fast path")
     parser.add_argument("--oracle-n", type=int, default=40, help="images for the oracle")
     parser.add_argument("--workers", type=int, default=None, help="fast-path threads (default: all cores)")
@@ -56,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
 
     size, dataset = (32, 10000) if args.params == "cifar" else (224, 50000)
-    images = _images(args.root, args.n, size)
+    images = _images(args.data, args.n, size)
     subset = images[:: max(1, len(images) // args.oracle_n)][: args.oracle_n]
     print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} fast on {len(images)} images x 5 severities, "
           f"oracle on {len(subset)} x 5")

@@ -55,6 +55,7 @@ def check_names(given: str | Iterable[str] | None, known: Sequence[str], kind: s
         names.extend(groups.get(item, [item]))
     if not names:
         raise ValueError(f"no {kind} given; choose from {', '.join(known)}")
+    choices = list(known) + [g for g in groups if g not in known]  # a mistyped group name gets close matches too
     for name in names:
-        check_name(name, list(known) + [g for g in groups if g not in known], kind)
+        check_name(name, choices, kind)
     return list(dict.fromkeys(names))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Literal, Union
+from typing import Literal, Union, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,7 @@ from .reference import combine, push_pull_conv2d_reference
 from .resize import pull_kernel
 
 Impl = Literal["auto", "native", "basis", "fused", "separable", "reference"]
-IMPLS = ("auto", "native", "basis", "fused", "separable", "reference")
+IMPLS = get_args(Impl)
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
