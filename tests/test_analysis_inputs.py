@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from pushpull.analysis import (ResponseSet, corruption_table, is_test_index, mean_correlations, noise_corruption,
-                               noisy_versions, pearson, read_image)
+                               noisy_versions, pearson, image_from_spec)
 from pushpull.data.corruptions import corrupt
 
 RNG = np.random.default_rng(3)
@@ -48,25 +48,25 @@ def test_noisy_versions_of_a_large_image_use_the_imagenet_table():
     assert not np.array_equal(corrupt(big, "contrast", 5, params="imagenet"), corrupt(big, "contrast", 5))
 
 
-def test_read_image_from_a_file_or_the_test_set(tmp_path, monkeypatch):
+def test_image_from_spec_from_a_file_or_the_test_set(tmp_path, monkeypatch):
     path = tmp_path / "photo.png"
     Image.fromarray(IMAGES[0]).save(path)
 
     def no_test_set():
         raise AssertionError("a file needs no test set")
 
-    image, description, index = read_image(str(path), no_test_set)
+    image, description, index = image_from_spec(str(path), no_test_set)
     np.testing.assert_array_equal(image, IMAGES[0])
     assert (description, index) == ("photo.png", 0)
     labels = np.arange(6) % 3
-    image, description, index = read_image("4", lambda: (IMAGES, labels), "cifar10 test set")
+    image, description, index = image_from_spec("4", lambda: (IMAGES, labels), "cifar10 test set")
     np.testing.assert_array_equal(image, IMAGES[4])
     assert (description, index) == ("cifar10 test set #4 (label 1)", 4)
     assert is_test_index("4") and not is_test_index("x4") and not is_test_index("-4")
     monkeypatch.chdir(tmp_path)
     Image.fromarray(IMAGES[1]).save(tmp_path / "7", format="PNG")
     assert not is_test_index("7")  # a file called 7 is a file
-    np.testing.assert_array_equal(read_image("7")[0], IMAGES[1])
+    np.testing.assert_array_equal(image_from_spec("7")[0], IMAGES[1])
 
 
 @pytest.mark.parametrize("spec, error, match", [
@@ -74,14 +74,14 @@ def test_read_image_from_a_file_or_the_test_set(tmp_path, monkeypatch):
     ("nope.png", FileNotFoundError, "image file missing: nope.png"),
     (__file__, ValueError, "cannot decode .*test_analysis_inputs.py"),
 ])
-def test_read_image_errors_name_the_image(spec, error, match):
+def test_image_from_spec_errors_name_the_image(spec, error, match):
     with pytest.raises(error, match=match):
-        read_image(spec, lambda: (IMAGES, np.zeros(6)))
+        image_from_spec(spec, lambda: (IMAGES, np.zeros(6)))
 
 
-def test_read_image_index_without_a_test_set():
+def test_image_from_spec_index_without_a_test_set():
     with pytest.raises(ValueError, match="3 is a test-set index, and no test set was given"):
-        read_image("3")
+        image_from_spec("3")
 
 
 def test_mean_correlations_average_the_spread_images():

@@ -1,7 +1,7 @@
 """Why push-pull helps: response maps under noise, frequency tuning, and weight/activation sparsity."""
 
 from .figures import new_figure, save_figure
-from .inputs import SHORT_NOISES, corruption_table, is_test_index, noise_corruption, noisy_versions, read_image
+from .inputs import SHORT_NOISES, corruption_table, image_from_spec, is_test_index, noise_corruption, noisy_versions
 from .layers import conv_layers, layer_kernel, layer_output, select_layers
 from .responses import (ResponseSet, filter_responses, kernel_similarity, mean_correlations, most_similar_channels,
                         pearson, plot_responses)
@@ -24,6 +24,7 @@ __all__ = [
     "frequency_response",
     "gratings",
     "hoyer_sparsity",
+    "image_from_spec",
     "is_test_index",
     "kernel_response",
     "kernel_similarity",
@@ -39,7 +40,6 @@ __all__ = [
     "plot_responses",
     "plot_sparsity",
     "plot_spectrum",
-    "read_image",
     "save_figure",
     "select_layers",
     "sparsity_stats",

@@ -56,7 +56,7 @@ def is_test_index(spec: str) -> bool:
     return spec.isdigit() and not Path(spec).exists()
 
 
-def read_image(spec: str, test_set: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+def image_from_spec(spec: str, test_set: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
                dataset: str = "test set") -> tuple[np.ndarray, str, int]:
     """(uint8 (H, W, 3), a description, its index for the random streams) of the image ``spec`` names.
 

@@ -138,12 +138,12 @@ def _read_test_set(root: Path, dataset: str):  # noqa: ANN202 - read once per co
 
 
 def _image(args: argparse.Namespace):  # noqa: ANN202 - (uint8 (H, W, 3), description, index for the noise)
-    from ..analysis import is_test_index, read_image
+    from ..analysis import image_from_spec, is_test_index
 
     if is_test_index(args.image) and args.data is None:
         raise UsageError(f"--image {args.image} is a test-set index: give the dataset with --data")
     try:
-        return read_image(args.image, lambda: _test_set(args), f"{args.dataset} test set")
+        return image_from_spec(args.image, lambda: _test_set(args), f"{args.dataset} test set")
     except (FileNotFoundError, ValueError) as e:
         raise type(e)(f"--image {e}") from None
 
