@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .robustness_sets import read_image
+from .robustness_sets import SEVERITIES, read_image
 
 PAD = 4
 LABEL_WIDTH = 150
@@ -36,7 +36,7 @@ def tile_box(row: int, column: int, params: str = "cifar") -> tuple[int, int, in
 
 
 def contact_sheet(image: np.ndarray, corruptions: Sequence[str] | None = None, *, params: str = "cifar",
-                  seed: int = 0, severities: Sequence[int] = (1, 2, 3, 4, 5)) -> Image.Image:
+                  seed: int = 0, severities: Sequence[int] = SEVERITIES) -> Image.Image:
     """The labelled grid of ``image`` (uint8 (H, W, 3) at the benchmark's size) under each corruption."""
     from .corruptions import CORRUPTIONS, corrupt
 
