@@ -50,6 +50,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def three_channels(values: Sequence[float], what: str) -> tuple[float, float, float]:
+    """R, G, B values from 3, or from 1 standing for all three (as a sidecar may store it)."""
+    values = tuple(float(v) for v in values)
+    values = values * 3 if len(values) == 1 else values
+    if len(values) != 3:
+        raise ValueError(f"normalisation {what} needs 3 values (R, G, B), got {list(values)}")
+    return values
+
+
 def _stats(values: Sequence[float], what: str) -> list[float]:
     values = [float(v) for v in values]
     if len(values) not in (1, 3):

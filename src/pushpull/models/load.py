@@ -48,7 +48,8 @@ from .._names import check_name, split_names, unknown_name_message
 from ..data.cifar import cifar_normalization
 from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
 from . import official, weights as weights_table
-from .io import check_fits, file_sha256, read_checkpoint, read_metadata, save_model, sidecar_path, state_dict_in
+from .io import (check_fits, file_sha256, read_checkpoint, read_metadata, save_model, sidecar_path, state_dict_in,
+                 three_channels)
 from .registry import ModelInfo, create_model, list_models, model_info
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".ckpt")
@@ -354,10 +355,7 @@ def _checked(mean: Sequence[float], std: Sequence[float], source: str) -> Normal
             values = tuple(float(v) for v in (split_names(values) if isinstance(values, str) else values))
         except (TypeError, ValueError):
             raise ValueError(f"normalisation {what} must be numbers (a list or 'R,G,B'), got {values!r}") from None
-        values = values * 3 if len(values) == 1 else values
-        if len(values) != 3:
-            raise ValueError(f"normalisation {what} needs 3 values (R, G, B), got {list(values)}")
-        stats.append(values)
+        stats.append(three_channels(values, what))
     if not all(s > 0 for s in stats[1]):
         raise ValueError(f"normalisation std must be positive, got {list(stats[1])}")
     return Normalization(stats[0], stats[1], source)

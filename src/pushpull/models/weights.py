@@ -29,7 +29,7 @@ from .._files import atomic_path, write_json
 from .._names import unknown_name_message
 from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
 from .download import DownloadError, check_sha256, download
-from .io import file_sha256, read_checkpoint, read_metadata, save_model, sidecar_path
+from .io import file_sha256, read_checkpoint, read_metadata, save_model, sidecar_path, three_channels
 from .official import official_extra, official_model
 from .registry import model_info
 
@@ -155,14 +155,9 @@ def _from_sidecar(meta_path: Path) -> Weights:
     size = file.stat().st_size if file.is_file() else 0
     return Weights(meta_path.stem, info.name, None, meta.get("sha256", ""), size,
                    meta.get("extra", {}).get("license") or "not stated", meta.get("source") or "",
-                   _rgb(norm["mean"]), _rgb(norm["std"]),
+                   three_channels(norm["mean"], "mean"), three_channels(norm["std"], "std"),
                    info.input_size, int(meta.get("num_classes", info.num_classes)),
                    None if error is None else round(100 * float(error), 2), TRAIN_MEASURED_ON, file)
-
-
-def _rgb(values: list[float]) -> tuple[float, float, float]:
-    """Three channel values (a sidecar may store one for all three)."""
-    return tuple(float(v) for v in values) * 3 if len(values) == 1 else tuple(float(v) for v in values)
 
 
 def list_weights(pattern: str | None = None) -> list[str]:
