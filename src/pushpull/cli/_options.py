@@ -155,6 +155,23 @@ def add_no_progress(parser: argparse._ActionsContainer, help: str = "no progress
     add_option(parser, "--no-progress", hidden=("--quiet",), action="store_true", help=help)
 
 
+def shard(text: str):  # noqa: ANN201 - engine.distributed.Shard, imported when the option is given
+    """``K/N`` -> :class:`~pushpull.engine.distributed.Shard` (``--shard``)."""
+    from pushpull.engine.distributed import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--shard {text!r}: ")) from None
+
+
+def add_shard(parser: argparse._ActionsContainer, what: str) -> None:
+    """``--shard K/N``: this job-array task's slice (0-based K); under torchrun each rank takes a part of it."""
+    parser.add_argument("--shard", type=shard, default=None, metavar="K/N",
+                        help=f"do slice K (from 0) of N of the {what}, e.g. $SLURM_ARRAY_TASK_ID/N "
+                             "(under torchrun, each rank takes its part of it)")
+
+
 def add_generation(parser: argparse.ArgumentParser, names_flag: str, names_type: Callable[[str], list[str]],
                    names_help: str) -> None:
     """What ``make-c`` and ``make-p`` share: where the clean data is, where to write, which images."""

@@ -1,7 +1,9 @@
-"""Data-parallel context from ``torchrun``'s environment (RANK, WORLD_SIZE, LOCAL_RANK).
+"""Data-parallel context from ``torchrun``'s environment (RANK, WORLD_SIZE, LOCAL_RANK), and shards.
 
 Without those variables everything degrades to one process: the same training code runs
-on a laptop CPU, one GPU, or many GPUs on many nodes.
+on a laptop CPU, one GPU, or many GPUs on many nodes. A :class:`Shard` is the slice of a
+job one process does: its torchrun rank, its ``--shard K/N`` of a job array, or both
+(shard K of N, each run by a torchrun group of W processes, is shard K*W + rank of N*W).
 """
 
 from __future__ import annotations
@@ -29,6 +31,43 @@ class DistContext:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Slice ``index`` (0-based) of ``count`` equal contiguous slices of a job's items."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count}: expected K/N with 0 <= K < N (K counts from 0)")
+
+    @property
+    def whole(self) -> bool:
+        return self.count == 1
+
+    def bounds(self, total: int) -> tuple[int, int]:
+        """[start, stop) of this shard among ``total`` items: the same for every process, sizes differ by <= 1."""
+        return self.index * total // self.count, (self.index + 1) * total // self.count
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def parse_shard(text: str) -> Shard:
+    """``"K/N"`` -> Shard(K, N); e.g. ``--shard $SLURM_ARRAY_TASK_ID/8`` with ``--array=0-7``."""
+    index, sep, count = text.partition("/")
+    try:
+        return Shard(int(index), int(count if sep else ""))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected K/N with 0 <= K < N (K counts from 0)") from None
+
+
+def process_shard(ctx: DistContext, array_shard: Shard = Shard()) -> Shard:
+    """This process's slice: its torchrun rank within ``array_shard`` (``--shard K/N``, whole by default)."""
+    return Shard(array_shard.index * ctx.world_size + ctx.rank, array_shard.count * ctx.world_size)
 
 
 def init_distributed(device: str | None = None) -> DistContext:
