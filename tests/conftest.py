@@ -89,3 +89,53 @@ def write_fake_cifar10(root: Path, n_test: int = 8, n_train: int = 0, labels=Non
 def fake_cifar10():
     """:func:`write_fake_cifar10`, as a fixture (session scope, so module-scoped fixtures can use it too)."""
     return write_fake_cifar10
+
+
+def real_photos() -> list[tuple[str, np.ndarray]]:
+    """The colour photographs that ship with scikit-learn and matplotlib, at their native sizes (RGB uint8).
+
+    china.jpg and flower.jpg (427x640), grace_hopper.jpg (600x512): natural images for the
+    tests that must not run on noise, available offline wherever the project installs.
+    """
+    import matplotlib
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    sample = load_sample_images()
+    photos = [(Path(name).stem, image) for name, image in zip(sample.filenames, sample.images)]
+    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    with Image.open(hopper) as image:
+        photos.append(("grace_hopper", np.asarray(image.convert("RGB"))))
+    return photos
+
+
+def write_photo_imagenet(root: Path, per_class: int = 4, size: int = 256) -> list[Path]:
+    """An ImageNet-style val folder ``root/<wnid>/<name>.JPEG`` of real photo crops, ``per_class`` per wnid.
+
+    One wnid per photo (3), crops of ``size``x``size`` (resized from a random square window
+    with a fixed seed), JPEG q95 like the ImageNet val images. Returns the files, sorted.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    files = []
+    for k, (name, photo) in enumerate(real_photos()):
+        folder = root / f"n{k:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        height, width = photo.shape[:2]
+        for i in range(per_class):
+            side = int(rng.integers(min(height, width) // 2, min(height, width) + 1))
+            top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+            crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size), Image.BICUBIC)
+            path = folder / f"ILSVRC2012_val_{k * per_class + i + 1:08d}.JPEG"
+            crop.save(path, quality=95)
+            files.append(path)
+    return sorted(files)
+
+
+@pytest.fixture(scope="session")
+def photo_imagenet(tmp_path_factory) -> Path:
+    """:func:`write_photo_imagenet` once per session (12 crops of 256x256 in 3 wnid folders); treat as read-only."""
+    root = tmp_path_factory.mktemp("photo-imagenet")
+    write_photo_imagenet(root)
+    return root
