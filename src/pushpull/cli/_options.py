@@ -55,6 +55,16 @@ def severities(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def table_name(text: str) -> str:
+    """A parameter table of :data:`pushpull.data.corruptions.params.TABLES` (``--params``)."""
+    from pushpull.data.corruptions.params import check_table
+
+    try:
+        return check_table(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def rgb(text: str) -> tuple[float, float, float]:
     """``0.49,0.48,0.45`` -> three floats (``--mean``, ``--std``)."""
     try:

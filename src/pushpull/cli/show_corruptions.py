@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from ._options import add_seed, corruption_names
+from ._options import add_seed, corruption_names, table_name
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "show-corruptions", help="draw one image under every corruption (rows) and severity (columns)",
         description="Write a labelled PNG grid: the clean image, then severities 1-5 of each corruption, at the "
-                    "benchmark's resolution (CIFAR: 32 px centre square; ImageNet: resize 256, crop 224).")
+                    "benchmark's resolution (CIFAR: 32 px centre square; Tiny-ImageNet, ImageNet-64: 64 px "
+                    "centre square; ImageNet: resize 256, crop 224).")
     parser.add_argument("image", help="any image file PIL can read")
     parser.add_argument("--out", required=True, type=png_path, help="PNG file to write")
-    parser.add_argument("--params", choices=("cifar", "imagenet"), default="cifar",
-                        help="parameter table and image size (default cifar)")
+    parser.add_argument("--params", type=table_name, default="cifar",
+                        help="parameter table and image size: cifar, imagenet, tinyimagenet, imagenet64 "
+                             "(default cifar)")
     parser.add_argument("--corruptions", type=corruption_names, default=None, metavar="NAMES",
                         help="comma list, or 'benchmark' (the 15), 'extra' (4) (default: all 19)")
     add_seed(parser, "seed of the random corruptions (default 0)")

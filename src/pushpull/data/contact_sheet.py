@@ -13,19 +13,23 @@ from .robustness_sets import SEVERITIES, read_image
 PAD = 4
 LABEL_WIDTH = 150
 HEADER_HEIGHT = 28
-TILE = {"cifar": 96, "imagenet": 160}  # CIFAR tiles are 32 px shown 3x (nearest), ImageNet 224 px shrunk
+# CIFAR tiles are 32 px shown 3x, the 64-pixel tables' 64 px shown 2x (nearest), ImageNet 224 px shrunk.
+TILE = {"cifar": 96, "imagenet": 160, "tinyimagenet": 128, "imagenet64": 128}
 
 
 def prepare_image(path: str | Path, params: str = "cifar") -> np.ndarray:
-    """uint8 (H, W, 3) at the benchmark's size: 32 px (centre square, downscaled) or 224 px (resize 256, crop)."""
-    if params == "imagenet":
+    """uint8 (H, W, 3) at the table's size: 224 px (resize 256, crop) for ImageNet, else the centre
+    square downscaled to the table's side (32 or 64 px)."""
+    from .corruptions.params import TABLE_SIZES, check_table
+
+    if check_table(params) == "imagenet":
         from .generate import load_resized
 
         return load_resized(Path(path), 224)
     img = read_image(path)
-    side = min(img.size)
+    side, size = min(img.size), TABLE_SIZES[params]
     left, top = (img.width - side) // 2, (img.height - side) // 2
-    return np.asarray(img.crop((left, top, left + side, top + side)).resize((32, 32), Image.Resampling.LANCZOS))
+    return np.asarray(img.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS))
 
 
 def tile_box(row: int, column: int, params: str = "cifar") -> tuple[int, int, int, int]:
@@ -47,7 +51,7 @@ def contact_sheet(image: np.ndarray, corruptions: Sequence[str] | None = None, *
     sheet = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=15)
-    resample = Image.Resampling.NEAREST if params == "cifar" else Image.Resampling.LANCZOS
+    resample = Image.Resampling.LANCZOS if params == "imagenet" else Image.Resampling.NEAREST
 
     def paste(array: np.ndarray, row: int, column: int) -> None:
         sheet.paste(Image.fromarray(array).resize((tile, tile), resample), tile_box(row, column, params)[:2])

@@ -37,10 +37,12 @@ class _StrEnum(str, Enum):
 
 
 class ParamTable(_StrEnum):
-    """The corruption/perturbation parameter table a dataset's images are made with."""
+    """The corruption/perturbation parameter table a dataset's images are made with (``corruptions.TABLES``)."""
 
     CIFAR = "cifar"
     IMAGENET = "imagenet"
+    TINY_IMAGENET = "tinyimagenet"
+    IMAGENET64 = "imagenet64"
 
 
 class BenchmarkDataset(_StrEnum):
@@ -50,6 +52,7 @@ class BenchmarkDataset(_StrEnum):
 
     @property
     def params(self) -> ParamTable:
+        """CIFAR-100-C was made with CIFAR-10-C's table."""
         return ParamTable.IMAGENET if self is BenchmarkDataset.IMAGENET else ParamTable.CIFAR
 
     @property

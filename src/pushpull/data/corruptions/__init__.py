@@ -1,7 +1,8 @@
 """CIFAR-10-C / ImageNet-C corruptions: Hendrycks & Dietterich's 19 generators, batched and reproducible.
 
 ``corrupt(images, name, severity)`` corrupts uint8 images (numpy arrays or torch tensors) with
-the CIFAR (32x32) or ImageNet (224x224) parameter table. Image i's randomness comes only from
+one of the reference's parameter tables (``params.TABLES``: CIFAR-10/100-C's for 32x32,
+ImageNet-C's for 224x224, Tiny-ImageNet-C's and ImageNet-64x64-C's for 64x64). Image i's randomness comes only from
 ``numpy.random.default_rng([seed, stream_id(name), severity, indices[i]])`` (``pushpull.data.streams``:
 the id is fixed by the name, not its place in ``CORRUPTIONS``), so the output is the same whatever
 the batching, number of workers or machine. ``corrupt_reference`` is the
@@ -24,7 +25,7 @@ from .blur import (clipped_zoom, defocus_blur, disk_kernel, gaussian_blur, glass
                    zoom_blur)
 from .digital import brightness, contrast, elastic_transform, hsv2rgb, jpeg_compression, pixelate, rgb2hsv, saturate
 from .noise import gaussian_noise, impulse_noise, shot_noise, speckle_noise
-from .params import CIFAR, IMAGENET, TABLES, severity_params
+from .params import CIFAR, IMAGENET, TABLE_SIZES, TABLES, TINY_IMAGENET, check_table, severity_params
 from .weather import blend_snow, fog, frost, plasma_fractal, snow, snow_layers, spatter
 
 BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
@@ -85,7 +86,7 @@ def check_inputs(images: np.ndarray, severity: int, indices, params: str) -> np.
         raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
         raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
-    check_name(params, TABLES, "parameter table")
+    check_table(params)
     if indices is None:
         return np.arange(len(images), dtype=np.int64)
     indices = np.asarray(indices)
@@ -109,8 +110,9 @@ def corrupt(images: ImageInput, name: str, severity: int, *, seed: int = 0,
 
     ``images``: a numpy array (N, H, W, 3) or one image (H, W, 3), or a torch tensor in either
     of these layouts or channels-first (N, 3, H, W) / (3, H, W) as torchvision reads images
-    (a last dimension of 3 means channels-last). ``params``: "cifar" (CIFAR-10-C table) or
-    "imagenet" (ImageNet-C table). ``indices``: each image's index in its dataset (default
+    (a last dimension of 3 means channels-last). ``params``: the parameter table, a name of
+    ``TABLES``: "cifar" (CIFAR-10/100-C), "imagenet" (ImageNet-C), "tinyimagenet"
+    (Tiny-ImageNet-C) or "imagenet64" (ImageNet-64x64-C). ``indices``: each image's index in its dataset (default
     0..N-1), which with ``seed`` fixes its random stream. ``workers``: threads (default: all cores).
     """
     return _on_any_input(_corrupt_batch, images, name, severity, seed=seed, indices=indices, params=params,
@@ -193,7 +195,8 @@ def _reference_batch(images: np.ndarray, name: str, severity: int, *, seed: int,
 
 
 __all__ = [
-    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "FAMILIES", "IMAGENET",
+    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "FAMILIES", "IMAGENET", "TABLES",
+    "TABLE_SIZES", "TINY_IMAGENET", "check_table",
     "blend_snow", "brightness", "clipped_zoom", "contrast", "corrupt", "corrupt_reference", "defocus_blur",
     "disk_kernel", "elastic_transform", "fog", "frost", "gaussian_blur", "gaussian_noise", "glass_blur",
     "hsv2rgb", "impulse_noise", "jpeg_compression", "motion_blur", "motion_kernel", "pixelate", "plasma_fractal",

@@ -1,8 +1,12 @@
-"""Severity tables (1..5) of Hendrycks & Dietterich's generators: ``make_cifar_c.py`` and ``make_imagenet_c.py``.
+"""Severity tables (1..5) of Hendrycks & Dietterich's generators, one registry: ``TABLES``.
 
-Values are copied as numbers from the reference code (not from the paper), in the reference's units:
-noise on [0, 1] images, radii and sigmas in pixels, elastic values already multiplied by the
-reference's image-size constant (32 for CIFAR, 244 for ImageNet: the reference's own typo, kept).
+``cifar`` (``make_cifar_c.py``; CIFAR-100-C was made with the same numbers), ``imagenet``
+(``make_imagenet_c.py``), ``tinyimagenet`` (``make_tinyimagenet_c.py``) and ``imagenet64``
+(``make_imagenet_64_c.py``: the same numbers as Tiny-ImageNet-C, on the 1000-class val set
+squashed to 64x64). Values are copied as numbers from the reference code (not from the paper),
+in the reference's units: noise on [0, 1] images, radii and sigmas in pixels, elastic values
+already multiplied by the reference's image-size constant (32 for CIFAR, 64 for the 64-pixel
+sets, 244 for ImageNet: the reference's own typo, kept).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import numpy as np
 from ..._names import check_name
 
 _C32 = 32
+_T64 = 64
 _I244 = 244  # make_imagenet_c.py multiplies by 244 ("should have been 224, but ultimately nothing is incorrect")
 
 CIFAR: dict[str, list] = {
@@ -70,10 +75,47 @@ IMAGENET: dict[str, list] = {
     "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (20, 0.2)],
 }
 
-TABLES = {"cifar": CIFAR, "imagenet": IMAGENET}
+# make_tinyimagenet_c.py and make_imagenet_64_c.py differ only in where they read and write images.
+TINY_IMAGENET: dict[str, list] = {
+    "gaussian_noise": [0.04, 0.08, 0.12, 0.15, 0.18],
+    "shot_noise": [250, 100, 50, 30, 15],
+    "impulse_noise": [0.01, 0.02, 0.05, 0.08, 0.14],
+    "defocus_blur": [(0.5, 0.6), (1, 0.1), (1.5, 0.1), (2.5, 0.01), (3, 0.1)],
+    "glass_blur": [(0.1, 1, 1), (0.5, 1, 1), (0.6, 1, 2), (0.7, 2, 1), (0.9, 2, 2)],
+    "motion_blur": [(10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)],
+    "zoom_blur": [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
+                  np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)],
+    "snow": [(0.1, 0.2, 1, 0.6, 8, 3, 0.8), (0.1, 0.2, 1, 0.5, 10, 4, 0.8), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.7),
+             (0.25, 0.3, 2.25, 0.6, 12, 6, 0.65), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.6)],
+    # The 64-pixel scripts shrink the frost photographs by 0.3.
+    "frost": [(1, 0.3, 0.3), (0.9, 0.4, 0.3), (0.8, 0.45, 0.3), (0.75, 0.5, 0.3), (0.7, 0.55, 0.3)],
+    "fog": [(0.4, 3), (0.7, 3), (1, 2.5), (1.5, 2), (2, 1.75)],
+    "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],
+    "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],
+    "elastic_transform": [(_T64 * 0, _T64 * 0, _T64 * 0.08), (_T64 * 0.05, _T64 * 0.3, _T64 * 0.06),
+                          (_T64 * 0.1, _T64 * 0.08, _T64 * 0.06), (_T64 * 0.1, _T64 * 0.03, _T64 * 0.03),
+                          (_T64 * 0.16, _T64 * 0.03, _T64 * 0.02)],
+    "pixelate": [0.9, 0.8, 0.7, 0.6, 0.5],
+    "jpeg_compression": [65, 58, 50, 40, 25],
+    "speckle_noise": [0.15, 0.2, 0.25, 0.3, 0.35],
+    "gaussian_blur": [0.5, 0.75, 1, 1.25, 1.5],
+    "spatter": [(0.62, 0.1, 0.7, 0.7, 0.6, 0), (0.65, 0.1, 0.8, 0.7, 0.6, 0), (0.65, 0.3, 1, 0.69, 0.6, 0),
+                (0.65, 0.1, 0.7, 0.68, 0.6, 1), (0.65, 0.1, 0.5, 0.67, 0.6, 1)],
+    "saturate": [(0.3, 0), (0.1, 0), (2, 0), (5, 0.1), (30, 0.2)],
+}
+
+TABLES: dict[str, dict[str, list]] = {"cifar": CIFAR, "imagenet": IMAGENET, "tinyimagenet": TINY_IMAGENET,
+                                      "imagenet64": TINY_IMAGENET}
+# The image side each table was made for (its reference script's constant); other sizes work too.
+TABLE_SIZES: dict[str, int] = {"cifar": 32, "imagenet": 224, "tinyimagenet": 64, "imagenet64": 64}
+
+
+def check_table(params: str) -> str:
+    """``params`` if it names a table of ``TABLES``, else ``ValueError`` with close matches."""
+    return check_name(params, TABLES, "parameter table")
 
 
 def severity_params(name: str, severity: int, params: str = "cifar"):
     """The reference's parameter ``c`` for one corruption and severity (1..5)."""
-    check_name(params, TABLES, "parameter table")
+    check_table(params)
     return TABLES[params][check_name(name, TABLES[params], "corruption")][severity - 1]
