@@ -90,6 +90,11 @@ def test_failure_exits_1_with_one_line(command, tmp_path, capsys):
     (["evall", "m"], "pushpull: error: argument COMMAND: unknown command 'evall'; did you mean 'eval'?"),
     (["make-c", "--dataset", "cifar", "--data", "d", "--out", "o"], "unknown value 'cifar'; did you mean 'cifar10'"),
     (["models", "--aa", "4"], "argument --aa: unknown value '4'; choose from 0, 2, 3, 5"),
+    (["make-c", "--params", "imagenet6"], "argument --params: unknown parameter table 'imagenet6'; did you mean "),
+    (["make-c", "--format", "jpg"], "argument --format: unknown value 'jpg'; did you mean 'jpeg'"),
+    (["make-c", "--quality", "0"], "argument --quality: expected a positive integer, got '0'"),
+    (["make-p", "--dataset", "folder", "--data", "d", "--out", "o"], "unknown value 'folder'"),
+    (["show-corruptions", "x.png", "--out", "s.png", "--params", "tiny"], "unknown parameter table 'tiny'"),
 ])
 def test_bad_values_are_usage_errors(argv, message, capsys):
     code, err = run(argv, capsys)
@@ -218,3 +223,16 @@ def test_device_and_arch_are_spelled_alike_everywhere():
         assert sub.device is None  # 'auto' and no --device mean the same: CUDA when available
     args = parser.parse_args(["import-official", "ckpt", "--model", "resnet20", "--out", "m.safetensors"])
     assert args.arch == "resnet20"  # --model: the old spelling of --arch, still accepted
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--dataset", "folder", "--format", "png", "--quality", "80"], "a quality (80) is for JPEG output"),
+    (["--dataset", "folder", "--quality", "101", "--format", "jpeg"], "JPEG quality must be in 1..100, got 101"),
+    (["--dataset", "cifar10", "--params", "cifar"], "--params: only with --dataset folder"),
+    (["--dataset", "folder"], "image folder missing: "),
+])
+def test_make_c_folder_options_fail_in_one_line(extra, message, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    data = tmp_path / ("missing" if extra == ["--dataset", "folder"] else "in")
+    code, err = run(["make-c", *extra, "--data", str(data), "--out", str(tmp_path / "out")], capsys)
+    assert code == 1 and message in err and err.count("\n") == 1, err

@@ -183,10 +183,11 @@ def add_shard(parser: argparse._ActionsContainer, what: str) -> None:
 
 
 def add_generation(parser: argparse.ArgumentParser, names_flag: str, names_type: Callable[[str], list[str]],
-                   names_help: str) -> None:
+                   names_help: str, extra_datasets: Sequence[str] = ()) -> None:
     """What ``make-c`` and ``make-p`` share: where the clean data is, where to write, which images."""
-    parser.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "imagenet"),
-                        help="clean source: CIFAR test split, or the ImageNet val folder (<data>/<wnid>/*.JPEG)")
+    parser.add_argument("--dataset", required=True, choices=("cifar10", "cifar100", "imagenet", *extra_datasets),
+                        help="clean source: CIFAR test split, or the ImageNet val folder (<data>/<wnid>/*.JPEG)"
+                             + (", or any folder of images (folder)" if "folder" in extra_datasets else ""))
     add_data(parser, "folder of the clean dataset", required=True, hidden=("--root",))
     parser.add_argument("--out", required=True, help="output folder (official layout); rerun to resume")
     parser.add_argument(names_flag, type=names_type, default=None, metavar="NAMES", help=names_help)

@@ -1,11 +1,12 @@
-"""``pushpull make-c``: generate CIFAR-10/100-C or ImageNet-C in the official layout."""
+"""``pushpull make-c``: generate CIFAR-10/100-C or ImageNet-C in the official layout, or corrupt any folder."""
 
 from __future__ import annotations
 
 import argparse
 
+from .._names import check_name
 from ..engine.stopping import RESUME_HINT
-from ._options import add_generation, add_severities, corruption_names, load_clean_cifar
+from ._options import add_generation, add_severities, corruption_names, load_clean_cifar, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,9 +17,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Interrupted runs resume: run the same command again.")
     add_generation(parser, "--corruptions", corruption_names,
                    "comma list of corruptions, or 'benchmark' (the 15), 'extra' (4), "
-                   "'all' (19, the default, as the official release)")
+                   "'all' (19, the default, as the official release)", extra_datasets=("folder",))
     add_severities(parser)
+    folder = parser.add_argument_group("--dataset folder", "every image under --data at its own size, written as "
+                                       "<out>/<corruption>/<severity>/<relative path> (COCO-C style)")
+    folder.add_argument("--params", type=corrupter_name, default=None,
+                        help="parameter table: imagenet (default), cifar, tinyimagenet, imagenet64")
+    folder.add_argument("--format", choices=("png", "jpeg"), default=None, help="output format (default png)")
+    folder.add_argument("--quality", type=positive_int, default=None, help="JPEG quality, 1..100 (default 85)")
     parser.set_defaults(func=run, resume_hint=RESUME_HINT)
+
+
+def corrupter_name(text: str) -> str:
+    """A name of :data:`pushpull.data.folder.CORRUPTERS` (``--params``)."""
+    from pushpull.data.folder import CORRUPTERS
+
+    try:
+        return check_name(text, CORRUPTERS, "parameter table")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,6 +45,17 @@ def run(args: argparse.Namespace) -> int:
     names = args.corruptions or list(CORRUPTIONS)
     severities = args.severities
     progress = not args.no_progress
+    if args.dataset == "folder":
+        from pushpull.data.folder import make_folder_c
+
+        count = make_folder_c(args.data, args.out, names, severities=severities, params=args.params or "imagenet",
+                              fmt=args.format or "png", quality=args.quality, seed=args.seed, limit=args.limit,
+                              workers=args.workers, progress=progress)
+        print(f"wrote {count} images under {args.out}")
+        return 0
+    given = [flag for flag in ("params", "format", "quality") if getattr(args, flag) is not None]
+    if given:
+        raise ValueError(f"--{', --'.join(given)}: only with --dataset folder")
     if args.dataset == "imagenet":
         count = gen.make_imagenet_c(args.data, args.out, names, severities=severities, limit=args.limit,
                                    seed=args.seed, workers=args.workers, progress=progress)

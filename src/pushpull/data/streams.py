@@ -9,8 +9,11 @@ removing or reordering corruptions leaves every other name's images as they were
 
 from __future__ import annotations
 
+import hashlib
+import unicodedata
 import zlib
 from collections.abc import Sequence
+from pathlib import PurePath
 
 import numpy as np
 
@@ -37,3 +40,15 @@ def image_stream(seed: int, name: str, *keys: int) -> np.random.Generator:
 def image_streams(seed: int, name: str, severity: int, indices: Sequence[int]) -> list[np.random.Generator]:
     """One independent generator per image of a corruption at ``severity``, ``indices`` in the clean set."""
     return [image_stream(seed, name, severity, i) for i in indices]
+
+
+def path_key(relative_path: str | PurePath) -> int:
+    """The stable key of an image of a folder (the index of a folder image): 63 bits of BLAKE2b of its path.
+
+    The path relative to the folder, with ``/`` separators, Unicode NFC (so the same name on macOS
+    and Linux is one key): never a position in a listing, so adding or removing files changes no
+    other file's images. 63 bits keep keys distinct in folders of millions of files.
+    """
+    text = unicodedata.normalize("NFC", PurePath(relative_path).as_posix())
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1

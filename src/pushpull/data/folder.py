@@ -1,0 +1,238 @@
+"""Any folder of images corrupted at each image's own size: ``<out>/<corruption>/<severity>/<relative path>``.
+
+The layout COCO-C and Cityscapes-C use. Every image under the folder (sorted relative paths,
+hidden files skipped) is read as RGB (grey, palette, CMYK and 16-bit images converted, an
+alpha channel dropped: :func:`read_rgb`), corrupted by a per-image function chosen by name
+(:data:`CORRUPTERS`: one per parameter table of ``corruptions.TABLES``), and written as PNG or
+JPEG. Image ``p``'s randomness comes only from (seed, corruption, severity,
+``streams.path_key(p)``): never from its place in the listing, so adding files, ``--limit``
+or sharding (``Shard.bounds`` over the sorted paths) leave every image as it was. Files appear
+atomically, so a rerun skips the ones present; the folder's manifest refuses a rerun with
+other options.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .._files import atomic_path
+from .._names import check_name
+from .robustness_sets import SEVERITIES, DamagedFileError
+from .streams import path_key
+
+if TYPE_CHECKING:
+    from ..engine.distributed import Shard
+
+# What PIL reads that a folder of photographs may hold (names ending otherwise are not images).
+SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+FORMATS = {"png": (".png",), "jpeg": (".jpg", ".jpeg")}  # output format -> the suffixes that name it
+DEFAULT_QUALITY = 85  # the ImageNet-C release's JPEG quality
+
+
+@dataclass(frozen=True)
+class Corrupter:
+    """A per-image corruption: ``corrupt(image, name, severity, seed, key)`` -> the corrupted image.
+
+    ``image`` is uint8 (H, W, 3) RGB at its own size; ``key`` is the image's
+    :func:`~pushpull.data.streams.path_key`, which with ``seed`` fixes its randomness.
+    ``problem(height, width, name, severity)`` says why an image of that size cannot be
+    corrupted (None when it can), so a folder is checked before any work starts.
+    """
+
+    corrupt: Callable[[np.ndarray, str, int, int, int], np.ndarray]
+    problem: Callable[[int, int, str, int], str | None]
+
+
+def _table_corrupt(table: str, image: np.ndarray, name: str, severity: int, seed: int, key: int) -> np.ndarray:
+    from .corruptions import corrupt
+
+    return corrupt(image, name, severity, seed=seed, indices=key, params=table, workers=1)
+
+
+@functools.lru_cache(maxsize=None)
+def _frost_limit(table: str) -> tuple[int, int]:
+    """The largest image (rows, cols) every frost texture of ``table`` can hold a crop of."""
+    from .corruptions.params import TABLES
+    from .corruptions.weather import FROST_FILES, frost_texture
+
+    scale = TABLES[table]["frost"][0][2]
+    shapes = [frost_texture(i, scale).shape[:2] for i in range(len(FROST_FILES))]
+    return min(h for h, _ in shapes) - 1, min(w for _, w in shapes) - 1
+
+
+def _table_problem(table: str, height: int, width: int, name: str, severity: int) -> str | None:
+    from .corruptions.params import severity_params
+
+    if name == "pixelate":
+        factor = severity_params(name, severity, table)
+        if int(height * factor) < 1 or int(width * factor) < 1:
+            return f"pixelate severity {severity} shrinks by {factor}: needs at least {int(np.ceil(1 / factor))} px a side"
+    if name == "frost":
+        rows, cols = _frost_limit(table)
+        if height > rows or width > cols:
+            return (f"frost with the {table} table crops its textures: at most {rows}x{cols} (rows x cols); "
+                    f"drop frost (--corruptions) or resize the images")
+    return None
+
+
+def _table_corrupter(table: str) -> Corrupter:
+    return Corrupter(functools.partial(_table_corrupt, table), functools.partial(_table_problem, table))
+
+
+def _corrupters() -> dict[str, Corrupter]:
+    from .corruptions.params import TABLES
+
+    return {table: _table_corrupter(table) for table in TABLES}
+
+
+# name -> Corrupter: one per parameter table (the reference's numbers at the image's own size).
+# Another per-image semantics (e.g. imagecorruptions') joins by adding an entry here.
+CORRUPTERS: dict[str, Corrupter] = _corrupters()
+
+
+def folder_images(root: str | Path) -> list[str]:
+    """The image files under ``root``: relative POSIX paths, sorted; hidden files and folders skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder missing: {root}")
+    found = sorted(path.relative_to(root).as_posix() for path in root.rglob("*")
+                   if path.suffix.lower() in SUFFIXES and path.is_file()
+                   and not any(part.startswith(".") for part in path.relative_to(root).parts))
+    if not found:
+        raise FileNotFoundError(f"no image files ({', '.join(SUFFIXES)}) under {root}")
+    return found
+
+
+def output_name(relative: str, fmt: str) -> str:
+    """``relative`` with its suffix kept when it already names ``fmt`` (``.jpg``, ``.JPEG``), else ``.png``/``.jpg``."""
+    path = PurePosixPath(relative)
+    return relative if path.suffix.lower() in FORMATS[fmt] else str(path.with_suffix(FORMATS[fmt][0]))
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """An image file as uint8 (H, W, 3) RGB; ``DamagedFileError`` naming the file when it cannot be read.
+
+    Conversions (PIL's): grey and palette images get three equal channels, an alpha channel
+    is dropped (not composited), CMYK/YCbCr are converted; 16-bit images keep their high byte
+    (as PIL reads 16-bit RGB PNGs). EXIF orientation is not applied: the pixels as stored.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                grey = np.asarray(img)
+                if grey.min() < 0 or grey.max() > 65535:
+                    raise DamagedFileError(f"{path}: 32-bit integer image; convert it to 8 or 16 bits first")
+                return np.repeat((grey.astype(np.uint32) >> 8).astype(np.uint8)[..., None], 3, axis=2)
+            if img.mode == "F":
+                raise DamagedFileError(f"{path}: floating-point image (mode F); convert it to 8-bit first")
+            return np.asarray(img.convert("RGB"))  # converting decodes every pixel: a cut file fails here
+    except OSError as err:  # UnidentifiedImageError is an OSError too
+        raise DamagedFileError(f"cannot read {path}: {err}; replace or remove the file") from None
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file's header, without decoding its pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except OSError as err:
+        raise DamagedFileError(f"cannot read {path}: {err}; replace or remove the file") from None
+
+
+def _check_folder(root: Path, out: Path, images: Sequence[str], fmt: str) -> None:
+    """Refuse outputs inside the input folder and two inputs that would write one output (``a.jpg``, ``a.png``)."""
+    if out.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f"--out {out} is inside the image folder {root}: a rerun would read its own outputs")
+    seen: dict[str, str] = {}
+    for relative in images:
+        target = output_name(relative, fmt)
+        if target in seen:
+            raise ValueError(f"{root / seen[target]} and {root / relative} would both be written as {target}; "
+                             f"rename one or choose --format to match")
+        seen[target] = relative
+
+
+def _check_sizes(root: Path, images: Sequence[str], corrupter: Corrupter, names: Sequence[str],
+                 severities: Sequence[int]) -> None:
+    for relative in images:
+        height, width = _image_size(root / relative)
+        for name in names:
+            for severity in severities:
+                why = corrupter.problem(height, width, name, severity)
+                if why:
+                    raise ValueError(f"{root / relative} is {height}x{width}: {why}")
+
+
+def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str], *,
+                  severities: Sequence[int] = SEVERITIES, params: str = "imagenet", fmt: str = "png",
+                  quality: int | None = None, seed: int = 0, limit: int | None = None, shard: Shard | None = None,
+                  workers: int | None = None, progress: bool = True) -> int:
+    """Corrupt every image under ``root`` into ``<out>/<corruption>/<severity>/<relative path>``; returns files written.
+
+    ``params``: a name of :data:`CORRUPTERS` (default: the ImageNet-C table at each image's size).
+    ``fmt``: ``"png"`` or ``"jpeg"`` (``quality``, default 85, optimised as the ImageNet-C release).
+    ``limit``: N images strided over the sorted paths; ``shard``: a
+    :class:`~pushpull.engine.distributed.Shard`, the slice ``Shard.bounds`` gives of them. Files
+    already present are kept (they are complete: every file is written atomically).
+    """
+    from .generate import _manifest, select_indices
+
+    root, out = Path(root), Path(out)
+    corrupter = CORRUPTERS[check_name(params, CORRUPTERS, "parameter table")]
+    fmt = check_name(fmt, FORMATS, "output format")
+    if quality is not None and fmt != "jpeg":
+        raise ValueError(f"a quality ({quality}) is for JPEG output; with --format {fmt} leave it out")
+    quality = DEFAULT_QUALITY if quality is None else int(quality)
+    if not 1 <= quality <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    images = folder_images(root)
+    _check_folder(root, out, images, fmt)
+    images = [images[i] for i in select_indices(len(images), limit)]
+    if shard is not None:
+        start, stop = shard.bounds(len(images))
+        images = images[start:stop]
+    _check_sizes(root, images, corrupter, corruptions, severities)
+    _manifest(out, True, benchmark="folder-c", source=str(root.resolve()), params=params, format=fmt,
+              quality=quality if fmt == "jpeg" else None, seed=seed, names=list(corruptions))
+    save = {"format": "PNG"} if fmt == "png" else {"format": "JPEG", "quality": quality, "optimize": True}
+    jobs = [(name, severity) for name in corruptions for severity in severities]
+
+    def one_image(relative: str) -> int:
+        """Every missing output of one image (read once); the number written."""
+        targets = {job: out / job[0] / str(job[1]) / output_name(relative, fmt) for job in jobs}
+        todo = [job for job, target in targets.items() if not target.exists()]
+        if not todo:
+            return 0
+        from PIL import Image
+
+        image, key = read_rgb(root / relative), path_key(relative)
+        for name, severity in todo:
+            result = corrupter.corrupt(image, name, severity, seed, key)
+            with atomic_path(targets[name, severity]) as tmp:
+                Image.fromarray(result).save(tmp, **save)
+        return len(todo)
+
+    written = 0
+    workers = max(1, (os.cpu_count() or 1) if workers is None else workers)
+    with tqdm(total=len(images) * len(jobs), desc="make-c", unit="img", disable=not progress) as bar, \
+            ThreadPoolExecutor(workers) as pool:
+        try:
+            for count in pool.map(one_image, images):
+                written += count
+                bar.update(len(jobs))
+        finally:
+            pool.shutdown(cancel_futures=True)
+    return written
