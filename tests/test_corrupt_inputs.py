@@ -42,3 +42,17 @@ def test_bad_inputs_are_named():
         pushpull.corrupt(np.zeros((2, 32, 32, 4), np.uint8), "fog", 1)
     with pytest.raises(ValueError, match="indices"):
         pushpull.corrupt(BATCH, "fog", 1, indices=4)
+
+
+def test_channels_first_and_last_tensors_of_any_size_and_table():
+    image = RNG.integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    expected = pushpull.corrupt(image, "motion_blur", 2, seed=3, indices=9, params="tinyimagenet")
+    hwc = pushpull.corrupt(torch.from_numpy(image), "motion_blur", 2, seed=3, indices=9, params="tinyimagenet")
+    chw_view = torch.from_numpy(image).permute(2, 0, 1)  # not contiguous: what PILToTensor-style code hands over
+    chw = pushpull.corrupt(chw_view, "motion_blur", 2, seed=3, indices=9, params="tinyimagenet")
+    assert hwc.shape == (40, 56, 3) and chw.shape == (3, 40, 56) and chw.dtype == torch.uint8
+    assert np.array_equal(hwc.numpy(), expected) and np.array_equal(chw.permute(1, 2, 0).numpy(), expected)
+    # A last dimension of 3 means channels-last, even when the first is 3 too (a 3-row image).
+    rows3 = torch.from_numpy(RNG.integers(0, 256, (3, 20, 3), dtype=np.uint8))
+    assert torch.equal(pushpull.corrupt(rows3, "contrast", 1), torch.from_numpy(pushpull.corrupt(rows3.numpy(),
+                                                                                                 "contrast", 1)))

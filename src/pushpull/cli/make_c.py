@@ -29,8 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def corrupter_name(text: str) -> str:
-    """A name of :data:`pushpull.data.folder.CORRUPTERS` (``--params``)."""
-    from pushpull.data.folder import CORRUPTERS
+    """A name of :data:`pushpull.data.corruptions.per_image.CORRUPTERS` (``--params``)."""
+    from pushpull.data.corruptions.per_image import CORRUPTERS
 
     try:
         return check_name(text, CORRUPTERS, "parameter table")

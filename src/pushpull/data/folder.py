@@ -2,8 +2,8 @@
 
 The layout COCO-C and Cityscapes-C use. Every image under the folder (sorted relative paths,
 hidden files skipped) is read as RGB (grey, palette, CMYK and 16-bit images converted, an
-alpha channel dropped: :func:`read_rgb`), corrupted by a per-image function chosen by name
-(:data:`CORRUPTERS`: one per parameter table of ``corruptions.TABLES``), and written as PNG or
+alpha channel dropped: :func:`read_rgb`), corrupted by a per-image semantics chosen by name
+(``corruptions.per_image.CORRUPTERS``: one per parameter table), and written as PNG or
 JPEG. Image ``p``'s randomness comes only from (seed, corruption, severity,
 ``streams.path_key(p)``): never from its place in the listing, so adding files, ``--limit``
 or sharding (``Shard.bounds`` over the sorted paths) leave every image as it was. Files appear
@@ -13,11 +13,9 @@ other options.
 
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -26,6 +24,7 @@ from tqdm.auto import tqdm
 
 from .._files import atomic_path
 from .._names import check_name
+from .corruptions.per_image import Corrupter, get_corrupter
 from .robustness_sets import SEVERITIES, DamagedFileError
 from .streams import path_key
 
@@ -36,67 +35,6 @@ if TYPE_CHECKING:
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 FORMATS = {"png": (".png",), "jpeg": (".jpg", ".jpeg")}  # output format -> the suffixes that name it
 DEFAULT_QUALITY = 85  # the ImageNet-C release's JPEG quality
-
-
-@dataclass(frozen=True)
-class Corrupter:
-    """A per-image corruption: ``corrupt(image, name, severity, seed, key)`` -> the corrupted image.
-
-    ``image`` is uint8 (H, W, 3) RGB at its own size; ``key`` is the image's
-    :func:`~pushpull.data.streams.path_key`, which with ``seed`` fixes its randomness.
-    ``problem(height, width, name, severity)`` says why an image of that size cannot be
-    corrupted (None when it can), so a folder is checked before any work starts.
-    """
-
-    corrupt: Callable[[np.ndarray, str, int, int, int], np.ndarray]
-    problem: Callable[[int, int, str, int], str | None]
-
-
-def _table_corrupt(table: str, image: np.ndarray, name: str, severity: int, seed: int, key: int) -> np.ndarray:
-    from .corruptions import corrupt
-
-    return corrupt(image, name, severity, seed=seed, indices=key, params=table, workers=1)
-
-
-@functools.lru_cache(maxsize=None)
-def _frost_limit(table: str) -> tuple[int, int]:
-    """The largest image (rows, cols) every frost texture of ``table`` can hold a crop of."""
-    from .corruptions.params import TABLES
-    from .corruptions.weather import FROST_FILES, frost_texture
-
-    scale = TABLES[table]["frost"][0][2]
-    shapes = [frost_texture(i, scale).shape[:2] for i in range(len(FROST_FILES))]
-    return min(h for h, _ in shapes) - 1, min(w for _, w in shapes) - 1
-
-
-def _table_problem(table: str, height: int, width: int, name: str, severity: int) -> str | None:
-    from .corruptions.params import severity_params
-
-    if name == "pixelate":
-        factor = severity_params(name, severity, table)
-        if int(height * factor) < 1 or int(width * factor) < 1:
-            return f"pixelate severity {severity} shrinks by {factor}: needs at least {int(np.ceil(1 / factor))} px a side"
-    if name == "frost":
-        rows, cols = _frost_limit(table)
-        if height > rows or width > cols:
-            return (f"frost with the {table} table crops its textures: at most {rows}x{cols} (rows x cols); "
-                    f"drop frost (--corruptions) or resize the images")
-    return None
-
-
-def _table_corrupter(table: str) -> Corrupter:
-    return Corrupter(functools.partial(_table_corrupt, table), functools.partial(_table_problem, table))
-
-
-def _corrupters() -> dict[str, Corrupter]:
-    from .corruptions.params import TABLES
-
-    return {table: _table_corrupter(table) for table in TABLES}
-
-
-# name -> Corrupter: one per parameter table (the reference's numbers at the image's own size).
-# Another per-image semantics (e.g. imagecorruptions') joins by adding an entry here.
-CORRUPTERS: dict[str, Corrupter] = _corrupters()
 
 
 def folder_images(root: str | Path) -> list[str]:
@@ -182,7 +120,7 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
                   workers: int | None = None, progress: bool = True) -> int:
     """Corrupt every image under ``root`` into ``<out>/<corruption>/<severity>/<relative path>``; returns files written.
 
-    ``params``: a name of :data:`CORRUPTERS` (default: the ImageNet-C table at each image's size).
+    ``params``: a name of ``corruptions.per_image.CORRUPTERS`` (default: the ImageNet-C table at each image's size).
     ``fmt``: ``"png"`` or ``"jpeg"`` (``quality``, default 85, optimised as the ImageNet-C release).
     ``limit``: N images strided over the sorted paths; ``shard``: a
     :class:`~pushpull.engine.distributed.Shard`, the slice ``Shard.bounds`` gives of them. Files
@@ -191,7 +129,7 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
     from .generate import _manifest, select_indices
 
     root, out = Path(root), Path(out)
-    corrupter = CORRUPTERS[check_name(params, CORRUPTERS, "parameter table")]
+    corrupter = get_corrupter(params)
     fmt = check_name(fmt, FORMATS, "output format")
     if quality is not None and fmt != "jpeg":
         raise ValueError(f"a quality ({quality}) is for JPEG output; with --format {fmt} leave it out")
@@ -220,7 +158,10 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
 
         image, key = read_rgb(root / relative), path_key(relative)
         for name, severity in todo:
-            result = corrupter.corrupt(image, name, severity, seed, key)
+            try:
+                result = corrupter.corrupt(image, name, severity, seed, key)
+            except ValueError as err:  # what the size check could not foresee: say which file
+                raise ValueError(f"{root / relative}: {name} severity {severity}: {err}") from None
             with atomic_path(targets[name, severity]) as tmp:
                 Image.fromarray(result).save(tmp, **save)
         return len(todo)
