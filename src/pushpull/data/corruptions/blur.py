@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from . import _native
 from ._common import draw, to_uint8, to_unit
 
 # ImageMagick's constants (MagickCore/image-private.h).
@@ -44,6 +45,11 @@ def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
     x = (gaussian_smooth(to_unit(images), sigma) * 255).astype(np.uint8)
     positions = glass_positions(h, w, delta)
     offsets = draw(rngs, "integers", -delta, delta, size=(iterations, len(positions), 2))
+    lib = _native.kernels()
+    if lib is not None:  # the copies themselves, in order
+        for image, image_offsets in zip(x, offsets):
+            lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, iterations, _native.ptr(image_offsets))
+        return to_uint8(gaussian_smooth(x / 255.0, sigma))
     flat = x.reshape(n, h * w, c)
     for it in range(iterations):
         source = _resolve_sequential_copies(positions, offsets[:, it], h, w)
@@ -138,6 +144,13 @@ def motion_blur(images: np.ndarray, radius: float, sigma: float, angles: Sequenc
     kernel = motion_kernel(radius, sigma)
     width = len(kernel)
     offsets = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64).reshape(n, 2, width)
+    lib = _native.kernels()
+    if lib is not None:
+        out = np.empty_like(images)
+        for image, (dy, dx), o in zip(np.ascontiguousarray(images), offsets, out):
+            _native.check(lib.pp_motion_blur(_native.ptr(image), h, w, c, _native.ptr(kernel), width, _native.ptr(dy),
+                                             _native.ptr(dx), _native.ptr(o)), "motion blur")
+        return out
     pad = width  # every offset is below width in size, so edge padding by width covers all taps
     padded = np.pad(images.astype(np.float64) * 257.0, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
     acc = np.zeros(images.shape, np.float64)
@@ -208,6 +221,18 @@ def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
     """Mean of the image and its central zooms by each factor (float32, as the reference)."""
     x = (images / 255.0).astype(np.float32)
     out = np.zeros_like(x)
+    lib = _native.kernels()
     for z in zooms:
-        out += clipped_zoom(x, float(z))
+        if lib is None:
+            out += clipped_zoom(x, float(z))
+            continue
+        n, h, w, c = x.shape
+        top, crop_h, ys, wy0, wy1 = zoom_plan(h, float(z))
+        left, crop_w, xs, wx0, wx1 = zoom_plan(w, float(z))
+        rows = [np.minimum(ys, crop_h - 1), np.minimum(ys + 1, crop_h - 1), wy0, wy1]
+        cols = [np.minimum(xs, crop_w - 1), np.minimum(xs + 1, crop_w - 1), wx0, wx1]
+        for image, acc in zip(x, out):  # the same taps and sums as clipped_zoom, added in place
+            _native.check(lib.pp_zoom_add(_native.ptr(image), w, c, top, left, crop_w, h,
+                                          *map(_native.ptr, rows), w, *map(_native.ptr, cols), _native.ptr(acc)),
+                          "zoom blur")
     return to_uint8((x + out) / (len(zooms) + 1))

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import gaussian_filter, map_coordinates
 
+from . import _native
 from ._common import draw, to_uint8, to_unit
 
 
@@ -49,18 +50,31 @@ def hsv2rgb(hsv: np.ndarray) -> np.ndarray:
     return np.take_along_axis(candidates, _SEXTANTS[hi.astype(np.uint8) % 6], axis=-1)
 
 
+def hsv_edit(images: np.ndarray, channel: int, scale: float, shift: float) -> np.ndarray:
+    """uint8 RGB images with HSV channel ``channel`` (1: S, 2: V) set to ``clip(value * scale + shift, 0, 1)``.
+
+    One pass per pixel in C where the kernels are built (the same operations as the numpy
+    round trip below, so the same bytes); ``value * 1.0`` is the value itself, so V's ``+ shift`` is exact.
+    """
+    lib = _native.kernels()
+    if lib is not None:
+        src = np.ascontiguousarray(images)
+        out = np.empty_like(src)
+        lib.pp_hsv_edit(_native.ptr(src), _native.ptr(out), src.size // 3, channel, float(scale), float(shift))
+        return out
+    x = rgb2hsv(to_unit(images))
+    x[..., channel] = np.clip(x[..., channel] * scale + shift, 0, 1)
+    return to_uint8(hsv2rgb(x))
+
+
 def brightness(images: np.ndarray, shift: float) -> np.ndarray:
     """Add ``shift`` to the HSV value channel (clipped to [0, 1]); negative shifts darken."""
-    x = rgb2hsv(to_unit(images))
-    x[..., 2] = np.clip(x[..., 2] + shift, 0, 1)
-    return to_uint8(hsv2rgb(x))
+    return hsv_edit(images, 2, 1.0, shift)
 
 
 def saturate(images: np.ndarray, scale: float, shift: float) -> np.ndarray:
     """HSV saturation ``s * scale + shift`` (clipped to [0, 1])."""
-    x = rgb2hsv(to_unit(images))
-    x[..., 1] = np.clip(x[..., 1] * scale + shift, 0, 1)
-    return to_uint8(hsv2rgb(x))
+    return hsv_edit(images, 1, scale, shift)
 
 
 def channel_means(images: np.ndarray) -> np.ndarray:
@@ -96,14 +110,27 @@ def elastic_transform(images: np.ndarray, alpha: float, sigma: float, affine: fl
     fields = gaussian_filter(fields, (0, 0, sigma, sigma), mode="reflect", truncate=3)
     fields = (fields * alpha).astype(np.float32)
     x = images.astype(np.float32) / 255.0
-    cols, rows, chans = np.meshgrid(np.arange(w), np.arange(h), np.arange(c))
     out = np.empty_like(x)
     for i in range(n):
         warped = cv2.warpAffine(x[i], affine_jitter((h, w), jitter[i]), (w, h), borderMode=cv2.BORDER_REFLECT_101)
-        dx, dy = fields[i, 0][..., None], fields[i, 1][..., None]
-        coords = np.stack([(rows + dy).reshape(-1, 1), (cols + dx).reshape(-1, 1), chans.reshape(-1, 1)])
-        out[i] = map_coordinates(warped.reshape(h, w, c), coords, order=1, mode="reflect").reshape(h, w, c)
+        out[i] = displace(warped.reshape(h, w, c), fields[i, 0], fields[i, 1])
     return to_uint8(out)
+
+
+def displace(image: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
+    """``map_coordinates(image, [rows + dy, cols + dx, channels], order=1, mode="reflect")`` of a float32
+    (H, W, C) image by float32 (H, W) fields: the reference's displacement, in C where built (same sums)."""
+    h, w, c = image.shape
+    lib = _native.kernels()
+    if lib is not None:
+        image, dx, dy = (np.ascontiguousarray(a, dtype=np.float32) for a in (image, dx, dy))
+        out = np.empty_like(image)
+        lib.pp_map_reflect(_native.ptr(image), h, w, c, _native.ptr(dx), _native.ptr(dy), _native.ptr(out))
+        return out
+    cols, rows, chans = np.meshgrid(np.arange(w), np.arange(h), np.arange(c))
+    coords = np.stack([(rows + dy[..., None]).reshape(-1, 1), (cols + dx[..., None]).reshape(-1, 1),
+                       chans.reshape(-1, 1)])
+    return map_coordinates(image, coords, order=1, mode="reflect").reshape(h, w, c)
 
 
 def pixelate(images: np.ndarray, factor: float) -> np.ndarray:
