@@ -201,3 +201,60 @@ void pp_map_reflect(const float *img, int64_t h, int64_t w, int64_t c, const flo
         }
     }
 }
+
+/* scipy.ndimage.correlate1d of float64 lines with a symmetric odd kernel (the Gaussian's), as
+ * NI_Correlate1D sums it: out = x[l] w[r] + sum_{j=-r..-1} (x[l+j] + x[l-j]) w[r+j], in that order.
+ * The array is (outer, len, inner) with the lines along len; edges: mode 0 'nearest' (repeat),
+ * mode 1 'reflect' (period 2 len: abcddcba|abcd|dcbaabcd, as scipy's line buffer extends it).
+ * Wide rows (inner >= 64) are read in place; narrow ones are copied once per outer index into an
+ * extended block, so the sums run over len * inner contiguous values. */
+int pp_correlate_symmetric(const double *in, double *out, int64_t outer, int64_t len, int64_t inner,
+                           const double *weights, int64_t radius, int64_t mode) {
+    int64_t ext_len = len + 2 * radius, wide = inner >= 64;
+    int64_t *src = malloc(sizeof(int64_t) * (size_t)ext_len);
+    double *ext = wide ? NULL : malloc(sizeof(double) * (size_t)(ext_len * inner));
+    if (!src || (!wide && !ext)) {
+        free(ext), free(src);
+        return -1;
+    }
+    for (int64_t e = 0; e < ext_len; e++) {
+        int64_t i = e - radius;
+        if (mode == 0) {
+            src[e] = i < 0 ? 0 : (i >= len ? len - 1 : i);
+        } else {
+            int64_t m = i % (2 * len);
+            m = m < 0 ? m + 2 * len : m;
+            src[e] = m < len ? m : 2 * len - 1 - m;
+        }
+    }
+    const double *fw = weights + radius;
+    for (int64_t o = 0; o < outer; o++) {
+        const double *x = in + o * len * inner;
+        double *y = out + o * len * inner;
+        if (wide) {
+            for (int64_t l = 0; l < len; l++) {
+                const double *centre = x + src[l + radius] * inner;
+                double *yl = y + l * inner;
+                for (int64_t i = 0; i < inner; i++) yl[i] = centre[i] * fw[0];
+                for (int64_t j = -radius; j < 0; j++) {
+                    const double *a = x + src[l + radius + j] * inner, *b = x + src[l + radius - j] * inner;
+                    const double wj = fw[j];
+                    for (int64_t i = 0; i < inner; i++) yl[i] += (a[i] + b[i]) * wj;
+                }
+            }
+            continue;
+        }
+        for (int64_t e = 0; e < ext_len; e++)
+            for (int64_t i = 0; i < inner; i++) ext[e * inner + i] = x[src[e] * inner + i];
+        const int64_t n = len * inner;
+        const double *centre = ext + radius * inner;
+        for (int64_t k = 0; k < n; k++) y[k] = centre[k] * fw[0];
+        for (int64_t j = -radius; j < 0; j++) {
+            const double *a = centre + j * inner, *b = centre - j * inner;
+            const double wj = fw[j];
+            for (int64_t k = 0; k < n; k++) y[k] += (a[k] + b[k]) * wj;
+        }
+    }
+    free(ext), free(src);
+    return 0;
+}

@@ -79,6 +79,8 @@ def _build() -> ctypes.CDLL | None:
     lib.pp_zoom_add.restype = ctypes.c_int
     lib.pp_map_reflect.argtypes = [p, i64, i64, i64, p, p, p]
     lib.pp_map_reflect.restype = None
+    lib.pp_correlate_symmetric.argtypes = [p, p, i64, i64, i64, p, i64, i64]
+    lib.pp_correlate_symmetric.restype = ctypes.c_int
     return lib
 
 

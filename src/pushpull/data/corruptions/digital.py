@@ -11,10 +11,11 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter, map_coordinates
+from scipy.ndimage import map_coordinates
 
 from . import _native
 from ._common import draw, to_uint8, to_unit
+from .blur import gaussian_smooth
 
 
 def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
@@ -107,7 +108,7 @@ def elastic_transform(images: np.ndarray, alpha: float, sigma: float, affine: fl
     n, h, w, c = images.shape
     jitter = draw(rngs, "uniform", -affine, affine, size=(3, 2))
     fields = np.stack([np.stack([rng.uniform(-1, 1, size=(h, w)) for _ in range(2)]) for rng in rngs])
-    fields = gaussian_filter(fields, (0, 0, sigma, sigma), mode="reflect", truncate=3)
+    fields = gaussian_smooth(fields.reshape(n * 2, h, w), sigma, mode="reflect", truncate=3).reshape(n, 2, h, w)
     fields = (fields * alpha).astype(np.float32)
     x = images.astype(np.float32) / 255.0
     out = np.empty_like(x)
