@@ -106,34 +106,55 @@ int pp_motion_blur(const uint8_t *x, int64_t h, int64_t w, int64_t c, const doub
 
 /* One clipped zoom added to out (float32): out[k, l] += float32(((r0[x0] wx0 + r0[x1] wx1) + r1[x0] wx0)
  * + r1[x1] wx1) with r0 = x[top + y0[k]] wy0[k], r1 = x[top + y1[k]] wy1[k] (double), columns
- * offset by left; scipy zoom(order=1)'s taps, as blur.clipped_zoom computes them. */
+ * offset by left; scipy zoom(order=1)'s taps, as blur.clipped_zoom computes them. A source row's
+ * two column gathers are kept while consecutive output rows read it (two slots). */
 int pp_zoom_add(const float *x, int64_t w, int64_t c, int64_t top, int64_t left, int64_t crop_w,
                 int64_t out_h, const int64_t *y0, const int64_t *y1, const double *wy0, const double *wy1,
                 int64_t out_w, const int64_t *x0, const int64_t *x1, const double *wx0, const double *wx1,
                 float *out) {
-    double *rows = malloc(sizeof(double) * (size_t)(2 * crop_w * c));
-    if (!rows) return -1;
-    double *r0 = rows, *r1 = rows + crop_w * c;
-    for (int64_t k = 0; k < out_h; k++) {
-        const float *a = x + ((top + y0[k]) * w + left) * c, *b = x + ((top + y1[k]) * w + left) * c;
-        for (int64_t j = 0; j < crop_w * c; j++) {
-            r0[j] = (double)a[j] * wy0[k];
-            r1[j] = (double)b[j] * wy1[k];
-        }
-        float *o = out + k * out_w * c;
-        for (int64_t l = 0; l < out_w; l++) {
-            const double u0 = wx0[l], u1 = wx1[l];
-            const int64_t p0 = x0[l] * c, p1 = x1[l] * c;
-            for (int64_t ch = 0; ch < c; ch++) {
-                double t = r0[p0 + ch] * u0;
-                t += r0[p1 + ch] * u1;
-                t += r1[p0 + ch] * u0;
-                t += r1[p1 + ch] * u1;
-                o[l * c + ch] += (float)t;
-            }
+    (void)crop_w;
+    const int64_t n = out_w * c; /* one output row, flattened over (column, channel) */
+    double *u = malloc(sizeof(double) * (size_t)(2 * n));
+    float *slots = malloc(sizeof(float) * (size_t)(4 * n));
+    int64_t *taps = malloc(sizeof(int64_t) * (size_t)(2 * n));
+    if (!u || !slots || !taps) {
+        free(u), free(slots), free(taps);
+        return -1;
+    }
+    double *u0 = u, *u1 = u + n;
+    int64_t *t0 = taps, *t1 = taps + n, held[2] = {-1, -1};
+    for (int64_t l = 0; l < out_w; l++) {
+        for (int64_t ch = 0; ch < c; ch++) {
+            t0[l * c + ch] = x0[l] * c + ch, t1[l * c + ch] = x1[l] * c + ch;
+            u0[l * c + ch] = wx0[l], u1[l * c + ch] = wx1[l];
         }
     }
-    free(rows);
+    for (int64_t k = 0; k < out_h; k++) {
+        const float *g[2][2]; /* [row y0 / y1][column tap x0 / x1] */
+        int64_t want[2] = {y0[k], y1[k]}, keep = -1;
+        for (int64_t r = 0; r < 2; r++) {
+            int64_t s = held[0] == want[r] ? 0 : (held[1] == want[r] ? 1 : -1);
+            if (s < 0) {
+                s = keep == 0 ? 1 : (keep == 1 ? 0 : (held[0] == want[1 - r] ? 1 : 0));
+                const float *a = x + ((top + want[r]) * w + left) * c;
+                float *d0 = slots + s * 2 * n, *d1 = d0 + n;
+                for (int64_t m = 0; m < n; m++) d0[m] = a[t0[m]], d1[m] = a[t1[m]];
+                held[s] = want[r];
+            }
+            keep = s;
+            g[r][0] = slots + s * 2 * n, g[r][1] = slots + s * 2 * n + n;
+        }
+        const double v0 = wy0[k], v1 = wy1[k];
+        float *o = out + k * n;
+        for (int64_t m = 0; m < n; m++) {
+            double t = ((double)g[0][0][m] * v0) * u0[m];
+            t += ((double)g[0][1][m] * v0) * u1[m];
+            t += ((double)g[1][0][m] * v1) * u0[m];
+            t += ((double)g[1][1][m] * v1) * u1[m];
+            o[m] += (float)t;
+        }
+    }
+    free(u), free(slots), free(taps);
     return 0;
 }
 
@@ -207,7 +228,7 @@ void pp_map_reflect(const float *img, int64_t h, int64_t w, int64_t c, const flo
  * The array is (outer, len, inner) with the lines along len; edges: mode 0 'nearest' (repeat),
  * mode 1 'reflect' (period 2 len: abcddcba|abcd|dcbaabcd, as scipy's line buffer extends it).
  * Wide rows (inner >= 64) are read in place; narrow ones are copied once per outer index into an
- * extended block, so the sums run over len * inner contiguous values. */
+ * extended block, so the sums run over len * inner contiguous values (and out may be in). */
 int pp_correlate_symmetric(const double *in, double *out, int64_t outer, int64_t len, int64_t inner,
                            const double *weights, int64_t radius, int64_t mode) {
     int64_t ext_len = len + 2 * radius, wide = inner >= 64;

@@ -34,7 +34,7 @@ def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate
     weights = gaussian_weights(sigma, truncate)
     radius = len(weights) // 2
     out = _correlate_symmetric(lib, np.ascontiguousarray(x), weights, radius, 1, mode)
-    return _correlate_symmetric(lib, out, weights, radius, 2, mode)
+    return _correlate_symmetric(lib, out, weights, radius, 2, mode, in_place=True)
 
 
 _MODES = {"nearest": 0, "reflect": 1}
@@ -48,11 +48,13 @@ def gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
     return np.ascontiguousarray((phi / phi.sum())[::-1])
 
 
-def _correlate_symmetric(lib, x: np.ndarray, weights: np.ndarray, radius: int, axis: int, mode: str) -> np.ndarray:
-    """One axis of ``correlate1d`` (float64, C-contiguous ``x``) by the C kernel."""
+def _correlate_symmetric(lib, x: np.ndarray, weights: np.ndarray, radius: int, axis: int, mode: str,
+                         in_place: bool = False) -> np.ndarray:
+    """One axis of ``correlate1d`` (float64, C-contiguous ``x``) by the C kernel; ``in_place``: into ``x``
+    itself where the kernel copies each block before writing it (narrow rows: under 64 values)."""
     outer, length = int(np.prod(x.shape[:axis])), x.shape[axis]
     inner = x.size // max(outer * length, 1)
-    out = np.empty_like(x)
+    out = x if in_place and inner < 64 else np.empty_like(x)
     _native.check(lib.pp_correlate_symmetric(_native.ptr(x), _native.ptr(out), outer, length, inner,
                                              _native.ptr(weights), radius, _MODES[mode]), "Gaussian filter")
     return out
@@ -74,13 +76,15 @@ def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
     """
     n, h, w, c = images.shape
     x = (gaussian_smooth(to_unit(images), sigma) * 255).astype(np.uint8)
-    positions = glass_positions(h, w, delta)
-    offsets = draw(rngs, "integers", -delta, delta, size=(iterations, len(positions), 2))
+    size = (iterations, max(h - 2 * delta, 0) * max(w - 2 * delta, 0), 2)  # one (dx, dy) per visit
     lib = _native.kernels()
-    if lib is not None:  # the copies themselves, in order
-        for image, image_offsets in zip(x, offsets):
-            lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, iterations, _native.ptr(image_offsets))
+    if lib is not None:  # the copies themselves, in order, in C
+        for image, rng in zip(x, rngs):
+            offsets = np.ascontiguousarray(rng.integers(-delta, delta, size=size))
+            lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, iterations, _native.ptr(offsets))
         return to_uint8(gaussian_smooth(x / 255.0, sigma))
+    positions = glass_positions(h, w, delta)
+    offsets = draw(rngs, "integers", -delta, delta, size=size)
     flat = x.reshape(n, h * w, c)
     for it in range(iterations):
         source = _resolve_sequential_copies(positions, offsets[:, it], h, w)
@@ -136,9 +140,8 @@ def defocus_blur(images: np.ndarray, radius: float, alias_blur: float) -> np.nda
     kernel = disk_kernel(radius, alias_blur)
     x = to_unit(images)
     out = np.empty_like(x)
-    for i in range(len(x)):
-        for ch in range(x.shape[-1]):
-            out[i, ..., ch] = cv2.filter2D(x[i, ..., ch], -1, kernel)
+    for i in range(len(x)):  # all channels in one call: OpenCV filters each plane alone, as the reference's calls
+        out[i] = cv2.filter2D(x[i], -1, kernel).reshape(x.shape[1:])
     return to_uint8(out)
 
 
