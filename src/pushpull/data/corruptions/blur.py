@@ -214,7 +214,9 @@ def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray,
 
     Returns (top, crop, start, w0, w1) for the kept output pixels along one axis: the output pixel
     k reads crop pixels start[k] (weight w0[k]) and start[k] + 1 (weight w1[k]), with scipy's own
-    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0).
+    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0). A coordinate that
+    rounds past the last crop pixel (e.g. 29.000000000000004 of 0..29) is outside for scipy's
+    ``mode="constant"``: that output pixel is 0, so both its weights are 0.
     """
     crop = int(np.ceil(size / zoom))
     top = (size - crop) // 2
@@ -225,6 +227,8 @@ def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray,
     start = np.floor(cc)
     w0 = 1.0 - (cc - start)
     w1 = 1.0 - w0
+    outside = cc > crop - 1
+    w0[outside] = w1[outside] = 0.0
     return top, crop, start.astype(np.int64), w0, w1
 
 
