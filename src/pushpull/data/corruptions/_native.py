@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("_kernels.c")
 # -ffp-contract=off: a fused multiply-add rounds once where numpy rounds twice; no -ffast-math.
-FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", "-fPIC",
+         *(("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64") else ()))
 _enabled = os.environ.get("PUSHPULL_NATIVE", "1") != "0"
 
 

@@ -21,7 +21,8 @@ _MAGICK_EPSILON = 1.0e-12
 _MAGICK_SQ2PI = 2.50662827463100024161235523934010416269302368164062
 
 
-def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
+def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0,
+                    axes: tuple[int, ...] = (1, 2)) -> np.ndarray:
     """skimage's ``gaussian(x, sigma)`` on a batch: the two image axes only (axis 0 is the batch).
 
     float64 input with mode "nearest" or "reflect" runs scipy's own line sums in C (same weights,
@@ -29,12 +30,14 @@ def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate
     """
     lib = _native.kernels()
     if lib is None or x.dtype != np.float64 or mode not in _MODES or sigma <= 1e-15 or x.ndim < 3:
-        sigmas = (0, sigma, sigma) + (0,) * (x.ndim - 3)
+        sigmas = tuple(sigma if axis in axes else 0 for axis in range(x.ndim))
         return gaussian_filter(x, sigmas, mode=mode, truncate=truncate)
     weights = gaussian_weights(sigma, truncate)
     radius = len(weights) // 2
-    out = _correlate_symmetric(lib, np.ascontiguousarray(x), weights, radius, 1, mode)
-    return _correlate_symmetric(lib, out, weights, radius, 2, mode, in_place=True)
+    out = np.ascontiguousarray(x)
+    for k, axis in enumerate(axes):
+        out = _correlate_symmetric(lib, out, weights, radius, axis, mode, in_place=k > 0)
+    return out
 
 
 _MODES = {"nearest": 0, "reflect": 1}
@@ -263,6 +266,9 @@ def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
     for z in zooms:
         if lib is None:
             out += clipped_zoom(x, float(z))
+            continue
+        if float(z) == 1.0:  # taps k and k+1 with weights 1 and 0: the image itself, exactly
+            out += x
             continue
         n, h, w, c = x.shape
         top, crop_h, ys, wy0, wy1 = zoom_plan(h, float(z))
