@@ -65,7 +65,7 @@ def _correlate_symmetric(lib, x: np.ndarray, weights: np.ndarray, radius: int, a
 
 def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of the [0, 1] image (edges repeated), truncated to uint8."""
-    return to_uint8(gaussian_smooth(to_unit(images), sigma))
+    return to_uint8(gaussian_smooth(to_unit(images), sigma), consume=True)
 
 
 def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
@@ -78,14 +78,16 @@ def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
     ``rng.integers(-delta, delta, size=(iterations, positions, 2))`` in visiting order, [..., 0] = dx.
     """
     n, h, w, c = images.shape
-    x = (gaussian_smooth(to_unit(images), sigma) * 255).astype(np.uint8)
+    x = gaussian_smooth(to_unit(images), sigma)
+    x *= 255
+    x = x.astype(np.uint8)
     size = (iterations, max(h - 2 * delta, 0) * max(w - 2 * delta, 0), 2)  # one (dx, dy) per visit
     lib = _native.kernels()
     if lib is not None:  # the copies themselves, in order, in C
         for image, rng in zip(x, rngs):
             offsets = np.ascontiguousarray(rng.integers(-delta, delta, size=size))
             lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, iterations, _native.ptr(offsets))
-        return to_uint8(gaussian_smooth(x / 255.0, sigma))
+        return to_uint8(gaussian_smooth(x / 255.0, sigma), consume=True)
     positions = glass_positions(h, w, delta)
     offsets = draw(rngs, "integers", -delta, delta, size=size)
     flat = x.reshape(n, h * w, c)
@@ -145,7 +147,7 @@ def defocus_blur(images: np.ndarray, radius: float, alias_blur: float) -> np.nda
     out = np.empty_like(x)
     for i in range(len(x)):  # all channels in one call: OpenCV filters each plane alone, as the reference's calls
         out[i] = cv2.filter2D(x[i], -1, kernel).reshape(x.shape[1:])
-    return to_uint8(out)
+    return to_uint8(out, consume=True)
 
 
 def motion_kernel(radius: float, sigma: float) -> np.ndarray:
@@ -279,4 +281,6 @@ def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
             _native.check(lib.pp_zoom_add(_native.ptr(image), w, c, top, left, crop_w, h,
                                           *map(_native.ptr, rows), w, *map(_native.ptr, cols), _native.ptr(acc)),
                           "zoom blur")
-    return to_uint8((x + out) / (len(zooms) + 1))
+    out += x
+    out /= len(zooms) + 1
+    return to_uint8(out, consume=True)

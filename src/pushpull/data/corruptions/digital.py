@@ -66,7 +66,7 @@ def hsv_edit(images: np.ndarray, channel: int, scale: float, shift: float) -> np
         return out
     x = rgb2hsv(to_unit(images))
     x[..., channel] = np.clip(x[..., channel] * scale + shift, 0, 1)
-    return to_uint8(hsv2rgb(x))
+    return to_uint8(hsv2rgb(x), consume=True)
 
 
 def brightness(images: np.ndarray, shift: float) -> np.ndarray:
@@ -89,7 +89,10 @@ def contrast(images: np.ndarray, factor: float) -> np.ndarray:
     """Pull every pixel toward its image's channel means: ``(x - mean) * factor + mean``."""
     x = to_unit(images)
     means = channel_means(images)
-    return to_uint8((x - means) * factor + means)
+    x -= means
+    x *= factor
+    x += means
+    return to_uint8(x, consume=True)
 
 
 def affine_jitter(shape: tuple[int, int], offsets: np.ndarray) -> np.ndarray:
@@ -116,7 +119,7 @@ def elastic_transform(images: np.ndarray, alpha: float, sigma: float, affine: fl
     for i in range(n):
         warped = cv2.warpAffine(x[i], affine_jitter((h, w), jitter[i]), (w, h), borderMode=cv2.BORDER_REFLECT_101)
         out[i] = displace(warped.reshape(h, w, c), fields[i, 0], fields[i, 1])
-    return to_uint8(out)
+    return to_uint8(out, consume=True)
 
 
 def smooth_fields(fields: np.ndarray, sigma: float) -> np.ndarray:
