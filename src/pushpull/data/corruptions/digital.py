@@ -16,7 +16,7 @@ from scipy.ndimage import map_coordinates
 
 from . import _native
 from ._common import draw, to_uint8, to_unit
-from .blur import gaussian_smooth
+from .blur import gaussian_smooth, gaussian_weights
 
 
 def rgb2hsv(rgb: np.ndarray) -> np.ndarray:
@@ -140,9 +140,16 @@ def smooth_fields(fields: np.ndarray, sigma: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _field_filter(size: int, sigma: float) -> np.ndarray:
-    """The (size, size) matrix of elastic's Gaussian along one axis: column m is the filtered unit impulse at m."""
-    eye = np.eye(size)[None]
-    matrix = gaussian_smooth(eye, sigma, mode="reflect", truncate=3, axes=(1,))[0]
+    """The (size, size) matrix of elastic's Gaussian along one axis: row l holds the weights of the
+    taps l - r .. l + r, each added onto the pixel that scipy's reflect extension reads there."""
+    weights = gaussian_weights(sigma, 3.0)
+    radius = len(weights) // 2
+    taps = np.arange(size)[:, None] + np.arange(-radius, radius + 1)[None, :]
+    period = np.mod(taps, 2 * size)
+    source = np.where(period < size, period, 2 * size - 1 - period)
+    flat = (np.arange(size)[:, None] * size + source).ravel()
+    matrix = np.bincount(flat, weights=np.broadcast_to(weights, taps.shape).ravel(), minlength=size * size)
+    matrix = matrix.reshape(size, size)
     matrix.setflags(write=False)
     return matrix
 
