@@ -21,5 +21,7 @@ def to_uint8(x: np.ndarray, consume: bool = False) -> np.ndarray:
 
 
 def draw(rngs, method: str, *args, **kwargs) -> np.ndarray:
-    """Stack one draw per image from its own stream: ``rng.<method>(*args, **kwargs)``."""
+    """Stack one draw per image from its own stream: ``rng.<method>(*args, **kwargs)`` (one stream: no copy)."""
+    if len(rngs) == 1:
+        return np.asarray(getattr(rngs[0], method)(*args, **kwargs))[None]
     return np.stack([getattr(rng, method)(*args, **kwargs) for rng in rngs])

@@ -107,7 +107,10 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rngs: Sequence[np.random.Ge
     wibble = 100.0
 
     def wibbledmean(array):
-        return array / 4 + wibble * draw(rngs, "uniform", -wibble, wibble, array.shape[1:])
+        noise = draw(rngs, "uniform", -wibble, wibble, array.shape[1:])
+        noise *= wibble
+        noise += array / 4  # array / 4 + wibble * noise
+        return noise
 
     while stepsize >= 2:
         half = stepsize // 2
