@@ -10,7 +10,7 @@ from conftest import real_photos
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from pushpull.data.corruptions import CORRUPTIONS, _native, corrupt, corrupt_reference, motion_blur, zoom_blur
+from pushpull.data.corruptions import CORRUPTIONS, _native, corrupt, corrupt_reference, motion_blur, weather, zoom_blur
 from pushpull.data.corruptions.blur import gaussian_smooth, glass_blur
 from pushpull.data.corruptions.digital import displace, hsv_edit
 
@@ -132,3 +132,13 @@ def test_native_off_switch(monkeypatch):
         assert _native.kernels() is None
     monkeypatch.setattr(_native, "_enabled", False)
     assert _native.kernels() is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("mapsize", [2, 4, 32, 256, 1024])
+def test_plasma_levels_equal_numpy(mapsize):
+    """Diamond-square in C == the numpy levels (two streams: each draws its own grids in the same order)."""
+    for decay in (1.4, 3):
+        maps = lambda: weather.plasma_fractal(mapsize, decay, [np.random.default_rng(mapsize),  # noqa: E731
+                                                                np.random.default_rng(7)])
+        np.testing.assert_array_equal(maps(), numpy_path(maps))

@@ -279,3 +279,34 @@ int pp_correlate_symmetric(const double *in, double *out, int64_t outer, int64_t
     free(ext), free(src);
     return 0;
 }
+
+/* One level of the diamond-square plasma fractal on a (size, size) map, step the level's grid
+ * spacing: the square centres, then the left and top edge midpoints, each the reference's
+ * wibbled mean sum / 4 + wibble * u with its numpy sums ((a + b) + (c + d), rolls wrapping around)
+ * and the level's uniform draws u (square, left, top grids; (size / step)^2 each, row-major). */
+void pp_plasma_level(double *map, int64_t size, int64_t step, double wibble, const double *u_square,
+                     const double *u_left, const double *u_top) {
+    const int64_t k = size / step, half = step / 2, row = step * size;
+    for (int64_t i = 0; i < k; i++) { /* grid row i: corners on map row i * step, centres half below */
+        const double *c0 = map + i * row, *c1 = map + (i + 1 == k ? 0 : i + 1) * row;
+        double *centre = map + i * row + half * size + half;
+        for (int64_t j = 0; j < k; j++) {
+            const int64_t a = j * step, b = (j + 1 == k ? 0 : j + 1) * step;
+            double sum = (c0[a] + c1[a]) + (c0[b] + c1[b]);
+            centre[j * step] = sum / 4 + wibble * u_square[i * k + j];
+        }
+    }
+    for (int64_t i = 0; i < k; i++) {
+        const double *c0 = map + i * row, *c1 = map + (i + 1 == k ? 0 : i + 1) * row;
+        const int64_t up = i == 0 ? k - 1 : i - 1; /* the centre row above, wrapping */
+        const double *e0 = map + i * row + half * size + half, *e1 = map + up * row + half * size + half;
+        double *left = map + i * row + half, *top = map + i * row + half * size;
+        for (int64_t j = 0; j < k; j++) {
+            const int64_t a = j * step, b = (j + 1 == k ? 0 : j + 1) * step, p = (j == 0 ? k - 1 : j - 1) * step;
+            double l = (e0[a] + e1[a]) + (c0[a] + c0[b]);
+            double t = (e0[a] + e0[p]) + (c0[a] + c1[a]);
+            left[a] = l / 4 + wibble * u_left[i * k + j];
+            top[a] = t / 4 + wibble * u_top[i * k + j];
+        }
+    }
+}

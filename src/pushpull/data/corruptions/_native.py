@@ -82,6 +82,8 @@ def _build() -> ctypes.CDLL | None:
     lib.pp_map_reflect.restype = None
     lib.pp_correlate_symmetric.argtypes = [p, p, i64, i64, i64, p, i64, i64]
     lib.pp_correlate_symmetric.restype = ctypes.c_int
+    lib.pp_plasma_level.argtypes = [p, i64, i64, f64, p, p, p]
+    lib.pp_plasma_level.restype = None
     return lib
 
 

@@ -13,6 +13,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
+from . import _native
 from ._common import draw, to_uint8, to_unit
 from .blur import clipped_zoom, gaussian_smooth, motion_blur
 
@@ -112,6 +113,15 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rngs: Sequence[np.random.Ge
         noise += array / 4  # array / 4 + wibble * noise
         return noise
 
+    lib = _native.kernels()
+    while stepsize >= 2 and lib is not None:  # the same draws, in order; each level's sums in C
+        grid = (mapsize // stepsize,) * 2
+        for plasma, rng in zip(maps, rngs):
+            u_square, u_left, u_top = (rng.uniform(-wibble, wibble, grid) for _ in range(3))
+            lib.pp_plasma_level(_native.ptr(plasma), mapsize, stepsize, wibble, _native.ptr(u_square),
+                                _native.ptr(u_left), _native.ptr(u_top))
+        stepsize //= 2
+        wibble /= wibbledecay
     while stepsize >= 2:
         half = stepsize // 2
         corners = maps[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
