@@ -25,6 +25,7 @@ def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate
                     axes: tuple[int, ...] = (1, 2)) -> np.ndarray:
     """skimage's ``gaussian(x, sigma)`` on a batch: the two image axes only (axis 0 is the batch).
 
+    ``axes``: the axes filtered, in order (scipy's ``gaussian_filter`` with sigma 0 elsewhere).
     float64 input with mode "nearest" or "reflect" runs scipy's own line sums in C (same weights,
     same order: same bytes); anything else is scipy's ``gaussian_filter``.
     """
