@@ -82,6 +82,53 @@ def test_non_square_images_match_oracle():
         np.testing.assert_array_equal(corrupt(x, name, severity), corrupt_reference(x, name, severity), err_msg=name)
 
 
+@pytest.fixture(scope="module")
+def photo_crops():
+    """The natural photos (tests/conftest.real_photos) as 224x224 crops: ImageNet-C's input size, real content."""
+    from conftest import real_photos
+
+    return np.stack([np.asarray(Image.fromarray(p[:min(p.shape[:2]), :min(p.shape[:2])]).resize((224, 224),
+                                                                                                  Image.BICUBIC))
+                     for _, p in real_photos()])
+
+
+# The corruptions whose fast path has its own C kernels or numpy reformulation of the reference's loops.
+REWRITTEN = ("glass_blur", "motion_blur", "zoom_blur", "brightness", "saturate", "elastic_transform", "defocus_blur",
+             "gaussian_blur", "snow", "spatter")
+
+
+@pytest.mark.parametrize("name", REWRITTEN)
+def test_fast_matches_oracle_on_photos(name, photo_crops):
+    """Byte-identical to the per-image oracle on natural photos (one severity each here, all with -m slow)."""
+    severity = 1 + REWRITTEN.index(name) % 5
+    x = photo_crops[severity % 3:][:1]
+    np.testing.assert_array_equal(corrupt(x, name, severity, seed=3, params="imagenet"),
+                                  corrupt_reference(x, name, severity, seed=3, params="imagenet"), err_msg=name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_fast_matches_oracle_on_photos_every_severity(name, photo_crops):
+    for severity in range(1, 6):
+        np.testing.assert_array_equal(corrupt(photo_crops, name, severity, seed=3, params="imagenet"),
+                                      corrupt_reference(photo_crops, name, severity, seed=3, params="imagenet"),
+                                      err_msg=f"{name} severity {severity}")
+
+
+def test_zoom_coordinate_just_past_the_crop_is_black_as_in_scipy():
+    """scipy's zoom (mode "constant") gives 0 where k * (in - 1) / (out - 1) rounds above in - 1: at 36 px wide,
+    zoom 1.2000000000000002 (np.arange's) maps column 35 to 29.000000000000004 of a 30-px crop."""
+    from pushpull.data.corruptions.blur import clipped_zoom
+
+    x = np.random.default_rng(5).integers(1, 256, (1, 40, 36, 3), dtype=np.uint8)
+    zoomed = clipped_zoom(x / 255.0, IMAGENET["zoom_blur"][2][-1])
+    assert (zoomed[:, :, 35] == 0).all() and (zoomed[:, :, :35] > 0).all()
+    for name in ("zoom_blur", "snow"):
+        for severity in (3, 4, 5):
+            np.testing.assert_array_equal(corrupt(x, name, severity, params="imagenet"),
+                                          corrupt_reference(x, name, severity, params="imagenet"), err_msg=name)
+
+
 def test_frost_texture_too_small_is_a_clear_error():
     with pytest.raises(ValueError, match="larger than the frost texture"):
         corrupt(np.zeros((1, 224, 224, 3), np.uint8), "frost", 1, params="cifar")

@@ -10,11 +10,18 @@ def to_unit(images: np.ndarray) -> np.ndarray:
     return images / 255.0
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """[0, 1] floats -> uint8 by truncation, as the reference's ``np.uint8(np.clip(x, 0, 1) * 255)``."""
-    return (np.clip(x, 0, 1) * 255).astype(np.uint8)
+def to_uint8(x: np.ndarray, consume: bool = False) -> np.ndarray:
+    """[0, 1] floats -> uint8 by truncation, as the reference's ``np.uint8(np.clip(x, 0, 1) * 255)``.
+
+    ``consume=True``: ``x`` is a temporary of the caller's and is overwritten (no float copies).
+    """
+    y = np.clip(x, 0, 1, out=x if consume else None)
+    y *= 255
+    return y.astype(np.uint8)
 
 
 def draw(rngs, method: str, *args, **kwargs) -> np.ndarray:
-    """Stack one draw per image from its own stream: ``rng.<method>(*args, **kwargs)``."""
+    """Stack one draw per image from its own stream: ``rng.<method>(*args, **kwargs)`` (one stream: no copy)."""
+    if len(rngs) == 1:
+        return np.asarray(getattr(rngs[0], method)(*args, **kwargs))[None]
     return np.stack([getattr(rng, method)(*args, **kwargs) for rng in rngs])

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
+from . import _native
 from ._common import draw, to_uint8, to_unit
 
 # ImageMagick's constants (MagickCore/image-private.h).
@@ -20,15 +21,52 @@ _MAGICK_EPSILON = 1.0e-12
 _MAGICK_SQ2PI = 2.50662827463100024161235523934010416269302368164062
 
 
-def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
-    """skimage's ``gaussian(x, sigma)`` on a batch: the two image axes only (axis 0 is the batch)."""
-    sigmas = (0, sigma, sigma) + (0,) * (x.ndim - 3)
-    return gaussian_filter(x, sigmas, mode=mode, truncate=truncate)
+def gaussian_smooth(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0,
+                    axes: tuple[int, ...] = (1, 2)) -> np.ndarray:
+    """skimage's ``gaussian(x, sigma)`` on a batch: the two image axes only (axis 0 is the batch).
+
+    ``axes``: the axes filtered, in order (scipy's ``gaussian_filter`` with sigma 0 elsewhere).
+    float64 input with mode "nearest" or "reflect" runs scipy's own line sums in C (same weights,
+    same order: same bytes); anything else is scipy's ``gaussian_filter``.
+    """
+    lib = _native.kernels()
+    if lib is None or x.dtype != np.float64 or mode not in _MODES or sigma <= 1e-15 or x.ndim < 3:
+        sigmas = tuple(sigma if axis in axes else 0 for axis in range(x.ndim))
+        return gaussian_filter(x, sigmas, mode=mode, truncate=truncate)
+    weights = gaussian_weights(sigma, truncate)
+    radius = len(weights) // 2
+    out = np.ascontiguousarray(x)
+    for k, axis in enumerate(axes):
+        out = _correlate_symmetric(lib, out, weights, radius, axis, mode, in_place=k > 0)
+    return out
+
+
+_MODES = {"nearest": 0, "reflect": 1}
+
+
+def gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
+    """scipy's Gaussian kernel for ``gaussian_filter1d``, computed with its expressions (so the same numbers)."""
+    radius = int(truncate * float(sigma) + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
+    return np.ascontiguousarray((phi / phi.sum())[::-1])
+
+
+def _correlate_symmetric(lib, x: np.ndarray, weights: np.ndarray, radius: int, axis: int, mode: str,
+                         in_place: bool = False) -> np.ndarray:
+    """One axis of ``correlate1d`` (float64, C-contiguous ``x``) by the C kernel; ``in_place``: into ``x``
+    itself where the kernel copies each block before writing it (narrow rows: under 64 values)."""
+    outer, length = int(np.prod(x.shape[:axis])), x.shape[axis]
+    inner = x.size // max(outer * length, 1)
+    out = x if in_place and inner < 64 else np.empty_like(x)
+    _native.check(lib.pp_correlate_symmetric(_native.ptr(x), _native.ptr(out), outer, length, inner,
+                                             _native.ptr(weights), radius, _MODES[mode]), "Gaussian filter")
+    return out
 
 
 def gaussian_blur(images: np.ndarray, sigma: float) -> np.ndarray:
     """Gaussian blur of the [0, 1] image (edges repeated), truncated to uint8."""
-    return to_uint8(gaussian_smooth(to_unit(images), sigma))
+    return to_uint8(gaussian_smooth(to_unit(images), sigma), consume=True)
 
 
 def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
@@ -41,9 +79,18 @@ def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
     ``rng.integers(-delta, delta, size=(iterations, positions, 2))`` in visiting order, [..., 0] = dx.
     """
     n, h, w, c = images.shape
-    x = (gaussian_smooth(to_unit(images), sigma) * 255).astype(np.uint8)
+    x = gaussian_smooth(to_unit(images), sigma)
+    x *= 255
+    x = x.astype(np.uint8)
+    size = (iterations, max(h - 2 * delta, 0) * max(w - 2 * delta, 0), 2)  # one (dx, dy) per visit
+    lib = _native.kernels()
+    if lib is not None:  # the copies themselves, in order, in C
+        for image, rng in zip(x, rngs):
+            offsets = np.ascontiguousarray(rng.integers(-delta, delta, size=size))
+            lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, iterations, _native.ptr(offsets))
+        return to_uint8(gaussian_smooth(x / 255.0, sigma), consume=True)
     positions = glass_positions(h, w, delta)
-    offsets = draw(rngs, "integers", -delta, delta, size=(iterations, len(positions), 2))
+    offsets = draw(rngs, "integers", -delta, delta, size=size)
     flat = x.reshape(n, h * w, c)
     for it in range(iterations):
         source = _resolve_sequential_copies(positions, offsets[:, it], h, w)
@@ -99,10 +146,9 @@ def defocus_blur(images: np.ndarray, radius: float, alias_blur: float) -> np.nda
     kernel = disk_kernel(radius, alias_blur)
     x = to_unit(images)
     out = np.empty_like(x)
-    for i in range(len(x)):
-        for ch in range(x.shape[-1]):
-            out[i, ..., ch] = cv2.filter2D(x[i, ..., ch], -1, kernel)
-    return to_uint8(out)
+    for i in range(len(x)):  # all channels in one call: OpenCV filters each plane alone, as the reference's calls
+        out[i] = cv2.filter2D(x[i], -1, kernel).reshape(x.shape[1:])
+    return to_uint8(out, consume=True)
 
 
 def motion_kernel(radius: float, sigma: float) -> np.ndarray:
@@ -138,6 +184,13 @@ def motion_blur(images: np.ndarray, radius: float, sigma: float, angles: Sequenc
     kernel = motion_kernel(radius, sigma)
     width = len(kernel)
     offsets = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64).reshape(n, 2, width)
+    lib = _native.kernels()
+    if lib is not None:
+        out = np.empty_like(images)
+        for image, (dy, dx), o in zip(np.ascontiguousarray(images), offsets, out):
+            _native.check(lib.pp_motion_blur(_native.ptr(image), h, w, c, _native.ptr(kernel), width, _native.ptr(dy),
+                                             _native.ptr(dx), _native.ptr(o)), "motion blur")
+        return out
     pad = width  # every offset is below width in size, so edge padding by width covers all taps
     padded = np.pad(images.astype(np.float64) * 257.0, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
     acc = np.zeros(images.shape, np.float64)
@@ -167,7 +220,9 @@ def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray,
 
     Returns (top, crop, start, w0, w1) for the kept output pixels along one axis: the output pixel
     k reads crop pixels start[k] (weight w0[k]) and start[k] + 1 (weight w1[k]), with scipy's own
-    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0).
+    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0). A coordinate that
+    rounds past the last crop pixel (e.g. 29.000000000000004 of 0..29) is outside for scipy's
+    ``mode="constant"``: that output pixel is 0, so both its weights are 0.
     """
     crop = int(np.ceil(size / zoom))
     top = (size - crop) // 2
@@ -178,6 +233,8 @@ def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray,
     start = np.floor(cc)
     w0 = 1.0 - (cc - start)
     w1 = 1.0 - w0
+    outside = cc > crop - 1
+    w0[outside] = w1[outside] = 0.0
     return top, crop, start.astype(np.int64), w0, w1
 
 
@@ -208,6 +265,23 @@ def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
     """Mean of the image and its central zooms by each factor (float32, as the reference)."""
     x = (images / 255.0).astype(np.float32)
     out = np.zeros_like(x)
+    lib = _native.kernels()
     for z in zooms:
-        out += clipped_zoom(x, float(z))
-    return to_uint8((x + out) / (len(zooms) + 1))
+        if lib is None:
+            out += clipped_zoom(x, float(z))
+            continue
+        if float(z) == 1.0:  # taps k and k+1 with weights 1 and 0: the image itself, exactly
+            out += x
+            continue
+        n, h, w, c = x.shape
+        top, crop_h, ys, wy0, wy1 = zoom_plan(h, float(z))
+        left, crop_w, xs, wx0, wx1 = zoom_plan(w, float(z))
+        rows = [np.minimum(ys, crop_h - 1), np.minimum(ys + 1, crop_h - 1), wy0, wy1]
+        cols = [np.minimum(xs, crop_w - 1), np.minimum(xs + 1, crop_w - 1), wx0, wx1]
+        for image, acc in zip(x, out):  # the same taps and sums as clipped_zoom, added in place
+            _native.check(lib.pp_zoom_add(_native.ptr(image), w, c, top, left, crop_w, h,
+                                          *map(_native.ptr, rows), w, *map(_native.ptr, cols), _native.ptr(acc)),
+                          "zoom blur")
+    out += x
+    out /= len(zooms) + 1
+    return to_uint8(out, consume=True)

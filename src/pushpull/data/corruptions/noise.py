@@ -16,14 +16,16 @@ from ._common import draw, to_uint8, to_unit
 def gaussian_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """x + N(0, sigma) on [0, 1] images, clipped, truncated to uint8."""
     noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
-    return to_uint8(to_unit(images) + noise)
+    x = to_unit(images)
+    x += noise
+    return to_uint8(x, consume=True)
 
 
 def shot_noise(images: np.ndarray, lam: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """Poisson(x * lam) / lam on [0, 1] images (photon noise; smaller lam is noisier)."""
     x = to_unit(images)
     counts = np.stack([rng.poisson(xi * lam) for xi, rng in zip(x, rngs)])
-    return to_uint8(counts / lam)
+    return to_uint8(counts / lam, consume=True)
 
 
 def impulse_noise(images: np.ndarray, amount: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -41,11 +43,13 @@ def impulse_noise(images: np.ndarray, amount: float, rngs: Sequence[np.random.Ge
     x = to_unit(images)
     x[flipped & salted] = 1
     x[flipped & ~salted] = 0
-    return to_uint8(x)
+    return to_uint8(x, consume=True)
 
 
 def speckle_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """x + x * N(0, sigma): multiplicative noise, stronger on bright pixels."""
     x = to_unit(images)
     noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
-    return to_uint8(x + x * noise)
+    noise *= x
+    noise += x  # x + x * noise, the same sum
+    return to_uint8(noise, consume=True)

@@ -13,6 +13,7 @@ from importlib import resources
 import cv2
 import numpy as np
 
+from . import _native
 from ._common import draw, to_uint8, to_unit
 from .blur import clipped_zoom, gaussian_smooth, motion_blur
 
@@ -26,7 +27,7 @@ def snow_layers(shape: tuple[int, int, int], loc: float, scale: float, zoom: flo
     layer = draw(rngs, "normal", size=(h, w), loc=loc, scale=scale)
     layer = clipped_zoom(layer[..., None], zoom)
     layer[layer < threshold] = 0
-    return to_uint8(layer)
+    return to_uint8(layer, consume=True)
 
 
 def blend_snow(images: np.ndarray, layers: np.ndarray, blend: float) -> np.ndarray:
@@ -37,10 +38,17 @@ def blend_snow(images: np.ndarray, layers: np.ndarray, blend: float) -> np.ndarr
     n, h, w, _ = images.shape
     x = images.astype(np.float32) / 255.0
     gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
-    x = blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5)
+    gray *= 1.5
+    gray += 0.5
+    whiter = np.maximum(x, gray)
+    whiter *= 1 - blend
+    x *= blend
+    x += whiter  # blend * x + (1 - blend) * max(x, 1.5 gray + 0.5)
     flakes = layers / 255.0
     x = x.reshape((n,) + (1,) * (layers.ndim - 4) + (h, w, 3))
-    return to_uint8(x + flakes + np.rot90(flakes, k=2, axes=(-3, -2)))
+    out = x + flakes
+    out += np.rot90(flakes, k=2, axes=(-3, -2))
+    return to_uint8(out, consume=True)
 
 
 def snow(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.random.Generator],
@@ -100,8 +108,20 @@ def plasma_fractal(mapsize: int, wibbledecay: float, rngs: Sequence[np.random.Ge
     wibble = 100.0
 
     def wibbledmean(array):
-        return array / 4 + wibble * draw(rngs, "uniform", -wibble, wibble, array.shape[1:])
+        noise = draw(rngs, "uniform", -wibble, wibble, array.shape[1:])
+        noise *= wibble
+        noise += array / 4  # array / 4 + wibble * noise
+        return noise
 
+    lib = _native.kernels()
+    while stepsize >= 2 and lib is not None:  # the same draws, in order; each level's sums in C
+        grid = (mapsize // stepsize,) * 2
+        for plasma, rng in zip(maps, rngs):
+            u_square, u_left, u_top = (rng.uniform(-wibble, wibble, grid) for _ in range(3))
+            lib.pp_plasma_level(_native.ptr(plasma), mapsize, stepsize, wibble, _native.ptr(u_square),
+                                _native.ptr(u_left), _native.ptr(u_top))
+        stepsize //= 2
+        wibble /= wibbledecay
     while stepsize >= 2:
         half = stepsize // 2
         corners = maps[:, 0:mapsize:stepsize, 0:mapsize:stepsize]
@@ -126,7 +146,9 @@ def fog(images: np.ndarray, strength: float, decay: float, rngs: Sequence[np.ran
     x = to_unit(images)
     max_val = x.max(axis=(1, 2, 3), keepdims=True)
     x += strength * plasma_fractal(mapsize, decay, rngs)[:, :h, :w, None]
-    return to_uint8(x * max_val / (max_val + strength))
+    x *= max_val
+    x /= max_val + strength
+    return to_uint8(x, consume=True)
 
 
 def water_mask(liquid: np.ndarray) -> np.ndarray:
@@ -154,7 +176,9 @@ def water_drops(x: np.ndarray, liquid: np.ndarray, intensity: float) -> np.ndarr
     peak = m.max(axis=(1, 2), keepdims=True)
     m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)  # the reference divides 0 by 0 here
     m *= intensity
-    return to_uint8(x + m[..., None] * WATER_COLOUR.astype(np.float32))
+    drops = m[..., None] * WATER_COLOUR.astype(np.float32)
+    drops += x
+    return to_uint8(drops, consume=True)
 
 
 def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -174,4 +198,5 @@ def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.rando
     m[m < 0.8] = 0
     color = _MUD.astype(np.float32) * m[..., None]
     x *= 1 - m[..., None]
-    return to_uint8(x + color)
+    x += color
+    return to_uint8(x, consume=True)

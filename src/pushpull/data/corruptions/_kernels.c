@@ -1,0 +1,312 @@
+/* Per-pixel loops of the corruptions that numpy can only do in many passes (or not at all).
+ *
+ * Each kernel does the same floating-point operations in the same order as the numpy code it
+ * replaces (compiled with -ffp-contract=off: no fused multiply-adds), so the results are
+ * bit-identical; tests/test_corruptions.py holds every kernel to its numpy twin.
+ * Images are contiguous (H, W, C) arrays; one call handles one image.
+ */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Glass blur's sequential copies: x[r, q] = x[r + dy, q + dx] in the reference's visiting order
+ * (rows, then columns, from size - delta down to delta + 1), offsets (iterations, positions, 2)
+ * as drawn: [..., 0] = dx, [..., 1] = dy. */
+void pp_glass_copies(uint8_t *x, int64_t h, int64_t w, int64_t c, int64_t delta, int64_t iterations,
+                     const int64_t *offsets) {
+    for (int64_t it = 0; it < iterations; it++) {
+        for (int64_t r = h - delta; r > delta; r--) {
+            for (int64_t q = w - delta; q > delta; q--, offsets += 2) {
+                const uint8_t *src = x + ((r + offsets[1]) * w + q + offsets[0]) * c;
+                uint8_t *dst = x + (r * w + q) * c;
+                for (int64_t k = 0; k < c; k++) dst[k] = src[k];
+            }
+        }
+    }
+}
+
+/* scikit-image's rgb2hsv, one HSV channel set to clip(value * scale + shift, 0, 1), hsv2rgb,
+ * then the reference's uint8 cast of clip(rgb, 0, 1) * 255; npix RGB pixels. */
+void pp_hsv_edit(const uint8_t *in, uint8_t *out, int64_t npix, int64_t channel, double scale, double shift) {
+    for (int64_t i = 0; i < npix; i++, in += 3, out += 3) {
+        double r = in[0] / 255.0, g = in[1] / 255.0, b = in[2] / 255.0;
+        double v = r > g ? r : g;
+        v = v > b ? v : b;
+        double lo = r < g ? r : g;
+        lo = lo < b ? lo : b;
+        double delta = v - lo, s = 0.0, h = 0.0;
+        if (delta != 0.0) {
+            s = delta / v;
+            if (b == v) h = 4.0 + (r - g) / delta;
+            else if (g == v) h = 2.0 + (b - r) / delta;
+            else h = (g - b) / delta;
+            h = h / 6.0;
+            double m = fmod(h, 1.0); /* numpy's float remainder: the sign of the divisor */
+            h = m != 0.0 ? (m < 0.0 ? m + 1.0 : m) : 0.0;
+        }
+        double hsv[3] = {h, s, v};
+        double e = hsv[channel] * scale + shift;
+        hsv[channel] = e < 0.0 ? 0.0 : (e > 1.0 ? 1.0 : e);
+        h = hsv[0], s = hsv[1], v = hsv[2];
+        double hi = floor(h * 6), f = h * 6 - hi;
+        double p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
+        double rgb[3];
+        switch ((uint8_t)hi % 6) {
+            case 0: rgb[0] = v, rgb[1] = t, rgb[2] = p; break;
+            case 1: rgb[0] = q, rgb[1] = v, rgb[2] = p; break;
+            case 2: rgb[0] = p, rgb[1] = v, rgb[2] = t; break;
+            case 3: rgb[0] = p, rgb[1] = q, rgb[2] = v; break;
+            case 4: rgb[0] = t, rgb[1] = p, rgb[2] = v; break;
+            default: rgb[0] = v, rgb[1] = p, rgb[2] = q; break;
+        }
+        for (int k = 0; k < 3; k++) {
+            double y = rgb[k] < 0.0 ? 0.0 : (rgb[k] > 1.0 ? 1.0 : rgb[k]);
+            out[k] = (uint8_t)(y * 255);
+        }
+    }
+}
+
+/* ImageMagick's motion blur on Q16 quanta: out = ClampToQuantum(sum_i k[i] * 257 x[shift_i]) // 257,
+ * summed in tap order, edge pixels repeated (every |offset| < width). */
+int pp_motion_blur(const uint8_t *x, int64_t h, int64_t w, int64_t c, const double *kernel, int64_t width,
+                   const int64_t *dy, const int64_t *dx, uint8_t *out) {
+    int64_t pw = w + 2 * width, rowlen = pw * c;
+    double *padded = malloc(sizeof(double) * (size_t)((h + 2 * width) * rowlen));
+    double *acc = malloc(sizeof(double) * (size_t)(w * c));
+    if (!padded || !acc) {
+        free(padded), free(acc);
+        return -1;
+    }
+    for (int64_t r = 0; r < h + 2 * width; r++) {
+        int64_t sr = r - width < 0 ? 0 : (r - width >= h ? h - 1 : r - width);
+        for (int64_t q = 0; q < pw; q++) {
+            int64_t sq = q - width < 0 ? 0 : (q - width >= w ? w - 1 : q - width);
+            for (int64_t k = 0; k < c; k++) padded[r * rowlen + q * c + k] = x[(sr * w + sq) * c + k] * 257.0;
+        }
+    }
+    for (int64_t r = 0; r < h; r++) {
+        for (int64_t j = 0; j < w * c; j++) acc[j] = 0.0;
+        for (int64_t i = 0; i < width; i++) {
+            const double *src = padded + (r + width + dy[i]) * rowlen + (width + dx[i]) * c;
+            const double ki = kernel[i];
+            for (int64_t j = 0; j < w * c; j++) acc[j] += ki * src[j];
+        }
+        uint8_t *o = out + r * w * c;
+        for (int64_t j = 0; j < w * c; j++) {
+            double q = floor(acc[j] + 0.5);
+            q = q < 0.0 ? 0.0 : (q > 65535.0 ? 65535.0 : q);
+            o[j] = (uint8_t)(q / 257.0);
+        }
+    }
+    free(padded), free(acc);
+    return 0;
+}
+
+/* One clipped zoom added to out (float32): out[k, l] += float32(((r0[x0] wx0 + r0[x1] wx1) + r1[x0] wx0)
+ * + r1[x1] wx1) with r0 = x[top + y0[k]] wy0[k], r1 = x[top + y1[k]] wy1[k] (double), columns
+ * offset by left; scipy zoom(order=1)'s taps, as blur.clipped_zoom computes them. A source row's
+ * two column gathers are kept while consecutive output rows read it (two slots). */
+int pp_zoom_add(const float *x, int64_t w, int64_t c, int64_t top, int64_t left, int64_t crop_w,
+                int64_t out_h, const int64_t *y0, const int64_t *y1, const double *wy0, const double *wy1,
+                int64_t out_w, const int64_t *x0, const int64_t *x1, const double *wx0, const double *wx1,
+                float *out) {
+    (void)crop_w;
+    const int64_t n = out_w * c; /* one output row, flattened over (column, channel) */
+    double *u = malloc(sizeof(double) * (size_t)(2 * n));
+    float *slots = malloc(sizeof(float) * (size_t)(4 * n));
+    int64_t *taps = malloc(sizeof(int64_t) * (size_t)(2 * n));
+    if (!u || !slots || !taps) {
+        free(u), free(slots), free(taps);
+        return -1;
+    }
+    double *u0 = u, *u1 = u + n;
+    int64_t *t0 = taps, *t1 = taps + n, held[2] = {-1, -1};
+    for (int64_t l = 0; l < out_w; l++) {
+        for (int64_t ch = 0; ch < c; ch++) {
+            t0[l * c + ch] = x0[l] * c + ch, t1[l * c + ch] = x1[l] * c + ch;
+            u0[l * c + ch] = wx0[l], u1[l * c + ch] = wx1[l];
+        }
+    }
+    for (int64_t k = 0; k < out_h; k++) {
+        const float *g[2][2]; /* [row y0 / y1][column tap x0 / x1] */
+        int64_t want[2] = {y0[k], y1[k]}, keep = -1;
+        for (int64_t r = 0; r < 2; r++) {
+            int64_t s = held[0] == want[r] ? 0 : (held[1] == want[r] ? 1 : -1);
+            if (s < 0) {
+                s = keep == 0 ? 1 : (keep == 1 ? 0 : (held[0] == want[1 - r] ? 1 : 0));
+                const float *a = x + ((top + want[r]) * w + left) * c;
+                float *d0 = slots + s * 2 * n, *d1 = d0 + n;
+                for (int64_t m = 0; m < n; m++) d0[m] = a[t0[m]], d1[m] = a[t1[m]];
+                held[s] = want[r];
+            }
+            keep = s;
+            g[r][0] = slots + s * 2 * n, g[r][1] = slots + s * 2 * n + n;
+        }
+        const double v0 = wy0[k], v1 = wy1[k];
+        float *o = out + k * n;
+        for (int64_t m = 0; m < n; m++) {
+            double t = ((double)g[0][0][m] * v0) * u0[m];
+            t += ((double)g[0][1][m] * v0) * u1[m];
+            t += ((double)g[1][0][m] * v1) * u0[m];
+            t += ((double)g[1][1][m] * v1) * u1[m];
+            o[m] += (float)t;
+        }
+    }
+    free(u), free(slots), free(taps);
+    return 0;
+}
+
+/* scipy.ndimage's map_coordinate for mode 'reflect' (1.6 and later): a point, or a tap's index,
+ * outside the axis, mapped into it. */
+static double reflect_point(double in, int64_t len) {
+    if (in < 0) {
+        if (len <= 1) return 0;
+        int64_t sz2 = 2 * len;
+        if (in < -sz2) in = sz2 * (int64_t)(-in / sz2) + in;
+        return in < -len ? in + sz2 : (in > -1e-15 ? 1e-15 : -in) - 1;
+    }
+    if (in > len - 1) {
+        if (len <= 1) return 0;
+        int64_t sz2 = 2 * len;
+        in -= sz2 * (int64_t)(in / sz2);
+        if (in >= len) in = sz2 - in - 1;
+    }
+    return in;
+}
+
+/* One axis of scipy's order-1 interpolation: the two taps (reflected at the edges) and weights.
+ * Returns 0 where scipy would use the constant value (never for 'reflect', kept for fidelity). */
+static int linear_taps(double coord, int64_t len, int64_t *t0, int64_t *t1, double *w0, double *w1) {
+    double cc = reflect_point(coord, len);
+    if (!(cc > -1.0)) return 0;
+    double fl = floor(cc);
+    int64_t start = (int64_t)fl;
+    *t0 = start, *t1 = start + 1;
+    if (start < 0 || start + 1 >= len) {
+        *t0 = (int64_t)reflect_point((double)start, len);
+        *t1 = (int64_t)reflect_point((double)(start + 1), len);
+    }
+    *w0 = 1.0 - (cc - fl);
+    *w1 = 1.0 - *w0;
+    return 1;
+}
+
+/* map_coordinates(image, [rows + dy, cols + dx, channels], order=1, mode='reflect') of a float32
+ * (H, W, C) image with per-pixel float32 displacements (H, W): scipy sums the 2 x 2 x 2 taps in
+ * C order of ((value * w_row) * w_col) * w_channel; the channel coordinate is whole, so its second
+ * tap has weight 0 and adds +0 (left out here). */
+void pp_map_reflect(const float *img, int64_t h, int64_t w, int64_t c, const float *dx, const float *dy,
+                    float *out) {
+    for (int64_t i = 0; i < h; i++) {
+        for (int64_t j = 0; j < w; j++) {
+            int64_t y0, y1, x0, x1;
+            double wy0, wy1, wx0, wx1;
+            float *o = out + (i * w + j) * c;
+            if (!linear_taps((double)i + (double)dy[i * w + j], h, &y0, &y1, &wy0, &wy1)
+                || !linear_taps((double)j + (double)dx[i * w + j], w, &x0, &x1, &wx0, &wx1)) {
+                for (int64_t k = 0; k < c; k++) o[k] = 0.0f;
+                continue;
+            }
+            const float *a = img + (y0 * w + x0) * c, *b = img + (y0 * w + x1) * c;
+            const float *d = img + (y1 * w + x0) * c, *e = img + (y1 * w + x1) * c;
+            for (int64_t k = 0; k < c; k++) {
+                double t = 0.0;
+                t += ((double)a[k] * wy0) * wx0;
+                t += ((double)b[k] * wy0) * wx1;
+                t += ((double)d[k] * wy1) * wx0;
+                t += ((double)e[k] * wy1) * wx1;
+                o[k] = (float)t;
+            }
+        }
+    }
+}
+
+/* scipy.ndimage.correlate1d of float64 lines with a symmetric odd kernel (the Gaussian's), as
+ * NI_Correlate1D sums it: out = x[l] w[r] + sum_{j=-r..-1} (x[l+j] + x[l-j]) w[r+j], in that order.
+ * The array is (outer, len, inner) with the lines along len; edges: mode 0 'nearest' (repeat),
+ * mode 1 'reflect' (period 2 len: abcddcba|abcd|dcbaabcd, as scipy's line buffer extends it).
+ * Wide rows (inner >= 64) are read in place; narrow ones are copied once per outer index into an
+ * extended block, so the sums run over len * inner contiguous values (and out may be in). */
+int pp_correlate_symmetric(const double *in, double *out, int64_t outer, int64_t len, int64_t inner,
+                           const double *weights, int64_t radius, int64_t mode) {
+    int64_t ext_len = len + 2 * radius, wide = inner >= 64;
+    int64_t *src = malloc(sizeof(int64_t) * (size_t)ext_len);
+    double *ext = wide ? NULL : malloc(sizeof(double) * (size_t)(ext_len * inner));
+    if (!src || (!wide && !ext)) {
+        free(ext), free(src);
+        return -1;
+    }
+    for (int64_t e = 0; e < ext_len; e++) {
+        int64_t i = e - radius;
+        if (mode == 0) {
+            src[e] = i < 0 ? 0 : (i >= len ? len - 1 : i);
+        } else {
+            int64_t m = i % (2 * len);
+            m = m < 0 ? m + 2 * len : m;
+            src[e] = m < len ? m : 2 * len - 1 - m;
+        }
+    }
+    const double *fw = weights + radius;
+    for (int64_t o = 0; o < outer; o++) {
+        const double *x = in + o * len * inner;
+        double *y = out + o * len * inner;
+        if (wide) {
+            for (int64_t l = 0; l < len; l++) {
+                const double *centre = x + src[l + radius] * inner;
+                double *yl = y + l * inner;
+                for (int64_t i = 0; i < inner; i++) yl[i] = centre[i] * fw[0];
+                for (int64_t j = -radius; j < 0; j++) {
+                    const double *a = x + src[l + radius + j] * inner, *b = x + src[l + radius - j] * inner;
+                    const double wj = fw[j];
+                    for (int64_t i = 0; i < inner; i++) yl[i] += (a[i] + b[i]) * wj;
+                }
+            }
+            continue;
+        }
+        for (int64_t e = 0; e < ext_len; e++)
+            for (int64_t i = 0; i < inner; i++) ext[e * inner + i] = x[src[e] * inner + i];
+        const int64_t n = len * inner;
+        const double *centre = ext + radius * inner;
+        for (int64_t k = 0; k < n; k++) y[k] = centre[k] * fw[0];
+        for (int64_t j = -radius; j < 0; j++) {
+            const double *a = centre + j * inner, *b = centre - j * inner;
+            const double wj = fw[j];
+            for (int64_t k = 0; k < n; k++) y[k] += (a[k] + b[k]) * wj;
+        }
+    }
+    free(ext), free(src);
+    return 0;
+}
+
+/* One level of the diamond-square plasma fractal on a (size, size) map, step the level's grid
+ * spacing: the square centres, then the left and top edge midpoints, each the reference's
+ * wibbled mean sum / 4 + wibble * u with its numpy sums ((a + b) + (c + d), rolls wrapping around)
+ * and the level's uniform draws u (square, left, top grids; (size / step)^2 each, row-major). */
+void pp_plasma_level(double *map, int64_t size, int64_t step, double wibble, const double *u_square,
+                     const double *u_left, const double *u_top) {
+    const int64_t k = size / step, half = step / 2, row = step * size;
+    for (int64_t i = 0; i < k; i++) { /* grid row i: corners on map row i * step, centres half below */
+        const double *c0 = map + i * row, *c1 = map + (i + 1 == k ? 0 : i + 1) * row;
+        double *centre = map + i * row + half * size + half;
+        for (int64_t j = 0; j < k; j++) {
+            const int64_t a = j * step, b = (j + 1 == k ? 0 : j + 1) * step;
+            double sum = (c0[a] + c1[a]) + (c0[b] + c1[b]);
+            centre[j * step] = sum / 4 + wibble * u_square[i * k + j];
+        }
+    }
+    for (int64_t i = 0; i < k; i++) {
+        const double *c0 = map + i * row, *c1 = map + (i + 1 == k ? 0 : i + 1) * row;
+        const int64_t up = i == 0 ? k - 1 : i - 1; /* the centre row above, wrapping */
+        const double *e0 = map + i * row + half * size + half, *e1 = map + up * row + half * size + half;
+        double *left = map + i * row + half, *top = map + i * row + half * size;
+        for (int64_t j = 0; j < k; j++) {
+            const int64_t a = j * step, b = (j + 1 == k ? 0 : j + 1) * step, p = (j == 0 ? k - 1 : j - 1) * step;
+            double l = (e0[a] + e1[a]) + (c0[a] + c0[b]);
+            double t = (e0[a] + e0[p]) + (c0[a] + c1[a]);
+            left[a] = l / 4 + wibble * u_left[i * k + j];
+            top[a] = t / 4 + wibble * u_top[i * k + j];
+        }
+    }
+}
