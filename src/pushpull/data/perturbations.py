@@ -110,9 +110,19 @@ def _noise_level(name: str, params: str) -> tuple[str, float]:
 
 
 def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Frames 1..30 of one image's noise sequence (the per-image oracle and the fast path in one)."""
+    """Frames 1..30 of one image's noise sequence (the per-image oracle and the fast path in one).
+
+    All 30 frames come from one stream in frame order, as one call per frame would draw them; the
+    arithmetic is the reference's, in its order (native kernels where they are built: the same bits).
+    """
+    from ._sequence_native import exact_for, library, shot_frames
+
     shape = (FRAMES - 1,) + clean.shape
-    # all 30 frames drawn in one call; the arithmetic runs in place, in the reference's order
+    lib = library() if exact_for(rng) else None
+    if lib is not None:
+        if base == "shot":
+            return shot_frames(lib, rng, clean, FRAMES - 1, level)
+        return _normal_frames(lib, clean, base, level, rng)
     if base == "gaussian":  # torch float32 arithmetic as in the reference: clamp(x + s*randn) -> uint8(x*255)
         x = clean.astype(np.float32) / np.float32(255)
         z = rng.standard_normal(shape, dtype=np.float32)
@@ -132,6 +142,26 @@ def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Gen
     np.clip(z, 0, 1, out=z)
     z *= 255
     return z.astype(np.uint8)
+
+
+def _normal_frames(lib, clean: np.ndarray, base: str, level: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian / speckle frames drawn one frame at a time into one buffer: the same normals in the same
+    order as one call for all frames (``normal(scale=s)`` is ``0 + s * standard_normal``, done in C)."""
+    flat = np.ascontiguousarray(clean).ravel()
+    out = np.empty((FRAMES - 1, flat.size), np.uint8)
+    if base == "gaussian":
+        values = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)
+        z = np.empty(flat.size, np.float32)
+        for frame in out:
+            rng.standard_normal(dtype=np.float32, out=z)
+            lib.pp_gaussian_frame(flat, flat.size, values, np.float32(level), z, frame)
+    else:
+        values = np.arange(256, dtype=np.uint8) / 255.0
+        z = np.empty(flat.size)
+        for frame in out:
+            rng.standard_normal(out=z)
+            lib.pp_speckle_frame(flat, flat.size, values, float(level), z, frame)
+    return out.reshape((FRAMES - 1,) + clean.shape)
 
 
 def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:

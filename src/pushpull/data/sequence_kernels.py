@@ -27,12 +27,32 @@ _CHUNK_BYTES = 64 << 20  # float64 partial sums held at once (all frames of a ch
 
 def motion_blur_sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
     """``corruptions.blur.motion_blur`` of every image at every angle: uint8 (N, T, H, W, C)."""
+    from ._sequence_native import library
+
+    lib = library()
+    if lib is not None:
+        return _native_sweep(lib, images, radius, sigma, angles)
     n, h, w, c = images.shape
     per_image = len(angles) * h * w * c * 8
     step = max(1, _CHUNK_BYTES // max(per_image, 1))
     out = np.empty((n, len(angles), h, w, c), np.uint8)
     for start in range(0, n, step):
         out[start:start + step] = _sweep(images[start:start + step], radius, sigma, angles)
+    return out
+
+
+def _native_sweep(lib, images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
+    """The same sums in C, one image and one output row at a time (the row's partial sums stay in cache)."""
+    n, h, w, c = images.shape
+    kernel = motion_kernel(radius, sigma)
+    width = len(kernel)
+    taps = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64)  # (T, 2, width)
+    dy, dx = np.ascontiguousarray(taps[:, 0]), np.ascontiguousarray(taps[:, 1])
+    out = np.empty((n, len(angles), h, w, c), np.uint8)
+    for image, frames in zip(images, out):
+        padded = np.pad(image.astype(np.float64) * 257.0, ((width, width), (width, width), (0, 0)), mode="edge")
+        if lib.pp_motion_sweep(padded, h, w, c, width, kernel, width, dy, dx, len(angles), frames):
+            raise MemoryError("pushpull: out of memory for the motion-blur kernel's row buffer")
     return out
 
 

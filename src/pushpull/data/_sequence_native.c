@@ -1,0 +1,225 @@
+/* Native kernels of the -P sequence generator (loaded by _sequence_native.py).
+ *
+ * Every kernel computes exactly what the numpy code it replaces computes: the same IEEE double /
+ * float operations in the same order (compiled with -ffp-contract=off, never -ffast-math), the same
+ * libm calls. Exactness is tested against numpy itself (tests/test_perturbations.py) and, for the
+ * Poisson draws, checked again when the library is loaded.
+ *
+ * - pp_poisson*: numpy's Generator.poisson algorithm (the multiplication method below lam = 10,
+ *   Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
+ *   next_double() values drawn in bulk with Generator.random.
+ * - pp_gaussian_frames / pp_speckle_frames: the noise frames' arithmetic after the normal draws.
+ * - pp_motion_sweep: ImageMagick's motion blur of one edge-padded image at many angles.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct {
+    double lam, enlam, slam, loglam, a, b, invalpha, vr, log_invalpha;
+} poisson_consts;
+
+static poisson_consts consts_of(double lam) {
+    poisson_consts p;
+    p.lam = lam;
+    p.enlam = p.slam = p.loglam = p.a = p.b = p.invalpha = p.vr = p.log_invalpha = 0.0;
+    if (lam >= 10) {
+        p.slam = sqrt(lam);
+        p.loglam = log(lam);
+        p.b = 0.931 + 2.53 * p.slam;
+        p.a = -0.059 + 0.02483 * p.b;
+        p.invalpha = 1.1239 + 1.1328 / (p.b - 3.4);
+        p.vr = 0.9277 - 3.6224 / (p.b - 2);
+        p.log_invalpha = log(p.invalpha);
+    } else if (lam > 0) {
+        p.enlam = exp(-lam);
+    }
+    return p;
+}
+
+/* log-gamma as numpy's random_loggam evaluates it (the SPECFUN series, shifted up to x0 >= 7). */
+static double loggam(double x) {
+    static const double a[10] = {8.333333333333333e-02, -2.777777777777778e-03, 7.936507936507937e-04,
+                                 -5.952380952380952e-04, 8.417508417508418e-04, -1.917526917526918e-03,
+                                 6.410256410256410e-03, -2.955065359477124e-02, 1.796443723688307e-01,
+                                 -1.39243221690590e+00};
+    double x0 = x, x2, gl, gl0;
+    int64_t k, n = 0;
+    if (x == 1.0 || x == 2.0) return 0.0;
+    if (x <= 7.0) {
+        n = (int64_t)(7 - x);
+        x0 = x + n;
+    }
+    x2 = 1.0 / (x0 * x0);
+    gl0 = a[9];
+    for (k = 8; k >= 0; k--) {
+        gl0 *= x2;
+        gl0 += a[k];
+    }
+    gl = gl0 / x0 + 0.5 * log(2 * M_PI) + (x0 - 0.5) * log(x0) - x0;
+    if (x <= 7.0) {
+        for (k = 1; k <= n; k++) {
+            gl -= log(x0 - 1.0);
+            x0 -= 1.0;
+        }
+    }
+    return gl;
+}
+
+/* loggam(k + 1) for small k, filled by pp_init: the same values, without their five logarithms */
+#define LOGGAM_TABLE 4096
+static double loggam_table[LOGGAM_TABLE];
+
+void pp_init(void) {
+    for (int64_t k = 0; k < LOGGAM_TABLE; k++) loggam_table[k] = loggam(k + 1);
+}
+
+/* (int64_t)floor(f) without a libm call (x86-64's baseline has no rounding instruction); the cast
+ * itself wherever f lies outside int64 (infinite when us = 0), as numpy's code casts it. */
+static inline int64_t floor_to_int(double f) {
+    if (f > -9.2e18 && f < 9.2e18) {
+        int64_t k = (int64_t)f;
+        return (double)k > f ? k - 1 : k;
+    }
+    return (int64_t)floor(f);
+}
+
+/* One variate; reads u[*pos], u[*pos + 1], ... and advances *pos past them. Returns -1 (and leaves
+ * *pos) when the block runs out before the variate is complete. */
+static int64_t poisson_one(const poisson_consts *p, const double *u, int64_t nu, int64_t *pos) {
+    int64_t i = *pos;
+    if (p->lam >= 10) {
+        for (;;) {
+            double U, V, us;
+            int64_t k;
+            if (i + 2 > nu) return -1;
+            U = u[i] - 0.5;
+            V = u[i + 1];
+            i += 2;
+            us = 0.5 - fabs(U);
+            k = floor_to_int((2 * p->a / us + p->b) * U + p->lam + 0.43);
+            if ((us >= 0.07) && (V <= p->vr)) {
+                *pos = i;
+                return k;
+            }
+            if ((k < 0) || ((us < 0.013) && (V > us))) continue;
+            if ((log(V) + p->log_invalpha - log(p->a / (us * us) + p->b)) <=
+                (-p->lam + k * p->loglam - (k < LOGGAM_TABLE ? loggam_table[k] : loggam(k + 1)))) {
+                *pos = i;
+                return k;
+            }
+        }
+    }
+    if (p->lam == 0) return 0;
+    {
+        int64_t x = 0;
+        double prod = 1.0;
+        for (;;) {
+            if (i >= nu) return -1;
+            prod *= u[i++];
+            if (prod > p->enlam) {
+                x += 1;
+            } else {
+                *pos = i;
+                return x;
+            }
+        }
+    }
+}
+
+/* Generator.poisson(lam) for lam[start:n], into out[start:...] (int64), from the uniforms u[0:nu].
+ * Returns how far it got (n, or the element whose uniforms ran out); *used: the uniforms consumed
+ * by the elements completed. */
+int64_t pp_poisson(const double *lam, int64_t start, int64_t n, const double *u, int64_t nu, int64_t *used,
+                   int64_t *out) {
+    int64_t e, pos = 0;
+    for (e = start; e < n; e++) {
+        poisson_consts p = consts_of(lam[e]);
+        int64_t k = poisson_one(&p, u, nu, &pos);
+        if (k < 0) break;
+        out[e] = k;
+    }
+    *used = pos;
+    return e;
+}
+
+static uint8_t shot_value(int64_t k, double level) {
+    double z = (double)k / level;
+    z = z < 0 ? 0 : (z > 1 ? 1 : z);
+    return (uint8_t)(z * 255);
+}
+
+/* Shot-noise frames: element e (frame-major over the npix values of one clean image) is
+ * uint8(255 * clip(Poisson(lam[clean[e % npix]]) / level, 0, 1)); lam: the 256 per-value rates. */
+int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, double level, int64_t start,
+                       int64_t n, const double *u, int64_t nu, int64_t *used, uint8_t *out) {
+    poisson_consts table[256];
+    uint8_t frame_value[1024];  /* the uint8 result of k, for the k that occur (k / level <= 1 saturates above) */
+    int64_t e, pos = 0, p = start % npix, known = 1024;
+    for (int v = 0; v < 256; v++) table[v] = consts_of(lam[v]);
+    for (int64_t k = 0; k < known; k++) frame_value[k] = shot_value(k, level);
+    for (e = start; e < n; e++) {
+        int64_t k = poisson_one(&table[clean[p]], u, nu, &pos);
+        if (k < 0) break;
+        out[e] = k < known ? frame_value[k] : shot_value(k, level);
+        if (++p == npix) p = 0;
+    }
+    *used = pos;
+    return e;
+}
+
+/* Gaussian-noise frame (float32, as the reference's torch arithmetic): uint8(255 * clip(x + level * z, 0, 1)),
+ * x = xv[clean[p]] (the value / 255 in float32). */
+void pp_gaussian_frame(const uint8_t *clean, int64_t npix, const float *xv, float level, const float *z,
+                       uint8_t *out) {
+    for (int64_t p = 0; p < npix; p++) {
+        float t = level * z[p];
+        t = t + xv[clean[p]];
+        t = t < 0 ? 0 : (t > 1 ? 1 : t);
+        out[p] = (uint8_t)(t * 255.0f);
+    }
+}
+
+/* Speckle-noise frame (float64): uint8(255 * clip(x + x * (0 + level * z), 0, 1)), x = xv[clean[p]]. */
+void pp_speckle_frame(const uint8_t *clean, int64_t npix, const double *xv, double level, const double *z,
+                      uint8_t *out) {
+    for (int64_t p = 0; p < npix; p++) {
+        double x = xv[clean[p]];
+        double noise = 0.0 + level * z[p];
+        double t = noise * x;
+        t = t + x;
+        t = t < 0 ? 0 : (t > 1 ? 1 : t);
+        out[p] = (uint8_t)(t * 255);
+    }
+}
+
+/* ImageMagick's motion blur of one image at T angles. padded: the image's quanta (value * 257) edge-padded
+ * by pad on every side, rows of (w + 2 pad) * c doubles; dy, dx: (T, width) tap offsets; out: (T, h, w, c).
+ * Each output value sums kernel[i] * tap i in tap order (as the numpy code), then rounds like
+ * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Returns nonzero when
+ * its row buffer cannot be allocated. */
+__attribute__((target_clones("avx2", "default")))  /* wider vectors, the same IEEE operations */
+int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
+                    int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
+    int64_t row = (w + 2 * pad) * c, n = w * c;
+    double *acc = malloc(sizeof(double) * (size_t)n);
+    if (!acc) return 1;
+    for (int64_t t = 0; t < frames; t++) {
+        for (int64_t y = 0; y < h; y++) {
+            uint8_t *o = out + (t * h + y) * n;
+            for (int64_t j = 0; j < n; j++) acc[j] = 0.0;
+            for (int64_t i = 0; i < width; i++) {
+                const double *src = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
+                const double k = kernel[i];
+                for (int64_t j = 0; j < n; j++) acc[j] += k * src[j];
+            }
+            for (int64_t j = 0; j < n; j++) {
+                double q = floor(acc[j] + 0.5);
+                q = q < 0 ? 0 : (q > 65535 ? 65535 : q);
+                o[j] = (uint8_t)(q / 257.0);
+            }
+        }
+    }
+    free(acc);
+    return 0;
+}
