@@ -223,3 +223,48 @@ int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64
     free(acc);
     return 0;
 }
+
+/* PIL's bilinear affine transform of an RGB image (Image.transform(AFFINE, BILINEAR), fill 0), as
+ * Pillow's Geometry.c computes it: the output pixel (x, y) reads the source point
+ * (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5), black when outside the image,
+ * else the bilinear mix v = a + (b - a) d along x on rows y and y + 1 (row y + 1 repeated past the
+ * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3); m: (frames, 6);
+ * out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only. */
+void pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
+                            int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
+    for (int64_t t = 0; t < frames; t++) {
+        const double *a = m + 6 * t;
+        for (int64_t y = top; y < top + height; y++) {
+            uint8_t *o = out + ((t * height + (y - top)) * width) * 3;
+            double yin = (double)(int)y + 0.5;
+            for (int64_t x = left; x < left + width; x++, o += 3) {
+                double xin = (double)(int)x + 0.5;
+                double xx = a[0] * xin + a[1] * yin + a[2];
+                double yy = a[3] * xin + a[4] * yin + a[5];
+                int ix, iy, x0, x1;
+                double dx, dy;
+                const uint8_t *r0, *r1;
+                if (xx < 0.0 || xx >= (double)w || yy < 0.0 || yy >= (double)h) {
+                    o[0] = o[1] = o[2] = 0;
+                    continue;
+                }
+                xx -= 0.5;
+                yy -= 0.5;
+                ix = xx < 0.0 ? (int)floor(xx) : (int)xx;
+                iy = yy < 0.0 ? (int)floor(yy) : (int)yy;
+                dx = xx - ix;
+                dy = yy - iy;
+                x0 = (ix < 0 ? 0 : (ix < w ? ix : (int)w - 1)) * 3;
+                x1 = (ix + 1 < 0 ? 0 : (ix + 1 < w ? ix + 1 : (int)w - 1)) * 3;
+                r0 = src + (int64_t)(iy < 0 ? 0 : (iy < h ? iy : (int)h - 1)) * w * 3;
+                r1 = (iy + 1 >= 0 && iy + 1 < h) ? src + (int64_t)(iy + 1) * w * 3 : NULL;
+                for (int b = 0; b < 3; b++) {
+                    double v1 = r0[x0 + b] + (r0[x1 + b] - r0[x0 + b]) * dx;
+                    double v2 = r1 ? r1[x0 + b] + (r1[x1 + b] - r1[x0 + b]) * dx : v1;
+                    v1 = v1 + (v2 - v1) * dy;
+                    o[b] = (uint8_t)v1;
+                }
+            }
+        }
+    }
+}

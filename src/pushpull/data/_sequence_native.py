@@ -71,10 +71,41 @@ def _load() -> ctypes.CDLL | None:
     lib.pp_gaussian_frame.restype = lib.pp_speckle_frame.restype = None
     lib.pp_motion_sweep.argtypes = [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]
     lib.pp_motion_sweep.restype = ctypes.c_int
+    lib.pp_pil_affine_bilinear.argtypes = [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]
+    lib.pp_pil_affine_bilinear.restype = None
     lib.pp_init.argtypes, lib.pp_init.restype = [], None
     lib.pp_init()
     if not _poisson_is_numpys(lib):
         log.warning("pushpull: the native Poisson draws differ from numpy's here; the -P generator uses numpy")
+        return None
+    return lib
+
+
+@functools.lru_cache(maxsize=1)
+def _pil_affine_is_pils() -> bool:
+    """The bilinear warp against the installed Pillow's own, on a small image: rotations, shears, zooms."""
+    from PIL import Image
+
+    from .perturbations import affine_matrix
+
+    image = np.random.default_rng(3).integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    frames = [{"angle": 7.0}, {"angle": -13.0, "scale": 1.3}, {"shear": (9.0, 0.0)}, {"scale": 0.55}]
+    matrices = np.array([affine_matrix((31, 23), **kw) for kw in frames])
+    ours = np.empty((len(frames), 23, 31, 3), np.uint8)
+    _load().pp_pil_affine_bilinear(image, 23, 31, matrices, len(frames), 0, 0, 23, 31, ours)
+    pil = Image.fromarray(image)
+    same = all(np.array_equal(ours[k], np.asarray(pil.transform((31, 23), Image.Transform.AFFINE, list(m),
+                                                                Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))))
+               for k, m in enumerate(matrices))
+    if not same:
+        log.warning("pushpull: the native bilinear warp differs from this Pillow's; the -P generator uses PIL's")
+    return same
+
+
+def pil_affine_library() -> ctypes.CDLL | None:
+    """:func:`library` where its bilinear affine warp also equals this Pillow's (checked once)."""
+    lib = library()
+    if lib is None or not _pil_affine_is_pils():
         return None
     return lib
 

@@ -287,11 +287,20 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     """
     from PIL import Image
 
+    from ._sequence_native import pil_affine_library
+
     mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
     size = (images.shape[2], images.shape[1])
     top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
     out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
+    lib = pil_affine_library() if bilinear else None  # PIL's nearest-neighbour path is already fixed-point fast
+    if lib is not None:
+        table = np.array(matrices, np.float64)
+        for img, seq in zip(images, out):
+            lib.pp_pil_affine_bilinear(np.ascontiguousarray(img), size[1], size[0], table, len(table), top, left,
+                                       height, width, seq)
+        return out
     for n, img in enumerate(images):
         pil = Image.fromarray(img)
         for t, matrix in enumerate(matrices):
