@@ -268,3 +268,41 @@ void pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const doub
         }
     }
 }
+
+/* Snow frames: uint8(255 * clip(x + f[y, x] + f[h-1-y, w-1-x], 0, 1)) in double, x the whitened image
+ * (float32, (h, w, 3)), f = flake[layer value] (value / 255.0) of each frame's blurred layer (frames, h, w). */
+void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, const double *flake,
+                    uint8_t *out) {
+    for (int64_t t = 0; t < frames; t++) {
+        const uint8_t *layer = layers + t * h * w;
+        for (int64_t y = 0; y < h; y++) {
+            const uint8_t *row = layer + y * w, *turned = layer + (h - 1 - y) * w;
+            for (int64_t i = 0; i < w; i++) {
+                double f = flake[row[i]], g = flake[turned[w - 1 - i]];
+                for (int b = 0; b < 3; b++) {
+                    double v = (double)x[(y * w + i) * 3 + b] + f;
+                    v = v + g;
+                    v = v < 0 ? 0 : (v > 1 ? 1 : v);
+                    out[((t * h + y) * w + i) * 3 + b] = (uint8_t)(v * 255);
+                }
+            }
+        }
+    }
+}
+
+/* np.convolve(line, kernel, mode='same') down every column of a (h, w) float64 layer, as
+ * perturbations.convolve_same computes it: full[m] = sum over j ascending of kernel[j] * x[m - j]
+ * (from 0.0), kept from m = (k - 1) / 2. */
+void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *kernel, int64_t k, double *out) {
+    int64_t start = (k - 1) / 2;
+    for (int64_t y = 0; y < h; y++) {
+        double *o = out + y * w;
+        int64_t m = y + start;
+        for (int64_t i = 0; i < w; i++) o[i] = 0.0;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t src = m - j;
+            if (src < 0 || src >= h) continue;
+            for (int64_t i = 0; i < w; i++) o[i] += kernel[j] * x[src * w + i];
+        }
+    }
+}

@@ -214,19 +214,48 @@ def _motion_blur(images: np.ndarray, params: str) -> np.ndarray:
 
 def _snow(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
     """One random flake layer per image, motion-blurred at angles 4i - 150, over a whitened image."""
+    from ._sequence_native import library
     from .corruptions.weather import blend_snow, snow_layers
     from .sequence_kernels import motion_blur_sweep
 
     cfg = _PARAMS[params]["snow"]
     layers = snow_layers(images.shape[:3], 0.05, 0.3, cfg["zoom"], 0.5, [rngs(i) for i in range(len(images))])
     moving = motion_blur_sweep(layers, cfg["radius"], cfg["sigma"], [i * 4 - 150 for i in range(FRAMES)])
+    lib = library()
+    if lib is not None:
+        return _snow_frames(lib, images, moving, 0.85)
     # a few frames per call: the whitening is shared and the float64 sums stay in cache
     step = max(1, (4 << 20) // (images.size * 8))
     return np.concatenate([blend_snow(images, moving[:, t:t + step], 0.85) for t in range(0, FRAMES, step)], 1)
 
 
+def _snow_frames(lib, images: np.ndarray, moving: np.ndarray, blend: float) -> np.ndarray:
+    """``blend_snow`` of every frame: its float32 whitening once per image, then each frame's sum in C."""
+    import cv2
+
+    n, h, w, _ = images.shape
+    x = images.astype(np.float32) / 255.0
+    gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
+    x = np.ascontiguousarray(blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5))
+    flake = np.arange(256) / 255.0  # layer / 255.0, per layer value
+    out = np.empty(moving.shape[:2] + (h, w, 3), np.uint8)
+    for image, layers, frames in zip(x, moving, out):
+        lib.pp_snow_frames(image, np.ascontiguousarray(layers), len(layers), h, w, flake, frames)
+    return out
+
+
 def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarray:
     """``np.convolve(line, kernel, mode='same')`` along ``axis`` of an array, all lines at once."""
+    from ._sequence_native import library
+
+    lib = library()
+    if lib is not None and axis == x.ndim - 2 and x.dtype == np.float64:  # down the columns of each layer
+        layers = np.ascontiguousarray(x).reshape((-1,) + x.shape[-2:])
+        out = np.empty_like(layers)
+        taps = np.asarray(kernel, np.float64)
+        for layer, smeared in zip(layers, out):
+            lib.pp_convolve_columns(layer, layer.shape[0], layer.shape[1], taps, len(taps), smeared)
+        return out.reshape(x.shape)
     x = np.moveaxis(x, axis, -1)
     n, k = x.shape[-1], len(kernel)
     full = np.zeros(x.shape[:-1] + (n + k - 1,))
