@@ -76,6 +76,8 @@ def _load() -> ctypes.CDLL | None:
     lib.pp_snow_frames.argtypes = [_f32, _u8, _I64, _I64, _I64, _f64, _u8]
     lib.pp_convolve_columns.argtypes = [_f64, _I64, _I64, _f64, _I64, _f64]
     lib.pp_snow_frames.restype = lib.pp_convolve_columns.restype = None
+    lib.pp_gaussian_blur.argtypes = [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]
+    lib.pp_gaussian_blur.restype = ctypes.c_int
     lib.pp_init.argtypes, lib.pp_init.restype = [], None
     lib.pp_init()
     if not _poisson_is_numpys(lib):

@@ -196,12 +196,41 @@ def _brightness(images: np.ndarray, params: str) -> np.ndarray:
 
 def _gaussian_blur(images: np.ndarray, params: str) -> np.ndarray:
     """skimage.filters.gaussian(multichannel, mode='nearest') per frame, whole batch at once."""
+    from ._sequence_native import library
     from .corruptions.blur import gaussian_smooth
 
     cfg = _PARAMS[params]["gaussian_blur"]
     x = images / 255.0
+    weights = [_gaussian_weights(cfg["sigma"](i), cfg["truncate"]) for i in range(FRAMES)]
+    lib = library()
+    if lib is not None and all(wt is not None for wt in weights):
+        return _gaussian_blur_frames(lib, x, weights)
     return np.stack([(255 * gaussian_smooth(x, cfg["sigma"](i), truncate=cfg["truncate"])).astype(np.uint8)
                      for i in range(FRAMES)], 1)
+
+
+def _gaussian_weights(sigma: float, truncate: float) -> np.ndarray | None:
+    """scipy's 1-D Gaussian weights (centre, then offsets 1..r) as its correlation applies them, read off
+    the filtered unit impulse (exact: each output is one weight times 1); None if not symmetric."""
+    from scipy.ndimage import gaussian_filter1d
+
+    r = int(truncate * float(sigma) + 0.5)
+    impulse = np.zeros(2 * r + 1)
+    impulse[r] = 1.0
+    taps = gaussian_filter1d(impulse, sigma, mode="constant", truncate=truncate)
+    return taps[r:].copy() if np.array_equal(taps[r:], taps[r::-1]) else None
+
+
+def _gaussian_blur_frames(lib, x: np.ndarray, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Each frame's two passes in C, scipy's sums in scipy's order."""
+    n, h, w, c = x.shape
+    out = np.empty((n, len(weights), h, w, c), np.uint8)
+    scratch = np.empty((h, w, c))
+    for t, taps in enumerate(weights):
+        for k, image in enumerate(x):
+            if lib.pp_gaussian_blur(image, h, w, c, taps, len(taps) - 1, scratch, out[k, t]):
+                raise MemoryError("pushpull: out of memory for the Gaussian-blur kernel's row buffer")
+    return out
 
 
 def _motion_blur(images: np.ndarray, params: str) -> np.ndarray:
