@@ -483,7 +483,8 @@ def test_native_poisson_is_generator_poisson_on_millions_of_rates():
 
 
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "shot_noise_3", "speckle_noise_2", "motion_blur",
-                                  "snow", "spatter", "gaussian_blur", "zoom_blur", "rotate", "scale", "shear"])
+                                  "snow", "spatter", "gaussian_blur", "brightness", "zoom_blur", "rotate", "scale",
+                                  "shear"])
 @pytest.mark.parametrize("params", ["cifar", "imagenet"])
 def test_native_kernels_equal_the_numpy_path(name, params):
     from pushpull.layers.config import set_native

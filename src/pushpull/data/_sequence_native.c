@@ -168,28 +168,49 @@ int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, do
     return e;
 }
 
-/* Gaussian-noise frame (float32, as the reference's torch arithmetic): uint8(255 * clip(x + level * z, 0, 1)),
- * x = xv[clean[p]] (the value / 255 in float32). */
-void pp_gaussian_frame(const uint8_t *clean, int64_t npix, const float *xv, float level, const float *z,
-                       uint8_t *out) {
-    for (int64_t p = 0; p < npix; p++) {
-        float t = level * z[p];
-        t = t + xv[clean[p]];
-        t = t < 0 ? 0 : (t > 1 ? 1 : t);
-        out[p] = (uint8_t)(t * 255.0f);
+/* Gaussian-noise frames (float32, as the reference's torch arithmetic): element e of `frames` frames of npix
+ * values is uint8(255 * clip(x + level * z[e], 0, 1)), x = xv[clean[e % npix]] (the value / 255 in float32). */
+void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, const float *xv, float level,
+                        const float *z, uint8_t *out) {
+    for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
+        for (int64_t p = 0; p < npix; p++) {
+            float t = level * z[p];
+            t = t + xv[clean[p]];
+            t = t < 0 ? 0 : (t > 1 ? 1 : t);
+            out[p] = (uint8_t)(t * 255.0f);
+        }
     }
 }
 
-/* Speckle-noise frame (float64): uint8(255 * clip(x + x * (0 + level * z), 0, 1)), x = xv[clean[p]]. */
-void pp_speckle_frame(const uint8_t *clean, int64_t npix, const double *xv, double level, const double *z,
-                      uint8_t *out) {
-    for (int64_t p = 0; p < npix; p++) {
-        double x = xv[clean[p]];
-        double noise = 0.0 + level * z[p];
-        double t = noise * x;
-        t = t + x;
-        t = t < 0 ? 0 : (t > 1 ? 1 : t);
-        out[p] = (uint8_t)(t * 255);
+/* Speckle-noise frames (float64): uint8(255 * clip(x + x * (0 + level * z[e]), 0, 1)), x = xv[clean[e % npix]]. */
+void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const double *xv, double level,
+                       const double *z, uint8_t *out) {
+    for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
+        for (int64_t p = 0; p < npix; p++) {
+            double x = xv[clean[p]];
+            double noise = 0.0 + level * z[p];
+            double t = noise * x;
+            t = t + x;
+            t = t < 0 ? 0 : (t > 1 ? 1 : t);
+            out[p] = (uint8_t)(t * 255);
+        }
+    }
+}
+
+/* Brightness frames: uint8(clip(value + delta[t], 0, 1) * factor * 255) per channel, value (h * w) the HSV
+ * value, factor (h * w * 3) what hsv2rgb gives for value 1. */
+void pp_brightness_frames(const double *value, const double *factor, int64_t npix, const double *delta,
+                          int64_t frames, uint8_t *out) {
+    for (int64_t t = 0; t < frames; t++) {
+        for (int64_t p = 0; p < npix; p++) {
+            double v = value[p] + delta[t];
+            v = v < 0 ? 0 : (v > 1 ? 1 : v);
+            for (int b = 0; b < 3; b++) {
+                double c = v * factor[p * 3 + b];
+                c *= 255;
+                out[(t * npix + p) * 3 + b] = (uint8_t)c;
+            }
+        }
     }
 }
 

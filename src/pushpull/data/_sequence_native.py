@@ -66,9 +66,10 @@ def _load() -> ctypes.CDLL | None:
     lib.pp_poisson.argtypes = [_f64, _I64, _I64, _f64, _I64, _P64, _i64]
     lib.pp_shot_frames.argtypes = [_u8, _I64, _f64, ctypes.c_double, _I64, _I64, _f64, _I64, _P64, _u8]
     lib.pp_poisson.restype = lib.pp_shot_frames.restype = _I64
-    lib.pp_gaussian_frame.argtypes = [_u8, _I64, _f32, ctypes.c_float, _f32, _u8]
-    lib.pp_speckle_frame.argtypes = [_u8, _I64, _f64, ctypes.c_double, _f64, _u8]
-    lib.pp_gaussian_frame.restype = lib.pp_speckle_frame.restype = None
+    lib.pp_gaussian_frames.argtypes = [_u8, _I64, _I64, _f32, ctypes.c_float, _f32, _u8]
+    lib.pp_speckle_frames.argtypes = [_u8, _I64, _I64, _f64, ctypes.c_double, _f64, _u8]
+    lib.pp_brightness_frames.argtypes = [_f64, _f64, _I64, _f64, _I64, _u8]
+    lib.pp_gaussian_frames.restype = lib.pp_speckle_frames.restype = lib.pp_brightness_frames.restype = None
     lib.pp_motion_sweep.argtypes = [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]
     lib.pp_motion_sweep.restype = ctypes.c_int
     lib.pp_pil_affine_bilinear.argtypes = [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]

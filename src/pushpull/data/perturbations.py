@@ -145,22 +145,24 @@ def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Gen
 
 
 def _normal_frames(lib, clean: np.ndarray, base: str, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian / speckle frames drawn one frame at a time into one buffer: the same normals in the same
-    order as one call for all frames (``normal(scale=s)`` is ``0 + s * standard_normal``, done in C)."""
+    """Gaussian / speckle frames drawn a few frames at a time into one cache-sized buffer: the same normals
+    in the same order as one call for all frames (``normal(scale=s)`` is ``0 + s * standard_normal``, in C)."""
     flat = np.ascontiguousarray(clean).ravel()
     out = np.empty((FRAMES - 1, flat.size), np.uint8)
+    step = max(1, (256 << 10) // (flat.size * 8))  # frames per draw
     if base == "gaussian":
-        values = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)
-        z = np.empty(flat.size, np.float32)
-        for frame in out:
-            rng.standard_normal(dtype=np.float32, out=z)
-            lib.pp_gaussian_frame(flat, flat.size, values, np.float32(level), z, frame)
+        values, dtype, kernel = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255), np.float32, \
+            lib.pp_gaussian_frames
+        level = np.float32(level)
     else:
-        values = np.arange(256, dtype=np.uint8) / 255.0
-        z = np.empty(flat.size)
-        for frame in out:
-            rng.standard_normal(out=z)
-            lib.pp_speckle_frame(flat, flat.size, values, float(level), z, frame)
+        values, dtype, kernel, level = np.arange(256, dtype=np.uint8) / 255.0, np.float64, lib.pp_speckle_frames, \
+            float(level)
+    z = np.empty(step * flat.size, dtype)
+    for t in range(0, FRAMES - 1, step):
+        frames = out[t:t + step]
+        draws = z[:frames.size]
+        rng.standard_normal(dtype=dtype, out=draws)
+        kernel(flat, flat.size, len(frames), values, level, draws, frames)
     return out.reshape((FRAMES - 1,) + clean.shape)
 
 
@@ -177,6 +179,7 @@ def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.
 
 
 def _brightness(images: np.ndarray, params: str) -> np.ndarray:
+    from ._sequence_native import library
     from .corruptions.digital import hsv2rgb, rgb2hsv
 
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
@@ -187,6 +190,13 @@ def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     hsv[..., 2] = 1.0
     factors = hsv2rgb(hsv)
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
+    lib = library()
+    if lib is not None:
+        deltas = np.array([delta_v(i) for i in range(FRAMES)], np.float64)
+        for v, f, frames in zip(value, factors, out):
+            lib.pp_brightness_frames(np.ascontiguousarray(v), np.ascontiguousarray(f), v.size, deltas, FRAMES,
+                                     frames)
+        return out
     for i in range(FRAMES):
         rgb = np.clip(value + delta_v(i), 0, 1)[..., None] * factors
         rgb *= 255
