@@ -367,3 +367,34 @@ int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const dou
     }
     return 0;
 }
+
+/* OpenCV 4 warpPerspective's map for one matrix whose window needs no clamping (w keeps its sign, every
+ * source point within int16 pixels): per output pixel (x, y), the source point's x, y and w rows of the
+ * inverse matrix (inv, row-major) as ((a x) + (b y)) + c, scale 32 / w, each coordinate times it rounded
+ * half to even (cvRound), split into the integer pixel (>> 5) and the 5 + 5-bit fraction remap reads. */
+void pp_perspective_map(const double *inv, int64_t top, int64_t left, int64_t height, int64_t width, int16_t *whole,
+                        uint16_t *fraction) {
+    const double magic = 6755399441055744.0;  /* 1.5 * 2^52: (v + magic) - magic rounds |v| < 2^51 half to even */
+    for (int64_t y = top; y < top + height; y++) {
+        double Y = (double)y;
+        for (int64_t x = left; x < left + width; x++) {
+            double X = (double)x, s, p, q;
+            int32_t fx, fy;
+            int64_t o = (y - top) * width + (x - left);
+            s = inv[6] * X + inv[7] * Y;
+            s += inv[8];
+            s = 32.0 / s;
+            p = inv[0] * X + inv[1] * Y;
+            p += inv[2];
+            q = inv[3] * X + inv[4] * Y;
+            q += inv[5];
+            p = p * s;
+            q = q * s;
+            fx = (int32_t)((p + magic) - magic);
+            fy = (int32_t)((q + magic) - magic);
+            whole[2 * o] = (int16_t)(fx >> 5);
+            whole[2 * o + 1] = (int16_t)(fy >> 5);
+            fraction[o] = (uint16_t)(((fy & 31) << 5) | (fx & 31));
+        }
+    }
+}

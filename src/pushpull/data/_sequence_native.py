@@ -79,6 +79,9 @@ def _load() -> ctypes.CDLL | None:
     lib.pp_snow_frames.restype = lib.pp_convolve_columns.restype = None
     lib.pp_gaussian_blur.argtypes = [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]
     lib.pp_gaussian_blur.restype = ctypes.c_int
+    lib.pp_perspective_map.argtypes = [_f64, _I64, _I64, _I64, _I64, np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS"),
+                                       np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")]
+    lib.pp_perspective_map.restype = None
     lib.pp_init.argtypes, lib.pp_init.restype = [], None
     lib.pp_init()
     if not _poisson_is_numpys(lib):

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ._sequence_native import library
 from .corruptions.blur import motion_kernel, motion_offsets, quantum_to_char
 
 _CHUNK_BYTES = 64 << 20  # float64 partial sums held at once (all frames of a chunk of images)
@@ -27,8 +28,6 @@ _CHUNK_BYTES = 64 << 20  # float64 partial sums held at once (all frames of a ch
 
 def motion_blur_sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
     """``corruptions.blur.motion_blur`` of every image at every angle: uint8 (N, T, H, W, C)."""
-    from ._sequence_native import library
-
     lib = library()
     if lib is not None:
         return _native_sweep(lib, images, radius, sigma, angles)
@@ -113,7 +112,11 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
     fractions = np.empty((len(inverses), height, width), np.uint16)
     scale, p = np.empty((height, width)), np.empty((height, width))
     fixed, low = np.empty((2, height, width), np.int32), np.empty((height, width), np.uint16)
+    lib = library()
     for inv, safe, whole, fraction in zip(inverses, keeps_sign & bounded, wholes, fractions):
+        if safe and lib is not None:  # the same doubles and roundings, one pass in C
+            lib.pp_perspective_map(np.ascontiguousarray(inv), top, left, height, width, whole, fraction)
+            continue
         np.add(inv[2, 0] * xs, inv[2, 1] * ys, out=scale)
         scale += inv[2, 2]
         if safe:
