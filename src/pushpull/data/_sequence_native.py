@@ -82,6 +82,8 @@ def _load() -> ctypes.CDLL | None:
     lib.pp_perspective_map.argtypes = [_f64, _I64, _I64, _I64, _I64, np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS"),
                                        np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")]
     lib.pp_perspective_map.restype = None
+    lib.pp_water_frame.argtypes = [_f32, _f32, _I64, ctypes.c_float, ctypes.c_float, _f32, _u8]
+    lib.pp_water_frame.restype = None
     lib.pp_init.argtypes, lib.pp_init.restype = [], None
     lib.pp_init()
     if not _poisson_is_numpys(lib):

@@ -20,6 +20,7 @@ bit-identical to computing it alone, the reference's way (``tests/test_perturbat
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -306,6 +307,7 @@ def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarr
 
 def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
     """Water drops that run down the image: the liquid layer is smeared downwards frame by frame."""
+    from ._sequence_native import library
     from .corruptions.blur import gaussian_smooth
     from .corruptions.weather import water_drops
 
@@ -315,11 +317,25 @@ def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Ge
     liquid = np.stack([rngs(i).normal(size=(h, w), loc=cfg["loc"], scale=cfg["scale"]) for i in range(n)])
     liquid = gaussian_smooth(liquid, cfg["sigma"])
     liquid[liquid < cfg["threshold"]] = 0
+    lib = library()
+    drops = functools.partial(_water_frames, lib) if lib is not None else water_drops
     frames = []
     for _ in range(FRAMES):
-        frames.append(water_drops(x, liquid, np.float32(0.6)))
+        frames.append(drops(x, liquid, np.float32(0.6)))
         liquid = convolve_same(liquid, cfg["drift"], axis=1)
     return np.stack(frames, 1)
+
+
+def _water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) -> np.ndarray:
+    """``weather.water_drops``: its OpenCV mask per image, then its float32 shading and blend in C."""
+    from .corruptions.weather import WATER_COLOUR, water_mask
+
+    colour = WATER_COLOUR.astype(np.float32)
+    out = np.empty(x.shape, np.uint8)
+    for image, layer, frame in zip(x, (liquid * 255).astype(np.uint8), out):
+        m = np.ascontiguousarray(water_mask(layer), np.float32)
+        lib.pp_water_frame(np.ascontiguousarray(image), m, m.size, m.max(), intensity, colour, frame)
+    return out
 
 
 # --------------------------------------------------------------------------- geometric
