@@ -251,17 +251,24 @@ int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64
  * else the bilinear mix v = a + (b - a) d along x on rows y and y + 1 (row y + 1 repeated past the
  * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3); m: (frames, 6);
  * out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only. */
-void pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
-                            int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
+int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
+                           int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
+    /* a0 (x + .5) and a3 (x + .5) are the same doubles on every row: made once per frame and column */
+    double *cols = malloc(sizeof(double) * 2 * (size_t)width);
+    if (!cols) return 1;
     for (int64_t t = 0; t < frames; t++) {
         const double *a = m + 6 * t;
+        for (int64_t i = 0; i < width; i++) {
+            double xin = (double)(int)(left + i) + 0.5;
+            cols[2 * i] = a[0] * xin;
+            cols[2 * i + 1] = a[3] * xin;
+        }
         for (int64_t y = top; y < top + height; y++) {
             uint8_t *o = out + ((t * height + (y - top)) * width) * 3;
-            double yin = (double)(int)y + 0.5;
-            for (int64_t x = left; x < left + width; x++, o += 3) {
-                double xin = (double)(int)x + 0.5;
-                double xx = a[0] * xin + a[1] * yin + a[2];
-                double yy = a[3] * xin + a[4] * yin + a[5];
+            double yin = (double)(int)y + 0.5, by = a[1] * yin, ey = a[4] * yin;
+            for (int64_t i = 0; i < width; i++, o += 3) {
+                double xx = cols[2 * i] + by + a[2];
+                double yy = cols[2 * i + 1] + ey + a[5];
                 int ix, iy, x0, x1;
                 double dx, dy;
                 const uint8_t *r0, *r1;
@@ -278,16 +285,18 @@ void pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const doub
                 x0 = (ix < 0 ? 0 : (ix < w ? ix : (int)w - 1)) * 3;
                 x1 = (ix + 1 < 0 ? 0 : (ix + 1 < w ? ix + 1 : (int)w - 1)) * 3;
                 r0 = src + (int64_t)(iy < 0 ? 0 : (iy < h ? iy : (int)h - 1)) * w * 3;
-                r1 = (iy + 1 >= 0 && iy + 1 < h) ? src + (int64_t)(iy + 1) * w * 3 : NULL;
+                r1 = (iy + 1 >= 0 && iy + 1 < h) ? src + (int64_t)(iy + 1) * w * 3 : r0;
                 for (int b = 0; b < 3; b++) {
                     double v1 = r0[x0 + b] + (r0[x1 + b] - r0[x0 + b]) * dx;
-                    double v2 = r1 ? r1[x0 + b] + (r1[x1 + b] - r1[x0 + b]) * dx : v1;
+                    double v2 = r1 == r0 ? v1 : r1[x0 + b] + (r1[x1 + b] - r1[x0 + b]) * dx;
                     v1 = v1 + (v2 - v1) * dy;
                     o[b] = (uint8_t)v1;
                 }
             }
         }
     }
+    free(cols);
+    return 0;
 }
 
 /* Snow frames: uint8(255 * clip(x + f[y, x] + f[h-1-y, w-1-x], 0, 1)) in double, x the whitened image
@@ -413,6 +422,22 @@ void pp_water_frame(const float *x, const float *mask, int64_t npix, float peak,
             t = t < 0 ? 0 : (t > 1 ? 1 : t);
             t = t * 255.0f;
             out[p * 3 + b] = (uint8_t)t;
+        }
+    }
+}
+
+/* Zoom blur's running mean in float32: total = unit[first] + unit[zoom_1] + ... + unit[zoom_i] (unit: value / 255f),
+ * frame i = uint8(total / (i + 1) * 255), for i = 1..count; total: npix floats of scratch, out: (count, npix). */
+void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, const float *unit,
+                     float *total, uint8_t *out) {
+    for (int64_t p = 0; p < npix; p++) total[p] = unit[first[p]];
+    for (int64_t i = 1; i <= count; i++) {
+        const uint8_t *z = zooms + (i - 1) * npix;
+        uint8_t *o = out + (i - 1) * npix;
+        float n = (float)(i + 1);
+        for (int64_t p = 0; p < npix; p++) {
+            total[p] += unit[z[p]];
+            o[p] = (uint8_t)(total[p] / n * 255.0f);
         }
     }
 }

@@ -73,7 +73,7 @@ def _load() -> ctypes.CDLL | None:
     lib.pp_motion_sweep.argtypes = [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]
     lib.pp_motion_sweep.restype = ctypes.c_int
     lib.pp_pil_affine_bilinear.argtypes = [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]
-    lib.pp_pil_affine_bilinear.restype = None
+    lib.pp_pil_affine_bilinear.restype = ctypes.c_int
     lib.pp_snow_frames.argtypes = [_f32, _u8, _I64, _I64, _I64, _f64, _u8]
     lib.pp_convolve_columns.argtypes = [_f64, _I64, _I64, _f64, _I64, _f64]
     lib.pp_snow_frames.restype = lib.pp_convolve_columns.restype = None
@@ -84,6 +84,8 @@ def _load() -> ctypes.CDLL | None:
     lib.pp_perspective_map.restype = None
     lib.pp_water_frame.argtypes = [_f32, _f32, _I64, ctypes.c_float, ctypes.c_float, _f32, _u8]
     lib.pp_water_frame.restype = None
+    lib.pp_running_mean.argtypes = [_u8, _u8, _I64, _I64, _f32, _f32, _u8]
+    lib.pp_running_mean.restype = None
     lib.pp_init.argtypes, lib.pp_init.restype = [], None
     lib.pp_init()
     if not _poisson_is_numpys(lib):

@@ -382,8 +382,9 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     if lib is not None:
         table = np.array(matrices, np.float64)
         for img, seq in zip(images, out):
-            lib.pp_pil_affine_bilinear(np.ascontiguousarray(img), size[1], size[0], table, len(table), top, left,
-                                       height, width, seq)
+            if lib.pp_pil_affine_bilinear(np.ascontiguousarray(img), size[1], size[0], table, len(table), top, left,
+                                          height, width, seq):
+                raise MemoryError("pushpull: out of memory for the affine warp kernel's column table")
         return out
     for n, img in enumerate(images):
         pil = Image.fromarray(img)
@@ -396,12 +397,21 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
 
 def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:
     """Running mean of zooms 1 + 0.004 k (float32, truncated to uint8 as ToPILImage does)."""
+    from ._sequence_native import library
+
     zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], True, window)
     top, left, height, width = window
     images = images[:, top:top + height, left:left + width]
-    total = images.astype(np.float32) / np.float32(255)
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     out[:, 0] = images
+    lib = library()
+    if lib is not None:
+        unit = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)
+        total = np.empty(images[0].size, np.float32)
+        for image, moved, frames in zip(images, zooms, out):
+            lib.pp_running_mean(np.ascontiguousarray(image), moved, image.size, FRAMES - 1, unit, total, frames[1:])
+        return out
+    total = images.astype(np.float32) / np.float32(255)
     for i in range(1, FRAMES):
         total += zooms[:, i - 1].astype(np.float32) / np.float32(255)
         out[:, i] = (total / np.float32(i + 1) * np.float32(255)).astype(np.uint8)
