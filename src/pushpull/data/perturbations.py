@@ -14,8 +14,11 @@ PIL images (translate, rotate, scale, shear, zoom blur) and OpenCV 4's fixed-poi
 224 px centre crops of the image resized to 256 px (``crop=224``), taken where the reference
 took them; moving sequences compute only the pixels that are kept.
 
-Work shared between the frames of a sequence (``sequence_kernels``) leaves every frame
-bit-identical to computing it alone, the reference's way (``tests/test_perturbations.py``).
+Work shared between the frames of a sequence (``sequence_kernels``) and the C kernels
+(``_sequence_native``: numpy's own Poisson algorithm on bulk-drawn uniforms, PIL's bilinear
+warp, scipy's Gaussian passes, the frames' arithmetic) leave every frame bit-identical to
+computing it alone, the reference's way (``tests/test_perturbations.py``); without a C compiler
+the numpy path computes the same frames.
 """
 
 from __future__ import annotations
@@ -117,13 +120,14 @@ def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Gen
     arithmetic is the reference's, in its order (native kernels where they are built: the same bits).
     """
     from ._sequence_native import exact_for, library, shot_frames
+    from .sequence_kernels import normal_noise_frames
 
     shape = (FRAMES - 1,) + clean.shape
     lib = library() if exact_for(rng) else None
     if lib is not None:
         if base == "shot":
             return shot_frames(lib, rng, clean, FRAMES - 1, level)
-        return _normal_frames(lib, clean, base, level, rng)
+        return normal_noise_frames(lib, clean, base, level, rng, FRAMES - 1)
     if base == "gaussian":  # torch float32 arithmetic as in the reference: clamp(x + s*randn) -> uint8(x*255)
         x = clean.astype(np.float32) / np.float32(255)
         z = rng.standard_normal(shape, dtype=np.float32)
@@ -143,28 +147,6 @@ def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Gen
     np.clip(z, 0, 1, out=z)
     z *= 255
     return z.astype(np.uint8)
-
-
-def _normal_frames(lib, clean: np.ndarray, base: str, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian / speckle frames drawn a few frames at a time into one cache-sized buffer: the same normals
-    in the same order as one call for all frames (``normal(scale=s)`` is ``0 + s * standard_normal``, in C)."""
-    flat = np.ascontiguousarray(clean).ravel()
-    out = np.empty((FRAMES - 1, flat.size), np.uint8)
-    step = max(1, (256 << 10) // (flat.size * 8))  # frames per draw
-    if base == "gaussian":
-        values, dtype, kernel = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255), np.float32, \
-            lib.pp_gaussian_frames
-        level = np.float32(level)
-    else:
-        values, dtype, kernel, level = np.arange(256, dtype=np.uint8) / 255.0, np.float64, lib.pp_speckle_frames, \
-            float(level)
-    z = np.empty(step * flat.size, dtype)
-    for t in range(0, FRAMES - 1, step):
-        frames = out[t:t + step]
-        draws = z[:frames.size]
-        rng.standard_normal(dtype=dtype, out=draws)
-        kernel(flat, flat.size, len(frames), values, level, draws, frames)
-    return out.reshape((FRAMES - 1,) + clean.shape)
 
 
 def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
@@ -209,39 +191,16 @@ def _gaussian_blur(images: np.ndarray, params: str) -> np.ndarray:
     """skimage.filters.gaussian(multichannel, mode='nearest') per frame, whole batch at once."""
     from ._sequence_native import library
     from .corruptions.blur import gaussian_smooth
+    from .sequence_kernels import gaussian_blur_frames, gaussian_weights
 
     cfg = _PARAMS[params]["gaussian_blur"]
     x = images / 255.0
-    weights = [_gaussian_weights(cfg["sigma"](i), cfg["truncate"]) for i in range(FRAMES)]
+    weights = [gaussian_weights(cfg["sigma"](i), cfg["truncate"]) for i in range(FRAMES)]
     lib = library()
     if lib is not None and all(wt is not None for wt in weights):
-        return _gaussian_blur_frames(lib, x, weights)
+        return gaussian_blur_frames(lib, x, weights)
     return np.stack([(255 * gaussian_smooth(x, cfg["sigma"](i), truncate=cfg["truncate"])).astype(np.uint8)
                      for i in range(FRAMES)], 1)
-
-
-def _gaussian_weights(sigma: float, truncate: float) -> np.ndarray | None:
-    """scipy's 1-D Gaussian weights (centre, then offsets 1..r) as its correlation applies them, read off
-    the filtered unit impulse (exact: each output is one weight times 1); None if not symmetric."""
-    from scipy.ndimage import gaussian_filter1d
-
-    r = int(truncate * float(sigma) + 0.5)
-    impulse = np.zeros(2 * r + 1)
-    impulse[r] = 1.0
-    taps = gaussian_filter1d(impulse, sigma, mode="constant", truncate=truncate)
-    return taps[r:].copy() if np.array_equal(taps[r:], taps[r::-1]) else None
-
-
-def _gaussian_blur_frames(lib, x: np.ndarray, weights: Sequence[np.ndarray]) -> np.ndarray:
-    """Each frame's two passes in C, scipy's sums in scipy's order."""
-    n, h, w, c = x.shape
-    out = np.empty((n, len(weights), h, w, c), np.uint8)
-    scratch = np.empty((h, w, c))
-    for t, taps in enumerate(weights):
-        for k, image in enumerate(x):
-            if lib.pp_gaussian_blur(image, h, w, c, taps, len(taps) - 1, scratch, out[k, t]):
-                raise MemoryError("pushpull: out of memory for the Gaussian-blur kernel's row buffer")
-    return out
 
 
 def _motion_blur(images: np.ndarray, params: str) -> np.ndarray:
@@ -256,32 +215,17 @@ def _snow(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Gener
     """One random flake layer per image, motion-blurred at angles 4i - 150, over a whitened image."""
     from ._sequence_native import library
     from .corruptions.weather import blend_snow, snow_layers
-    from .sequence_kernels import motion_blur_sweep
+    from .sequence_kernels import motion_blur_sweep, snow_frames
 
     cfg = _PARAMS[params]["snow"]
     layers = snow_layers(images.shape[:3], 0.05, 0.3, cfg["zoom"], 0.5, [rngs(i) for i in range(len(images))])
     moving = motion_blur_sweep(layers, cfg["radius"], cfg["sigma"], [i * 4 - 150 for i in range(FRAMES)])
     lib = library()
     if lib is not None:
-        return _snow_frames(lib, images, moving, 0.85)
+        return snow_frames(lib, images, moving, 0.85)
     # a few frames per call: the whitening is shared and the float64 sums stay in cache
     step = max(1, (4 << 20) // (images.size * 8))
     return np.concatenate([blend_snow(images, moving[:, t:t + step], 0.85) for t in range(0, FRAMES, step)], 1)
-
-
-def _snow_frames(lib, images: np.ndarray, moving: np.ndarray, blend: float) -> np.ndarray:
-    """``blend_snow`` of every frame: its float32 whitening once per image, then each frame's sum in C."""
-    import cv2
-
-    n, h, w, _ = images.shape
-    x = images.astype(np.float32) / 255.0
-    gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
-    x = np.ascontiguousarray(blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5))
-    flake = np.arange(256) / 255.0  # layer / 255.0, per layer value
-    out = np.empty(moving.shape[:2] + (h, w, 3), np.uint8)
-    for image, layers, frames in zip(x, moving, out):
-        lib.pp_snow_frames(image, np.ascontiguousarray(layers), len(layers), h, w, flake, frames)
-    return out
 
 
 def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarray:
@@ -310,6 +254,7 @@ def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Ge
     from ._sequence_native import library
     from .corruptions.blur import gaussian_smooth
     from .corruptions.weather import water_drops
+    from .sequence_kernels import water_frames
 
     cfg = _PARAMS[params]["spatter"]
     n, h, w, _ = images.shape
@@ -318,24 +263,12 @@ def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Ge
     liquid = gaussian_smooth(liquid, cfg["sigma"])
     liquid[liquid < cfg["threshold"]] = 0
     lib = library()
-    drops = functools.partial(_water_frames, lib) if lib is not None else water_drops
+    drops = functools.partial(water_frames, lib) if lib is not None else water_drops
     frames = []
     for _ in range(FRAMES):
         frames.append(drops(x, liquid, np.float32(0.6)))
         liquid = convolve_same(liquid, cfg["drift"], axis=1)
     return np.stack(frames, 1)
-
-
-def _water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) -> np.ndarray:
-    """``weather.water_drops``: its OpenCV mask per image, then its float32 shading and blend in C."""
-    from .corruptions.weather import WATER_COLOUR, water_mask
-
-    colour = WATER_COLOUR.astype(np.float32)
-    out = np.empty(x.shape, np.uint8)
-    for image, layer, frame in zip(x, (liquid * 255).astype(np.uint8), out):
-        m = np.ascontiguousarray(water_mask(layer), np.float32)
-        lib.pp_water_frame(np.ascontiguousarray(image), m, m.size, m.max(), intensity, colour, frame)
-    return out
 
 
 # --------------------------------------------------------------------------- geometric
