@@ -499,3 +499,13 @@ def test_native_kernels_equal_the_numpy_path(name, params):
     with set_native(False):
         slow = perturb(images, name, params=params, crop=crop, seed=3, indices=[11, 12][:len(images)])
     assert np.array_equal(fast, slow)
+
+
+def test_without_a_compiler_the_numpy_path_runs(monkeypatch):
+    import shutil
+
+    from pushpull.data import _sequence_native
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert _sequence_native._load.__wrapped__() is None
