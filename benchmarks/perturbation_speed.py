@@ -11,11 +11,19 @@ dependencies here: their per-frame calls are timed through this package's ports 
 path to. Writing frames and encoding video are not timed (neither side).
 
 Ours and the reference are timed interleaved (ours, reference, next perturbation, ..., then the
-next repeat) and the best of ``--repeats`` is kept, so a shared machine's load hits both alike.
-Prints ms per sequence, the speed-up, and the projected single-core hours of the whole benchmark
-(ImageNet-P: 50 000 val images; CIFAR-10-P: 10 000 test images) for each perturbation.
+next repeat), as CPU seconds of this one-threaded process (torch, OpenCV set to 1 thread), and the
+best of ``--repeats`` is kept, so a shared machine's load hits both alike and idle waits do not count.
+One run prints:
 
-    python benchmarks/perturbation_speed.py [--params imagenet|cifar] [--repeats 3]
+- ImageNet-P: ms per sequence per perturbation on a 256x341 image (a val image resized to 256, the
+  commonest 4:3 shape) cropped to 224 px frames, ours vs the reference way, the total and the ratio,
+  and the projected core-hours for all 50 000 val images (the reference ``make_imagenet_p.py`` loops
+  over the whole val folder) and per 10 000 images;
+- CIFAR-10-P: ms per image per perturbation on real CIFAR-10 test images when ``--cifar`` names a
+  ``cifar-10-batches-py`` folder (random 32x32 images otherwise), and the projection of the full set
+  (10 000 images x the 10 benchmark perturbations) in core-seconds and in wall seconds on 2 cores.
+
+    python benchmarks/perturbation_speed.py [--repeats 3] [--cifar DIR] [--cifar-images 200]
 """
 
 from __future__ import annotations
@@ -24,9 +32,6 @@ import argparse
 import time
 
 import numpy as np
-
-IMAGES = {"imagenet": 50_000, "cifar": 10_000}
-
 
 def reference_sequence(image: np.ndarray, name: str, params: str, crop: int | None) -> np.ndarray:
     """The reference script's loops for one image (one call per frame)."""
@@ -113,55 +118,98 @@ def reference_sequence(image: np.ndarray, name: str, params: str, crop: int | No
 
 
 def seconds(fn) -> float:
-    start = time.perf_counter()
+    """CPU seconds of ``fn`` in this (one-threaded) process."""
+    start = time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", choices=sorted(IMAGES), default="imagenet")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
-    args = parser.parse_args()
+def interleaved(jobs: dict[str, tuple], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Best CPU seconds of ours and of the reference per name, timed one after the other, round by round."""
+    ours = {n: float("inf") for n in jobs}
+    ref = dict(ours)
+    for fast, slow in jobs.values():  # warm-up: imports, first-call set-up, kernel builds, caches
+        fast(), slow()
+    for _ in range(repeats):
+        for name, (fast, slow) in jobs.items():
+            ours[name] = min(ours[name], seconds(fast))
+            ref[name] = min(ref[name], seconds(slow))
+    return ours, ref
 
-    import torch
 
+def imagenet_table(repeats: int) -> None:
     from pushpull.data.perturbations import PERTURBATIONS, VALIDATION_PERTURBATIONS, perturb
     from pushpull.data.sequence_kernels import perspective_maps
 
-    torch.set_num_threads(1)
     names = PERTURBATIONS + VALIDATION_PERTURBATIONS
-    # ImageNet-P: a val image resized to 256 px (4:3, the commonest shape), 224 px frames
-    shape, crop = ((256, 341, 3), 224) if args.params == "imagenet" else ((32, 32, 3), None)
-    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    ours = {n: float("inf") for n in names}
-    ref = dict(ours)
+    image = np.random.default_rng(0).integers(0, 256, (256, 341, 3), dtype=np.uint8)
+    jobs = {n: (lambda n=n: perturb(image[None], n, params="imagenet", crop=224),
+                lambda n=n: reference_sequence(image, n, "imagenet", 224)) for n in names}
     cold = "tilt, new shape"  # tilt's maps are cached per image shape; this row recomputes them every time
 
     def cold_tilt() -> None:
         perspective_maps.cache_clear()
-        perturb(image[None], "tilt", params=args.params, crop=crop)
+        perturb(image[None], "tilt", params="imagenet", crop=224)
 
-    for name in names:  # warm-up: imports, first-call set-up, caches of the image's shape
-        perturb(image[None], name, params=args.params, crop=crop), reference_sequence(image, name, args.params, crop)
-    for _ in range(args.repeats):
-        for name in names:
-            ours[name] = min(ours[name], seconds(lambda: perturb(image[None], name, params=args.params, crop=crop)))
-            ref[name] = min(ref[name], seconds(lambda: reference_sequence(image, name, args.params, crop)))
-        ours[cold] = min(ours.get(cold, float("inf")), seconds(cold_tilt))
-    ref[cold] = ref["tilt"]
-    n = IMAGES[args.params]
-    print(f"{args.params}-P, {shape[0]}x{shape[1]} image{f' -> {crop} px frames' if crop else ''}, 1 thread, "
-          f"best of {args.repeats} interleaved rounds")
-    print(f"{'perturbation':15s} {'ours ms/seq':>11s} {'ref ms/seq':>11s} {'speed-up':>9s} "
-          f"{'ours core-h':>12s} {'ref core-h':>11s}")
-    for name in names + (cold,):
-        print(f"{name:15s} {ours[name] * 1e3:11.1f} {ref[name] * 1e3:11.1f} {ref[name] / ours[name]:8.1f}x "
-              f"{ours[name] * n / 3600:12.1f} {ref[name] * n / 3600:11.1f}")
+    jobs[cold] = (cold_tilt, jobs["tilt"][1])
+    ours, ref = interleaved(jobs, repeats)
+    print(f"ImageNet-P: one 256x341 image -> 224 px frames, ms CPU per sequence, best of {repeats} interleaved rounds")
+    print(f"{'perturbation':15s} {'ours':>8s} {'reference':>10s} {'speed-up':>9s}")
+    for name in list(names) + [cold]:
+        print(f"{name:15s} {ours[name] * 1e3:8.1f} {ref[name] * 1e3:10.1f} {ref[name] / ours[name]:8.1f}x")
     total_ours, total_ref = sum(ours[k] for k in names), sum(ref[k] for k in names)
-    print(f"{'all ' + str(len(names)):15s} {total_ours * 1e3:11.1f} {total_ref * 1e3:11.1f} "
-          f"{total_ref / total_ours:8.1f}x {total_ours * n / 3600:12.1f} {total_ref * n / 3600:11.1f}")
-    print(f"(core-hours: {n} images x one sequence per perturbation, frames only: no PNG writing, no video encoding)")
+    print(f"{'all ' + str(len(names)):15s} {total_ours * 1e3:8.1f} {total_ref * 1e3:10.1f} "
+          f"{total_ref / total_ours:8.1f}x")
+    for label, keys in (("10 benchmark", PERTURBATIONS), (f"all {len(names)}", names)):
+        o, r = sum(ours[k] for k in keys), sum(ref[k] for k in keys)
+        print(f"ImageNet-P core-hours, {label} perturbations: ours {o * 50_000 / 3600:.1f} vs reference "
+              f"{r * 50_000 / 3600:.1f} for the 50 000 val images ({o * 10_000 / 3600:.1f} vs "
+              f"{r * 10_000 / 3600:.1f} per 10 000 images); frames only: no PNG writing, no video encoding")
+
+
+def cifar_images(folder: str | None, count: int) -> tuple[np.ndarray, str]:
+    if folder:
+        from pushpull.data.cifar import load_cifar
+
+        images, _ = load_cifar(folder, train=False)
+        return images[np.arange(count) * (len(images) // count)], "CIFAR-10 test images"
+    return np.random.default_rng(1).integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), "random 32x32 images"
+
+
+def cifar_table(repeats: int, folder: str | None, count: int) -> None:
+    from pushpull.data.perturbations import PERTURBATIONS, perturb
+
+    images, what = cifar_images(folder, count)
+    few = images[:max(1, count // 10)]  # the reference way is slower: fewer images, the same per-image rate
+    jobs = {n: (lambda n=n: perturb(images, n, indices=np.arange(len(images))),
+                lambda n=n: [reference_sequence(x, n, "cifar", None) for x in few]) for n in PERTURBATIONS}
+    ours, ref = interleaved(jobs, repeats)
+    ours = {k: v / len(images) for k, v in ours.items()}
+    ref = {k: v / len(few) for k, v in ref.items()}
+    print(f"CIFAR-10-P: {len(images)} {what} (reference way: {len(few)}), ms CPU per image and sequence")
+    print(f"{'perturbation':15s} {'ours':>8s} {'reference':>10s} {'speed-up':>9s}")
+    for name in PERTURBATIONS:
+        print(f"{name:15s} {ours[name] * 1e3:8.3f} {ref[name] * 1e3:10.3f} {ref[name] / ours[name]:8.1f}x")
+    o, r = sum(ours.values()) * 10_000, sum(ref.values()) * 10_000
+    print(f"CIFAR-10-P (10 000 images x 10 perturbations): ours {o:.0f} core-s, {o / 2:.0f} s on 2 cores; "
+          f"reference way {r:.0f} core-s, {r / 2:.0f} s on 2 cores (frames only; writing not included)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--cifar", help="a folder holding cifar-10-batches-py (default: random 32x32 images)")
+    parser.add_argument("--cifar-images", type=int, default=200, help="CIFAR images timed per round (ours)")
+    args = parser.parse_args()
+
+    import cv2
+    import torch
+
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    imagenet_table(args.repeats)
+    print()
+    cifar_table(args.repeats, args.cifar, args.cifar_images)
 
 
 if __name__ == "__main__":

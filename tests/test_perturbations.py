@@ -251,10 +251,15 @@ def test_tilt_matches_opencv4_warp_perspective():
 
 
 def test_convolve_same_matches_numpy():
+    from pushpull.layers.config import set_native
+
     x = RNG.random((2, 9, 5))
     for kernel in ([0.2, 0.8], [0.05, 0.1, 0.15, 0.7]):
         expected = np.apply_along_axis(lambda line: np.convolve(line, kernel, mode="same"), 1, x)
-        np.testing.assert_allclose(convolve_same(x, kernel, axis=1), expected, rtol=1e-12, atol=1e-15)
+        fast = convolve_same(x, kernel, axis=1)
+        np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-15)
+        with set_native(False):  # the column kernel sums in the numpy path's order: the same bits
+            assert np.array_equal(fast, convolve_same(x, kernel, axis=1))
 
 
 def test_imagenet_params_and_crop():
@@ -439,3 +444,68 @@ def test_quantum_to_char_is_imagemagicks_rounding():
                          [np.random.default_rng(0).uniform(-10, 65600, 10000)])
     q = np.where(acc <= 0, 0, np.where(acc >= 65535, 65535, np.floor(acc + 0.5))).astype(np.int64)
     assert np.array_equal(quantum_to_char(acc), (q // 257).astype(np.uint8))
+
+
+# ----------------------------------------------------------------- native kernels: the numpy path's bits
+
+def native_library():
+    """The kernels; skips only where no C compiler exists (a failed build or self-check fails the test)."""
+    import shutil
+
+    from pushpull.data._sequence_native import library
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: the -P generator uses its numpy path")
+    lib = library()
+    assert lib is not None, "the -P kernels did not build, or their Poisson draws differ from numpy's"
+    return lib
+
+
+def test_native_poisson_is_generator_poisson_on_millions_of_rates():
+    """numpy's algorithm (multiplication below 10, PTRS from 10, log-gamma in its rejection test) on
+    every kind of rate, and the generator left where numpy leaves it (also with a 32-bit half kept)."""
+    from pushpull.data._sequence_native import poisson
+
+    lib = native_library()
+    rng = np.random.default_rng(99)
+    lam = np.concatenate([
+        [0.0, 5e-324, 1e-300, 9.999999999999998, 10.0, 10.000000000000002, 1e4],
+        np.arange(0, 1e4, 0.37), rng.uniform(0, 10, 1_000_000), rng.uniform(10, 1e4, 1_000_000),
+        np.exp(rng.uniform(np.log(1e-12), np.log(1e4), 500_000)), np.arange(256) / 255.0 * 60])
+    rng.shuffle(lam)
+    for seed, keep_half in ((0, False), (1, True)):
+        expected, ours = np.random.default_rng(seed), np.random.default_rng(seed)
+        if keep_half:  # a float32 draw leaves half of a 64-bit output buffered for the next one
+            expected.random(dtype=np.float32), ours.random(dtype=np.float32)
+        assert np.array_equal(poisson(ours, lam, lib), expected.poisson(lam))
+        assert ours.bit_generator.state == expected.bit_generator.state
+        assert ours.random(dtype=np.float32) == expected.random(dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "shot_noise_3", "speckle_noise_2", "motion_blur",
+                                  "snow", "spatter", "gaussian_blur", "brightness", "zoom_blur", "rotate", "scale",
+                                  "shear", "tilt"])
+@pytest.mark.parametrize("params", ["cifar", "imagenet"])
+def test_native_kernels_equal_the_numpy_path(name, params):
+    from pushpull.layers.config import set_native
+
+    from pushpull.data.sequence_kernels import perspective_maps
+
+    native_library()
+    images, crop = (ODD, None) if params == "cifar" else (WIDE, 224)
+    perspective_maps.cache_clear()  # tilt's maps, made by each path
+    fast = perturb(images, name, params=params, crop=crop, seed=3, indices=[11, 12][:len(images)])
+    perspective_maps.cache_clear()
+    with set_native(False):
+        slow = perturb(images, name, params=params, crop=crop, seed=3, indices=[11, 12][:len(images)])
+    assert np.array_equal(fast, slow)
+
+
+def test_without_a_compiler_the_numpy_path_runs(monkeypatch):
+    import shutil
+
+    from pushpull.data import _sequence_native
+
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert _sequence_native._load.__wrapped__() is None

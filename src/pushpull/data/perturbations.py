@@ -14,12 +14,16 @@ PIL images (translate, rotate, scale, shear, zoom blur) and OpenCV 4's fixed-poi
 224 px centre crops of the image resized to 256 px (``crop=224``), taken where the reference
 took them; moving sequences compute only the pixels that are kept.
 
-Work shared between the frames of a sequence (``sequence_kernels``) leaves every frame
-bit-identical to computing it alone, the reference's way (``tests/test_perturbations.py``).
+Work shared between the frames of a sequence (``sequence_kernels``) and the C kernels
+(``_sequence_native``: numpy's own Poisson algorithm on bulk-drawn uniforms, PIL's bilinear
+warp, scipy's Gaussian passes, the frames' arithmetic) leave every frame bit-identical to
+computing it alone, the reference's way (``tests/test_perturbations.py``); without a C compiler
+the numpy path computes the same frames.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -110,9 +114,20 @@ def _noise_level(name: str, params: str) -> tuple[str, float]:
 
 
 def _noise_frames(clean: np.ndarray, base: str, level: float, rng: np.random.Generator) -> np.ndarray:
-    """Frames 1..30 of one image's noise sequence (the per-image oracle and the fast path in one)."""
+    """Frames 1..30 of one image's noise sequence (the per-image oracle and the fast path in one).
+
+    All 30 frames come from one stream in frame order, as one call per frame would draw them; the
+    arithmetic is the reference's, in its order (native kernels where they are built: the same bits).
+    """
+    from ._sequence_native import exact_for, library, shot_frames
+    from .sequence_kernels import normal_noise_frames
+
     shape = (FRAMES - 1,) + clean.shape
-    # all 30 frames drawn in one call; the arithmetic runs in place, in the reference's order
+    lib = library() if exact_for(rng) else None
+    if lib is not None:
+        if base == "shot":
+            return shot_frames(lib, rng, clean, FRAMES - 1, level)
+        return normal_noise_frames(lib, clean, base, level, rng, FRAMES - 1)
     if base == "gaussian":  # torch float32 arithmetic as in the reference: clamp(x + s*randn) -> uint8(x*255)
         x = clean.astype(np.float32) / np.float32(255)
         z = rng.standard_normal(shape, dtype=np.float32)
@@ -147,6 +162,7 @@ def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.
 
 
 def _brightness(images: np.ndarray, params: str) -> np.ndarray:
+    from ._sequence_native import library
     from .corruptions.digital import hsv2rgb, rgb2hsv
 
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
@@ -157,6 +173,13 @@ def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     hsv[..., 2] = 1.0
     factors = hsv2rgb(hsv)
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
+    lib = library()
+    if lib is not None:
+        deltas = np.array([delta_v(i) for i in range(FRAMES)], np.float64)
+        for v, f, frames in zip(value, factors, out):
+            lib.pp_brightness_frames(np.ascontiguousarray(v), np.ascontiguousarray(f), v.size, deltas, FRAMES,
+                                     frames)
+        return out
     for i in range(FRAMES):
         rgb = np.clip(value + delta_v(i), 0, 1)[..., None] * factors
         rgb *= 255
@@ -166,10 +189,16 @@ def _brightness(images: np.ndarray, params: str) -> np.ndarray:
 
 def _gaussian_blur(images: np.ndarray, params: str) -> np.ndarray:
     """skimage.filters.gaussian(multichannel, mode='nearest') per frame, whole batch at once."""
+    from ._sequence_native import library
     from .corruptions.blur import gaussian_smooth
+    from .sequence_kernels import gaussian_blur_frames, gaussian_weights
 
     cfg = _PARAMS[params]["gaussian_blur"]
     x = images / 255.0
+    weights = [gaussian_weights(cfg["sigma"](i), cfg["truncate"]) for i in range(FRAMES)]
+    lib = library()
+    if lib is not None and all(wt is not None for wt in weights):
+        return gaussian_blur_frames(lib, x, weights)
     return np.stack([(255 * gaussian_smooth(x, cfg["sigma"](i), truncate=cfg["truncate"])).astype(np.uint8)
                      for i in range(FRAMES)], 1)
 
@@ -184,12 +213,16 @@ def _motion_blur(images: np.ndarray, params: str) -> np.ndarray:
 
 def _snow(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
     """One random flake layer per image, motion-blurred at angles 4i - 150, over a whitened image."""
+    from ._sequence_native import library
     from .corruptions.weather import blend_snow, snow_layers
-    from .sequence_kernels import motion_blur_sweep
+    from .sequence_kernels import motion_blur_sweep, snow_frames
 
     cfg = _PARAMS[params]["snow"]
     layers = snow_layers(images.shape[:3], 0.05, 0.3, cfg["zoom"], 0.5, [rngs(i) for i in range(len(images))])
     moving = motion_blur_sweep(layers, cfg["radius"], cfg["sigma"], [i * 4 - 150 for i in range(FRAMES)])
+    lib = library()
+    if lib is not None:
+        return snow_frames(lib, images, moving, 0.85)
     # a few frames per call: the whitening is shared and the float64 sums stay in cache
     step = max(1, (4 << 20) // (images.size * 8))
     return np.concatenate([blend_snow(images, moving[:, t:t + step], 0.85) for t in range(0, FRAMES, step)], 1)
@@ -197,6 +230,16 @@ def _snow(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Gener
 
 def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarray:
     """``np.convolve(line, kernel, mode='same')`` along ``axis`` of an array, all lines at once."""
+    from ._sequence_native import library
+
+    lib = library()
+    if lib is not None and axis == x.ndim - 2 and x.dtype == np.float64:  # down the columns of each layer
+        layers = np.ascontiguousarray(x).reshape((-1,) + x.shape[-2:])
+        out = np.empty_like(layers)
+        taps = np.asarray(kernel, np.float64)
+        for layer, smeared in zip(layers, out):
+            lib.pp_convolve_columns(layer, layer.shape[0], layer.shape[1], taps, len(taps), smeared)
+        return out.reshape(x.shape)
     x = np.moveaxis(x, axis, -1)
     n, k = x.shape[-1], len(kernel)
     full = np.zeros(x.shape[:-1] + (n + k - 1,))
@@ -208,8 +251,10 @@ def convolve_same(x: np.ndarray, kernel: Sequence[float], axis: int) -> np.ndarr
 
 def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Generator]) -> np.ndarray:
     """Water drops that run down the image: the liquid layer is smeared downwards frame by frame."""
+    from ._sequence_native import library
     from .corruptions.blur import gaussian_smooth
     from .corruptions.weather import water_drops
+    from .sequence_kernels import water_frames
 
     cfg = _PARAMS[params]["spatter"]
     n, h, w, _ = images.shape
@@ -217,9 +262,11 @@ def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Ge
     liquid = np.stack([rngs(i).normal(size=(h, w), loc=cfg["loc"], scale=cfg["scale"]) for i in range(n)])
     liquid = gaussian_smooth(liquid, cfg["sigma"])
     liquid[liquid < cfg["threshold"]] = 0
+    lib = library()
+    drops = functools.partial(water_frames, lib) if lib is not None else water_drops
     frames = []
     for _ in range(FRAMES):
-        frames.append(water_drops(x, liquid, np.float32(0.6)))
+        frames.append(drops(x, liquid, np.float32(0.6)))
         liquid = convolve_same(liquid, cfg["drift"], axis=1)
     return np.stack(frames, 1)
 
@@ -257,11 +304,21 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     """
     from PIL import Image
 
+    from ._sequence_native import pil_affine_library
+
     mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
     size = (images.shape[2], images.shape[1])
     top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
     out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
+    lib = pil_affine_library() if bilinear else None  # PIL's nearest-neighbour path is already fixed-point fast
+    if lib is not None:
+        table = np.array(matrices, np.float64)
+        for img, seq in zip(images, out):
+            if lib.pp_pil_affine_bilinear(np.ascontiguousarray(img), size[1], size[0], table, len(table), top, left,
+                                          height, width, seq):
+                raise MemoryError("pushpull: out of memory for the affine warp kernel's column table")
+        return out
     for n, img in enumerate(images):
         pil = Image.fromarray(img)
         for t, matrix in enumerate(matrices):
@@ -273,12 +330,21 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
 
 def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:
     """Running mean of zooms 1 + 0.004 k (float32, truncated to uint8 as ToPILImage does)."""
+    from ._sequence_native import library
+
     zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], True, window)
     top, left, height, width = window
     images = images[:, top:top + height, left:left + width]
-    total = images.astype(np.float32) / np.float32(255)
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     out[:, 0] = images
+    lib = library()
+    if lib is not None:
+        unit = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)
+        total = np.empty(images[0].size, np.float32)
+        for image, moved, frames in zip(images, zooms, out):
+            lib.pp_running_mean(np.ascontiguousarray(image), moved, image.size, FRAMES - 1, unit, total, frames[1:])
+        return out
+    total = images.astype(np.float32) / np.float32(255)
     for i in range(1, FRAMES):
         total += zooms[:, i - 1].astype(np.float32) / np.float32(255)
         out[:, i] = (total / np.float32(i + 1) * np.float32(255)).astype(np.uint8)

@@ -5,11 +5,15 @@ Each function computes, for all frames at once, exactly what the per-frame opera
 frames are bit-identical to the per-frame reference (``tests/test_perturbations.py`` holds them to it).
 
 - ``motion_blur_sweep``: ImageMagick's motion blur at many angles. A frame's sum over taps
-  i = 0..w-1 of ``k_i * shift(x, o_i(angle))`` is accumulated in tap order as the reference does;
-  ``k_i * x`` is computed once per tap for all frames, and frames whose first taps have the same
-  offsets (always tap 0, most of the short taps) share those partial sums.
+  i = 0..w-1 of ``k_i * shift(x, o_i(angle))`` is accumulated in tap order as the reference does:
+  in C one output row at a time; in numpy ``k_i * x`` is computed once per tap for all frames, and
+  frames whose first taps have the same offsets share those partial sums.
 - ``perspective_maps`` / ``warp_frames``: OpenCV 4's fixed-point ``warpPerspective`` as
   OpenCV's own ``remap`` on its 1/32-px map, computed only for the output window that is kept.
+- ``normal_noise_frames``, ``snow_frames``, ``gaussian_blur_frames``, ``water_frames``: the per-frame
+  arithmetic of the numpy path in the C kernels of ``_sequence_native`` (same operations, same order).
+
+Where the kernels cannot be built (no C compiler) or fail their checks, the numpy code runs instead.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from ._sequence_native import library
 from .corruptions.blur import motion_kernel, motion_offsets, quantum_to_char
 
 _CHUNK_BYTES = 64 << 20  # float64 partial sums held at once (all frames of a chunk of images)
@@ -27,12 +32,30 @@ _CHUNK_BYTES = 64 << 20  # float64 partial sums held at once (all frames of a ch
 
 def motion_blur_sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
     """``corruptions.blur.motion_blur`` of every image at every angle: uint8 (N, T, H, W, C)."""
+    lib = library()
+    if lib is not None:
+        return _native_sweep(lib, images, radius, sigma, angles)
     n, h, w, c = images.shape
     per_image = len(angles) * h * w * c * 8
     step = max(1, _CHUNK_BYTES // max(per_image, 1))
     out = np.empty((n, len(angles), h, w, c), np.uint8)
     for start in range(0, n, step):
         out[start:start + step] = _sweep(images[start:start + step], radius, sigma, angles)
+    return out
+
+
+def _native_sweep(lib, images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
+    """The same sums in C, one image and one output row at a time (the row's partial sums stay in cache)."""
+    n, h, w, c = images.shape
+    kernel = motion_kernel(radius, sigma)
+    width = len(kernel)
+    taps = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64)  # (T, 2, width)
+    dy, dx = np.ascontiguousarray(taps[:, 0]), np.ascontiguousarray(taps[:, 1])
+    out = np.empty((n, len(angles), h, w, c), np.uint8)
+    for image, frames in zip(images, out):
+        padded = np.pad(image.astype(np.float64) * 257.0, ((width, width), (width, width), (0, 0)), mode="edge")
+        if lib.pp_motion_sweep(padded, h, w, c, width, kernel, width, dy, dx, len(angles), frames):
+            raise MemoryError("pushpull: out of memory for the motion-blur kernel's row buffer")
     return out
 
 
@@ -93,7 +116,11 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
     fractions = np.empty((len(inverses), height, width), np.uint16)
     scale, p = np.empty((height, width)), np.empty((height, width))
     fixed, low = np.empty((2, height, width), np.int32), np.empty((height, width), np.uint16)
+    lib = library()
     for inv, safe, whole, fraction in zip(inverses, keeps_sign & bounded, wholes, fractions):
+        if safe and lib is not None:  # the same doubles and roundings, one pass in C
+            lib.pp_perspective_map(np.ascontiguousarray(inv), top, left, height, width, whole, fraction)
+            continue
         np.add(inv[2, 0] * xs, inv[2, 1] * ys, out=scale)
         scale += inv[2, 2]
         if safe:
@@ -131,4 +158,82 @@ def warp_frames(images: np.ndarray, matrices: np.ndarray, window: tuple[int, int
         for t, (whole, fraction) in enumerate(maps):
             cv2.remap(image, whole, fraction, cv2.INTER_LINEAR, dst=out[k, t],
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return out
+
+
+# --------------------------------------------------------------------------- per-frame arithmetic in C
+# Each is the numpy path of perturbations.py (or the corruption it calls), its operations in its order.
+
+
+def normal_noise_frames(lib, clean: np.ndarray, base: str, level: float, rng: np.random.Generator, count: int
+                        ) -> np.ndarray:
+    """``count`` Gaussian / speckle frames drawn a few frames at a time into one cache-sized buffer: the same normals
+    in the same order as one call for all frames (``normal(scale=s)`` is ``0 + s * standard_normal``, in C)."""
+    flat = np.ascontiguousarray(clean).ravel()
+    out = np.empty((count, flat.size), np.uint8)
+    step = max(1, (256 << 10) // (flat.size * 8))  # frames per draw
+    if base == "gaussian":
+        values, dtype, kernel = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255), np.float32, \
+            lib.pp_gaussian_frames
+        level = np.float32(level)
+    else:
+        values, dtype, kernel, level = np.arange(256, dtype=np.uint8) / 255.0, np.float64, lib.pp_speckle_frames, \
+            float(level)
+    z = np.empty(step * flat.size, dtype)
+    for t in range(0, count, step):
+        block = out[t:t + step]
+        draws = z[:block.size]
+        rng.standard_normal(dtype=dtype, out=draws)
+        kernel(flat, flat.size, len(block), values, level, draws, block)
+    return out.reshape((count,) + clean.shape)
+
+
+def snow_frames(lib, images: np.ndarray, moving: np.ndarray, blend: float) -> np.ndarray:
+    """``blend_snow`` of every frame: its float32 whitening once per image, then each frame's sum in C."""
+    import cv2
+
+    n, h, w, _ = images.shape
+    x = images.astype(np.float32) / 255.0
+    gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
+    x = np.ascontiguousarray(blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5))
+    flake = np.arange(256) / 255.0  # layer / 255.0, per layer value
+    out = np.empty(moving.shape[:2] + (h, w, 3), np.uint8)
+    for image, layers, frames in zip(x, moving, out):
+        lib.pp_snow_frames(image, np.ascontiguousarray(layers), len(layers), h, w, flake, frames)
+    return out
+
+
+def gaussian_weights(sigma: float, truncate: float) -> np.ndarray | None:
+    """scipy's 1-D Gaussian weights (centre, then offsets 1..r) as its correlation applies them, read off
+    the filtered unit impulse (exact: each output is one weight times 1); None if not symmetric."""
+    from scipy.ndimage import gaussian_filter1d
+
+    r = int(truncate * float(sigma) + 0.5)
+    impulse = np.zeros(2 * r + 1)
+    impulse[r] = 1.0
+    taps = gaussian_filter1d(impulse, sigma, mode="constant", truncate=truncate)
+    return taps[r:].copy() if np.array_equal(taps[r:], taps[r::-1]) else None
+
+
+def gaussian_blur_frames(lib, x: np.ndarray, weights: Sequence[np.ndarray]) -> np.ndarray:
+    """Each frame's two passes in C, scipy's sums in scipy's order."""
+    n, h, w, c = x.shape
+    out = np.empty((n, len(weights), h, w, c), np.uint8)
+    scratch = np.empty((h, w, c))
+    for t, taps in enumerate(weights):
+        for k, image in enumerate(x):
+            if lib.pp_gaussian_blur(image, h, w, c, taps, len(taps) - 1, scratch, out[k, t]):
+                raise MemoryError("pushpull: out of memory for the Gaussian-blur kernel's row buffer")
+    return out
+
+
+def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) -> np.ndarray:
+    """``weather.water_drops``: its OpenCV mask per image, then its float32 shading and blend in C."""
+    from .corruptions.weather import WATER_COLOUR, water_mask
+
+    colour = WATER_COLOUR.astype(np.float32)
+    out = np.empty(x.shape, np.uint8)
+    for image, layer, frame in zip(x, (liquid * 255).astype(np.uint8), out):
+        m = np.ascontiguousarray(water_mask(layer), np.float32)
+        lib.pp_water_frame(np.ascontiguousarray(image), m, m.size, m.max(), intensity, colour, frame)
     return out

@@ -1,0 +1,443 @@
+/* Native kernels of the -P sequence generator (loaded by _sequence_native.py).
+ *
+ * Every kernel computes exactly what the numpy code it replaces computes: the same IEEE double /
+ * float operations in the same order (compiled with -ffp-contract=off, never -ffast-math), the same
+ * libm calls. Exactness is tested against numpy itself (tests/test_perturbations.py) and, for the
+ * Poisson draws, checked again when the library is loaded.
+ *
+ * - pp_poisson*: numpy's Generator.poisson algorithm (the multiplication method below lam = 10,
+ *   Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
+ *   next_double() values drawn in bulk with Generator.random.
+ * - pp_gaussian_frames / pp_speckle_frames: the noise frames' arithmetic after the normal draws.
+ * - pp_motion_sweep: ImageMagick's motion blur of one edge-padded image at many angles.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+typedef struct {
+    double lam, enlam, slam, loglam, a, b, invalpha, vr, log_invalpha;
+} poisson_consts;
+
+static poisson_consts consts_of(double lam) {
+    poisson_consts p;
+    p.lam = lam;
+    p.enlam = p.slam = p.loglam = p.a = p.b = p.invalpha = p.vr = p.log_invalpha = 0.0;
+    if (lam >= 10) {
+        p.slam = sqrt(lam);
+        p.loglam = log(lam);
+        p.b = 0.931 + 2.53 * p.slam;
+        p.a = -0.059 + 0.02483 * p.b;
+        p.invalpha = 1.1239 + 1.1328 / (p.b - 3.4);
+        p.vr = 0.9277 - 3.6224 / (p.b - 2);
+        p.log_invalpha = log(p.invalpha);
+    } else if (lam > 0) {
+        p.enlam = exp(-lam);
+    }
+    return p;
+}
+
+/* log-gamma as numpy's random_loggam evaluates it (the SPECFUN series, shifted up to x0 >= 7). */
+static double loggam(double x) {
+    static const double a[10] = {8.333333333333333e-02, -2.777777777777778e-03, 7.936507936507937e-04,
+                                 -5.952380952380952e-04, 8.417508417508418e-04, -1.917526917526918e-03,
+                                 6.410256410256410e-03, -2.955065359477124e-02, 1.796443723688307e-01,
+                                 -1.39243221690590e+00};
+    double x0 = x, x2, gl, gl0;
+    int64_t k, n = 0;
+    if (x == 1.0 || x == 2.0) return 0.0;
+    if (x <= 7.0) {
+        n = (int64_t)(7 - x);
+        x0 = x + n;
+    }
+    x2 = 1.0 / (x0 * x0);
+    gl0 = a[9];
+    for (k = 8; k >= 0; k--) {
+        gl0 *= x2;
+        gl0 += a[k];
+    }
+    gl = gl0 / x0 + 0.5 * log(2 * M_PI) + (x0 - 0.5) * log(x0) - x0;
+    if (x <= 7.0) {
+        for (k = 1; k <= n; k++) {
+            gl -= log(x0 - 1.0);
+            x0 -= 1.0;
+        }
+    }
+    return gl;
+}
+
+/* loggam(k + 1) for small k, filled by pp_init: the same values, without their five logarithms */
+#define LOGGAM_TABLE 4096
+static double loggam_table[LOGGAM_TABLE];
+
+void pp_init(void) {
+    for (int64_t k = 0; k < LOGGAM_TABLE; k++) loggam_table[k] = loggam(k + 1);
+}
+
+/* (int64_t)floor(f) without a libm call (x86-64's baseline has no rounding instruction); the cast
+ * itself wherever f lies outside int64 (infinite when us = 0), as numpy's code casts it. */
+static inline int64_t floor_to_int(double f) {
+    if (f > -9.2e18 && f < 9.2e18) {
+        int64_t k = (int64_t)f;
+        return (double)k > f ? k - 1 : k;
+    }
+    return (int64_t)floor(f);
+}
+
+/* One variate; reads u[*pos], u[*pos + 1], ... and advances *pos past them. Returns -1 (and leaves
+ * *pos) when the block runs out before the variate is complete. */
+static int64_t poisson_one(const poisson_consts *p, const double *u, int64_t nu, int64_t *pos) {
+    int64_t i = *pos;
+    if (p->lam >= 10) {
+        for (;;) {
+            double U, V, us;
+            int64_t k;
+            if (i + 2 > nu) return -1;
+            U = u[i] - 0.5;
+            V = u[i + 1];
+            i += 2;
+            us = 0.5 - fabs(U);
+            k = floor_to_int((2 * p->a / us + p->b) * U + p->lam + 0.43);
+            if ((us >= 0.07) && (V <= p->vr)) {
+                *pos = i;
+                return k;
+            }
+            if ((k < 0) || ((us < 0.013) && (V > us))) continue;
+            if ((log(V) + p->log_invalpha - log(p->a / (us * us) + p->b)) <=
+                (-p->lam + k * p->loglam - (k < LOGGAM_TABLE ? loggam_table[k] : loggam(k + 1)))) {
+                *pos = i;
+                return k;
+            }
+        }
+    }
+    if (p->lam == 0) return 0;
+    {
+        int64_t x = 0;
+        double prod = 1.0;
+        for (;;) {
+            if (i >= nu) return -1;
+            prod *= u[i++];
+            if (prod > p->enlam) {
+                x += 1;
+            } else {
+                *pos = i;
+                return x;
+            }
+        }
+    }
+}
+
+/* Generator.poisson(lam) for lam[start:n], into out[start:...] (int64), from the uniforms u[0:nu].
+ * Returns how far it got (n, or the element whose uniforms ran out); *used: the uniforms consumed
+ * by the elements completed. */
+int64_t pp_poisson(const double *lam, int64_t start, int64_t n, const double *u, int64_t nu, int64_t *used,
+                   int64_t *out) {
+    int64_t e, pos = 0;
+    for (e = start; e < n; e++) {
+        poisson_consts p = consts_of(lam[e]);
+        int64_t k = poisson_one(&p, u, nu, &pos);
+        if (k < 0) break;
+        out[e] = k;
+    }
+    *used = pos;
+    return e;
+}
+
+static uint8_t shot_value(int64_t k, double level) {
+    double z = (double)k / level;
+    z = z < 0 ? 0 : (z > 1 ? 1 : z);
+    return (uint8_t)(z * 255);
+}
+
+/* Shot-noise frames: element e (frame-major over the npix values of one clean image) is
+ * uint8(255 * clip(Poisson(lam[clean[e % npix]]) / level, 0, 1)); lam: the 256 per-value rates. */
+int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, double level, int64_t start,
+                       int64_t n, const double *u, int64_t nu, int64_t *used, uint8_t *out) {
+    poisson_consts table[256];
+    uint8_t frame_value[1024];  /* the uint8 result of k, for the k that occur (k / level <= 1 saturates above) */
+    int64_t e, pos = 0, p = start % npix, known = 1024;
+    for (int v = 0; v < 256; v++) table[v] = consts_of(lam[v]);
+    for (int64_t k = 0; k < known; k++) frame_value[k] = shot_value(k, level);
+    for (e = start; e < n; e++) {
+        int64_t k = poisson_one(&table[clean[p]], u, nu, &pos);
+        if (k < 0) break;
+        out[e] = k < known ? frame_value[k] : shot_value(k, level);
+        if (++p == npix) p = 0;
+    }
+    *used = pos;
+    return e;
+}
+
+/* Gaussian-noise frames (float32, as the reference's torch arithmetic): element e of `frames` frames of npix
+ * values is uint8(255 * clip(x + level * z[e], 0, 1)), x = xv[clean[e % npix]] (the value / 255 in float32). */
+void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, const float *xv, float level,
+                        const float *z, uint8_t *out) {
+    for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
+        for (int64_t p = 0; p < npix; p++) {
+            float t = level * z[p];
+            t = t + xv[clean[p]];
+            t = t < 0 ? 0 : (t > 1 ? 1 : t);
+            out[p] = (uint8_t)(t * 255.0f);
+        }
+    }
+}
+
+/* Speckle-noise frames (float64): uint8(255 * clip(x + x * (0 + level * z[e]), 0, 1)), x = xv[clean[e % npix]]. */
+void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const double *xv, double level,
+                       const double *z, uint8_t *out) {
+    for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
+        for (int64_t p = 0; p < npix; p++) {
+            double x = xv[clean[p]];
+            double noise = 0.0 + level * z[p];
+            double t = noise * x;
+            t = t + x;
+            t = t < 0 ? 0 : (t > 1 ? 1 : t);
+            out[p] = (uint8_t)(t * 255);
+        }
+    }
+}
+
+/* Brightness frames: uint8(clip(value + delta[t], 0, 1) * factor * 255) per channel, value (h * w) the HSV
+ * value, factor (h * w * 3) what hsv2rgb gives for value 1. */
+void pp_brightness_frames(const double *value, const double *factor, int64_t npix, const double *delta,
+                          int64_t frames, uint8_t *out) {
+    for (int64_t t = 0; t < frames; t++) {
+        for (int64_t p = 0; p < npix; p++) {
+            double v = value[p] + delta[t];
+            v = v < 0 ? 0 : (v > 1 ? 1 : v);
+            for (int b = 0; b < 3; b++) {
+                double c = v * factor[p * 3 + b];
+                c *= 255;
+                out[(t * npix + p) * 3 + b] = (uint8_t)c;
+            }
+        }
+    }
+}
+
+/* ImageMagick's motion blur of one image at T angles. padded: the image's quanta (value * 257) edge-padded
+ * by pad on every side, rows of (w + 2 pad) * c doubles; dy, dx: (T, width) tap offsets; out: (T, h, w, c).
+ * Each output value sums kernel[i] * tap i in tap order (as the numpy code), then rounds like
+ * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Returns nonzero when
+ * its row buffer cannot be allocated. */
+__attribute__((target_clones("avx2", "default")))  /* wider vectors, the same IEEE operations */
+int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
+                    int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
+    int64_t row = (w + 2 * pad) * c, n = w * c;
+    double *acc = malloc(sizeof(double) * (size_t)n);
+    if (!acc) return 1;
+    for (int64_t t = 0; t < frames; t++) {
+        for (int64_t y = 0; y < h; y++) {
+            uint8_t *o = out + (t * h + y) * n;
+            for (int64_t j = 0; j < n; j++) acc[j] = 0.0;
+            for (int64_t i = 0; i < width; i++) {
+                const double *src = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
+                const double k = kernel[i];
+                for (int64_t j = 0; j < n; j++) acc[j] += k * src[j];
+            }
+            for (int64_t j = 0; j < n; j++) {
+                double q = floor(acc[j] + 0.5);
+                q = q < 0 ? 0 : (q > 65535 ? 65535 : q);
+                o[j] = (uint8_t)(q / 257.0);
+            }
+        }
+    }
+    free(acc);
+    return 0;
+}
+
+/* PIL's bilinear affine transform of an RGB image (Image.transform(AFFINE, BILINEAR), fill 0), as
+ * Pillow's Geometry.c computes it: the output pixel (x, y) reads the source point
+ * (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5), black when outside the image,
+ * else the bilinear mix v = a + (b - a) d along x on rows y and y + 1 (row y + 1 repeated past the
+ * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3); m: (frames, 6);
+ * out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only. */
+int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
+                           int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
+    /* a0 (x + .5) and a3 (x + .5) are the same doubles on every row: made once per frame and column */
+    double *cols = malloc(sizeof(double) * 2 * (size_t)width);
+    if (!cols) return 1;
+    for (int64_t t = 0; t < frames; t++) {
+        const double *a = m + 6 * t;
+        for (int64_t i = 0; i < width; i++) {
+            double xin = (double)(int)(left + i) + 0.5;
+            cols[2 * i] = a[0] * xin;
+            cols[2 * i + 1] = a[3] * xin;
+        }
+        for (int64_t y = top; y < top + height; y++) {
+            uint8_t *o = out + ((t * height + (y - top)) * width) * 3;
+            double yin = (double)(int)y + 0.5, by = a[1] * yin, ey = a[4] * yin;
+            for (int64_t i = 0; i < width; i++, o += 3) {
+                double xx = cols[2 * i] + by + a[2];
+                double yy = cols[2 * i + 1] + ey + a[5];
+                int ix, iy, x0, x1;
+                double dx, dy;
+                const uint8_t *r0, *r1;
+                if (xx < 0.0 || xx >= (double)w || yy < 0.0 || yy >= (double)h) {
+                    o[0] = o[1] = o[2] = 0;
+                    continue;
+                }
+                xx -= 0.5;
+                yy -= 0.5;
+                ix = xx < 0.0 ? (int)floor(xx) : (int)xx;
+                iy = yy < 0.0 ? (int)floor(yy) : (int)yy;
+                dx = xx - ix;
+                dy = yy - iy;
+                x0 = (ix < 0 ? 0 : (ix < w ? ix : (int)w - 1)) * 3;
+                x1 = (ix + 1 < 0 ? 0 : (ix + 1 < w ? ix + 1 : (int)w - 1)) * 3;
+                r0 = src + (int64_t)(iy < 0 ? 0 : (iy < h ? iy : (int)h - 1)) * w * 3;
+                r1 = (iy + 1 >= 0 && iy + 1 < h) ? src + (int64_t)(iy + 1) * w * 3 : r0;
+                for (int b = 0; b < 3; b++) {
+                    double v1 = r0[x0 + b] + (r0[x1 + b] - r0[x0 + b]) * dx;
+                    double v2 = r1 == r0 ? v1 : r1[x0 + b] + (r1[x1 + b] - r1[x0 + b]) * dx;
+                    v1 = v1 + (v2 - v1) * dy;
+                    o[b] = (uint8_t)v1;
+                }
+            }
+        }
+    }
+    free(cols);
+    return 0;
+}
+
+/* Snow frames: uint8(255 * clip(x + f[y, x] + f[h-1-y, w-1-x], 0, 1)) in double, x the whitened image
+ * (float32, (h, w, 3)), f = flake[layer value] (value / 255.0) of each frame's blurred layer (frames, h, w). */
+void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, const double *flake,
+                    uint8_t *out) {
+    for (int64_t t = 0; t < frames; t++) {
+        const uint8_t *layer = layers + t * h * w;
+        for (int64_t y = 0; y < h; y++) {
+            const uint8_t *row = layer + y * w, *turned = layer + (h - 1 - y) * w;
+            for (int64_t i = 0; i < w; i++) {
+                double f = flake[row[i]], g = flake[turned[w - 1 - i]];
+                for (int b = 0; b < 3; b++) {
+                    double v = (double)x[(y * w + i) * 3 + b] + f;
+                    v = v + g;
+                    v = v < 0 ? 0 : (v > 1 ? 1 : v);
+                    out[((t * h + y) * w + i) * 3 + b] = (uint8_t)(v * 255);
+                }
+            }
+        }
+    }
+}
+
+/* np.convolve(line, kernel, mode='same') down every column of a (h, w) float64 layer, as
+ * perturbations.convolve_same computes it: full[m] = sum over j ascending of kernel[j] * x[m - j]
+ * (from 0.0), kept from m = (k - 1) / 2. */
+void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *kernel, int64_t k, double *out) {
+    int64_t start = (k - 1) / 2;
+    for (int64_t y = 0; y < h; y++) {
+        double *o = out + y * w;
+        int64_t m = y + start;
+        for (int64_t i = 0; i < w; i++) o[i] = 0.0;
+        for (int64_t j = 0; j < k; j++) {
+            int64_t src = m - j;
+            if (src < 0 || src >= h) continue;
+            for (int64_t i = 0; i < w; i++) o[i] += kernel[j] * x[src * w + i];
+        }
+    }
+}
+
+/* scipy.ndimage's gaussian_filter(x, (sigma, sigma, 0), mode='nearest') of one (h, w, c) float64 image,
+ * as its symmetric correlate1d computes each pass: out = x[i] * w[0], then += (x[i - j] + x[i + j]) * w[j]
+ * for j = r down to 1 (edges repeated); rows (axis 0) first, then columns, then uint8(255 * out).
+ * tmp: h * w * c doubles of scratch. Returns nonzero when its row buffer cannot be allocated. */
+int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r, double *tmp,
+                      uint8_t *out) {
+    int64_t row = w * c;
+    for (int64_t y = 0; y < h; y++) {
+        double *o = tmp + y * row;
+        const double *centre = x + y * row;
+        for (int64_t i = 0; i < row; i++) o[i] = centre[i] * wt[0];
+        for (int64_t j = r; j >= 1; j--) {
+            const double *up = x + (y - j < 0 ? 0 : y - j) * row;
+            const double *down = x + (y + j >= h ? h - 1 : y + j) * row;
+            const double k = wt[j];
+            for (int64_t i = 0; i < row; i++) o[i] += (up[i] + down[i]) * k;
+        }
+    }
+    {
+        double *line = malloc(sizeof(double) * (size_t)(w + 2 * r) * (size_t)c);
+        if (!line) return 1;
+        for (int64_t y = 0; y < h; y++) {
+            const double *t = tmp + y * row;
+            uint8_t *o = out + y * row;
+            for (int64_t i = 0; i < w + 2 * r; i++) {  /* the row, edge-extended by r on both sides */
+                int64_t s = i - r < 0 ? 0 : (i - r >= w ? w - 1 : i - r);
+                for (int64_t b = 0; b < c; b++) line[i * c + b] = t[s * c + b];
+            }
+            for (int64_t i = 0; i < row; i++) {
+                const double *p = line + r * c + i;
+                double v = p[0] * wt[0];
+                for (int64_t j = r; j >= 1; j--) v += (p[-j * c] + p[j * c]) * wt[j];
+                o[i] = (uint8_t)(255 * v);
+            }
+        }
+        free(line);
+    }
+    return 0;
+}
+
+/* OpenCV 4 warpPerspective's map for one matrix whose window needs no clamping (w keeps its sign, every
+ * source point within int16 pixels): per output pixel (x, y), the source point's x, y and w rows of the
+ * inverse matrix (inv, row-major) as ((a x) + (b y)) + c, scale 32 / w, each coordinate times it rounded
+ * half to even (cvRound), split into the integer pixel (>> 5) and the 5 + 5-bit fraction remap reads. */
+void pp_perspective_map(const double *inv, int64_t top, int64_t left, int64_t height, int64_t width, int16_t *whole,
+                        uint16_t *fraction) {
+    const double magic = 6755399441055744.0;  /* 1.5 * 2^52: (v + magic) - magic rounds |v| < 2^51 half to even */
+    for (int64_t y = top; y < top + height; y++) {
+        double Y = (double)y;
+        for (int64_t x = left; x < left + width; x++) {
+            double X = (double)x, s, p, q;
+            int32_t fx, fy;
+            int64_t o = (y - top) * width + (x - left);
+            s = inv[6] * X + inv[7] * Y;
+            s += inv[8];
+            s = 32.0 / s;
+            p = inv[0] * X + inv[1] * Y;
+            p += inv[2];
+            q = inv[3] * X + inv[4] * Y;
+            q += inv[5];
+            p = p * s;
+            q = q * s;
+            fx = (int32_t)((p + magic) - magic);
+            fy = (int32_t)((q + magic) - magic);
+            whole[2 * o] = (int16_t)(fx >> 5);
+            whole[2 * o + 1] = (int16_t)(fy >> 5);
+            fraction[o] = (uint16_t)(((fy & 31) << 5) | (fx & 31));
+        }
+    }
+}
+
+/* Water drops over one float32 image (npix pixels, 3 channels): the mask m scaled to peak at intensity
+ * (m / peak, 0 where the peak is 0; times intensity), then uint8(255 * clip(x + m * colour, 0, 1)), all in
+ * float32 as weather.water_drops computes it. */
+void pp_water_frame(const float *x, const float *mask, int64_t npix, float peak, float intensity,
+                    const float *colour, uint8_t *out) {
+    for (int64_t p = 0; p < npix; p++) {
+        float m = peak > 0 ? mask[p] / peak : 0.0f;
+        m = m * intensity;
+        for (int b = 0; b < 3; b++) {
+            float t = m * colour[b];
+            t = x[p * 3 + b] + t;
+            t = t < 0 ? 0 : (t > 1 ? 1 : t);
+            t = t * 255.0f;
+            out[p * 3 + b] = (uint8_t)t;
+        }
+    }
+}
+
+/* Zoom blur's running mean in float32: total = unit[first] + unit[zoom_1] + ... + unit[zoom_i] (unit: value / 255f),
+ * frame i = uint8(total / (i + 1) * 255), for i = 1..count; total: npix floats of scratch, out: (count, npix). */
+void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, const float *unit,
+                     float *total, uint8_t *out) {
+    for (int64_t p = 0; p < npix; p++) total[p] = unit[first[p]];
+    for (int64_t i = 1; i <= count; i++) {
+        const uint8_t *z = zooms + (i - 1) * npix;
+        uint8_t *o = out + (i - 1) * npix;
+        float n = (float)(i + 1);
+        for (int64_t p = 0; p < npix; p++) {
+            total[p] += unit[z[p]];
+            o[p] = (uint8_t)(total[p] / n * 255.0f);
+        }
+    }
+}

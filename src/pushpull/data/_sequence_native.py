@@ -1,0 +1,195 @@
+"""The -P generator's native kernels (``_sequence_native.c``), and the numpy-exact draws built on them.
+
+Compiled on first use with the system's C compiler into the project's kernel cache
+(:func:`pushpull.layers._native.cache_dir`) and loaded with :mod:`ctypes`. The flags keep IEEE
+arithmetic as numpy's own C code does it (``-ffp-contract=off``, no fast-math, no ``-march``), so
+every kernel gives the numpy code's bits. The Poisson kernel re-implements numpy's algorithm, so
+it is also checked against ``Generator.poisson`` when the library is loaded: where that check fails
+(another libm, a numpy with another algorithm) or no compiler exists, :func:`library` is None
+and the callers keep their numpy path. ``PUSHPULL_NATIVE=0`` turns it off like the layer's kernels.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("_sequence_native.c")
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", "-fPIC"]
+
+_u8, _f64, _f32, _i64 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in
+                         (np.uint8, np.float64, np.float32, np.int64))
+_I64, _P64 = ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
+_BLOCK = 1 << 15  # uniforms drawn per block (256 kB)
+
+
+def enabled() -> bool:
+    """``PUSHPULL_NATIVE`` (and :class:`pushpull.layers.config.set_native`): the project's one switch for its C code."""
+    from ..layers.config import native_enabled
+
+    return native_enabled()
+
+
+def library() -> ctypes.CDLL | None:
+    """The kernels when they are turned on, built and proven exact here; None otherwise."""
+    return _load() if enabled() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> ctypes.CDLL | None:
+    from ..layers._native import _compile, cache_dir
+
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if sys.platform != "linux" or compiler is None:
+        log.info("pushpull: no C compiler found; the -P generator uses its numpy path")
+        return None
+    key = hashlib.sha256(SOURCE.read_bytes() + "\n".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"pushpull_sequences_{key}.so"
+    try:
+        if not target.exists():
+            _compile(compiler, [*FLAGS, "-lm"], SOURCE, target)
+        lib = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as err:
+        log.warning("pushpull: could not build the -P kernels (%s); using the numpy path", err)
+        return None
+    lib.pp_poisson.argtypes = [_f64, _I64, _I64, _f64, _I64, _P64, _i64]
+    lib.pp_shot_frames.argtypes = [_u8, _I64, _f64, ctypes.c_double, _I64, _I64, _f64, _I64, _P64, _u8]
+    lib.pp_poisson.restype = lib.pp_shot_frames.restype = _I64
+    lib.pp_gaussian_frames.argtypes = [_u8, _I64, _I64, _f32, ctypes.c_float, _f32, _u8]
+    lib.pp_speckle_frames.argtypes = [_u8, _I64, _I64, _f64, ctypes.c_double, _f64, _u8]
+    lib.pp_brightness_frames.argtypes = [_f64, _f64, _I64, _f64, _I64, _u8]
+    lib.pp_gaussian_frames.restype = lib.pp_speckle_frames.restype = lib.pp_brightness_frames.restype = None
+    lib.pp_motion_sweep.argtypes = [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]
+    lib.pp_motion_sweep.restype = ctypes.c_int
+    lib.pp_pil_affine_bilinear.argtypes = [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]
+    lib.pp_pil_affine_bilinear.restype = ctypes.c_int
+    lib.pp_snow_frames.argtypes = [_f32, _u8, _I64, _I64, _I64, _f64, _u8]
+    lib.pp_convolve_columns.argtypes = [_f64, _I64, _I64, _f64, _I64, _f64]
+    lib.pp_snow_frames.restype = lib.pp_convolve_columns.restype = None
+    lib.pp_gaussian_blur.argtypes = [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]
+    lib.pp_gaussian_blur.restype = ctypes.c_int
+    lib.pp_perspective_map.argtypes = [_f64, _I64, _I64, _I64, _I64, np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS"),
+                                       np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")]
+    lib.pp_perspective_map.restype = None
+    lib.pp_water_frame.argtypes = [_f32, _f32, _I64, ctypes.c_float, ctypes.c_float, _f32, _u8]
+    lib.pp_water_frame.restype = None
+    lib.pp_running_mean.argtypes = [_u8, _u8, _I64, _I64, _f32, _f32, _u8]
+    lib.pp_running_mean.restype = None
+    lib.pp_init.argtypes, lib.pp_init.restype = [], None
+    lib.pp_init()
+    if not _poisson_is_numpys(lib):
+        log.warning("pushpull: the native Poisson draws differ from numpy's here; the -P generator uses numpy")
+        return None
+    return lib
+
+
+@functools.lru_cache(maxsize=1)
+def _pil_affine_is_pils() -> bool:
+    """The bilinear warp against the installed Pillow's own, on a small image: rotations, shears, zooms."""
+    from PIL import Image
+
+    from .perturbations import affine_matrix
+
+    image = np.random.default_rng(3).integers(0, 256, (23, 31, 3), dtype=np.uint8)
+    frames = [{"angle": 7.0}, {"angle": -13.0, "scale": 1.3}, {"shear": (9.0, 0.0)}, {"scale": 0.55}]
+    matrices = np.array([affine_matrix((31, 23), **kw) for kw in frames])
+    ours = np.empty((len(frames), 23, 31, 3), np.uint8)
+    _load().pp_pil_affine_bilinear(image, 23, 31, matrices, len(frames), 0, 0, 23, 31, ours)
+    pil = Image.fromarray(image)
+    same = all(np.array_equal(ours[k], np.asarray(pil.transform((31, 23), Image.Transform.AFFINE, list(m),
+                                                                Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))))
+               for k, m in enumerate(matrices))
+    if not same:
+        log.warning("pushpull: the native bilinear warp differs from this Pillow's; the -P generator uses PIL's")
+    return same
+
+
+def pil_affine_library() -> ctypes.CDLL | None:
+    """:func:`library` where its bilinear affine warp also equals this Pillow's (checked once)."""
+    lib = library()
+    if lib is None or not _pil_affine_is_pils():
+        return None
+    return lib
+
+
+def _poisson_is_numpys(lib: ctypes.CDLL) -> bool:
+    """Both algorithms, their boundaries and the rare rejection branch (log-gamma), against numpy."""
+    rng = np.random.default_rng(20261202)
+    lam = np.concatenate([[0.0, 1e-300, 9.999999999999998, 10.0, 10.000000000000002], rng.uniform(0, 12, 3000),
+                          rng.uniform(10, 400, 3000), np.exp(rng.uniform(0, np.log(1e4), 2000))])
+    expected = np.random.default_rng(5).poisson(lam)
+    return np.array_equal(poisson(np.random.default_rng(5), lam, lib), expected)
+
+
+def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kernel) -> None:
+    """Run ``kernel(start, u, used) -> done`` over n elements on uniforms drawn in blocks from ``rng``,
+    then leave ``rng`` exactly where drawing them one by one (``next_double``) would have.
+
+    ``Generator.random`` fills a block with the same ``next_double`` sequence; PCG64 takes one 64-bit
+    step per double, so the state after ``m`` of them is the saved state advanced by m (the 32-bit
+    half kept for ``next_uint32``, which ``advance`` clears, is put back). Blocks stay small enough
+    for the cache; the uniforms of an unfinished variate move to the front of the next block.
+    """
+    bitgen = rng.bit_generator
+    saved = bitgen.state
+    size = int(min(expected_uniforms * 1.02 + 64, _BLOCK))
+    block = np.empty(size)
+    used, consumed, done, tail = ctypes.c_int64(), 0, 0, 0
+    while done < n:
+        rng.random(out=block[tail:])
+        done = kernel(done, block, used)
+        consumed += used.value
+        tail = len(block) - used.value
+        if used.value == 0:  # one variate needs more uniforms than a block holds
+            block = np.concatenate([block, np.empty(len(block))])
+        else:
+            block[:tail] = block[used.value:]
+    bitgen.state = saved
+    bitgen.advance(consumed)
+    state = bitgen.state
+    state["has_uint32"], state["uinteger"] = saved["has_uint32"], saved["uinteger"]
+    bitgen.state = state
+
+
+def exact_for(rng: np.random.Generator) -> bool:
+    """Whether the bulk-drawn kernels reproduce ``rng``'s draws: PCG64, whose ``advance`` counts doubles."""
+    return type(rng.bit_generator) is np.random.PCG64
+
+
+def _uniforms_per_variate(lam: np.ndarray) -> np.ndarray:
+    """About how many uniforms a variate takes: lam + 1 (multiplication), ~2.3 (rejection), 0 at lam = 0."""
+    return np.where(lam >= 10, 2.3, np.where(lam > 0, lam + 1, 0.0))
+
+
+def poisson(rng: np.random.Generator, lam: np.ndarray, lib: ctypes.CDLL | None = None) -> np.ndarray:
+    """``rng.poisson(lam)`` (int64, lam's shape) through the native kernel; the same draws and final state."""
+    lib = lib or library()
+    lam = np.ascontiguousarray(lam, np.float64).ravel()
+    out = np.empty(lam.shape, np.int64)
+    _sequential(rng, len(lam), float(_uniforms_per_variate(lam).sum()),
+                lambda start, u, used: lib.pp_poisson(lam, start, len(lam), u, len(u), ctypes.byref(used), out))
+    return out
+
+
+def shot_frames(lib: ctypes.CDLL, rng: np.random.Generator, clean: np.ndarray, frames: int, level: float
+                ) -> np.ndarray:
+    """``uint8(255 * clip(rng.poisson(broadcast(clean / 255 * level)) / level, 0, 1))`` for ``frames`` frames."""
+    flat = np.ascontiguousarray(clean).ravel()
+    lam = np.arange(256) / 255.0 * level  # x / 255.0 * level per pixel value, as the numpy path computes it
+    n = frames * flat.size
+    cost = float(np.bincount(flat, minlength=256) @ _uniforms_per_variate(lam)) * frames
+    out = np.empty(n, np.uint8)
+    _sequential(rng, n, cost, lambda start, u, used: lib.pp_shot_frames(
+        flat, flat.size, lam, float(level), start, n, u, len(u), ctypes.byref(used), out))
+    return out.reshape((frames,) + clean.shape)
