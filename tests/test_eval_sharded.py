@@ -398,3 +398,23 @@ def test_numbers_do_not_depend_on_how_the_images_are_batched(job):
     for run in runs[1:]:
         for key in ("clean", "corruptions", "perturbations", "summary"):
             assert run[key] == runs[0][key], key
+
+
+def test_a_partial_file_keeps_the_baseline_as_it_was_loaded():
+    from pushpull.baselines import Baseline, builtin_baselines, load_baseline
+
+    for name in builtin_baselines():
+        baseline = load_baseline(name)
+        assert Baseline.from_dict(json.loads(json.dumps(baseline.to_dict()))) == baseline, name
+
+
+def test_the_decode_pool_takes_this_process_share_of_the_cpus(photo_imagenet, monkeypatch):
+    import pushpull.data.sources as sources
+
+    pools, real = [], sources.ThreadPoolExecutor
+    monkeypatch.setattr(sources, "ThreadPoolExecutor", lambda workers: pools.append(workers) or real(workers))
+    monkeypatch.setattr("pushpull.engine.loaders.available_cpus", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's 4 processes on this node: 4 CPUs each
+    model = nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    evaluate(model, data=photo_imagenet, benchmarks="imagenet-c", corruptions=[], limit=2, progress=False)
+    assert pools == [4]
