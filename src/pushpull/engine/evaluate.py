@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,7 @@ def evaluate(
     """
     from ..data.corruptions import CORRUPTIONS
     from ..data.perturbations import ALL_PERTURBATIONS, NOISE_SEQUENCES, PERTURBATIONS
+    from .train import resolve_device  # cuda:<local rank> under torchrun
 
     dataset, want_c, want_p = parse_benchmarks(benchmarks)
     if flip_rule not in metrics.FLIP_RULES:
@@ -182,8 +183,6 @@ def evaluate(
     out = Path(out) if out is not None else None
 
     with process_group(str(device)) as ctx:
-        from .train import resolve_device
-
         if ctx.is_main:
             for note in data_entry["notes"]:  # said once, up front, and kept in the results
                 print(f"note: {note}", file=sys.stderr)
@@ -259,7 +258,8 @@ def _run(model: nn.Module, units: list[Unit], source: Source, normalize: Normali
                 local = _unit_counts(model, stream, device, flip_rule, noise, bar, ctx.world_size)
             except Exception as err:
                 if ctx.enabled and not isinstance(err, PeerFailed):
-                    _exchange(None, f"rank {ctx.rank}: {err}", ctx)
+                    with suppress(PeerFailed):  # the others stop with this message; this process raises its own
+                        _exchange(None, f"rank {ctx.rank}: {err}", ctx)
                 raise
             counts = _exchange(local, None, ctx)
             if counts.n != expected:

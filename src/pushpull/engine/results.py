@@ -224,7 +224,7 @@ def merge_partials(paths: Sequence[Path]) -> dict[str, Any]:
         raise ValueError("no partial results files given")
     parts = [(Path(p), read_partial(Path(p))) for p in paths]
     first_path, first = parts[0]
-    total, seen = first["shard"]["count"], {}
+    total, seen, shared = first["shard"]["count"], {}, _differences(first)
     for path, part in parts:
         index, count = part["shard"]["index"], part["shard"]["count"]
         if count != total:
@@ -233,7 +233,7 @@ def merge_partials(paths: Sequence[Path]) -> dict[str, Any]:
             raise ValueError(f"{path} and {seen[index]} are both shard {index}/{count}")
         seen[index] = path
         for what, value in _differences(part).items():
-            if value != _differences(first)[what]:
+            if value != shared[what]:
                 raise ValueError(f"{path} is not of the same evaluation as {first_path}: its {what} differ")
     missing = [f"{k}/{total}" for k in range(total) if k not in seen]
     if missing:
