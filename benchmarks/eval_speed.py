@@ -1,4 +1,5 @@
-"""Images/s of the whole CIFAR-10-C evaluation pipeline next to the bare model, in one run.
+"""Images/s of the whole CIFAR-10-C evaluation pipeline next to the bare model, in one run;
+with ``--processes``, images/s and CPU use of 1 vs 2 processes (torchrun) on an ImageNet-style folder.
 
 The pipeline (``pushpull.evaluate``) reads CIFAR-10-C-format ``.npy`` arrays from disk
 (memory-mapped), converts and normalises them on a background thread and runs the model
@@ -7,13 +8,26 @@ tensors in memory, same batch size. Data: random images written in the official 
 (a clean test split of N images and K corruption files of 5 x N rows). Target on CPU:
 pipeline >= 85% of the bare rate.
 
+``--processes``: a val folder of real photo crops (``tests/conftest.write_photo_imagenet``,
+3 wnids), evaluated (clean + one corruption generated on the fly, JPEG round trip included)
+by one process and by a ``torchrun --standalone --nproc-per-node 2`` group, alternately.
+Each run times ``evaluate`` between two barriers (after start-up) and reads every process's
+CPU time (all its threads), so "cores busy" = CPU seconds / wall seconds; the whole
+command's wall time, start-up included, is printed too. Medians of ``--rounds``.
+
     python benchmarks/eval_speed.py [--images 2048] [--corruptions 3] [--model resnet20]
+    python benchmarks/eval_speed.py --processes [--per-class 16] [--model resnet18] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import pickle
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -56,10 +70,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=2048, help="clean test images (rows per severity)")
     parser.add_argument("--corruptions", type=int, default=3, help="corruption files (x 5 severities)")
-    parser.add_argument("--model", default="resnet20")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved bare/pipeline rounds")
+    parser.add_argument("--model", help="default: resnet20 (resnet18 with --processes)")
+    parser.add_argument("--batch-size", type=int, help="default: 256 (16 with --processes)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved bare/pipeline (or 1/2-process) rounds")
+    parser.add_argument("--processes", action="store_true", help="1 vs 2 processes on an ImageNet-style folder")
+    parser.add_argument("--per-class", type=int, default=16, help="--processes: photo crops per wnid (3 wnids)")
+    parser.add_argument("--worker", nargs=2, metavar=("FOLDER", "TIMINGS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(Path(args.worker[0]), Path(args.worker[1]), args.model, args.batch_size)
+    if args.processes:
+        return scaling(args.model or "resnet18", args.batch_size or 16, args.per_class, args.rounds)
+    args.model, args.batch_size = args.model or "resnet20", args.batch_size or 256
     from pushpull.data.corruptions import CORRUPTIONS
 
     names = list(CORRUPTIONS[:args.corruptions])
@@ -87,6 +109,64 @@ def main() -> None:
         b, p = (np.array([total / r[k] for r in rates]) for rates in (bare, pipe))
         print(f"[{clock:>4} time] bare model {np.median(b):7.0f} images/s | pipeline {np.median(p):7.0f} images/s | "
               f"ratio {np.median(p / b):.3f} (rounds: {', '.join(f'{r:.2f}' for r in p / b)}; target >= 0.85)")
+
+
+# ----------------------------------------------------------------------------- 1 vs 2 processes
+
+SCALING_UNITS = dict(benchmarks="imagenet-c", corruptions=["gaussian_noise"], severities=[3])
+
+
+def worker(folder: Path, timings: Path, model_name: str, batch_size: int) -> None:
+    """One process of a run (under torchrun): time ``evaluate`` between barriers; rank 0 writes every timing."""
+    from pushpull.engine.distributed import all_gather_object, process_group
+
+    model = pushpull.create_model(model_name, num_classes=3).eval()
+    with process_group("cpu") as ctx:
+        evaluate(model, data=folder, limit=2, batch_size=batch_size, baseline=None, progress=False, **SCALING_UNITS)
+        all_gather_object(None, ctx)  # a barrier: start-up (imports, a first batch) is not timed
+        wall, cpu = time.perf_counter(), _cpu_seconds()
+        evaluate(model, data=folder, batch_size=batch_size, baseline=None, progress=False, **SCALING_UNITS)
+        all_gather_object(None, ctx)
+        mine = (time.perf_counter() - wall, _cpu_seconds() - cpu)
+        every = all_gather_object(mine, ctx)
+    if ctx.is_main:
+        timings.write_text(json.dumps({"wall": max(w for w, _ in every), "cpu": sum(c for _, c in every)}))
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process
+    return usage.ru_utime + usage.ru_stime
+
+
+def scaling(model: str, batch_size: int, per_class: int, rounds: int) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conftest import write_photo_imagenet
+
+    runs: dict[int, list[dict]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "val"
+        n = len(write_photo_imagenet(folder, per_class=per_class))
+        images = n * (1 + len(SCALING_UNITS["corruptions"]))
+        for _ in range(rounds):  # alternated, so drifting machine load hits both alike
+            for nproc in (1, 2):
+                timings = Path(tmp) / "timings.json"
+                tic = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                                str(nproc), __file__, "--worker", str(folder), str(timings), "--model", model,
+                                "--batch-size", str(batch_size)], check=True, env=os.environ.copy())
+                runs[nproc].append({**json.loads(timings.read_text()), "command": time.perf_counter() - tic})
+    print(f"model {model} (3 classes), batch {batch_size}, {os.cpu_count()} CPUs; {n} photo crops 256x256 "
+          f"x (clean + {', '.join(SCALING_UNITS['corruptions'])} s3 generated) = {images} images per run; "
+          f"medians of {rounds} alternated rounds")
+    rate = {}
+    for nproc, rounds in runs.items():
+        rate[nproc] = np.median([images / r["wall"] for r in rounds])
+        busy = np.median([r["cpu"] / r["wall"] for r in rounds])
+        command = np.median([r["command"] for r in rounds])
+        print(f"{nproc} process{'es' if nproc > 1 else '  '}: {rate[nproc]:6.1f} images/s, {busy:.2f} cores busy "
+              f"(CPU s / wall s); whole command {command:.1f} s with start-up")
+    ratios = [(images / b["wall"]) / (images / a["wall"]) for a, b in zip(runs[1], runs[2])]
+    print(f"ratio 2/1 processes: {rate[2] / rate[1]:.2f} (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ FAILURES = {
     "import-official": ["{missing}/model_best.pth.tar", "--out", "{tmp}/m.safetensors"],
     "make-c": ["--dataset", "cifar10", "--data", "{missing}", "--out", "{tmp}"],
     "make-p": ["--dataset", "cifar10", "--data", "{missing}", "--out", "{tmp}"],
+    "merge-results": ["{missing}/r.shard-0-of-2.json", "{missing}/r.shard-1-of-2.json", "--out", "{tmp}/r.json"],
     "models": ["no-such-model*"],
     "report": ["{missing}/r.json", "--out", "{tmp}"],
     "show-corruptions": ["{missing}/x.png", "--out", "{tmp}/s.png"],

@@ -78,18 +78,31 @@ def _reference_frames(num_frames: int, noise: bool, rule: FlipRule) -> np.ndarra
     return np.zeros_like(later) if noise and rule == "hendrycks" else later - 1
 
 
-def flip_probability(predictions: np.ndarray, *, noise: bool, rule: FlipRule = "hendrycks") -> float:
-    """FP (eq. 4) of top-1 ``predictions`` shaped (sequences, frames): mean over sequences."""
+def flips(predictions: np.ndarray, *, noise: bool, rule: FlipRule = "hendrycks") -> np.ndarray:
+    """Whether each compared frame's top-1 prediction differs from its reference frame's: bool (sequences, T-1).
+
+    Its sum is an integer count: the evaluator adds counts over batches and processes,
+    so the FP it reports does not depend on how the sequences were split.
+    """
     predictions = np.asarray(predictions)
     if predictions.ndim != 2:
         raise ValueError(f"predictions must be (sequences, frames), got shape {predictions.shape}")
     ref = _reference_frames(predictions.shape[1], noise, rule)
-    flips = predictions[:, 1:] != predictions[:, ref]
-    return float(flips.mean(axis=1).mean())
+    return predictions[:, 1:] != predictions[:, ref]
+
+
+def flip_probability(predictions: np.ndarray, *, noise: bool, rule: FlipRule = "hendrycks") -> float:
+    """FP (eq. 4) of top-1 ``predictions`` shaped (sequences, frames): mean over sequences."""
+    return float(flips(predictions, noise=noise, rule=rule).mean(axis=1).mean())
 
 
 def top5_distance(logits: np.ndarray, *, noise: bool, rule: FlipRule = "hendrycks") -> float:
-    """T5D of ``logits`` shaped (sequences, frames, classes): mean over frame pairs and sequences.
+    """T5D of ``logits`` shaped (sequences, frames, classes): mean over frame pairs and sequences."""
+    return float(top5_distances(logits, noise=noise, rule=rule).mean(axis=1).mean())
+
+
+def top5_distances(logits: np.ndarray, *, noise: bool, rule: FlipRule = "hendrycks") -> np.ndarray:
+    """The top-5 distance of every compared frame pair: integers (sequences, T-1).
 
     For each compared pair (reference frame a, frame b): take a's five best classes in
     order (positions 0..4), find each one's position in b's ranking, clip it at 5, and
@@ -107,8 +120,7 @@ def top5_distance(logits: np.ndarray, *, noise: bool, rule: FlipRule = "hendryck
     k = min(5, c)
     top_a = order[:, ref, :k]  # (n, t-1, k): the reference frame's best classes
     moved = np.take_along_axis(position[:, 1:], top_a, axis=-1)
-    dist = np.abs(np.arange(k) - np.minimum(moved, 5)).sum(axis=-1)
-    return float(dist.mean(axis=1).mean())
+    return np.abs(np.arange(k) - np.minimum(moved, 5)).sum(axis=-1)
 
 
 def flip_rate(fp: float, baseline_fp: float) -> float:

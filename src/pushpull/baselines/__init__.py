@@ -50,6 +50,14 @@ class Baseline:
             return np.full(len(severities), mean, dtype=np.float64)
         return None
 
+    def to_dict(self) -> dict:
+        """The baseline as :meth:`from_dict` reads it back (equal, field by field): a partial results file keeps it."""
+        corruptions = {c: {"errors": {str(s): e for s, e in errors.items()}}
+                       for c, errors in self.corruption_errors.items()}
+        corruptions |= {c: {"mean_error": m} for c, m in self.corruption_mean_errors.items() if c not in corruptions}
+        return {"name": self.name, "clean": {"error": self.clean_error}, "corruptions": corruptions,
+                "perturbations": {p: {"flip_probability": fp} for p, fp in self.flip_probabilities.items()}}
+
     @classmethod
     def from_dict(cls, data: dict, name: str | None = None) -> Baseline:
         """Read the ``clean``/``corruptions``/``perturbations`` keys of a baseline or results dict."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..engine.stopping import RESUME_HINT
 from ._options import (add_data, add_device, add_limit, add_no_progress, add_normalization, add_seed,
-                       add_severities, corruption_names, perturbation_names, positive_int)
+                       add_severities, add_shard, corruption_names, perturbation_names, positive_int)
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -26,11 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval", help="evaluate a model's robustness (E, CE, mCE, rCE, FP, mFR, T5D)",
         description="Evaluate a classifier on the clean test set and the -C/-P benchmarks. A benchmark is "
                     "read from --c-dir/--p-dir (official .npy layout) when given, else generated on the fly "
-                    "from the clean test set (seeded, reproducible). Results: a JSON file (resumable) and a CSV.",
+                    "from the clean test set (seeded, reproducible). Results: a JSON file (resumable) and a CSV. "
+                    "Under torchrun the processes share the images and rank 0 writes the results; with --shard K/N "
+                    "a job-array task writes partial results (OUT.shard-K-of-N.json) for `pushpull merge-results`.",
         epilog="examples:\n  pushpull eval runs/resnet20_pp.safetensors --data ~/data/cifar10 --limit 1000\n"
                "  pushpull eval resnet20_pp --pretrained --data D --limit 1000\n"
                "  pushpull eval resnet20 --weights w.safetensors --data D --c-dir D/CIFAR-10-C --p-dir D/CIFAR-10-P\n"
-               "  pushpull eval timm:resnet18 --weights r18.pth --num-classes 10 --data D --benchmark cifar10-c",
+               "  pushpull eval timm:resnet18 --weights r18.pth --num-classes 10 --data D --benchmark cifar10-c\n"
+               "  torchrun --nproc-per-node 8 -m pushpull eval resnet50 --pretrained --data VAL --benchmark imagenet-c",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL",
                    help="saved model (.safetensors + .json), original push-pull checkpoint (file or folder), "
@@ -72,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=256,
                    help="images per forward pass; -P: whole sequences of about that many frames (default: 256)")
     add_device(p)
+    add_shard(p, "test images (partial results, for merge-results)")
     add_no_progress(p)
     p.set_defaults(func=handler, resume_hint=RESUME_HINT)
 
@@ -79,7 +83,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def handler(args: argparse.Namespace) -> int:
     import torch
 
+    from ..engine.distributed import process_group
     from ..engine.evaluate import evaluate
+    from ..engine.results import partial_path
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -96,14 +102,24 @@ def handler(args: argparse.Namespace) -> int:
     # The results file is named as the run is labelled: runs/r20/model.safetensors -> results/r20.json.
     stem = (args.label or spec_label(model)).replace(":", "_").replace("/", "_")
     out = Path(args.out) if args.out else Path("results") / f"{stem}.json"
-    results = evaluate(
-        model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
-        limit=args.limit, seed=args.seed, corruptions=args.corruptions, severities=args.severities,
-        perturbations=args.perturbations, flip_rule=args.flip_rule,
-        baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,
-        weights=args.weights, num_classes=args.num_classes, model_kwargs=dict(args.model_arg),
-        allow_pickle=args.allow_pickle, arch=args.arch, label=args.label, out=out,
-        resume=not args.no_resume, batch_size=args.batch_size, device=device, progress=not args.no_progress)
+    with process_group(device) as ctx:  # under torchrun: one group for the whole command
+        results = evaluate(
+            model, data=args.data, benchmarks=args.benchmark, c_dir=args.c_dir, p_dir=args.p_dir,
+            limit=args.limit, seed=args.seed, corruptions=args.corruptions, severities=args.severities,
+            perturbations=args.perturbations, flip_rule=args.flip_rule,
+            baseline=None if args.baseline == "none" else args.baseline, mean=args.mean, std=args.std,
+            weights=args.weights, num_classes=args.num_classes, model_kwargs=dict(args.model_arg),
+            allow_pickle=args.allow_pickle, arch=args.arch, label=args.label, out=out,
+            resume=not args.no_resume, batch_size=args.batch_size, device=device, progress=not args.no_progress,
+            shard=args.shard)
+    if not ctx.is_main:
+        return 0
+    if args.shard is not None:
+        k, n = args.shard.index, args.shard.count
+        print(f"partial results of shard {k}/{n}: {partial_path(out, args.shard)}; once all {n} shards are done: "
+              f"pushpull merge-results {partial_path(out, args.shard).parent / f'{out.stem}.shard-*-of-{n}.json'} "
+              f"--out {out}")
+        return 0
     print(format_summary(results))
     print(f"results: {out} and {out.with_suffix('.csv')}")
     return 0

@@ -12,7 +12,6 @@ folder holds, then ``limit`` strided over those) and says so when that is fewer 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -223,7 +222,8 @@ class ArraySources:
         """(uint8 images, labels, frames) chunks of ``unit``, ``size`` images (or sequences) at a time."""
         if unit.kind is UnitKind.PERTURBATION:
             array = self.p_arrays.get(unit.name)
-            for idx in np.array_split(self.indices, max(1, -(-len(self.indices) // size))):
+            sections = -(-len(self.indices) // size)  # none for an empty slice (a shard with no image)
+            for idx in np.array_split(self.indices, sections) if sections else []:
                 if array is not None:
                     seqs = np.asarray(array[np.searchsorted(self.p_rows, idx)])
                 else:
@@ -261,7 +261,7 @@ class ImageNetSources:
     """ImageNet: the val folder (``<wnid>/*.JPEG``, shorter side 256, centre crop 224), ImageNet-C
     folders (``<c>/<s>/<wnid>/<file>``), ImageNet-P videos (``<p>/<wnid>/<stem>.mp4``), or generated.
 
-    Images are decoded by a thread pool, once each; a file that cannot be decoded stops the
+    Images are decoded by a thread pool (one thread per CPU of this process's share), once each; a file that cannot be decoded stops the
     run with an error naming it. Generated -C images go through the release's JPEG
     (quality 85) round trip, so they equal ``make-c`` output; generated -P sequences skip
     the release's H.264 encoding. Folders made with ``--limit`` are evaluated on the images
@@ -300,7 +300,9 @@ class ImageNetSources:
         return {(path.parent.name, path.stem): path for path, _ in dataset.samples}
 
     def chunks(self, unit: Unit, size: int) -> Iterator[Chunk]:
-        with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
+        from ..engine.loaders import cpu_share
+
+        with ThreadPoolExecutor(cpu_share()) as pool:  # decoding releases the GIL: one thread per core
             yield from self._chunks(unit, size, pool)
 
     def _chunks(self, unit: Unit, size: int, pool: ThreadPoolExecutor) -> Iterator[Chunk]:

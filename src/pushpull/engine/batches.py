@@ -34,7 +34,13 @@ class Batch:
     images: torch.Tensor  # normalised float (B, 3, H, W); B = sequences x frames for -P
     labels: np.ndarray | None  # (B,) for classification units
     frames: int  # 1, or T for -P
-    last: bool  # the unit's final batch
+
+
+@dataclass
+class UnitDone:
+    """Follows a unit's batches (also when this process's slice of it is empty)."""
+
+    unit: Unit
 
 
 class Normalize:
@@ -60,22 +66,24 @@ class Normalize:
 
 
 def batches(units: Sequence[Unit], source: Source, normalize: Normalize, *, batch_size: int,
-            pin_memory: bool) -> Callable[[], Iterator[Batch]]:
-    """A producer of every unit's batches, about ``batch_size`` images per forward pass, -P frames included."""
+            pin_memory: bool) -> Callable[[], Iterator[Batch | UnitDone]]:
+    """A producer of every unit's batches, about ``batch_size`` images per forward pass, -P frames included,
+    each unit's closed by its :class:`UnitDone`."""
     from ..data.perturbations import num_frames
 
     def produce() -> Iterator[Batch]:
         for unit in units:
             size = batch_size if unit.kind is not UnitKind.PERTURBATION else \
                 max(1, batch_size // num_frames(unit.name, source.params.value))
-            for (images, labels, frames), last in lookahead(source.chunks(unit, size)):
+            for images, labels, frames in source.chunks(unit, size):
                 x = normalize(images)
-                yield Batch(unit, x.pin_memory() if pin_memory else x, labels, frames, last)
+                yield Batch(unit, x.pin_memory() if pin_memory else x, labels, frames)
+            yield UnitDone(unit)
 
     return produce
 
 
-def prefetch(produce: Callable[[], Iterator[Batch]], depth: int = 3) -> Iterator[Batch]:
+def prefetch(produce: Callable[[], Iterator[Any]], depth: int = 3) -> Iterator[Any]:
     """Run ``produce`` on a background thread, ``depth`` batches ahead; its errors re-raise here."""
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -114,15 +122,3 @@ def prefetch(produce: Callable[[], Iterator[Batch]], depth: int = 3) -> Iterator
         stop.set()
         thread.join(timeout=5)
 
-
-def lookahead(iterable: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
-    """Pairs (item, is_last) without materialising the iterator."""
-    it = iter(iterable)
-    try:
-        prev = next(it)
-    except StopIteration:
-        return
-    for item in it:
-        yield prev, False
-        prev = item
-    yield prev, True

@@ -6,13 +6,21 @@ and runs the model under ``torch.inference_mode``. Each finished unit (clean set
 corruption at one severity, one perturbation) is written to the results file
 (:mod:`pushpull.engine.results`) at once, atomically, so an interrupted run resumes where
 it stopped.
+
+Under ``torchrun`` each process evaluates its slice of the images of every unit (a
+:class:`~pushpull.engine.distributed.Shard`); the unit's integer counts are added over the
+processes and rank 0 writes the file, which is the one process's, digit for digit: every
+image is evaluated alike wherever it lands (generated -C/-P images come from per-image
+random streams), and sums of integers do not depend on their order. With ``shard`` (a
+job-array task) the file is that shard's partial results, for ``pushpull merge-results``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +36,9 @@ from ..data.streams import STREAM_RULE
 from ..data.sources import (BENCHMARKS, ArraySources, Benchmark, BenchmarkDataset, ImageNetSources, Unit, UnitKind,
                             official_cifar_test, strided_indices)
 from ..models.load import load_model
-from .batches import Normalize, Source, batches, prefetch
-from .results import is_done, new_results, record, write_results
+from .batches import Batch, Normalize, Source, UnitDone, batches, prefetch
+from .distributed import DistContext, Shard, all_gather_object, process_group, process_shard
+from .results import Counts, as_partial, finish, is_done, new_results, partial_path, record, write_results
 from .results import resume as resume_results
 
 __all__ = ["evaluate", "Normalize", "strided_indices", "BENCHMARKS"]
@@ -112,6 +121,7 @@ def evaluate(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> dict[str, Any]:
     """Evaluate a classifier on the clean test set and the -C/-P benchmarks; return the results dict.
 
@@ -126,9 +136,15 @@ def evaluate(
     a comma string. With ``out``, results are saved after every unit and an existing file
     of the same run is resumed. ``baseline`` ("auto": the paper's for the dataset; None:
     no normalisation) only affects the summary.
+
+    Under ``torchrun`` (RANK/WORLD_SIZE set) the processes share the work and rank 0 writes
+    ``out``; every process returns the results. ``shard`` (``Shard(K, N)``: one task of a
+    job array) evaluates only that slice of the images and writes its partial results to
+    :func:`~pushpull.engine.results.partial_path` of ``out`` (``r.json`` -> ``r.shard-K-of-N.json``).
     """
     from ..data.corruptions import CORRUPTIONS
     from ..data.perturbations import ALL_PERTURBATIONS, NOISE_SEQUENCES, PERTURBATIONS
+    from .train import resolve_device  # cuda:<local rank> under torchrun
 
     dataset, want_c, want_p = parse_benchmarks(benchmarks)
     if flip_rule not in metrics.FLIP_RULES:
@@ -153,30 +169,61 @@ def evaluate(
     source, data_entry = _clean_data(data, dataset, dict(limit=limit, c_dir=c_dir, corruptions=c_names,
                                                          severities=severities, p_dir=p_dir,
                                                          perturbations=p_names, seed=seed))
-    for note in data_entry["notes"]:  # said once, up front, and kept in the results
-        print(f"note: {note}", file=sys.stderr)
     results = new_results(info, data_entry, {
         **({dataset.c.value: {**_origin(c_dir, seed), "severities": severities, "corruptions": c_names}}
            if want_c else {}),
         **({dataset.p.value: {**_origin(p_dir, seed), "perturbations": p_names}} if want_p else {}),
     }, {"flip_rule": flip_rule, "batch_size": batch_size, "device": str(device)})
-    out = Path(out) if out is not None else None
-    if out is not None and out.is_file() and resume:
-        resume_results(results, out)
-
     if baseline == "auto":
         baseline = default_baseline(dataset.c.value)
     baseline = load_baseline(baseline) if baseline else None  # a bad baseline fails now, not after the work
-    units = [Unit(UnitKind.CLEAN)] + [Unit(UnitKind.CORRUPTION, c, s) for c in c_names for s in severities] \
-        + [Unit(UnitKind.PERTURBATION, p) for p in p_names]
-    todo = [u for u in units if not is_done(results, u)]
-    _run(model, todo, source, Normalize(norm["mean"], norm["std"]), results, out=out, batch_size=batch_size,
-         device=torch.device(device), flip_rule=flip_rule, noise=NOISE_SEQUENCES, progress=progress)
+    if shard is not None:
+        as_partial(results, shard, baseline)
+        out = partial_path(out, shard) if out is not None else None
+    out = Path(out) if out is not None else None
 
-    results["complete"] = True
-    results["summary"] = metrics.summarize(results, baseline)
-    if out is not None:
+    with process_group(str(device)) as ctx:
+        if ctx.is_main:
+            for note in data_entry["notes"]:  # said once, up front, and kept in the results
+                print(f"note: {note}", file=sys.stderr)
+        if out is not None and resume:
+            results = _resumed(results, out, ctx)
+        units = [Unit(UnitKind.CLEAN)] + [Unit(UnitKind.CORRUPTION, c, s) for c in c_names for s in severities] \
+            + [Unit(UnitKind.PERTURBATION, p) for p in p_names]
+        todo = [u for u in units if not is_done(results, u)]
+        job = shard or Shard()
+        start, stop = job.bounds(len(source.indices))  # this job's images (all, or the array task's)
+        first, last = process_shard(ctx, job).bounds(len(source.indices))  # this process's part of them
+        source.indices = source.indices[first:last]
+        _run(model, todo, source, Normalize(norm["mean"], norm["std"]), results, out=out if ctx.is_main else None,
+             batch_size=batch_size, device=resolve_device(device, ctx), flip_rule=flip_rule, noise=NOISE_SEQUENCES,
+             progress=progress and ctx.is_main, ctx=ctx, expected=stop - start)
+
+    finish(results, baseline)
+    if out is not None and ctx.is_main:
         write_results(results, out)
+    return results
+
+
+def _resumed(results: dict, out: Path, ctx: DistContext) -> dict:
+    """``results`` with the finished units of ``out`` (:func:`~pushpull.engine.results.resume`).
+
+    Rank 0 alone reads the file (the others may run where it is not); every process gets
+    its outcome, so a refused file stops them all with the same message.
+    """
+    error: Exception | None = None
+    if ctx.is_main and out.is_file():
+        try:
+            resume_results(results, out)
+        except (OSError, ValueError) as err:
+            error = err
+    if ctx.enabled:
+        shared, message = all_gather_object((results, None if error is None else str(error)), ctx)[0]
+        if message is not None and error is None:
+            raise ValueError(message)
+        results = shared
+    if error is not None:
+        raise error
     return results
 
 
@@ -187,48 +234,79 @@ def _origin(folder: Path | None, seed: int) -> dict:
     return {"source": "generated", "path": None, "seed": seed, "stream_rule": STREAM_RULE}
 
 
-def _run(model: nn.Module, units: list[Unit], source: Source, normalize: Normalize,
-         results: dict, *, out: Path | None, batch_size: int, device: torch.device, flip_rule: str,
-         noise: frozenset, progress: bool) -> None:
-    """Evaluate ``units`` in order, recording each in ``results`` (and ``out``) as it completes."""
+class PeerFailed(RuntimeError):
+    """Another process of the group stopped with an error (its message says which and why)."""
+
+
+def _run(model: nn.Module, units: list[Unit], source: Source, normalize: Normalize, results: dict, *,
+         out: Path | None, batch_size: int, device: torch.device, flip_rule: str, noise: frozenset, progress: bool,
+         ctx: DistContext, expected: int) -> None:
+    """Evaluate ``units`` in order, recording each in ``results`` (and ``out``) as it completes.
+
+    This process evaluates ``source.indices``; a unit's counts are added over the group's
+    processes, ``expected`` images (or sequences) in all. One exchange per unit carries
+    either a process's counts or its error, so a failure stops every process at once.
+    """
     from tqdm.auto import tqdm
 
-    produce = batches(units, source, normalize, batch_size=batch_size, pin_memory=device.type == "cuda")
-    n = len(source.indices)
+    stream = prefetch(batches(units, source, normalize, batch_size=batch_size, pin_memory=device.type == "cuda"))
     model = model.to(device).eval()
-    wrong = seen = 0
-    fp_sum = t5d_sum = 0.0
-    bar = tqdm(total=n * len(units), desc="evaluating", unit="img", disable=not progress)  # -P: sequences
-    with torch.inference_mode():
-        for batch in prefetch(produce):
-            logits = model(batch.images.to(device, non_blocking=True)).float()
-            if logits.ndim != 2:
-                raise ValueError(f"the model returned shape {tuple(logits.shape)}; expected (batch, classes)")
-            if not torch.isfinite(logits).all():
-                raise FloatingPointError(f"the model produced NaN/inf logits on {batch.unit.label}")
-            logits = logits.cpu().numpy()
-            if batch.labels is not None:
-                if batch.labels.max() >= logits.shape[1]:
-                    raise ValueError(f"labels go up to {batch.labels.max()} but the model has {logits.shape[1]} "
-                                     f"outputs: wrong --num-classes or dataset?")
-                wrong += int((logits.argmax(1) != batch.labels).sum())
-                seen += len(batch.labels)
-                bar.update(len(batch.labels))
-            else:
-                seqs = logits.reshape(-1, batch.frames, logits.shape[1])
-                is_noise = batch.unit.name in noise
-                fp_sum += metrics.flip_probability(seqs.argmax(-1), noise=is_noise, rule=flip_rule) * len(seqs)
-                t5d_sum += metrics.top5_distance(seqs, noise=is_noise, rule=flip_rule) * len(seqs)
-                seen += len(seqs)
-                bar.update(len(seqs))
-            if not batch.last:
-                continue
-            if seen != n:
-                raise RuntimeError(f"{batch.unit.label}: evaluated {seen} items, expected {n}")
-            record(results, batch.unit, n=seen, wrong=wrong, fp_sum=fp_sum, t5d_sum=t5d_sum, frames=batch.frames)
-            wrong = seen = 0
-            fp_sum = t5d_sum = 0.0
+    bar = tqdm(total=expected * len(units), desc="evaluating", unit="img", disable=not progress)  # -P: sequences
+    with torch.inference_mode(), closing(stream):
+        for done, unit in enumerate(units, 1):
+            try:
+                local = _unit_counts(model, stream, device, flip_rule, noise, bar, ctx.world_size)
+            except Exception as err:
+                if ctx.enabled and not isinstance(err, PeerFailed):
+                    with suppress(PeerFailed):  # the others stop with this message; this process raises its own
+                        _exchange(None, f"rank {ctx.rank}: {err}", ctx)
+                raise
+            counts = _exchange(local, None, ctx)
+            if counts.n != expected:
+                raise RuntimeError(f"{unit.label}: evaluated {counts.n} items, expected {expected}")
+            record(results, unit, counts)
             if out is not None:
                 write_results(results, out)
-            bar.set_postfix_str(f"done: {batch.unit.label}")
+            bar.n = done * expected
+            bar.set_postfix_str(f"done: {unit.label}")
     bar.close()
+
+
+def _unit_counts(model: nn.Module, stream: Iterator[Batch | UnitDone], device: torch.device, flip_rule: str,
+                 noise: frozenset, bar: Any, world_size: int) -> Counts:
+    """This process's counts of the next unit of ``stream``."""
+    counts = Counts()
+    for batch in stream:
+        if isinstance(batch, UnitDone):
+            return counts
+        logits = model(batch.images.to(device, non_blocking=True)).float()
+        if logits.ndim != 2:
+            raise ValueError(f"the model returned shape {tuple(logits.shape)}; expected (batch, classes)")
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError(f"the model produced NaN/inf logits on {batch.unit.label}")
+        logits = logits.cpu().numpy()
+        if batch.labels is not None:
+            if batch.labels.max() >= logits.shape[1]:
+                raise ValueError(f"labels go up to {batch.labels.max()} but the model has {logits.shape[1]} "
+                                 f"outputs: wrong --num-classes or dataset?")
+            more = Counts(len(batch.labels), int((logits.argmax(1) != batch.labels).sum()))
+        else:
+            seqs = logits.reshape(-1, batch.frames, logits.shape[1])
+            is_noise = batch.unit.name in noise
+            more = Counts(len(seqs), flips=int(metrics.flips(seqs.argmax(-1), noise=is_noise, rule=flip_rule).sum()),
+                          distance=int(metrics.top5_distances(seqs, noise=is_noise, rule=flip_rule).sum()),
+                          frames=batch.frames)
+        counts += more
+        bar.update(more.n * world_size)  # about: the other processes go alike; set exactly at the unit's end
+    raise RuntimeError("the data stream ended inside a unit")
+
+
+def _exchange(counts: Counts | None, error: str | None, ctx: DistContext) -> Counts:
+    """The unit's counts added over the group; a process's ``error`` raises :class:`PeerFailed` on the others."""
+    if not ctx.enabled:
+        return counts
+    gathered = all_gather_object((counts, error), ctx)
+    failed = next((message for _, message in gathered if message is not None), None)
+    if failed is not None:
+        raise PeerFailed(failed)
+    return sum((c for c, _ in gathered), Counts())

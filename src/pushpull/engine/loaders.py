@@ -34,14 +34,18 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_share() -> int:
+    """This process's share of the CPUs: the available ones over the processes torchrun starts on this node
+    (``LOCAL_WORLD_SIZE``), at least one."""
+    return max(1, available_cpus() // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1))
+
+
 def default_workers() -> int:
     """Loader processes per training process: up to 4, leaving one CPU of this process's share to it.
 
-    The share is the available CPUs over the processes torchrun starts on this node
-    (``LOCAL_WORLD_SIZE``); on 2 CPUs that is 1 worker, on one CPU none.
+    On 2 CPUs that is 1 worker, on one CPU (or one each) none.
     """
-    per_process = available_cpus() // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1)
-    return max(0, min(MAX_DEFAULT_WORKERS, per_process - 1))
+    return max(0, min(MAX_DEFAULT_WORKERS, cpu_share() - 1))
 
 
 def training_subset(dataset: Dataset, limit: int | None) -> Dataset:
