@@ -78,18 +78,33 @@ static void multi_tap(float *restrict dst, int64_t len, const tap *taps, int nta
     }
 }
 
-/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw) */
+/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw): 48 pixels at a time
+ * (27 accumulators), so every broadcast weight feeds three multiply-adds */
 static void products(float *restrict y, const float *restrict x, const float *restrict wt, int64_t cin,
                      int64_t hw) {
     int64_t p = 0;
-    for (; p + 32 <= hw; p += 32) {
-        v16 a[G][2];
-        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = (v16){0};
+    for (; p + 48 <= hw; p += 48) {
+        v16 a[G][3];
+        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = a[j][2] = (v16){0};
         for (int64_t c = 0; c < cin; c++) {
-            const v16 x0 = load(x + c * hw + p), x1 = load(x + c * hw + p + 16);
-            for (int j = 0; j < G; j++) a[j][0] += wt[c * G + j] * x0, a[j][1] += wt[c * G + j] * x1;
+            const float *xc = x + c * hw + p;
+            const v16 x0 = load(xc), x1 = load(xc + 16), x2 = load(xc + 32);
+            for (int j = 0; j < G; j++) {
+                const float wj = wt[c * G + j];
+                a[j][0] += wj * x0, a[j][1] += wj * x1, a[j][2] += wj * x2;
+            }
         }
-        for (int j = 0; j < G; j++) store(y + j * hw + p, a[j][0]), store(y + j * hw + p + 16, a[j][1]);
+        for (int j = 0; j < G; j++)
+            store(y + j * hw + p, a[j][0]), store(y + j * hw + p + 16, a[j][1]), store(y + j * hw + p + 32, a[j][2]);
+    }
+    for (; p + 16 <= hw; p += 16) {
+        v16 a[G];
+        for (int j = 0; j < G; j++) a[j] = (v16){0};
+        for (int64_t c = 0; c < cin; c++) {
+            const v16 x0 = load(x + c * hw + p);
+            for (int j = 0; j < G; j++) a[j] += wt[c * G + j] * x0;
+        }
+        for (int j = 0; j < G; j++) store(y + j * hw + p, a[j]);
     }
     for (; p < hw; p++)
         for (int j = 0; j < G; j++) {
@@ -120,19 +135,40 @@ static void products_adjoint_x(float *restrict gx, const float *restrict gy, con
         }
 }
 
-/* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights */
+/* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights. Three channels at a
+ * time, so that every load of gy feeds three multiply-adds (27 accumulators in registers). */
 static void products_adjoint_w(float *restrict gw, const float *restrict gy, const float *restrict x, int64_t cin,
                                int64_t hw) {
-    for (int64_t c = 0; c < cin; c++) {
-        v16 a[G][2];
-        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = (v16){0};
+    int64_t c = 0;
+    for (; c + 3 <= cin; c += 3) {
+        v16 a[3][G];
+        for (int j = 0; j < G; j++) a[0][j] = a[1][j] = a[2][j] = (v16){0};
+        const float *x0 = x + c * hw, *x1 = x0 + hw, *x2 = x1 + hw;
         int64_t p = 0;
-        for (; p + 32 <= hw; p += 32) {
-            const v16 x0 = load(x + c * hw + p), x1 = load(x + c * hw + p + 16);
-            for (int j = 0; j < G; j++) a[j][0] += load(gy + j * hw + p) * x0, a[j][1] += load(gy + j * hw + p + 16) * x1;
+        for (; p + 16 <= hw; p += 16) {
+            const v16 u0 = load(x0 + p), u1 = load(x1 + p), u2 = load(x2 + p);
+            for (int j = 0; j < G; j++) {
+                const v16 d = load(gy + j * hw + p);
+                a[0][j] += d * u0, a[1][j] += d * u1, a[2][j] += d * u2;
+            }
+        }
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < G; j++) {
+                float s = hsum(a[i][j]);
+                for (int64_t q = p; q < hw; q++) s += gy[j * hw + q] * x[(c + i) * hw + q];
+                gw[(c + i) * G + j] += s;
+            }
+    }
+    for (; c < cin; c++) {
+        v16 a[G];
+        for (int j = 0; j < G; j++) a[j] = (v16){0};
+        int64_t p = 0;
+        for (; p + 16 <= hw; p += 16) {
+            const v16 u = load(x + c * hw + p);
+            for (int j = 0; j < G; j++) a[j] += load(gy + j * hw + p) * u;
         }
         for (int j = 0; j < G; j++) {
-            float s = hsum(a[j][0] + a[j][1]);
+            float s = hsum(a[j]);
             for (int64_t q = p; q < hw; q++) s += gy[j * hw + q] * x[c * hw + q];
             gw[c * G + j] += s;
         }
