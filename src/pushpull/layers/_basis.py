@@ -24,6 +24,7 @@ from torch import Tensor
 
 from . import _native
 from ._fast import ConvSettings
+from .config import PLANES_MAX_BYTES
 from .eager import eager_call
 from .geometry import Pads, conv_padding, pad2d
 from .reference import combine
@@ -202,6 +203,46 @@ def _differentiable_backward(ctx, grad: Tensor):
             None, None, None)
 
 
+def _per_channel(alpha: Union[float, Tensor], cout: int) -> Tensor | None:
+    """``alpha`` as one float32 value per output channel, or None when it varies otherwise (batch, pixels)."""
+    if not isinstance(alpha, Tensor):
+        return torch.full((cout,), float(alpha))
+    if alpha.numel() == 1 or (alpha.numel() == cout and tuple(alpha.shape[-3:]) == (cout, 1, 1)):
+        return alpha.detach().reshape(-1).expand(cout).contiguous()
+    return None
+
+
+def _planes_inference(x: Tensor, weight: Tensor, bias: Tensor | None, pads: Pads, geometry: Geometry, groups: int,
+                      alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor | None:
+    """The layer in inference by the compiled ``pp_planes_infer``, or None where it does not apply.
+
+    Per image, in the thread's caches, the push's shifted copies of ``x`` and the pull's basis planes
+    (both ``K_h·K_w`` per input channel), then every output channel as two flat sums over them,
+    rectified and combined: no full-size intermediate map, and no convolution whose narrow input
+    keeps it from vectorising. Applies without gradients, to float32 eager CPU tensors, zero padding,
+    narrow inputs whose planes fit ``config.PLANES_MAX_BYTES`` per image.
+    """
+    records = torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad
+                                              for t in (x, weight, bias, alpha))
+    n, c, h, w = x.shape
+    cout, cpg, kh, kw = weight.shape
+    ho, wo = geometry[7:9]
+    alphas = None if records else _per_channel(alpha, cout)
+    if (alphas is None or padding_mode != "zeros" or min(pads) < 0 or min(geometry[9:11]) < 0
+            or not native_covers(x, (kh, kw), geometry[5:7]) or not eager_call(weight, bias, alphas)
+            or weight.dtype != torch.float32 or cpg * kh * kw > _native.MAX_TAPS
+            or 2 * c * kh * kw * ho * wo * 4 > PLANES_MAX_BYTES):
+        return None
+    stride, dilation = geometry[11:13], geometry[13:15]
+    push_geometry = filter_geometry(x, (kh, kw), (kh, kw), (pads[2], pads[0]), (ho, wo), stride, dilation)
+    identity = _matrices(push_geometry, x.dtype, x.device)
+    out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
+    _native.planes_infer((n, c, cout, groups), push_geometry, geometry, x.contiguous(), _native.output_blocks(weight, groups),
+                         (*identity, *_matrices(geometry, x.dtype, x.device)),
+                         None if bias is None else bias.detach().contiguous(), alphas, dual_output, out)
+    return out
+
+
 def push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
                     q_pads: Pads, dilation: tuple[int, int], groups: int, pull_size: tuple[int, int],
                     alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor:
@@ -215,6 +256,10 @@ def push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tupl
                 (w + left + right - dilation[1] * (pw - 1) - 1) // stride[1] + 1)
     geometry = filter_geometry(x_pull, (weight.shape[-2], weight.shape[-1]), pull_size, (top, left), out_size, stride,
                                dilation)
+    if x_pull is x:
+        out = _planes_inference(x, weight, bias, pads, geometry, groups, alpha, dual_output, padding_mode)
+        if out is not None:
+            return out
     geo = ConvSettings(stride, push_pad, (0, 0), dilation, groups, dual_output)
     return BasisPushPull.apply(x_push, None if x_pull is x_push else x_pull, weight, bias, alpha, geo, geometry,
                                torch.is_grad_enabled())

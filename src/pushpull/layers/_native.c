@@ -351,54 +351,116 @@ static basis_geometry basis_read(const int64_t *q) {
 static inline int64_t tap_phase(const basis_geometry *b, int64_t t) { return t * b->dw % b->sw; }
 static inline int64_t tap_shift(const basis_geometry *b, int64_t t) { return t * b->dw / b->sw; }
 
+/* the scratch floats filter_plane needs: the column phases of x, the vertically filtered maps, one row map */
+static int64_t filter_scratch(const basis_geometry *b) {
+    return b->sw * b->h * b->wq + b->kh * b->sw * b->ho * b->wq + b->ho * b->wq;
+}
+
+/* the kh*kw basis-filtered planes of one input plane xp into dst, each ho*wo, pitch floats apart */
+static void filter_plane(const basis_geometry *b, const float *xp, const float *ah, const float *aw, float *dst,
+                         int64_t pitch, float *scratch) {
+    const int64_t phase = b->h * b->wq, vplane = b->ho * b->wq; /* one phase of x, of a vertically filtered map */
+    float *xq = scratch, *v = xq + b->sw * phase, *row = v + b->kh * b->sw * vplane;
+    tap taps[MAX_TAPS];
+    for (int64_t r = 0; r < b->sw; r++)
+        for (int64_t y = 0; y < b->h; y++)
+            for (int64_t m = 0; m < b->wq; m++) {
+                const int64_t c = r + b->sw * m - b->left;
+                xq[r * phase + y * b->wq + m] = c >= 0 && c < b->w ? xp[y * b->w + c] : 0.0f;
+            }
+    for (int64_t a = 0; a < b->kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh - top] */
+        for (int64_t r = 0; r < b->sw; r++)
+            for (int64_t i = 0; i < b->ho; i++) {
+                int nt = 0;
+                for (int64_t s = 0; s < b->ph; s++) {
+                    const int64_t y = i * b->sh + s * b->dh - b->top;
+                    if (y >= 0 && y < b->h && ah[s * b->kh + a] != 0.0f)
+                        taps[nt++] = (tap){xq + r * phase + y * b->wq, ah[s * b->kh + a]};
+                }
+                multi_tap(v + (a * b->sw + r) * vplane + i * b->wq, b->wq, taps, nt);
+            }
+    for (int64_t a = 0; a < b->kh; a++) /* then along rows: xb[a][b] = sum_t Aw[t,b] v[a] shifted */
+        for (int64_t c = 0; c < b->kw; c++) {
+            int nt = 0;
+            for (int64_t t = 0; t < b->pw; t++)
+                if (aw[t * b->kw + c] != 0.0f)
+                    taps[nt++] = (tap){v + (a * b->sw + tap_phase(b, t)) * vplane + tap_shift(b, t), aw[t * b->kw + c]};
+            multi_tap(row, (b->ho - 1) * b->wq + b->wo, taps, nt);
+            float *d = dst + (a * b->kw + c) * pitch;
+            for (int64_t i = 0; i < b->ho; i++) memcpy(d + i * b->wo, row + i * b->wq, sizeof(float) * b->wo);
+        }
+}
+
 int pp_basis_forward(const int64_t *q, const float *x, const float *ah, const float *aw, float *out, int nthreads) {
     const basis_geometry b = basis_read(q);
-    const int64_t phase = b.h * b.wq, vplane = b.ho * b.wq; /* one phase of x, of a vertically filtered map */
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        float *xq = malloc(sizeof(float) * (b.sw * phase + b.kh * b.sw * vplane + vplane));
-        float *v = xq + b.sw * phase, *row = v + b.kh * b.sw * vplane;
-        tap taps[MAX_TAPS];
-        if (!xq) {
+        float *scratch = malloc(sizeof(float) * filter_scratch(&b));
+        if (!scratch) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t pl = 0; pl < b.planes; pl++) {
-            if (!xq) continue;
-            const float *xp = x + pl * b.h * b.w;
-            for (int64_t r = 0; r < b.sw; r++)
-                for (int64_t y = 0; y < b.h; y++)
-                    for (int64_t m = 0; m < b.wq; m++) {
-                        const int64_t c = r + b.sw * m - b.left;
-                        xq[r * phase + y * b.wq + m] = c >= 0 && c < b.w ? xp[y * b.w + c] : 0.0f;
-                    }
-            for (int64_t a = 0; a < b.kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh - top] */
-                for (int64_t r = 0; r < b.sw; r++)
-                    for (int64_t i = 0; i < b.ho; i++) {
-                        int nt = 0;
-                        for (int64_t s = 0; s < b.ph; s++) {
-                            const int64_t y = i * b.sh + s * b.dh - b.top;
-                            if (y >= 0 && y < b.h && ah[s * b.kh + a] != 0.0f)
-                                taps[nt++] = (tap){xq + r * phase + y * b.wq, ah[s * b.kh + a]};
-                        }
-                        multi_tap(v + (a * b.sw + r) * vplane + i * b.wq, b.wq, taps, nt);
-                    }
-            for (int64_t a = 0; a < b.kh; a++) /* then along rows: xb[a][b] = sum_t Aw[t,b] v[a] shifted */
-                for (int64_t c = 0; c < b.kw; c++) {
-                    int nt = 0;
-                    for (int64_t t = 0; t < b.pw; t++)
-                        if (aw[t * b.kw + c] != 0.0f)
-                            taps[nt++] = (tap){v + (a * b.sw + tap_phase(&b, t)) * vplane + tap_shift(&b, t),
-                                               aw[t * b.kw + c]};
-                    multi_tap(row, (b.ho - 1) * b.wq + b.wo, taps, nt);
-                    float *dst = out + ((pl * b.kh + a) * b.kw + c) * b.ho * b.wo;
-                    for (int64_t i = 0; i < b.ho; i++) memcpy(dst + i * b.wo, row + i * b.wq, sizeof(float) * b.wo);
-                }
+        for (int64_t pl = 0; pl < b.planes; pl++)
+            if (scratch)
+                filter_plane(&b, x + pl * b.h * b.w, ah, aw, out + pl * b.kh * b.kw * b.ho * b.wo, b.ho * b.wo, scratch);
+        free(scratch);
+    }
+    return failed;
+}
+
+/* Inference of a narrow layer, one image at a time in the thread's caches (see _basis.py): the push
+ * planes (x at the kh*kw taps of the push, with its stride, dilation and zero padding: the basis
+ * filtering with identity matrices, qa) and the pull's basis planes (qb) side by side in rows of
+ * 2*ho*wo; the products of blocks of G output channels with them give both responses at once, which
+ * are rectified and combined. m[] = {n, cin, cout, groups}; wt: (groups, blocks, cin/groups*kh*kw, G),
+ * each group's weights k[o, c, a, b] transposed, its outputs zero-padded to blocks*G. */
+int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, const float *x, const float *wt,
+                    const float *eh, const float *ew, const float *ah, const float *aw, const float *bias,
+                    const float *alpha, int dual, float *out, int nthreads) {
+    const basis_geometry pa = basis_read(qa), pb = basis_read(qb);
+    const int64_t n = m[0], cin = m[1], cout = m[2], groups = m[3], cpg = cin / groups, opg = cout / groups;
+    const int64_t taps = pa.kh * pa.kw, hw = pa.h * pa.w, hwo = pa.ho * pa.wo, row = 2 * hwo;
+    const int64_t blocks = (opg + G - 1) / G, nk = cpg * taps;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+        const int64_t extra = MAX(filter_scratch(&pa), filter_scratch(&pb));
+        float *planes = malloc(sizeof(float) * (cin * taps * row + G * row + extra));
+        float *y = planes + cin * taps * row, *scratch = y + G * row;
+        if (!planes) {
+#pragma omp atomic write
+            failed = 1;
         }
-        free(xq);
+#pragma omp for schedule(static)
+        for (int64_t i_n = 0; i_n < n; i_n++) {
+            if (!planes) continue;
+            for (int64_t c = 0; c < cin; c++) {
+                const float *xp = x + (i_n * cin + c) * hw;
+                filter_plane(&pa, xp, eh, ew, planes + c * taps * row, row, scratch);
+                filter_plane(&pb, xp, ah, aw, planes + c * taps * row + hwo, row, scratch);
+            }
+            for (int64_t gb = 0; gb < groups * blocks; gb++) {
+                const int64_t gi = gb / blocks, o0 = gi * opg + gb % blocks * G;
+                products(y, planes + gi * nk * row, wt + gb * nk * G, nk, row);
+                for (int64_t j = 0; j < G && o0 + j < (gi + 1) * opg; j++) {
+                    const int64_t o = o0 + j;
+                    const float b0 = bias ? bias[o] : 0.0f, al = alpha[o], *sp = y + j * row, *sq = sp + hwo;
+                    float *o_push = out + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *o_pull = o_push + cout * hwo;
+                    for (int64_t t = 0; t < hwo; t++) {
+                        const float s = sp[t] + b0, q = sq[t] + b0, r = s > 0.0f ? s : 0.0f, u = q < 0.0f ? -q : 0.0f;
+                        if (dual)
+                            o_push[t] = r, o_pull[t] = u;
+                        else
+                            o_push[t] = r - al * u;
+                    }
+                }
+            }
+        }
+        free(planes);
     }
     return failed;
 }

@@ -31,6 +31,11 @@ SEPARABLE_MIN_CHANNELS = 32
 # padding modes): its filtered planes have K_h·K_w times the input's channels.
 BASIS_MAX_CHANNELS = 4
 
+# Bytes of the per-image planes (the push's shifted copies and the pull's basis planes of every input
+# channel) up to which the basis path's inference runs one image at a time in the compiled kernel
+# (``_basis._planes_inference``): within a core's L2 cache (2 MB on the machine measured).
+PLANES_MAX_BYTES = 1 << 21
+
 _native = os.environ.get("PUSHPULL_NATIVE", "1") != "0"
 
 
