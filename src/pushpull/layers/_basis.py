@@ -235,10 +235,9 @@ def _planes_inference(x: Tensor, weight: Tensor, bias: Tensor | None, pads: Pads
         return None
     stride, dilation = geometry[11:13], geometry[13:15]
     push_geometry = filter_geometry(x, (kh, kw), (kh, kw), (pads[2], pads[0]), (ho, wo), stride, dilation)
-    identity = _matrices(push_geometry, x.dtype, x.device)
     out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
     _native.planes_infer((n, c, cout, groups), push_geometry, geometry, x.contiguous(), _native.output_blocks(weight, groups),
-                         (*identity, *_matrices(geometry, x.dtype, x.device)),
+                         _matrices(geometry, x.dtype, x.device),
                          None if bias is None else bias.detach().contiguous(), alphas, dual_output, out)
     return out
 

@@ -351,33 +351,46 @@ static basis_geometry basis_read(const int64_t *q) {
 static inline int64_t tap_phase(const basis_geometry *b, int64_t t) { return t * b->dw % b->sw; }
 static inline int64_t tap_shift(const basis_geometry *b, int64_t t) { return t * b->dw / b->sw; }
 
+/* rows the filtering reads: the image's rows with the zero padding the outputs reach */
+static int64_t filter_rows(const basis_geometry *b) { return (b->ho - 1) * b->sh + (b->ph - 1) * b->dh + 1; }
+
 /* the scratch floats filter_plane needs: the column phases of x, the vertically filtered maps, one row map */
 static int64_t filter_scratch(const basis_geometry *b) {
-    return b->sw * b->h * b->wq + b->kh * b->sw * b->ho * b->wq + b->ho * b->wq;
+    return b->sw * filter_rows(b) * b->wq + b->kh * b->sw * b->ho * b->wq + b->ho * b->wq;
 }
 
-/* the kh*kw basis-filtered planes of one input plane xp into dst, each ho*wo, pitch floats apart */
+/* the kh*kw basis-filtered planes of one input plane xp into dst, each ho*wo, pitch floats apart. The
+ * column phases hold the padding as zero rows, so with stride 1 a vertical pass is one flat sum. */
 static void filter_plane(const basis_geometry *b, const float *xp, const float *ah, const float *aw, float *dst,
                          int64_t pitch, float *scratch) {
-    const int64_t phase = b->h * b->wq, vplane = b->ho * b->wq; /* one phase of x, of a vertically filtered map */
+    const int64_t rows = filter_rows(b), phase = rows * b->wq, vplane = b->ho * b->wq;
     float *xq = scratch, *v = xq + b->sw * phase, *row = v + b->kh * b->sw * vplane;
     tap taps[MAX_TAPS];
-    for (int64_t r = 0; r < b->sw; r++)
-        for (int64_t y = 0; y < b->h; y++)
-            for (int64_t m = 0; m < b->wq; m++) {
-                const int64_t c = r + b->sw * m - b->left;
-                xq[r * phase + y * b->wq + m] = c >= 0 && c < b->w ? xp[y * b->w + c] : 0.0f;
-            }
-    for (int64_t a = 0; a < b->kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh - top] */
-        for (int64_t r = 0; r < b->sw; r++)
-            for (int64_t i = 0; i < b->ho; i++) {
-                int nt = 0;
-                for (int64_t s = 0; s < b->ph; s++) {
-                    const int64_t y = i * b->sh + s * b->dh - b->top;
-                    if (y >= 0 && y < b->h && ah[s * b->kh + a] != 0.0f)
-                        taps[nt++] = (tap){xq + r * phase + y * b->wq, ah[s * b->kh + a]};
+    for (int64_t r = 0; r < b->sw; r++) /* xq[r][y][m] = x[y - top][r + sw*m - left], zero outside */
+        for (int64_t y = 0; y < rows; y++) {
+            float *d = xq + r * phase + y * b->wq;
+            const int64_t src = y - b->top;
+            if (src < 0 || src >= b->h) {
+                memset(d, 0, sizeof(float) * b->wq);
+            } else if (b->sw == 1) {
+                const int64_t lo = MAX(0, b->left), hi = b->w + b->left < b->wq ? b->w + b->left : b->wq;
+                memset(d, 0, sizeof(float) * b->wq);
+                if (hi > lo) memcpy(d + lo, xp + src * b->w + lo - b->left, sizeof(float) * (hi - lo));
+            } else {
+                for (int64_t m = 0; m < b->wq; m++) {
+                    const int64_t c = r + b->sw * m - b->left;
+                    d[m] = c >= 0 && c < b->w ? xp[src * b->w + c] : 0.0f;
                 }
-                multi_tap(v + (a * b->sw + r) * vplane + i * b->wq, b->wq, taps, nt);
+            }
+        }
+    for (int64_t a = 0; a < b->kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh] */
+        for (int64_t r = 0; r < b->sw; r++)
+            for (int64_t i = 0; i < (b->sh == 1 ? 1 : b->ho); i++) {
+                int nt = 0;
+                for (int64_t s = 0; s < b->ph; s++)
+                    if (ah[s * b->kh + a] != 0.0f)
+                        taps[nt++] = (tap){xq + r * phase + (i * b->sh + s * b->dh) * b->wq, ah[s * b->kh + a]};
+                multi_tap(v + (a * b->sw + r) * vplane + i * b->wq, b->sh == 1 ? vplane : b->wq, taps, nt);
             }
     for (int64_t a = 0; a < b->kh; a++) /* then along rows: xb[a][b] = sum_t Aw[t,b] v[a] shifted */
         for (int64_t c = 0; c < b->kw; c++) {
@@ -389,6 +402,29 @@ static void filter_plane(const basis_geometry *b, const float *xp, const float *
             float *d = dst + (a * b->kw + c) * pitch;
             for (int64_t i = 0; i < b->ho; i++) memcpy(d + i * b->wo, row + i * b->wq, sizeof(float) * b->wo);
         }
+}
+
+/* the push's kh*kw shifted copies of one input plane (stride, dilation, zero padding; b's ph, pw are
+ * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices */
+static void shift_plane(const basis_geometry *b, const float *xp, float *dst, int64_t pitch) {
+    for (int64_t a = 0; a < b->kh; a++)
+        for (int64_t c = 0; c < b->kw; c++)
+            for (int64_t i = 0; i < b->ho; i++) {
+                float *d = dst + (a * b->kw + c) * pitch + i * b->wo;
+                const int64_t y = i * b->sh + a * b->dh - b->top, first = c * b->dw - b->left; /* column of j = 0 */
+                if (y < 0 || y >= b->h) {
+                    memset(d, 0, sizeof(float) * b->wo);
+                } else if (b->sw == 1) { /* j reads column first + j: a contiguous run inside the image */
+                    const int64_t lo = MAX(0, -first), hi = b->w - first < b->wo ? b->w - first : b->wo;
+                    memset(d, 0, sizeof(float) * b->wo);
+                    if (hi > lo) memcpy(d + lo, xp + y * b->w + first + lo, sizeof(float) * (hi - lo));
+                } else {
+                    for (int64_t j = 0; j < b->wo; j++) {
+                        const int64_t col = first + j * b->sw;
+                        d[j] = col >= 0 && col < b->w ? xp[y * b->w + col] : 0.0f;
+                    }
+                }
+            }
 }
 
 int pp_basis_forward(const int64_t *q, const float *x, const float *ah, const float *aw, float *out, int nthreads) {
@@ -412,13 +448,13 @@ int pp_basis_forward(const int64_t *q, const float *x, const float *ah, const fl
 }
 
 /* Inference of a narrow layer, one image at a time in the thread's caches (see _basis.py): the push
- * planes (x at the kh*kw taps of the push, with its stride, dilation and zero padding: the basis
- * filtering with identity matrices, qa) and the pull's basis planes (qb) side by side in rows of
+ * planes (x at the kh*kw taps of the push, with its stride, dilation and zero padding, qa) and the
+ * pull's basis planes (qb) side by side in rows of
  * 2*ho*wo; the products of blocks of G output channels with them give both responses at once, which
  * are rectified and combined. m[] = {n, cin, cout, groups}; wt: (groups, blocks, cin/groups*kh*kw, G),
  * each group's weights k[o, c, a, b] transposed, its outputs zero-padded to blocks*G. */
 int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, const float *x, const float *wt,
-                    const float *eh, const float *ew, const float *ah, const float *aw, const float *bias,
+                    const float *ah, const float *aw, const float *bias,
                     const float *alpha, int dual, float *out, int nthreads) {
     const basis_geometry pa = basis_read(qa), pb = basis_read(qb);
     const int64_t n = m[0], cin = m[1], cout = m[2], groups = m[3], cpg = cin / groups, opg = cout / groups;
@@ -428,7 +464,7 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        const int64_t extra = MAX(filter_scratch(&pa), filter_scratch(&pb));
+        const int64_t extra = filter_scratch(&pb);
         float *planes = malloc(sizeof(float) * (cin * taps * row + G * row + extra));
         float *y = planes + cin * taps * row, *scratch = y + G * row;
         if (!planes) {
@@ -440,7 +476,7 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
             if (!planes) continue;
             for (int64_t c = 0; c < cin; c++) {
                 const float *xp = x + (i_n * cin + c) * hw;
-                filter_plane(&pa, xp, eh, ew, planes + c * taps * row, row, scratch);
+                shift_plane(&pa, xp, planes + c * taps * row, row);
                 filter_plane(&pb, xp, ah, aw, planes + c * taps * row + hwo, row, scratch);
             }
             for (int64_t gb = 0; gb < groups * blocks; gb++) {

@@ -104,7 +104,7 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
     lib.pp_basis_forward.argtypes = lib.pp_basis_backward.argtypes = [i64p, p, p, p, p, ctypes.c_int]
-    lib.pp_planes_infer.argtypes = [i64p, i64p, i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, ctypes.c_int]
+    lib.pp_planes_infer.argtypes = [i64p, i64p, i64p, p, p, p, p, p, p, ctypes.c_int, p, ctypes.c_int]
     for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
                    lib.pp_last_team):
         kernel.restype = ctypes.c_int
@@ -281,10 +281,10 @@ def basis_backward(geometry: tuple[int, ...], grad: Tensor, a_h: Tensor, a_w: Te
 
 
 def planes_infer(sizes: tuple[int, int, int, int], push_geometry: tuple[int, ...], pull_geometry: tuple[int, ...],
-                 x: Tensor, weight: Tensor, matrices: tuple[Tensor, Tensor, Tensor, Tensor], bias: Tensor | None,
+                 x: Tensor, weight: Tensor, matrices: tuple[Tensor, Tensor], bias: Tensor | None,
                  alphas: Tensor, dual_output: bool, out: Tensor) -> None:
     """``out`` = the layer's output by ``pp_planes_infer`` (see :mod:`._basis`): ``sizes`` (n, C_in, C_out,
-    groups), the push's and the pull's filtering geometries, ``matrices`` (I_h, I_w, A_h, A_w)."""
+    groups), the push's and the pull's filtering geometries, the pull's ``matrices`` (A_h, A_w)."""
     tables = [torch.tensor(t, dtype=torch.int64) for t in (sizes, push_geometry, pull_geometry)]  # kept alive
     _check(_library().pp_planes_infer)(*(_int64_ptr(t) for t in tables), _ptr(x), _ptr(weight),
                                        *(_ptr(m) for m in matrices), _ptr(bias), _ptr(alphas), int(dual_output),
