@@ -118,6 +118,9 @@ def test_inference_of_narrow_layers_by_the_planes_kernel_matches_float64(monkeyp
     with torch.no_grad():
         want = ref(x.double())
     assert got.shape == want.shape and rel_err(got, want) < 1e-5
+    with torch.no_grad():  # a channels-last input: the same values, in its memory format
+        got = fast(x.to(memory_format=torch.channels_last))
+    assert got.is_contiguous(memory_format=torch.channels_last) and rel_err(got, want) < 1e-5
     calls.clear()
     fast(x)  # recording gradients: the training path, not the inference kernel
     assert not calls

@@ -239,7 +239,8 @@ def _planes_inference(x: Tensor, weight: Tensor, bias: Tensor | None, pads: Pads
     _native.planes_infer((n, c, cout, groups), push_geometry, geometry, x.contiguous(), _native.output_blocks(weight, groups),
                          _matrices(geometry, x.dtype, x.device),
                          None if bias is None else bias.detach().contiguous(), alphas, dual_output, out)
-    return out
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # as F.conv2d does
 
 
 def push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
