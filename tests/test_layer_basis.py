@@ -90,6 +90,7 @@ PLANES_CASES = [
     (2, 4, (3, 5), (2, 1), (1, 2), 1, 1, {"bias": False}),
     (2, 3, 4, 1, "same", 1, 1, {}),  # even kernel: asymmetric padding
     (3, 20, 3, 1, 1, 1, 1, {"scale": 3.0}),  # outputs beyond two blocks of nine, a 9x9 pull
+    (8, 6, 3, 1, 1, 1, 1, {}),  # as wide as auto takes it there (config.PLANES_MAX_CHANNELS)
 ]
 
 
