@@ -288,13 +288,14 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
                 const float al = dual ? -1.0f : alpha[o];
                 float sb = 0.0f, sa = 0.0f;
                 for (int64_t r = 0; r < ho; r++)
+#pragma omp simd reduction(+ : sb, sa) /* vectorised: the sums may be reassociated */
                     for (int64_t c = 0; c < wo; c++) {
                         const int64_t t = r * wo + c, s = (r + my) * wg + c + mx;
                         const float d1 = push[t] > 0.0f ? gr_push[t] : 0.0f;
                         const float d2 = pull[t] > 0.0f ? al * gr_pull[t] : 0.0f; /* d loss / d pullconv */
                         g1[s] = d1, g2[s] = d2;
                         sb += d1 + d2;
-                        sa -= gr_pull[t] * pull[t];
+                        sa += -gr_pull[t] * pull[t];
                     }
                 if (gbias) gbias[no] = sb;
                 if (galpha) galpha[no] = sa;
