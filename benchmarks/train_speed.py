@@ -6,7 +6,10 @@ are interleaved step by step and the median step time is reported, so background
 all of them alike; the ratios (variant rate / plain rate) are the numbers to read.
 
     python benchmarks/train_speed.py [--batch 128] [--reps 10] [--threads N] [--device cpu|cuda]
-                                     [--families resnet20 resnet18 ...] [--imagenet-size 160]
+                                     [--families resnet20 resnet18 ...] [--imagenet-size 160] [--clock wall|process]
+
+On a shared machine ``--clock process`` times CPU seconds of this process instead of wall seconds
+(steadier under background load; with several threads it also counts their spin-waiting).
 
 The CIFAR families train on 32x32 inputs at ``--batch``; the ImageNet ones (ResNet-18/-50) on
 ``--imagenet-size`` inputs at ``--imagenet-batch`` (default 160 px, batch 16).
@@ -63,12 +66,14 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=DEFAULT_FAMILIES, choices=list(FAMILIES))
     parser.add_argument("--imagenet-size", type=int, default=160)
     parser.add_argument("--imagenet-batch", type=int, default=16)
+    parser.add_argument("--clock", choices=("wall", "process"), default="wall")
     args = parser.parse_args()
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    print(f"device {device}, threads {torch.get_num_threads()}, median of {args.reps} steps"
+    print(f"device {device}, threads {torch.get_num_threads()}, {args.clock} clock, median of {args.reps} steps"
           f"{', AMP + channels_last' if cuda else ''}\n")
     print("| model | input | step (ms) | images/s | ratio to plain | target |")
     print("|---|---|---:|---:|---:|---:|")
@@ -82,9 +87,9 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in steps}
         for _ in range(args.reps):
             for name, step in steps.items():
-                start = time.perf_counter()
+                start = clock()
                 step()
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
         plain = statistics.median(times[family])
         for name, samples in times.items():
             median = statistics.median(samples)

@@ -12,7 +12,7 @@ from layer_checks import outputs_and_grads, rel_err
 from pushpull import PushPullConv2d, push_pull_conv2d, push_pull_conv2d_reference
 from pushpull.layers import _basis, _native
 from pushpull.layers._fast import separable_pull
-from pushpull.layers.config import BASIS_MAX_CHANNELS, NATIVE_MIN_INFERENCE_CHANNELS
+from pushpull.layers.config import BASIS_MAX_CHANNELS, NATIVE_MIN_INFERENCE_CHANNELS, PLANES_MAX_CHANNELS
 from pushpull.layers.resize import pull_kernel, resize_kernel, resize_kernel_adjoint
 
 
@@ -105,8 +105,8 @@ def _picker(monkeypatch):
     monkeypatch.setattr(pp_module, "separable_pull", lambda *a, **k: calls.append("separable") or separable_pull(*a, **k))
     native_apply = _native.NativePushPull.apply
     monkeypatch.setattr(_native.NativePushPull, "apply", lambda *a: calls.append("native") or native_apply(*a))
-    basis_apply = _basis.BasisPushPull.apply
-    monkeypatch.setattr(_basis.BasisPushPull, "apply", lambda *a: calls.append("basis") or basis_apply(*a))
+    basis = _basis.push_pull_basis  # its autograd node, or in inference its compiled kernel
+    monkeypatch.setattr(_basis, "push_pull_basis", lambda *a: calls.append("basis") or basis(*a))
 
     def picked(layer, x):
         calls.clear()
@@ -132,12 +132,14 @@ def test_auto_picks_native_where_it_covers_the_call_and_pays(monkeypatch):
     if not _native.available():
         pytest.skip("the native kernels cannot be built here (no C compiler with OpenMP)")
     picked = _picker(monkeypatch)
-    c = NATIVE_MIN_INFERENCE_CHANNELS
-    narrow, wide = PushPullConv2d(c - 1, 4, 3, padding=1), PushPullConv2d(c, 4, 3, padding=1)
+    c, p = NATIVE_MIN_INFERENCE_CHANNELS, PLANES_MAX_CHANNELS
+    narrow, wide = PushPullConv2d(c - 1, 4, 3, padding=1), PushPullConv2d(p + 1, 4, 3, padding=1)
     assert picked(narrow, torch.randn(1, c - 1, 8, 8)) == "native"  # training
     with torch.no_grad():
         assert picked(narrow, torch.randn(1, c - 1, 8, 8)) == "basis"  # few input channels: the basis pull
-        assert picked(wide, torch.randn(1, c, 8, 8)) == "native"
+        assert picked(PushPullConv2d(p, 4, 3, padding=1), torch.randn(1, p, 8, 8)) == "basis"  # its inference kernel
+        assert picked(PushPullConv2d(p, 4, 3, padding=1), torch.randn(1, p, 64, 64)) == "native"  # planes too large
+        assert picked(wide, torch.randn(1, p + 1, 8, 8)) == "native"
     assert picked(PushPullConv2d(3, 4, 3, stride=2, padding=1), torch.randn(1, 3, 8, 8)) == "basis"  # strided, narrow
     b = BASIS_MAX_CHANNELS
     assert picked(PushPullConv2d(b + 1, 4, 3, stride=2, padding=1), torch.randn(1, b + 1, 8, 8)) == "separable"

@@ -48,6 +48,8 @@ NATIVE_CASES = [
     (3, 1, True, (10, 10), (4, 6), 2, {"scale": 1.5}),
     (3, 1, True, (10, 10), (4, 6), 2, {"scale": 3.0}),
     (3, 1, True, (37, 41), (3, 2), 2, {"trainable_alpha": True}),
+    (3, 1, False, (9, 23), (7, 5), 2, {}),  # weight-gradient channel triples plus one; 48-pixel blocks plus a tail
+    (3, 1, True, (12, 12), (64, 8), 1, {}),  # a wide input, as ResNet's first stage
 ]
 
 

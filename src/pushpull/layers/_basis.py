@@ -24,6 +24,7 @@ from torch import Tensor
 
 from . import _native
 from ._fast import ConvSettings
+from .config import PLANES_MAX_BYTES
 from .eager import eager_call
 from .geometry import Pads, conv_padding, pad2d
 from .reference import combine
@@ -202,19 +203,68 @@ def _differentiable_backward(ctx, grad: Tensor):
             None, None, None)
 
 
+def _out_size(x: Tensor, pull_size: tuple[int, int], q_pads: Pads, stride: tuple[int, int],
+              dilation: tuple[int, int]) -> tuple[int, int]:
+    (ph, pw), (h, w), (left, right, top, bottom) = pull_size, x.shape[-2:], q_pads
+    return ((h + top + bottom - dilation[0] * (ph - 1) - 1) // stride[0] + 1,
+            (w + left + right - dilation[1] * (pw - 1) - 1) // stride[1] + 1)
+
+
+def inference_covers(x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Union[float, Tensor], pads: Pads,
+                     q_pads: Pads, pull_size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+                     padding_mode: str) -> bool:
+    """Whether the compiled inference kernel (:func:`_planes_inference`) computes this call: nothing
+    records gradients, float32 eager CPU tensors, zero padding, a scalar or per-channel ``alpha``,
+    planes within ``config.PLANES_MAX_BYTES`` per image."""
+    if torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in (x, weight, bias, alpha)):
+        return False
+    c, (cout, cpg, kh, kw) = x.shape[1], weight.shape
+    ho, wo = _out_size(x, pull_size, q_pads, stride, dilation)
+    per_channel = not isinstance(alpha, Tensor) or alpha.numel() == 1 or (
+        alpha.numel() == cout and tuple(alpha.shape[-3:]) == (cout, 1, 1))
+    return (per_channel and padding_mode == "zeros" and min(pads) >= 0 and min(q_pads) >= 0
+            and weight.dtype == torch.float32 and native_covers(x, (kh, kw), pull_size)
+            and eager_call(weight, bias, alpha) and cpg * kh * kw <= _native.MAX_TAPS
+            and 2 * c * kh * kw * ho * wo * 4 <= PLANES_MAX_BYTES)
+
+
+def _planes_inference(x: Tensor, weight: Tensor, bias: Tensor | None, pads: Pads, geometry: Geometry, groups: int,
+                      alpha: Union[float, Tensor], dual_output: bool) -> Tensor:
+    """The layer in inference by the compiled ``pp_planes_infer`` (where :func:`inference_covers`).
+
+    Per image, in the thread's caches, the push's shifted copies of ``x`` and the pull's basis planes
+    (both ``K_h·K_w`` per input channel), then both responses from one product with the weights,
+    rectified and combined: no full-size intermediate map, and no convolution whose narrow input
+    keeps it from vectorising.
+    """
+    n, c = x.shape[:2]
+    cout, _, kh, kw = weight.shape
+    ho, wo, stride, dilation = *geometry[7:9], geometry[11:13], geometry[13:15]
+    push_geometry = filter_geometry(x, (kh, kw), (kh, kw), (pads[2], pads[0]), (ho, wo), stride, dilation)
+    alphas = (torch.full((cout,), float(alpha)) if not isinstance(alpha, Tensor)
+              else alpha.detach().reshape(-1).expand(cout).contiguous())
+    out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
+    _native.planes_infer((n, c, cout, groups), push_geometry, geometry, x.contiguous(),
+                         _native.output_blocks(weight, groups), _matrices(geometry, x.dtype, x.device),
+                         None if bias is None else bias.detach().contiguous(), alphas, dual_output, out)
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # as F.conv2d does
+
+
 def push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
                     q_pads: Pads, dilation: tuple[int, int], groups: int, pull_size: tuple[int, int],
                     alpha: Union[float, Tensor], dual_output: bool, padding_mode: str) -> Tensor:
-    """The layer by :class:`BasisPushPull`; zero padding is folded into the filtering, other padding applied first."""
+    """The layer by :class:`BasisPushPull` (in inference by the compiled kernel, where it covers the call);
+    zero padding is folded into the filtering, other padding applied first."""
     x_push, push_pad = conv_padding(x, pads, padding_mode)
     x_pull, (left, right, top, bottom) = x, q_pads
     if padding_mode != "zeros" or min(q_pads) < 0:
         x_pull, (left, right, top, bottom) = pad2d(x, q_pads, padding_mode), (0, 0, 0, 0)
-    (ph, pw), (h, w) = pull_size, x_pull.shape[-2:]
-    out_size = ((h + top + bottom - dilation[0] * (ph - 1) - 1) // stride[0] + 1,
-                (w + left + right - dilation[1] * (pw - 1) - 1) // stride[1] + 1)
+    out_size = _out_size(x_pull, pull_size, (left, right, top, bottom), stride, dilation)
     geometry = filter_geometry(x_pull, (weight.shape[-2], weight.shape[-1]), pull_size, (top, left), out_size, stride,
                                dilation)
+    if inference_covers(x, weight, bias, alpha, pads, q_pads, pull_size, stride, dilation, padding_mode):
+        return _planes_inference(x, weight, bias, pads, geometry, groups, alpha, dual_output)
     geo = ConvSettings(stride, push_pad, (0, 0), dilation, groups, dual_output)
     return BasisPushPull.apply(x_push, None if x_pull is x_push else x_pull, weight, bias, alpha, geo, geometry,
                                torch.is_grad_enabled())

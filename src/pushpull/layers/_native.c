@@ -78,18 +78,33 @@ static void multi_tap(float *restrict dst, int64_t len, const tap *taps, int nta
     }
 }
 
-/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw) */
+/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw): 48 pixels at a time
+ * (27 accumulators), so every broadcast weight feeds three multiply-adds */
 static void products(float *restrict y, const float *restrict x, const float *restrict wt, int64_t cin,
                      int64_t hw) {
     int64_t p = 0;
-    for (; p + 32 <= hw; p += 32) {
-        v16 a[G][2];
-        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = (v16){0};
+    for (; p + 48 <= hw; p += 48) {
+        v16 a[G][3];
+        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = a[j][2] = (v16){0};
         for (int64_t c = 0; c < cin; c++) {
-            const v16 x0 = load(x + c * hw + p), x1 = load(x + c * hw + p + 16);
-            for (int j = 0; j < G; j++) a[j][0] += wt[c * G + j] * x0, a[j][1] += wt[c * G + j] * x1;
+            const float *xc = x + c * hw + p;
+            const v16 x0 = load(xc), x1 = load(xc + 16), x2 = load(xc + 32);
+            for (int j = 0; j < G; j++) {
+                const float wj = wt[c * G + j];
+                a[j][0] += wj * x0, a[j][1] += wj * x1, a[j][2] += wj * x2;
+            }
         }
-        for (int j = 0; j < G; j++) store(y + j * hw + p, a[j][0]), store(y + j * hw + p + 16, a[j][1]);
+        for (int j = 0; j < G; j++)
+            store(y + j * hw + p, a[j][0]), store(y + j * hw + p + 16, a[j][1]), store(y + j * hw + p + 32, a[j][2]);
+    }
+    for (; p + 16 <= hw; p += 16) {
+        v16 a[G];
+        for (int j = 0; j < G; j++) a[j] = (v16){0};
+        for (int64_t c = 0; c < cin; c++) {
+            const v16 x0 = load(x + c * hw + p);
+            for (int j = 0; j < G; j++) a[j] += wt[c * G + j] * x0;
+        }
+        for (int j = 0; j < G; j++) store(y + j * hw + p, a[j]);
     }
     for (; p < hw; p++)
         for (int j = 0; j < G; j++) {
@@ -120,19 +135,40 @@ static void products_adjoint_x(float *restrict gx, const float *restrict gy, con
         }
 }
 
-/* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights */
+/* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights. Three channels at a
+ * time, so that every load of gy feeds three multiply-adds (27 accumulators in registers). */
 static void products_adjoint_w(float *restrict gw, const float *restrict gy, const float *restrict x, int64_t cin,
                                int64_t hw) {
-    for (int64_t c = 0; c < cin; c++) {
-        v16 a[G][2];
-        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = (v16){0};
+    int64_t c = 0;
+    for (; c + 3 <= cin; c += 3) {
+        v16 a[3][G];
+        for (int j = 0; j < G; j++) a[0][j] = a[1][j] = a[2][j] = (v16){0};
+        const float *x0 = x + c * hw, *x1 = x0 + hw, *x2 = x1 + hw;
         int64_t p = 0;
-        for (; p + 32 <= hw; p += 32) {
-            const v16 x0 = load(x + c * hw + p), x1 = load(x + c * hw + p + 16);
-            for (int j = 0; j < G; j++) a[j][0] += load(gy + j * hw + p) * x0, a[j][1] += load(gy + j * hw + p + 16) * x1;
+        for (; p + 16 <= hw; p += 16) {
+            const v16 u0 = load(x0 + p), u1 = load(x1 + p), u2 = load(x2 + p);
+            for (int j = 0; j < G; j++) {
+                const v16 d = load(gy + j * hw + p);
+                a[0][j] += d * u0, a[1][j] += d * u1, a[2][j] += d * u2;
+            }
+        }
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < G; j++) {
+                float s = hsum(a[i][j]);
+                for (int64_t q = p; q < hw; q++) s += gy[j * hw + q] * x[(c + i) * hw + q];
+                gw[(c + i) * G + j] += s;
+            }
+    }
+    for (; c < cin; c++) {
+        v16 a[G];
+        for (int j = 0; j < G; j++) a[j] = (v16){0};
+        int64_t p = 0;
+        for (; p + 16 <= hw; p += 16) {
+            const v16 u = load(x + c * hw + p);
+            for (int j = 0; j < G; j++) a[j] += load(gy + j * hw + p) * u;
         }
         for (int j = 0; j < G; j++) {
-            float s = hsum(a[j][0] + a[j][1]);
+            float s = hsum(a[j]);
             for (int64_t q = p; q < hw; q++) s += gy[j * hw + q] * x[c * hw + q];
             gw[c * G + j] += s;
         }
@@ -252,13 +288,14 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
                 const float al = dual ? -1.0f : alpha[o];
                 float sb = 0.0f, sa = 0.0f;
                 for (int64_t r = 0; r < ho; r++)
+#pragma omp simd reduction(+ : sb, sa) /* vectorised: the sums may be reassociated */
                     for (int64_t c = 0; c < wo; c++) {
                         const int64_t t = r * wo + c, s = (r + my) * wg + c + mx;
                         const float d1 = push[t] > 0.0f ? gr_push[t] : 0.0f;
                         const float d2 = pull[t] > 0.0f ? al * gr_pull[t] : 0.0f; /* d loss / d pullconv */
                         g1[s] = d1, g2[s] = d2;
                         sb += d1 + d2;
-                        sa -= gr_pull[t] * pull[t];
+                        sa += -gr_pull[t] * pull[t];
                     }
                 if (gbias) gbias[no] = sb;
                 if (galpha) galpha[no] = sa;
@@ -315,54 +352,152 @@ static basis_geometry basis_read(const int64_t *q) {
 static inline int64_t tap_phase(const basis_geometry *b, int64_t t) { return t * b->dw % b->sw; }
 static inline int64_t tap_shift(const basis_geometry *b, int64_t t) { return t * b->dw / b->sw; }
 
+/* rows the filtering reads: the image's rows with the zero padding the outputs reach */
+static int64_t filter_rows(const basis_geometry *b) { return (b->ho - 1) * b->sh + (b->ph - 1) * b->dh + 1; }
+
+/* the scratch floats filter_plane needs: the column phases of x, the vertically filtered maps, one row map */
+static int64_t filter_scratch(const basis_geometry *b) {
+    return b->sw * filter_rows(b) * b->wq + b->kh * b->sw * b->ho * b->wq + b->ho * b->wq;
+}
+
+/* the kh*kw basis-filtered planes of one input plane xp into dst, each ho*wo, pitch floats apart. The
+ * column phases hold the padding as zero rows, so with stride 1 a vertical pass is one flat sum. */
+static void filter_plane(const basis_geometry *b, const float *xp, const float *ah, const float *aw, float *dst,
+                         int64_t pitch, float *scratch) {
+    const int64_t rows = filter_rows(b), phase = rows * b->wq, vplane = b->ho * b->wq;
+    float *xq = scratch, *v = xq + b->sw * phase, *row = v + b->kh * b->sw * vplane;
+    tap taps[MAX_TAPS];
+    for (int64_t r = 0; r < b->sw; r++) /* xq[r][y][m] = x[y - top][r + sw*m - left], zero outside */
+        for (int64_t y = 0; y < rows; y++) {
+            float *d = xq + r * phase + y * b->wq;
+            const int64_t src = y - b->top;
+            if (src < 0 || src >= b->h) {
+                memset(d, 0, sizeof(float) * b->wq);
+            } else if (b->sw == 1) {
+                const int64_t lo = MAX(0, b->left), hi = b->w + b->left < b->wq ? b->w + b->left : b->wq;
+                memset(d, 0, sizeof(float) * b->wq);
+                if (hi > lo) memcpy(d + lo, xp + src * b->w + lo - b->left, sizeof(float) * (hi - lo));
+            } else {
+                for (int64_t m = 0; m < b->wq; m++) {
+                    const int64_t c = r + b->sw * m - b->left;
+                    d[m] = c >= 0 && c < b->w ? xp[src * b->w + c] : 0.0f;
+                }
+            }
+        }
+    for (int64_t a = 0; a < b->kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh] */
+        for (int64_t r = 0; r < b->sw; r++)
+            for (int64_t i = 0; i < (b->sh == 1 ? 1 : b->ho); i++) {
+                int nt = 0;
+                for (int64_t s = 0; s < b->ph; s++)
+                    if (ah[s * b->kh + a] != 0.0f)
+                        taps[nt++] = (tap){xq + r * phase + (i * b->sh + s * b->dh) * b->wq, ah[s * b->kh + a]};
+                multi_tap(v + (a * b->sw + r) * vplane + i * b->wq, b->sh == 1 ? vplane : b->wq, taps, nt);
+            }
+    for (int64_t a = 0; a < b->kh; a++) /* then along rows: xb[a][b] = sum_t Aw[t,b] v[a] shifted */
+        for (int64_t c = 0; c < b->kw; c++) {
+            int nt = 0;
+            for (int64_t t = 0; t < b->pw; t++)
+                if (aw[t * b->kw + c] != 0.0f)
+                    taps[nt++] = (tap){v + (a * b->sw + tap_phase(b, t)) * vplane + tap_shift(b, t), aw[t * b->kw + c]};
+            multi_tap(row, (b->ho - 1) * b->wq + b->wo, taps, nt);
+            float *d = dst + (a * b->kw + c) * pitch;
+            for (int64_t i = 0; i < b->ho; i++) memcpy(d + i * b->wo, row + i * b->wq, sizeof(float) * b->wo);
+        }
+}
+
+/* the push's kh*kw shifted copies of one input plane (stride, dilation, zero padding; b's ph, pw are
+ * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices */
+static void shift_plane(const basis_geometry *b, const float *xp, float *dst, int64_t pitch) {
+    for (int64_t a = 0; a < b->kh; a++)
+        for (int64_t c = 0; c < b->kw; c++)
+            for (int64_t i = 0; i < b->ho; i++) {
+                float *d = dst + (a * b->kw + c) * pitch + i * b->wo;
+                const int64_t y = i * b->sh + a * b->dh - b->top, first = c * b->dw - b->left; /* column of j = 0 */
+                if (y < 0 || y >= b->h) {
+                    memset(d, 0, sizeof(float) * b->wo);
+                } else if (b->sw == 1) { /* j reads column first + j: a contiguous run inside the image */
+                    const int64_t lo = MAX(0, -first), hi = b->w - first < b->wo ? b->w - first : b->wo;
+                    memset(d, 0, sizeof(float) * b->wo);
+                    if (hi > lo) memcpy(d + lo, xp + y * b->w + first + lo, sizeof(float) * (hi - lo));
+                } else {
+                    for (int64_t j = 0; j < b->wo; j++) {
+                        const int64_t col = first + j * b->sw;
+                        d[j] = col >= 0 && col < b->w ? xp[y * b->w + col] : 0.0f;
+                    }
+                }
+            }
+}
+
 int pp_basis_forward(const int64_t *q, const float *x, const float *ah, const float *aw, float *out, int nthreads) {
     const basis_geometry b = basis_read(q);
-    const int64_t phase = b.h * b.wq, vplane = b.ho * b.wq; /* one phase of x, of a vertically filtered map */
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        float *xq = malloc(sizeof(float) * (b.sw * phase + b.kh * b.sw * vplane + vplane));
-        float *v = xq + b.sw * phase, *row = v + b.kh * b.sw * vplane;
-        tap taps[MAX_TAPS];
-        if (!xq) {
+        float *scratch = malloc(sizeof(float) * filter_scratch(&b));
+        if (!scratch) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t pl = 0; pl < b.planes; pl++) {
-            if (!xq) continue;
-            const float *xp = x + pl * b.h * b.w;
-            for (int64_t r = 0; r < b.sw; r++)
-                for (int64_t y = 0; y < b.h; y++)
-                    for (int64_t m = 0; m < b.wq; m++) {
-                        const int64_t c = r + b.sw * m - b.left;
-                        xq[r * phase + y * b.wq + m] = c >= 0 && c < b.w ? xp[y * b.w + c] : 0.0f;
-                    }
-            for (int64_t a = 0; a < b.kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh - top] */
-                for (int64_t r = 0; r < b.sw; r++)
-                    for (int64_t i = 0; i < b.ho; i++) {
-                        int nt = 0;
-                        for (int64_t s = 0; s < b.ph; s++) {
-                            const int64_t y = i * b.sh + s * b.dh - b.top;
-                            if (y >= 0 && y < b.h && ah[s * b.kh + a] != 0.0f)
-                                taps[nt++] = (tap){xq + r * phase + y * b.wq, ah[s * b.kh + a]};
-                        }
-                        multi_tap(v + (a * b.sw + r) * vplane + i * b.wq, b.wq, taps, nt);
-                    }
-            for (int64_t a = 0; a < b.kh; a++) /* then along rows: xb[a][b] = sum_t Aw[t,b] v[a] shifted */
-                for (int64_t c = 0; c < b.kw; c++) {
-                    int nt = 0;
-                    for (int64_t t = 0; t < b.pw; t++)
-                        if (aw[t * b.kw + c] != 0.0f)
-                            taps[nt++] = (tap){v + (a * b.sw + tap_phase(&b, t)) * vplane + tap_shift(&b, t),
-                                               aw[t * b.kw + c]};
-                    multi_tap(row, (b.ho - 1) * b.wq + b.wo, taps, nt);
-                    float *dst = out + ((pl * b.kh + a) * b.kw + c) * b.ho * b.wo;
-                    for (int64_t i = 0; i < b.ho; i++) memcpy(dst + i * b.wo, row + i * b.wq, sizeof(float) * b.wo);
-                }
+        for (int64_t pl = 0; pl < b.planes; pl++)
+            if (scratch)
+                filter_plane(&b, x + pl * b.h * b.w, ah, aw, out + pl * b.kh * b.kw * b.ho * b.wo, b.ho * b.wo, scratch);
+        free(scratch);
+    }
+    return failed;
+}
+
+/* Inference of a narrow layer, one image at a time in the thread's caches (see _basis.py): the push
+ * planes (x at the kh*kw taps of the push, with its stride, dilation and zero padding, qa) and the
+ * pull's basis planes (qb) side by side in rows of
+ * 2*ho*wo; the products of blocks of G output channels with them give both responses at once, which
+ * are rectified and combined. m[] = {n, cin, cout, groups}; wt: (groups, blocks, cin/groups*kh*kw, G),
+ * each group's weights k[o, c, a, b] transposed, its outputs zero-padded to blocks*G. */
+int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, const float *x, const float *wt,
+                    const float *ah, const float *aw, const float *bias,
+                    const float *alpha, int dual, float *out, int nthreads) {
+    const basis_geometry pa = basis_read(qa), pb = basis_read(qb);
+    const int64_t n = m[0], cin = m[1], cout = m[2], groups = m[3], cpg = cin / groups, opg = cout / groups;
+    const int64_t taps = pa.kh * pa.kw, hw = pa.h * pa.w, hwo = pa.ho * pa.wo, row = 2 * hwo;
+    const int64_t blocks = (opg + G - 1) / G, nk = cpg * taps;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+        const int64_t extra = filter_scratch(&pb);
+        float *planes = malloc(sizeof(float) * (cin * taps * row + G * row + extra));
+        float *y = planes + cin * taps * row, *scratch = y + G * row;
+        if (!planes) {
+#pragma omp atomic write
+            failed = 1;
         }
-        free(xq);
+#pragma omp for schedule(static)
+        for (int64_t i_n = 0; i_n < n; i_n++) {
+            if (!planes) continue;
+            for (int64_t c = 0; c < cin; c++) {
+                const float *xp = x + (i_n * cin + c) * hw;
+                shift_plane(&pa, xp, planes + c * taps * row, row);
+                filter_plane(&pb, xp, ah, aw, planes + c * taps * row + hwo, row, scratch);
+            }
+            for (int64_t gb = 0; gb < groups * blocks; gb++) {
+                const int64_t gi = gb / blocks, o0 = gi * opg + gb % blocks * G;
+                products(y, planes + gi * nk * row, wt + gb * nk * G, nk, row);
+                for (int64_t j = 0; j < G && o0 + j < (gi + 1) * opg; j++) {
+                    const int64_t o = o0 + j;
+                    const float b0 = bias ? bias[o] : 0.0f, al = alpha[o], *sp = y + j * row, *sq = sp + hwo;
+                    float *o_push = out + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *o_pull = o_push + cout * hwo;
+                    for (int64_t t = 0; t < hwo; t++) {
+                        const float s = sp[t] + b0, q = sq[t] + b0, r = s > 0.0f ? s : 0.0f, u = q < 0.0f ? -q : 0.0f;
+                        if (dual)
+                            o_push[t] = r, o_pull[t] = u;
+                        else
+                            o_push[t] = r - al * u;
+                    }
+                }
+            }
+        }
+        free(planes);
     }
     return failed;
 }

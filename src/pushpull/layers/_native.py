@@ -104,7 +104,9 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
     lib.pp_basis_forward.argtypes = lib.pp_basis_backward.argtypes = [i64p, p, p, p, p, ctypes.c_int]
-    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_last_team):
+    lib.pp_planes_infer.argtypes = [i64p, i64p, i64p, p, p, p, p, p, p, ctypes.c_int, p, ctypes.c_int]
+    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
+                   lib.pp_last_team):
         kernel.restype = ctypes.c_int
     return lib
 
@@ -172,6 +174,16 @@ def packed_weight(weight: Tensor) -> Tensor:
     taps = weight.detach().permute(0, 2, 3, 1).reshape(cout, kh * kw, cin)
     taps = torch.nn.functional.pad(taps, (0, 0, 0, groups * G - kh * kw))
     return taps.view(cout, groups, G, cin).transpose(2, 3).contiguous()
+
+
+def output_blocks(weight: Tensor, groups: int) -> Tensor:
+    """``k`` as ``pp_planes_infer`` reads it: (groups, blocks, C_in/groups·K_h·K_w, G), each group's
+    (C_out/groups, C_in/groups·K_h·K_w) matrix transposed, its outputs zero-padded to blocks·G."""
+    cout = weight.shape[0]
+    w = weight.detach().reshape(groups, cout // groups, -1)
+    blocks = -(-(cout // groups) // G)
+    w = torch.nn.functional.pad(w, (0, 0, 0, blocks * G - cout // groups))
+    return w.view(groups, blocks, G, -1).transpose(2, 3).contiguous()
 
 
 def _geometry(x: Tensor, weight: Tensor, pull_size: tuple[int, int], pads: tuple[int, int],
@@ -266,6 +278,17 @@ def basis_backward(geometry: tuple[int, ...], grad: Tensor, a_h: Tensor, a_w: Te
     sizes = torch.tensor(geometry, dtype=torch.int64)
     _check(_library().pp_basis_backward)(_int64_ptr(sizes), _ptr(grad), _ptr(a_h), _ptr(a_w), _ptr(gx),
                                          torch.get_num_threads())
+
+
+def planes_infer(sizes: tuple[int, int, int, int], push_geometry: tuple[int, ...], pull_geometry: tuple[int, ...],
+                 x: Tensor, weight: Tensor, matrices: tuple[Tensor, Tensor], bias: Tensor | None,
+                 alphas: Tensor, dual_output: bool, out: Tensor) -> None:
+    """``out`` = the layer's output by ``pp_planes_infer`` (see :mod:`._basis`): ``sizes`` (n, C_in, C_out,
+    groups), the push's and the pull's filtering geometries, the pull's ``matrices`` (A_h, A_w)."""
+    tables = [torch.tensor(t, dtype=torch.int64) for t in (sizes, push_geometry, pull_geometry)]  # kept alive
+    _check(_library().pp_planes_infer)(*(_int64_ptr(t) for t in tables), _ptr(x), _ptr(weight),
+                                       *(_ptr(m) for m in matrices), _ptr(bias), _ptr(alphas), int(dual_output),
+                                       _ptr(out), torch.get_num_threads())
 
 
 def _differentiable_backward(ctx, grad: Tensor):

@@ -27,7 +27,8 @@ from torch.nn.modules.utils import _pair
 
 from . import _basis, _native
 from ._fast import ConvSettings, PushPullFunction, separable_pull
-from .config import BASIS_MAX_CHANNELS, NATIVE_MIN_INFERENCE_CHANNELS, SEPARABLE_MIN_CHANNELS, use_plain_ops
+from .config import (BASIS_MAX_CHANNELS, NATIVE_MIN_INFERENCE_CHANNELS, PLANES_MAX_CHANNELS, SEPARABLE_MIN_CHANNELS,
+                     use_plain_ops)
 from .eager import eager_call
 from .geometry import PaddingArg, Pads, check_fits, conv_padding, pad2d, pull_kernel_size, pull_padding, push_padding
 from .reference import combine, push_pull_conv2d_reference
@@ -135,13 +136,15 @@ def push_pull_conv2d(
         alpha = alpha.to(x.dtype)
     if impl == "native" and not eager_call(x, weight, bias, alpha, packed_weight):
         impl = "fused"  # fake or meta tensors, FLOP counting: the kernels need real memory, shapes do not
+    pull_size = (pull_weight.shape[-2], pull_weight.shape[-1])
+    planes = impl == "auto" and _basis.inference_covers(x, weight, bias, alpha, pads, q_pads, pull_size, stride,
+                                                        dilation, padding_mode)
     if impl in ("auto", "native"):
-        pull_size = (pull_weight.shape[-2], pull_weight.shape[-1])
         reason = _native.unsupported(x, weight, pull_size, stride, dilation, groups, padding_mode, pads, q_pads,
                                      operands=(bias, alpha, packed_weight))
         if impl == "native" and reason is not None:
             raise ValueError(f"impl='native' cannot compute this call: {reason}")
-        if impl == "native" or (reason is None and _native_pays(x, weight)):
+        if impl == "native" or (reason is None and _native_pays(x, weight, planes)):
             if packed_weight is None:
                 packed_weight = _native.packed_weight(weight)
             out = _native.NativePushPull.apply(x.contiguous(), weight, packed_weight, bias, alpha, pull_size,
@@ -150,7 +153,7 @@ def push_pull_conv2d(
             channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
             return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # as F.conv2d does
     if impl == "auto":
-        impl = ("basis" if _basis_pays(x, weight, pull_weight, groups)
+        impl = ("basis" if _basis_pays(x, weight, pull_weight, groups, planes)
                 else "separable" if _separable_pays(x, weight, pull_weight, groups) else "fused")
     if impl == "basis":
         with torch.autocast(x.device.type, enabled=False) if dtype is not None else contextlib.nullcontext():
@@ -173,12 +176,15 @@ def _records_grad(x: Tensor, weight: Tensor) -> bool:
     return torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
 
 
-def _native_pays(x: Tensor, weight: Tensor) -> bool:
+def _native_pays(x: Tensor, weight: Tensor, planes: bool) -> bool:
     """Whether the native path beats the others (measured on a 2-core CPU): always when
     gradients are recorded; in inference from 5 input channels (with fewer the direct pull
-    convolution is cheap and the native path's per-tap filtering dominates).
+    convolution is cheap and the native path's per-tap filtering dominates), except up to
+    ``PLANES_MAX_CHANNELS`` where the basis path's inference kernel covers the call (``planes``).
     """
-    return _records_grad(x, weight) or weight.shape[1] >= NATIVE_MIN_INFERENCE_CHANNELS
+    cin = weight.shape[1]
+    planes_pay = planes and cin <= PLANES_MAX_CHANNELS
+    return _records_grad(x, weight) or (cin >= NATIVE_MIN_INFERENCE_CHANNELS and not planes_pay)
 
 
 def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int) -> bool:
@@ -194,14 +200,15 @@ def _separable_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int)
             and (_records_grad(x, weight) or weight.shape[1] >= SEPARABLE_MIN_CHANNELS))
 
 
-def _basis_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int) -> bool:
+def _basis_pays(x: Tensor, weight: Tensor, pull_weight: Tensor, groups: int, planes: bool) -> bool:
     """Whether the basis pull beats the others (measured on a 2-core CPU): for a pull larger than the
-    push, on narrow inputs (up to ``BASIS_MAX_CHANNELS`` per group, e.g. images), when the compiled
+    push, on narrow inputs (up to ``BASIS_MAX_CHANNELS`` per group, e.g. images; up to
+    ``PLANES_MAX_CHANNELS`` where its inference kernel covers the call, ``planes``), when the compiled
     filtering covers the input; its filtered planes take K_h·K_w times the input's channels.
     """
     (kh, kw), (ph, pw) = weight.shape[-2:], pull_weight.shape[-2:]
-    return (ph * pw > kh * kw and weight.shape[1] <= BASIS_MAX_CHANNELS
-            and _basis.native_covers(x, (kh, kw), (ph, pw)))
+    narrow = weight.shape[1] <= (PLANES_MAX_CHANNELS if planes else BASIS_MAX_CHANNELS)
+    return ph * pw > kh * kw and narrow and _basis.native_covers(x, (kh, kw), (ph, pw))
 
 
 def _push_pull_separable(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
