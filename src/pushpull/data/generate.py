@@ -113,7 +113,8 @@ def _manifest(out: Path, unrecorded_files_predate: bool = False, write: bool = T
         clash = {k: (old.get(k), v) for k, v in info.items() if k != "names" and old.get(k) != v}
         if clash:
             raise ValueError(f"{out} was generated with other options {clash}; use another --out folder")
-        info["names"] = sorted(set(old.get("names", [])) | set(info["names"]))
+        info["names"] = list(old.get("names", [])) + info["names"]
+    info["names"] = sorted(set(info["names"]))  # the same bytes whichever process or shard writes first
     if write:
         write_json(path, info)
 
