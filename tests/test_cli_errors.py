@@ -90,6 +90,12 @@ def test_failure_exits_1_with_one_line(command, tmp_path, capsys):
     (["evall", "m"], "pushpull: error: argument COMMAND: unknown command 'evall'; did you mean 'eval'?"),
     (["make-c", "--dataset", "cifar", "--data", "d", "--out", "o"], "unknown value 'cifar'; did you mean 'cifar10'"),
     (["models", "--aa", "4"], "argument --aa: unknown value '4'; choose from 0, 2, 3, 5"),
+    (["make-c", "--shard", "2/2"], "argument --shard: expected K/N with 0 <= K < N (K counts from 0)"),
+    (["make-p", "--shard", "1of2"], "argument --shard: expected K/N with 0 <= K < N"),
+    (["make-c", "--dataset", "cifar10", "--data", "d", "--out", "o", "--shard", "0/2", "--merge"],
+     "--merge assembles the shards' files: give it without --shard"),
+    (["make-p", "--dataset", "imagenet", "--data", "d", "--out", "o", "--merge"],
+     "--merge is for the CIFAR layouts; ImageNet outputs are one file per image and need none"),
 ])
 def test_bad_values_are_usage_errors(argv, message, capsys):
     code, err = run(argv, capsys)
