@@ -90,19 +90,23 @@ def _chunks(start: int, stop: int) -> list[slice]:
     return [slice(a, min(a + CHUNK, stop)) for a in range(start, stop, CHUNK)]
 
 
+def _old_file(path: Path) -> bool:
+    """Not a file another process of this run is writing now (the manifest, or a hidden temporary file)."""
+    return not path.name.startswith(".") and path.name != MANIFEST
+
+
 def _manifest(out: Path, unrecorded_files_predate: bool = False, write: bool = True, **info) -> None:
     """Record how the folder was made (when ``write``: a run's first process); refuse to mix runs with different
     options or stream rules.
 
     ``unrecorded_files_predate``: files in a folder without a manifest come from before the
-    manifest, hence before the stream rule (ImageNet folders made under rule 1). Hidden
-    files are another process's files being written (atomically), not old ones.
+    manifest, hence before the stream rule (ImageNet folders made under rule 1).
     """
     path = out / MANIFEST
     info["stream_rule"] = STREAM_RULE
     mixing = "resuming would mix images of two random-stream rules: delete the folder or use another --out"
     if not path.is_file():
-        if unrecorded_files_predate and out.is_dir() and any(not p.name.startswith(".") for p in out.iterdir()):
+        if unrecorded_files_predate and out.is_dir() and any(_old_file(p) for p in out.iterdir()):
             raise ValueError(f"{out} holds files but no {MANIFEST} (an official release, or made before "
                              f"random-stream rule {STREAM_RULE}): {mixing}")
     else:
@@ -135,7 +139,7 @@ def _cifar_targets(out: Path, labels: np.ndarray, images: int, shapes: dict[str,
     if ctx.is_main:
         _manifest(out, **manifest)
         save_npy(out / "labels.npy", labels)
-    return {} if merge else targets
+    return targets
 
 
 def _assemble(target: NpyChunks, shard: Shard, ctx: DistContext) -> None:
@@ -170,16 +174,18 @@ def make_cifar_c(images: np.ndarray, labels: np.ndarray, out: str | Path, corrup
                              {name: shape for name in corruptions}, key, shard, ctx, merge,
                              dict(benchmark=f"{dataset}-c", seed=seed, severities=list(severities), n=n,
                                   indices=_digest(indices), names=list(corruptions)))
+    if merge:
+        return [out / f"{name}.npy" for name in corruptions]
     workers = cores_per_process() if workers is None else workers
     mine = _chunks(*process_shard(ctx, shard).bounds(n))
-    units = {name: [(b, severity, rows, slice(b * n + rows.start, b * n + rows.stop))
-                    for b, severity in enumerate(severities) for rows in mine] for name in targets}
-    todo = {name: [u for u in units[name] if not targets[name].has(u[3])] for name in targets}
-    count = sum(_rows([u[2] for u in todo[name]]) for name in targets)
+    units = [(severity, rows, slice(b * n + rows.start, b * n + rows.stop))
+             for b, severity in enumerate(severities) for rows in mine]
+    todo = {name: [u for u in units if not target.has(u[2])] for name, target in targets.items()}
+    count = sum(_rows([rows for _, rows, _ in todo[name]]) for name in targets)
     with TeamBar(ctx, count, len(targets) * len(severities) * _rows(mine) - count, progress=progress, desc="make-c",
                  unit="img") as bar:
         for name, target in targets.items():
-            for b, severity, rows, final in todo[name]:
+            for severity, rows, final in todo[name]:
                 bar.bar.set_postfix_str(f"{name} s{severity}")
                 target.write(final, corrupt(images[rows], name, severity, seed=seed, indices=indices[rows],
                                             workers=workers))
@@ -202,6 +208,8 @@ def make_cifar_p(images: np.ndarray, labels: np.ndarray, out: str | Path, pertur
                              {p: (n, num_frames(p)) + images.shape[1:] for p in perturbations}, key, shard, ctx, merge,
                              dict(benchmark=f"{dataset}-p", seed=seed, n=n, indices=_digest(indices),
                                   names=list(perturbations)))
+    if merge:
+        return [out / f"{p}.npy" for p in perturbations]
     workers = cores_per_process() if workers is None else workers
     mine = _chunks(*process_shard(ctx, shard).bounds(n))
     todo = {name: [rows for rows in mine if not target.has(rows)] for name, target in targets.items()}
@@ -274,11 +282,14 @@ def pending_images(mine: Sequence[int], files: Sequence[tuple[Path, str]],
     return {i: todo[i] for i in mine if i in todo}
 
 
-def _write_per_image(todo: dict[int, list], files: Sequence[tuple[Path, str]], make: Callable[[list], int], *,
-                     done: int, batch: int, workers: int, ctx: DistContext, progress: bool, desc: str,
-                     unit: str) -> int:
-    """Run ``make`` on batches of [(file, wnid, index, outputs)] on a pool of ``workers`` processes (decoding,
-    corrupting and encoding there); the number of files all processes wrote."""
+def write_per_image(todo: dict[int, list], files: Sequence[tuple[Path, str]], make: Callable[[list], int], *,
+                    done: int, batch: int, workers: int, ctx: DistContext, progress: bool, desc: str,
+                    unit: str) -> int:
+    """Run ``make`` on batches [(file, wnid, index, outputs to write)] of :func:`pending_images`' ``todo`` on a
+    pool of ``workers`` processes, which decode, corrupt and encode; the number of files all processes wrote.
+
+    ``done``: outputs of this process already there (for the progress bar of the whole run).
+    """
     images = list(todo)
     size = max(1, min(batch, -(-len(images) // (4 * max(workers, 1)))))  # enough batches to keep the pool busy
     jobs = [(sum(len(todo[i]) for i in chunk), ([(*files[i], i, todo[i]) for i in chunk],))
@@ -306,7 +317,7 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
     outputs = [((name, s), out / name / str(s)) for name in corruptions for s in severities]
     todo = pending_images(mine, files, outputs, lambda path: path.name)
     make = functools.partial(_corrupt_files, out=out, seed=seed)
-    return _write_per_image(todo, files, make, done=len(mine) * len(outputs) - sum(map(len, todo.values())),
+    return write_per_image(todo, files, make, done=len(mine) * len(outputs) - sum(map(len, todo.values())),
                             batch=batch, workers=cores_per_process() if workers is None else workers, ctx=ctx,
                             progress=progress, desc="make-c", unit="img")
 
@@ -358,7 +369,7 @@ def make_imagenet_p(root: str | Path, out: str | Path, perturbations: Sequence[s
     _manifest(out, True, write=ctx.is_main, benchmark="imagenet-p", seed=seed, names=list(perturbations))
     todo = pending_images(mine, files, [(name, out / name) for name in perturbations], lambda path: path.stem + ".mp4")
     make = functools.partial(_perturb_files, out=out, seed=seed, preset=preset)
-    return _write_per_image(todo, files, make, done=len(mine) * len(perturbations) - sum(map(len, todo.values())),
+    return write_per_image(todo, files, make, done=len(mine) * len(perturbations) - sum(map(len, todo.values())),
                             batch=batch, workers=cores_per_process() if workers is None else workers, ctx=ctx,
                             progress=progress, desc="make-p", unit="seq")
 
