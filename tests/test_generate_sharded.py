@@ -41,13 +41,13 @@ def generate(command: str, dataset: str, data: Path, out: Path, options: list[st
 
 
 def torchrun(command: str, dataset: str, data: Path, out: Path, options: list[str], *extra: str,
-             nproc: int = 2) -> subprocess.CompletedProcess:
+             nproc: int = 2, progress: bool = False) -> subprocess.CompletedProcess:
     """``pushpull <command>`` in ``nproc`` gloo processes started by torchrun (standalone: a free local port)."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(pushpull.__file__).parents[1]),
                                                         os.environ.get("PYTHONPATH", "")]))
     argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
             "-m", "pushpull", command, "--dataset", dataset, "--data", str(data), "--out", str(out), *options,
-            "--no-progress", *extra]
+            *([] if progress else ["--no-progress"]), *extra]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -70,10 +70,11 @@ def one_process(tmp_path_factory, cifar, photo_imagenet):
 
 
 def test_two_torchrun_processes_write_the_bytes_of_one(cifar, one_process, tmp_path):
-    run = torchrun("make-c", "cifar10", cifar, tmp_path, CIFAR_C)
+    run = torchrun("make-c", "cifar10", cifar, tmp_path, CIFAR_C, progress=True)
     assert run.returncode == 0, run.stderr
     assert files(tmp_path) == one_process("cifar-c")  # the .npy files, labels and manifest; no chunks left
     assert run.stdout.count("2 corruptions x 2 severities x 20 images") == 1  # said once, by rank 0
+    assert "| 80/80 [" in run.stderr and "/40 [" not in run.stderr  # one bar: both processes' images
 
 
 def test_job_array_shards_and_merge_equal_one_process(cifar, one_process, tmp_path, capsys):
@@ -138,9 +139,22 @@ def test_make_p_shards_and_merge_equal_one_process(cifar, one_process, tmp_path)
 
 
 def test_imagenet_shards_equal_one_process(photo_imagenet, one_process, tmp_path):
-    for k in (0, 1, 2):
-        assert generate("make-c", "imagenet", photo_imagenet, tmp_path, IMAGENET_C, "--shard", f"{k}/3") == 0
+    for k in (0, 1, 2):  # shard 1 on a pool of 2 worker processes
+        workers = ["--workers", "2"] if k == 1 else []
+        assert generate("make-c", "imagenet", photo_imagenet, tmp_path, IMAGENET_C, "--shard", f"{k}/3", *workers) == 0
     assert files(tmp_path) == one_process("imagenet-c")
+
+
+def test_each_process_of_a_node_gets_its_share_of_the_cores(monkeypatch):
+    from pushpull.engine.distributed import cores_per_process
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert cores_per_process() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert cores_per_process() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert cores_per_process() == 16
 
 
 def test_a_damaged_image_is_named_by_the_shard_that_reads_it(photo_imagenet, tmp_path, capsys):
