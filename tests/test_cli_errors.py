@@ -96,6 +96,12 @@ def test_failure_exits_1_with_one_line(command, tmp_path, capsys):
     (["make-c", "--quality", "0"], "argument --quality: expected a positive integer, got '0'"),
     (["make-p", "--dataset", "folder", "--data", "d", "--out", "o"], "unknown value 'folder'"),
     (["show-corruptions", "x.png", "--out", "s.png", "--params", "tiny"], "unknown parameter table 'tiny'"),
+    (["make-c", "--shard", "2/2"], "argument --shard: expected K/N with 0 <= K < N (K counts from 0)"),
+    (["make-p", "--shard", "1of2"], "argument --shard: expected K/N with 0 <= K < N"),
+    (["make-c", "--dataset", "cifar10", "--data", "d", "--out", "o", "--shard", "0/2", "--merge"],
+     "--merge assembles the shards' files: give it without --shard"),
+    (["make-p", "--dataset", "imagenet", "--data", "d", "--out", "o", "--merge"],
+     "--merge is for the CIFAR layouts; imagenet outputs are one file per image and need none"),
 ])
 def test_bad_values_are_usage_errors(argv, message, capsys):
     code, err = run(argv, capsys)

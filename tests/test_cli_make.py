@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from pushpull.cli import main
+from pushpull.data import generate as gen
+from pushpull.data.shards import NpyChunks
 from pushpull.data.robustness_sets import CorruptedCIFAR, CorruptedImageNet, PerturbedCIFAR, PerturbedImageNet
 
 RNG = np.random.default_rng(11)
@@ -72,9 +74,18 @@ def test_rerun_repairs_a_damaged_npy(tiny_cifar, tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"redoing a damaged file: {contrast} is truncated" in err and "pixelate.npy is not a valid .npy" in err
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.npy")} == good  # redone, bit for bit
-    (tmp_path / "fog.npy.progress.json").write_text("{ cut")  # a damaged progress list: redo the whole file
-    assert main([("fog" if a == "contrast,pixelate" else a) for a in args]) == 0
-    assert (tmp_path / "fog.npy").exists() and not (tmp_path / "fog.npy.progress.json").exists()
+    fog = [("fog" if a == "contrast,pixelate" else a) for a in args]
+    assert main(fog) == 0
+    whole = (tmp_path / "fog.npy").read_bytes()
+    (tmp_path / "fog.npy").unlink()  # as if interrupted before the assembly, with a damaged chunk left
+    chunks = NpyChunks(tmp_path / "fog.npy", (20, 32, 32, 3), {"seed": 0, "severities": [1, 3],
+                                                               "indices": gen._digest(np.arange(10) * 4)})
+    chunks.write(slice(0, 10), np.zeros((10, 32, 32, 3), np.uint8))
+    (chunks.folder / "0-10.npy").write_bytes((chunks.folder / "0-10.npy").read_bytes()[:500])
+    capsys.readouterr()
+    assert main(fog) == 0
+    assert f"redoing a damaged chunk: {chunks.folder / '0-10.npy'} is truncated" in capsys.readouterr().err
+    assert (tmp_path / "fog.npy").read_bytes() == whole and not chunks.folder.exists()
 
 
 def test_a_damaged_manifest_is_named(tiny_cifar, tmp_path, capsys):

@@ -174,7 +174,7 @@ def test_make_cifar_p_resumes_after_interruption(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         gen.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
     assert not (out / "gaussian_noise.npy").exists()  # never a half-written final file
-    assert json.loads((out / "gaussian_noise.npy.progress.json").read_text())["done"] == [0]
+    assert [p.name for p in out.glob("gaussian_noise.npy.parts-*/*.npy")] == ["0-4.npy"]  # the finished chunk
 
     monkeypatch.setattr(perturbations, "perturb", real)
     redone = []

@@ -193,8 +193,34 @@ def add_generation(parser: argparse.ArgumentParser, names_flag: str, names_type:
     parser.add_argument(names_flag, type=names_type, default=None, metavar="NAMES", help=names_help)
     add_limit(parser, "only N images, evenly strided over the set (image k*total//N), labels to match")
     add_seed(parser, "seed of the per-image random streams (default 0)")
-    add_workers(parser, "parallel workers (default: all cores)")
+    add_workers(parser, "parallel workers (default: all cores, shared among the processes torchrun starts on a node)")
     add_no_progress(parser)
+    add_shard(parser, "selected images")
+    parser.add_argument("--merge", action="store_true",
+                        help="CIFAR: assemble the .npy files once every --shard task is done (the same options, "
+                             "without --shard); names the shards still missing")
+
+
+def generation_shard(args: argparse.Namespace, ctx):  # noqa: ANN201 - engine.distributed.Shard
+    """This run's job-array shard (whole without ``--shard``), after checking ``--merge`` against the others."""
+    from pushpull.engine.distributed import Shard
+
+    from . import UsageError
+
+    if args.merge and args.shard is not None:
+        raise UsageError("--merge assembles the shards' files: give it without --shard")
+    if args.merge and args.dataset not in ("cifar10", "cifar100"):
+        raise UsageError(f"--merge is for the CIFAR layouts; {args.dataset} outputs are one file per image and "
+                         "need none")
+    if args.merge and ctx.enabled:
+        raise UsageError("--merge runs as one process, not under torchrun")
+    return args.shard or Shard()
+
+
+def shard_done(shard, command: str) -> str:  # noqa: ANN001 - engine.distributed.Shard
+    """What a finished CIFAR job-array task says: what to run once all are done."""
+    return (f"shard {shard} done; once all {shard.count} are, run pushpull {command} with the same options "
+            "and --merge (no --shard)")
 
 
 def load_clean_cifar(args: argparse.Namespace):  # noqa: ANN201 - (images, labels, indices)

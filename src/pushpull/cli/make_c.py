@@ -6,7 +6,8 @@ import argparse
 
 from .._names import check_name
 from ..engine.stopping import RESUME_HINT
-from ._options import add_generation, add_severities, corruption_names, load_clean_cifar, positive_int
+from ._options import (add_generation, add_severities, corruption_names, generation_shard, load_clean_cifar,
+                       positive_int, shard_done)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +15,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "make-c", help="generate a -C benchmark (CIFAR-10/100-C, ImageNet-C)",
         description="Corrupt the clean test set with every corruption and severity and write the official "
                     "layout: <name>.npy + labels.npy (CIFAR), <name>/<s>/<wnid>/<file>.JPEG (ImageNet). "
-                    "Interrupted runs resume: run the same command again.")
+                    "Interrupted runs resume: run the same command again. Runs on many processes under torchrun, "
+                    "or as job-array tasks (--shard K/N, then --merge for CIFAR); the files are the same as one "
+                    "process writes.")
     add_generation(parser, "--corruptions", corruption_names,
                    "comma list of corruptions, or 'benchmark' (the 15), 'extra' (4), "
                    "'all' (19, the default, as the official release)", extra_datasets=("folder",))
@@ -41,28 +44,35 @@ def corrupter_name(text: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from pushpull.data import generate as gen
     from pushpull.data.corruptions import CORRUPTIONS
+    from pushpull.engine.distributed import process_group, process_shard
 
     names = args.corruptions or list(CORRUPTIONS)
     severities = args.severities
-    progress = not args.no_progress
-    if args.dataset == "folder":
-        from pushpull.data.folder import make_folder_c
-
-        count = make_folder_c(args.data, args.out, names, severities=severities, params=args.params or "imagenet",
-                              fmt=args.format or "png", quality=args.quality, seed=args.seed, limit=args.limit,
-                              workers=args.workers, progress=progress)
-        print(f"wrote {count} images under {args.out}")
-        return 0
     given = [flag for flag in ("params", "format", "quality") if getattr(args, flag) is not None]
-    if given:
+    if given and args.dataset != "folder":
         raise ValueError(f"--{', --'.join(given)}: only with --dataset folder")
-    if args.dataset == "imagenet":
-        count = gen.make_imagenet_c(args.data, args.out, names, severities=severities, limit=args.limit,
-                                   seed=args.seed, workers=args.workers, progress=progress)
-        print(f"wrote {count} images under {args.out}")
-        return 0
-    images, labels, indices = load_clean_cifar(args)
-    paths = gen.make_cifar_c(images, labels, args.out, names, severities=severities, indices=indices, seed=args.seed,
-                            workers=args.workers, dataset=args.dataset, progress=progress)
-    print(f"{len(paths)} corruptions x {len(severities)} severities x {len(images)} images in {args.out}")
+    with process_group("cpu") as ctx:  # torchrun's processes (gloo), or one process
+        shard = generation_shard(args, ctx)
+        progress = not args.no_progress and not args.merge
+        if args.dataset == "folder":  # one file per image: each process writes its own slice
+            from pushpull.data.folder import make_folder_c
+
+            count = make_folder_c(args.data, args.out, names, severities=severities, params=args.params or "imagenet",
+                                  fmt=args.format or "png", quality=args.quality, seed=args.seed, limit=args.limit,
+                                  shard=process_shard(ctx, shard), workers=args.workers,
+                                  progress=progress and ctx.is_main)
+            done = f"wrote {count} images under {args.out}"
+        elif args.dataset == "imagenet":
+            count = gen.make_imagenet_c(args.data, args.out, names, severities=severities, limit=args.limit,
+                                        seed=args.seed, workers=args.workers, progress=progress, shard=shard, ctx=ctx)
+            done = f"wrote {count} images under {args.out}"
+        else:
+            images, labels, indices = load_clean_cifar(args)
+            paths = gen.make_cifar_c(images, labels, args.out, names, severities=severities, indices=indices,
+                                    seed=args.seed, workers=args.workers, dataset=args.dataset, progress=progress,
+                                    shard=shard, ctx=ctx, merge=args.merge)
+            done = (f"{len(paths)} corruptions x {len(severities)} severities x {len(images)} images in {args.out}"
+                    if shard.whole else shard_done(shard, "make-c"))
+        if ctx.is_main:
+            print(done)
     return 0

@@ -1,15 +1,16 @@
-"""Write CIFAR-10/100-C/-P and ImageNet-C/-P in the official layouts, resumably.
+"""Write CIFAR-10/100-C/-P and ImageNet-C/-P in the official layouts, resumably, on any number of processes.
 
 Every file appears atomically (written beside its final name, then ``os.replace``d), so
-a file that exists is complete. The big CIFAR ``.npy`` files are filled chunk by chunk
-through a memory map ``<name>.npy.partial`` whose finished chunks are listed in
-``<name>.npy.progress.json``: an interrupted run, started again with the same options,
-redoes only the unfinished chunks. ImageNet outputs are one file per image, skipped when
-present. Image i's randomness depends on (seed, name, severity, its index in the clean
-set), so a ``--limit`` subset holds exactly the images a full run would. A folder's
-``pushpull-benchmark.json`` records its options and the random-stream rule
-(``pushpull.data.streams.STREAM_RULE``): a run with other options, or into a folder made under
-another rule, is refused rather than mixed in.
+a file that exists is complete. A CIFAR ``.npy`` is made of chunk files (1000 images of
+one severity each, :class:`~pushpull.data.shards.NpyChunks`), assembled when all are
+there: an interrupted run, started again with the same options, redoes only the missing
+chunks. ImageNet outputs are one file per image, skipped when present. Image i's
+randomness depends on (seed, name, severity, its index in the clean set), so a ``--limit``
+subset holds exactly the images a full run would, and a run split over processes
+(``ctx``: a torchrun group; ``shard``: a job-array task, assembled by ``merge=True``)
+writes the same bytes as one process. A folder's ``pushpull-benchmark.json`` records its
+options and the random-stream rule (``pushpull.data.streams.STREAM_RULE``): a run with
+other options, or into a folder made under another rule, is refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .._files import atomic_path, read_json, write_json
+from ..engine.distributed import DistContext, Shard, all_reduce, barrier, cores_per_process, process_shard
 from .robustness_sets import (IMAGE_SUFFIXES, IMAGENET_C_JPEG, MANIFEST, SEVERITIES, DamagedFileError, check_npy,
                               read_image)
+from .shards import NpyChunks, TeamBar, check_plan, merge_chunks, save_npy, shard_items
 from .streams import STREAM_RULE
 
 CHUNK = 1000  # CIFAR images per resumable unit
@@ -44,68 +47,16 @@ def select_indices(total: int, limit: int | None) -> np.ndarray:
     return np.arange(limit) * total // limit
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` that never leaves a partial file behind."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
-
-
-class ChunkedNpy:
-    """A uint8 ``.npy`` filled in numbered chunks that survives interruption.
-
-    ``key`` identifies the run's options; a leftover partial file from other options is
-    discarded rather than mixed in.
-    """
-
-    def __init__(self, path: Path, shape: tuple[int, ...], key: dict) -> None:
-        self.path, self.shape, self.key = path, shape, key
-        self.partial = path.with_name(path.name + ".partial")
-        self.progress = path.with_name(path.name + ".progress.json")
-        state = _read_progress(self.progress)
-        if state.get("key") == key and self.partial.is_file() and self._partial_ok():
-            self.done = set(state["done"])
-        else:
-            self.done = set()
-            self.partial.unlink(missing_ok=True)
-            np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.uint8, shape=shape).flush()
-        self._array = np.lib.format.open_memmap(self.partial, mode="r+")
-
-    def _partial_ok(self) -> bool:  # damaged or not, a partial file is redone quietly: it is ours
-        try:
-            return check_npy(self.partial) == self.shape
-        except ValueError:
-            return False
-
-    def write(self, chunk: int, rows: slice, data: np.ndarray) -> None:
-        self._array[rows] = data
-        self._array.flush()
-        self.done.add(chunk)
-        write_json(self.progress, {"key": self.key, "done": sorted(self.done)})
-
-    def finish(self) -> None:
-        self._array.flush()
-        del self._array
-        os.replace(self.partial, self.path)
-        self.progress.unlink(missing_ok=True)
-
-
-def _read_progress(path: Path) -> dict:
-    """The chunk list of an interrupted file; {} when there is none or it is damaged (then all is redone)."""
-    try:
-        state = read_json(path) if path.is_file() else {}
-    except ValueError:  # not JSON, or not text (read_json names both)
-        state = {}
-    return state if isinstance(state, dict) and isinstance(state.get("done", []), list) else {}
-
-
-def _finished(path: Path, shape: tuple[int, ...]) -> bool:
-    """Whether ``path`` is already complete; a damaged one is redone, a different file is never overwritten."""
+def _finished(path: Path, shape: tuple[int, ...], report: bool = True) -> bool:
+    """Whether ``path`` is already complete; a damaged one is redone (said when ``report``), a different file is
+    never overwritten."""
     if not path.exists():
         return False
     try:
         found = check_npy(path)
     except DamagedFileError as err:
-        tqdm.write(f"redoing a damaged file: {str(err).split('; ')[0]}", file=sys.stderr)
+        if report:
+            tqdm.write(f"redoing a damaged file: {str(err).split('; ')[0]}", file=sys.stderr)
         return False
     if found != shape:
         raise ValueError(f"{path} exists with shape {found}, this run makes {shape}; use another --out folder")
@@ -135,12 +86,18 @@ def _parallel(fn: Callable, jobs: list[tuple[object, tuple]], workers: int | Non
             pool.shutdown(cancel_futures=True)
 
 
-def _chunks(n: int) -> list[slice]:
-    return [slice(a, min(a + CHUNK, n)) for a in range(0, n, CHUNK)]
+def _chunks(start: int, stop: int) -> list[slice]:
+    return [slice(a, min(a + CHUNK, stop)) for a in range(start, stop, CHUNK)]
 
 
-def _manifest(out: Path, unrecorded_files_predate: bool = False, **info) -> None:
-    """Record how the folder was made; refuse to mix runs with different options or stream rules.
+def _old_file(path: Path) -> bool:
+    """Not a file another process of this run is writing now (the manifest, or a hidden temporary file)."""
+    return not path.name.startswith(".") and path.name != MANIFEST
+
+
+def _manifest(out: Path, unrecorded_files_predate: bool = False, write: bool = True, **info) -> None:
+    """Record how the folder was made (when ``write``: a run's first process); refuse to mix runs with different
+    options or stream rules.
 
     ``unrecorded_files_predate``: files in a folder without a manifest come from before the
     manifest, hence before the stream rule (ImageNet folders made under rule 1).
@@ -149,7 +106,7 @@ def _manifest(out: Path, unrecorded_files_predate: bool = False, **info) -> None
     info["stream_rule"] = STREAM_RULE
     mixing = "resuming would mix images of two random-stream rules: delete the folder or use another --out"
     if not path.is_file():
-        if unrecorded_files_predate and out.is_dir() and any(out.iterdir()):
+        if unrecorded_files_predate and out.is_dir() and any(_old_file(p) for p in out.iterdir()):
             raise ValueError(f"{out} holds files but no {MANIFEST} (an official release, or made before "
                              f"random-stream rule {STREAM_RULE}): {mixing}")
     else:
@@ -160,16 +117,52 @@ def _manifest(out: Path, unrecorded_files_predate: bool = False, **info) -> None
         clash = {k: (old.get(k), v) for k, v in info.items() if k != "names" and old.get(k) != v}
         if clash:
             raise ValueError(f"{out} was generated with other options {clash}; use another --out folder")
-        info["names"] = sorted(set(old.get("names", [])) | set(info["names"]))
-    write_json(path, info)
+        info["names"] = list(old.get("names", [])) + info["names"]
+    info["names"] = sorted(set(info["names"]))  # the same bytes whichever process or shard writes first
+    if write:
+        write_json(path, info)
+
+
+def _cifar_targets(out: Path, labels: np.ndarray, images: int, shapes: dict[str, tuple[int, ...]], key: dict,
+                   shard: Shard, ctx: DistContext, merge: bool, manifest: dict) -> dict[str, NpyChunks]:
+    """The files still to make, as chunks, after checking the folder's manifest; with ``merge``, assemble them.
+
+    The first process records the manifest and the labels (after a merge: only if it succeeded).
+    """
+    _manifest(out, write=False, **manifest)
+    if not shard.whole:
+        check_plan(out, shard, write=ctx.is_main)
+    targets = {name: NpyChunks(out / f"{name}.npy", shape, key) for name, shape in shapes.items()
+               if not _finished(out / f"{name}.npy", shape, report=ctx.is_main)}
+    if merge:
+        merge_chunks(out, targets, images)
+    if ctx.is_main:
+        _manifest(out, **manifest)
+        save_npy(out / "labels.npy", labels)
+    return targets
+
+
+def _assemble(target: NpyChunks, shard: Shard, ctx: DistContext) -> None:
+    """After this process's chunks of a file: a run that makes every shard assembles it once all are written."""
+    if shard.whole:
+        barrier(ctx)
+        if ctx.is_main:
+            target.assemble()
+
+
+def _rows(slices: Sequence[slice]) -> int:
+    return sum(rows.stop - rows.start for rows in slices)
 
 
 def make_cifar_c(images: np.ndarray, labels: np.ndarray, out: str | Path, corruptions: Sequence[str], *,
                  severities: Sequence[int] = SEVERITIES, indices: np.ndarray | None = None, seed: int = 0,
-                 workers: int | None = None, dataset: str = "cifar10", progress: bool = True) -> list[Path]:
+                 workers: int | None = None, dataset: str = "cifar10", progress: bool = True, shard: Shard = Shard(),
+                 ctx: DistContext = DistContext(), merge: bool = False) -> list[Path]:
     """CIFAR-C files ``<out>/<corruption>.npy`` (+ ``labels.npy``) for already selected images.
 
-    ``indices`` are the images' positions in the clean test set (their random streams).
+    ``indices`` are the images' positions in the clean test set (their random streams). Each
+    process of ``ctx`` (a torchrun group) makes its part of job-array task ``shard``; the
+    files of a job array are assembled by one more call with ``merge=True`` once all tasks are done.
     """
     from .corruptions import corrupt
 
@@ -177,54 +170,58 @@ def make_cifar_c(images: np.ndarray, labels: np.ndarray, out: str | Path, corrup
     indices = np.arange(n) if indices is None else np.asarray(indices)
     shape = (len(severities) * n,) + images.shape[1:]
     key = {"seed": seed, "severities": list(severities), "indices": _digest(indices)}
-    _manifest(out, benchmark=f"{dataset}-c", seed=seed, severities=list(severities), n=n,
-              indices=_digest(indices), names=list(corruptions))
-    save_npy(out / "labels.npy", np.tile(labels.astype(np.uint8), len(severities)))
-    todo = [name for name in corruptions if not _finished(out / f"{name}.npy", shape)]
-    chunks = _chunks(n)
-    with tqdm(total=len(todo) * len(severities) * len(chunks), desc="make-c", unit="chunk",
-              disable=not progress) as bar:
-        for name in todo:
-            target = ChunkedNpy(out / f"{name}.npy", shape, key)
-            bar.update(len(target.done))
-            for b, severity in enumerate(severities):
-                for c, rows in enumerate(chunks):
-                    chunk_id = b * len(chunks) + c
-                    if chunk_id in target.done:
-                        continue
-                    bar.set_postfix_str(f"{name} s{severity}")
-                    data = corrupt(images[rows], name, severity, seed=seed, indices=indices[rows], workers=workers)
-                    target.write(chunk_id, slice(b * n + rows.start, b * n + rows.stop), data)
-                    bar.update()
-            target.finish()
+    targets = _cifar_targets(out, np.tile(labels.astype(np.uint8), len(severities)), n,
+                             {name: shape for name in corruptions}, key, shard, ctx, merge,
+                             dict(benchmark=f"{dataset}-c", seed=seed, severities=list(severities), n=n,
+                                  indices=_digest(indices), names=list(corruptions)))
+    if merge:
+        return [out / f"{name}.npy" for name in corruptions]
+    workers = cores_per_process() if workers is None else workers
+    mine = _chunks(*process_shard(ctx, shard).bounds(n))
+    units = [(severity, rows, slice(b * n + rows.start, b * n + rows.stop))
+             for b, severity in enumerate(severities) for rows in mine]
+    todo = {name: [u for u in units if not target.has(u[2])] for name, target in targets.items()}
+    count = sum(_rows([rows for _, rows, _ in todo[name]]) for name in targets)
+    with TeamBar(ctx, count, len(targets) * len(severities) * _rows(mine) - count, progress=progress, desc="make-c",
+                 unit="img") as bar:
+        for name, target in targets.items():
+            for severity, rows, final in todo[name]:
+                bar.bar.set_postfix_str(f"{name} s{severity}")
+                target.write(final, corrupt(images[rows], name, severity, seed=seed, indices=indices[rows],
+                                            workers=workers))
+                bar.update(rows.stop - rows.start)
+            _assemble(target, shard, ctx)
     return [out / f"{name}.npy" for name in corruptions]
 
 
 def make_cifar_p(images: np.ndarray, labels: np.ndarray, out: str | Path, perturbations: Sequence[str], *,
                  indices: np.ndarray | None = None, seed: int = 0, workers: int | None = None,
-                 dataset: str = "cifar10", progress: bool = True) -> list[Path]:
-    """CIFAR-P files ``<out>/<perturbation>.npy`` (N, T, 32, 32, 3) (+ ``labels.npy``)."""
+                 dataset: str = "cifar10", progress: bool = True, shard: Shard = Shard(),
+                 ctx: DistContext = DistContext(), merge: bool = False) -> list[Path]:
+    """CIFAR-P files ``<out>/<perturbation>.npy`` (N, T, 32, 32, 3) (+ ``labels.npy``); processes as ``make_cifar_c``."""
     from .perturbations import num_frames
 
     out, n = Path(out), len(images)
     indices = np.arange(n) if indices is None else np.asarray(indices)
     key = {"seed": seed, "indices": _digest(indices)}
-    _manifest(out, benchmark=f"{dataset}-p", seed=seed, n=n, indices=_digest(indices), names=list(perturbations))
-    save_npy(out / "labels.npy", labels.astype(np.uint8))
-    shapes = {p: (n, num_frames(p)) + images.shape[1:] for p in perturbations}
-    todo = [p for p in perturbations if not _finished(out / f"{p}.npy", shapes[p])]
-    chunks = _chunks(n)
-    with tqdm(total=len(todo) * len(chunks), desc="make-p", unit="chunk", disable=not progress) as bar:
-        for name in todo:
-            bar.set_postfix_str(name)
-            target = ChunkedNpy(out / f"{name}.npy", shapes[name], key)
-            bar.update(len(target.done))
-            jobs = [(c, (images[chunks[c]], indices[chunks[c]])) for c in range(len(chunks)) if c not in target.done]
+    targets = _cifar_targets(out, labels.astype(np.uint8), n,
+                             {p: (n, num_frames(p)) + images.shape[1:] for p in perturbations}, key, shard, ctx, merge,
+                             dict(benchmark=f"{dataset}-p", seed=seed, n=n, indices=_digest(indices),
+                                  names=list(perturbations)))
+    if merge:
+        return [out / f"{p}.npy" for p in perturbations]
+    workers = cores_per_process() if workers is None else workers
+    mine = _chunks(*process_shard(ctx, shard).bounds(n))
+    todo = {name: [rows for rows in mine if not target.has(rows)] for name, target in targets.items()}
+    count = sum(map(_rows, todo.values()))
+    with TeamBar(ctx, count, len(targets) * _rows(mine) - count, progress=progress, desc="make-p", unit="seq") as bar:
+        for name, target in targets.items():
+            bar.bar.set_postfix_str(name)
             work = functools.partial(_perturb_chunk, name=name, seed=seed)
-            for c, frames in _parallel(work, jobs, workers):
-                target.write(c, chunks[c], frames)
-                bar.update()
-            target.finish()
+            for rows, frames in _parallel(work, [(rows, (images[rows], indices[rows])) for rows in todo[name]], workers):
+                target.write(rows, frames)
+                bar.update(rows.stop - rows.start)
+            _assemble(target, shard, ctx)
     return [out / f"{p}.npy" for p in perturbations]
 
 
@@ -265,44 +262,84 @@ def load_resized(path: Path, crop: int | None = None) -> np.ndarray:
     return np.asarray(img if crop is None else TF.center_crop(img, crop))
 
 
-def _pending_batches(indices: np.ndarray, targets: Sequence[Path], batch: int) -> list[np.ndarray]:
-    """Batches of the image indices whose target file does not exist yet."""
-    todo = [i for i, target in zip(indices, targets) if not target.exists()]
-    return [np.asarray(todo[a:a + batch]) for a in range(0, len(todo), batch)]
+def pending_images(mine: Sequence[int], files: Sequence[tuple[Path, str]],
+                   outputs: Sequence[tuple[object, Path]], name_of: Callable[[Path], str]) -> dict[int, list]:
+    """Image index -> the outputs (e.g. (corruption, severity)) whose file ``<folder>/<wnid>/<name_of(file)>`` is
+    missing, for the images ``mine`` (of ``files``, (file, wnid)) that have any; in the order of ``mine``.
+
+    One listing per folder instead of one look-up per file (slow on a cluster's network filesystem).
+    """
+    by_wnid: dict[str, list[int]] = {}
+    for i in mine:
+        by_wnid.setdefault(files[i][1], []).append(i)
+    todo: dict[int, list] = {}
+    for what, folder in outputs:
+        for wnid, images in by_wnid.items():
+            there = set(os.listdir(folder / wnid)) if (folder / wnid).is_dir() else set()
+            for i in images:
+                if name_of(files[i][0]) not in there:
+                    todo.setdefault(i, []).append(what)
+    return {i: todo[i] for i in mine if i in todo}
+
+
+def write_per_image(todo: dict[int, list], files: Sequence[tuple[Path, str]], make: Callable[[list], int], *,
+                    done: int, batch: int, workers: int, ctx: DistContext, progress: bool, desc: str,
+                    unit: str) -> int:
+    """Run ``make`` on batches [(file, wnid, index, outputs to write)] of :func:`pending_images`' ``todo`` on a
+    pool of ``workers`` processes, which decode, corrupt and encode; the number of files all processes wrote.
+
+    ``done``: outputs of this process already there (for the progress bar of the whole run).
+    """
+    images = list(todo)
+    size = max(1, min(batch, -(-len(images) // (4 * max(workers, 1)))))  # enough batches to keep the pool busy
+    jobs = [(sum(len(todo[i]) for i in chunk), ([(*files[i], i, todo[i]) for i in chunk],))
+            for chunk in (images[a:a + size] for a in range(0, len(images), size))]
+    written = 0
+    with TeamBar(ctx, sum(map(len, todo.values())), done, progress=progress, desc=desc, unit=unit) as bar:
+        for count, _ in _parallel(make, jobs, workers):
+            written += count
+            bar.update(count)
+    return int(all_reduce([written], ctx)[0])
 
 
 def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str], *,
                     severities: Sequence[int] = SEVERITIES, limit: int | None = None, seed: int = 0,
-                    workers: int | None = None, batch: int = 64, progress: bool = True) -> int:
+                    workers: int | None = None, batch: int = 8, progress: bool = True, shard: Shard = Shard(),
+                    ctx: DistContext = DistContext()) -> int:
     """ImageNet-C: ``<out>/<corruption>/<s>/<wnid>/<file>``, 224 px, JPEG quality 85 (optimised), as the reference.
 
-    Returns the number of files written (existing ones are kept).
+    Each process of ``ctx`` makes its part of job-array task ``shard``, on ``workers``
+    processes. Returns the number of files written (existing ones are kept).
     """
+    out, files = Path(out), imagenet_val_files(root)
+    mine = shard_items(select_indices(len(files), limit), process_shard(ctx, shard))
+    _manifest(out, True, write=ctx.is_main, benchmark="imagenet-c", seed=seed, names=list(corruptions))
+    outputs = [((name, s), out / name / str(s)) for name in corruptions for s in severities]
+    todo = pending_images(mine, files, outputs, lambda path: path.name)
+    make = functools.partial(_corrupt_files, out=out, seed=seed)
+    return write_per_image(todo, files, make, done=len(mine) * len(outputs) - sum(map(len, todo.values())),
+                            batch=batch, workers=cores_per_process() if workers is None else workers, ctx=ctx,
+                            progress=progress, desc="make-c", unit="img")
+
+
+def _corrupt_files(work: list[tuple[Path, str, int, list[tuple[str, int]]]], *, out: Path, seed: int) -> int:
+    """Decode each clean image once, then write its missing corrupted files."""
     from PIL import Image
 
     from .corruptions import corrupt
 
-    out, files = Path(out), imagenet_val_files(root)
-    indices = select_indices(len(files), limit)
-    _manifest(out, True, benchmark="imagenet-c", seed=seed, names=list(corruptions))
-
-    written = 0
-    jobs = [(name, s) for name in corruptions for s in severities]
-    with tqdm(total=len(jobs) * len(indices), desc="make-c", unit="img", disable=not progress) as bar:
-        for name, severity in jobs:
-            bar.set_postfix_str(f"{name} s{severity}")
-            targets = [out / name / str(severity) / wnid / path.name for path, wnid in files]
-            batches = _pending_batches(indices, [targets[i] for i in indices], batch)
-            bar.update(len(indices) - sum(map(len, batches)))
-            for chunk in batches:
-                images = np.stack([load_resized(files[i][0], 224) for i in chunk])
-                results = corrupt(images, name, severity, seed=seed, indices=chunk, params="imagenet", workers=workers)
-                for i, result in zip(chunk, results):
-                    with atomic_path(targets[i]) as tmp:
-                        Image.fromarray(result).save(tmp, **IMAGENET_C_JPEG)
-                written += len(chunk)
-                bar.update(len(chunk))
-    return written
+    clean = {index: load_resized(path, 224) for path, _, index, _ in work}
+    by_output: dict[tuple[str, int], list[tuple[int, Path]]] = {}
+    for path, wnid, index, missing in work:
+        for name, severity in missing:
+            by_output.setdefault((name, severity), []).append((index, out / name / str(severity) / wnid / path.name))
+    for (name, severity), items in by_output.items():
+        results = corrupt(np.stack([clean[i] for i, _ in items]), name, severity, seed=seed,
+                          indices=[i for i, _ in items], params="imagenet", workers=1)
+        for (_, target), result in zip(items, results):
+            with atomic_path(target) as tmp:
+                Image.fromarray(result).save(tmp, **IMAGENET_C_JPEG)
+    return sum(len(missing) for *_, missing in work)
 
 
 def write_video(path: Path, frames: np.ndarray, *, crf: int = 20, grain: bool = False,
@@ -321,36 +358,29 @@ def write_video(path: Path, frames: np.ndarray, *, crf: int = 20, grain: bool = 
 
 
 def make_imagenet_p(root: str | Path, out: str | Path, perturbations: Sequence[str], *, limit: int | None = None,
-                    seed: int = 0, workers: int | None = None, batch: int = 8, preset: str = "veryslow",
-                    progress: bool = True) -> int:
+                    seed: int = 0, workers: int | None = None, batch: int = 4, preset: str = "veryslow",
+                    progress: bool = True, shard: Shard = Shard(), ctx: DistContext = DistContext()) -> int:
     """ImageNet-P: ``<out>/<perturbation>/<wnid>/<file>.mp4``, 224 px frames of the image resized to 256 px.
 
-    Returns the number of videos written (existing ones are kept).
+    Processes as :func:`make_imagenet_c`. Returns the number of videos written (existing ones are kept).
     """
     out, files = Path(out), imagenet_val_files(root)
-    indices = select_indices(len(files), limit)
-    _manifest(out, True, benchmark="imagenet-p", seed=seed, names=list(perturbations))
-
-    written = 0
-    with tqdm(total=len(perturbations) * len(indices), desc="make-p", unit="seq", disable=not progress) as bar:
-        for name in perturbations:
-            bar.set_postfix_str(name)
-            targets = [out / name / wnid / (path.stem + ".mp4") for path, wnid in files]
-            batches = _pending_batches(indices, [targets[i] for i in indices], batch)
-            bar.update(len(indices) - sum(map(len, batches)))
-            jobs = [(len(chunk), ([files[i][0] for i in chunk], [targets[i] for i in chunk], chunk))
-                    for chunk in batches]
-            work = functools.partial(_imagenet_p_chunk, name=name, seed=seed, preset=preset)
-            for count, _ in _parallel(work, jobs, workers):
-                written += count
-                bar.update(count)
-    return written
+    mine = shard_items(select_indices(len(files), limit), process_shard(ctx, shard))
+    _manifest(out, True, write=ctx.is_main, benchmark="imagenet-p", seed=seed, names=list(perturbations))
+    todo = pending_images(mine, files, [(name, out / name) for name in perturbations], lambda path: path.stem + ".mp4")
+    make = functools.partial(_perturb_files, out=out, seed=seed, preset=preset)
+    return write_per_image(todo, files, make, done=len(mine) * len(perturbations) - sum(map(len, todo.values())),
+                            batch=batch, workers=cores_per_process() if workers is None else workers, ctx=ctx,
+                            progress=progress, desc="make-p", unit="seq")
 
 
-def _imagenet_p_chunk(paths: list[Path], targets: list[Path], indices: np.ndarray, *, name: str, seed: int,
-                      preset: str) -> None:
+def _perturb_files(work: list[tuple[Path, str, int, list[str]]], *, out: Path, seed: int, preset: str) -> int:
+    """Decode each clean image once, then write its missing perturbation videos."""
     from .perturbations import NOISE_SEQUENCES, perturb
 
-    for path, target, index in zip(paths, targets, indices):  # one at a time: the resized images differ in shape
-        frames = perturb(load_resized(path)[None], name, seed=seed, indices=[index], params="imagenet", crop=224)[0]
-        write_video(target, frames, grain=name in NOISE_SEQUENCES, preset=preset)
+    for path, wnid, index, missing in work:  # one at a time: the resized images differ in shape
+        clean = load_resized(path)[None]
+        for name in missing:
+            frames = perturb(clean, name, seed=seed, indices=[index], params="imagenet", crop=224)[0]
+            write_video(out / name / wnid / (path.stem + ".mp4"), frames, grain=name in NOISE_SEQUENCES, preset=preset)
+    return sum(len(missing) for *_, missing in work)

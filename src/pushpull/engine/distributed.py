@@ -8,6 +8,7 @@ job one process does: its torchrun rank, its ``--shard K/N`` of a job array, or 
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -117,3 +118,35 @@ def all_gather_object(obj: object, ctx: DistContext) -> list[object]:
     out: list[object] = [None] * ctx.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait until every process gets here (nothing to wait for alone)."""
+    if ctx.enabled:
+        dist.barrier()
+
+
+class GlobalCount:
+    """A count every process adds to without waiting for the others: rank 0's progress bar shows the whole job.
+
+    torch.distributed's own store adds atomically; every process must make its counts in the
+    same order (each gets the next key).
+    """
+
+    _keys = itertools.count()
+
+    def __init__(self, ctx: DistContext, start: int = 0) -> None:
+        self.value, self._start = start, start
+        self._store = dist.distributed_c10d._get_default_store() if ctx.enabled else None
+        self._key = f"pushpull/count/{next(GlobalCount._keys)}"
+
+    def add(self, n: int) -> int:
+        """Add ``n``; the count of all processes so far."""
+        self.value = self._start + self._store.add(self._key, n) if self._store else self.value + n
+        return self.value
+
+
+def cores_per_process() -> int:
+    """This machine's cores shared out among the processes torchrun started on it (LOCAL_WORLD_SIZE)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))

@@ -1,0 +1,112 @@
+"""make-c on 1 vs 2 processes: images/s and CPU utilisation, measured in one run.
+
+Each configuration is a fresh command, as a user starts it:
+
+  1 process, no pool   ``--workers 1``: decode, corrupt and encode in the main process
+  1 process            the default: a pool of worker processes sized to the cores
+  2 processes          ``torchrun --standalone --nproc-per-node 2`` (gloo), each with its share of cores
+
+on a photo folder in the ImageNet layout (real photographs, ``tests/conftest.write_photo_imagenet``;
+224 px JPEGs out) and on CIFAR-10 (random images in the official layout, or ``--cifar DIR``).
+The configurations run interleaved, ``--repeats`` times; the table shows medians. CPU
+utilisation = CPU time of the command and all its children / wall time / cores. Start-up
+(python, torch, torchrun's rendezvous) is timed with a run of one image and shown apart; the
+last column is the rate without it. Images = output images (clean images x corruptions x severities).
+
+    python benchmarks/scale_out.py [--repeats 3] [--photos-per-class 6] [--cifar-images 3000] [--cifar DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pushpull
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from conftest import write_fake_cifar10, write_photo_imagenet  # noqa: E402 - the tests' photo folder and fake CIFAR
+
+CONFIGS = {
+    "1 process, no pool": ([sys.executable, "-m", "pushpull"], ["--workers", "1"]),
+    "1 process": ([sys.executable, "-m", "pushpull"], []),
+    "2 processes": ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                     "-m", "pushpull"], []),
+}
+
+
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of the command and every child it waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    run = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - start
+    if run.returncode:
+        sys.exit(f"failed ({run.returncode}): {' '.join(argv)}\n{run.stderr[-2000:]}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--photos-per-class", type=int, default=6, help="photo crops per wnid (3 wnids)")
+    parser.add_argument("--cifar-images", type=int, default=3000, help="random CIFAR test images")
+    parser.add_argument("--cifar", type=Path, help="a folder holding cifar-10-batches-py to use instead")
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(pushpull.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_photo_imagenet(tmp / "photos", per_class=args.photos_per_class)
+        cifar = args.cifar or write_fake_cifar10(tmp / "cifar", n_test=args.cifar_images).root
+        photos = 3 * args.photos_per_class
+        cifar_count = args.cifar_images if args.cifar is None else 10000
+        sets = {  # name: (make-c options, output images; the options of a one-image start-up run)
+            "photos (ImageNet layout)": (["--dataset", "imagenet", "--data", str(tmp / "photos"), "--corruptions",
+                                          "gaussian_noise,defocus_blur,contrast,jpeg_compression", "--severities",
+                                          "3"], photos * 4),
+            "CIFAR-10": (["--dataset", "cifar10", "--data", str(cifar), "--corruptions",
+                          "gaussian_noise,defocus_blur,contrast,jpeg_compression", "--severities", "3", "--limit",
+                          str(cifar_count)], cifar_count * 4),
+        }
+        times: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        for repeat in range(args.repeats):
+            for data, (options, _) in sets.items():
+                for config, (prefix, extra) in CONFIGS.items():
+                    for kind, more in (("run", []), ("start-up", ["--limit", "1", "--corruptions", "contrast"])):
+                        out = tmp / "out"
+                        shutil.rmtree(out, ignore_errors=True)
+                        argv = [*prefix, "make-c", *options, *more, *extra, "--out", str(out), "--no-progress"]
+                        times.setdefault((data, config, kind), []).append(timed(argv, env))
+            print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
+
+    print(f"make-c, {cores} cores, medians of {args.repeats} interleaved runs (torch {__import__('torch').__version__})")
+    print(f"{'data':26} {'configuration':20} {'images/s':>9} {'CPU use':>8} {'start-up s':>11} {'images/s w/o':>13}")
+    for data, (_, count) in sets.items():
+        rates = {}
+        for config in CONFIGS:
+            wall = statistics.median(w for w, _ in times[(data, config, "run")])
+            use = statistics.median(c / w / cores for w, c in times[(data, config, "run")])
+            start = statistics.median(w for w, _ in times[(data, config, "start-up")])
+            work = wall - start if wall - start > 0.2 * wall else None  # else too noisy to tell apart
+            rates[config] = (count / wall, count / work if work else None)
+            net = f"{rates[config][1]:13.1f}" if work else f"{'n/a':>13}"
+            print(f"{data:26} {config:20} {rates[config][0]:9.1f} {use:8.0%} {start:11.1f} {net}")
+        one, two = rates["1 process"], rates["2 processes"]
+        net = f" ({two[1] / one[1]:.2f}x without start-up)" if one[1] and two[1] else ""
+        print(f"{data:26} 2 processes / 1 process: {two[0] / one[0]:.2f}x{net}; "
+              f"pool / no pool: {one[0] / rates['1 process, no pool'][0]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
