@@ -23,6 +23,8 @@ Models
 Robustness benchmarks
     corrupt                     one of the 19 corruptions at severity 1-5 on uint8 images (numpy or torch)
     CORRUPTIONS                 the 19 corruption names (the 15 of mCE first)
+    corrupt_image               imagecorruptions' call: one image of any size (>= 32), seeded
+    get_corruption_names        imagecorruptions' name lists ("common", "validation", "all", a family)
     perturb                     the -P perturbation sequences of uint8 images
     evaluate                    clean error, -C errors and -P flip statistics of a model: a results dict
     write_report                the paper's tables and Figure 3 from results files
@@ -52,6 +54,8 @@ _LAZY = {
     "get_weights": "models",
     "corrupt": "data.corruptions",
     "CORRUPTIONS": "data.corruptions",
+    "corrupt_image": "data.corruptions.any_size",
+    "get_corruption_names": "data.corruptions.any_size",
     "perturb": "data.perturbations",
     "evaluate": "engine.evaluate",
     "write_report": "report",

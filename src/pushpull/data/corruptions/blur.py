@@ -162,34 +162,36 @@ def quantum_to_char(acc: np.ndarray) -> np.ndarray:
     return q.astype(np.uint8)
 
 
-def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+def zoom_plan(size: int, zoom: float, trim: bool = True) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
     """Geometry of the reference's ``clipped_zoom``: central crop, and scipy ``zoom(order=1)`` taps.
 
     Returns (top, crop, start, w0, w1) for the kept output pixels along one axis: the output pixel
     k reads crop pixels start[k] (weight w0[k]) and start[k] + 1 (weight w1[k]), with scipy's own
-    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0).
+    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0). ``trim=False``
+    keeps all of scipy's output pixels (``round(crop * zoom)``, which imagecorruptions crops top-left).
     """
     crop = int(np.ceil(size / zoom))
     top = (size - crop) // 2
     out = int(round(crop * zoom))
     ratio = (crop - 1) / (out - 1) if out > 1 else 1.0
-    trim = (out - size) // 2
-    cc = np.arange(trim, trim + size, dtype=np.float64) * ratio
+    first, count = ((out - size) // 2, size) if trim else (0, out)
+    cc = np.arange(first, first + count, dtype=np.float64) * ratio
     start = np.floor(cc)
     w0 = 1.0 - (cc - start)
     w1 = 1.0 - w0
     return top, crop, start.astype(np.int64), w0, w1
 
 
-def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
+def clipped_zoom(x: np.ndarray, zoom: float, trim: bool = True) -> np.ndarray:
     """The reference's ``clipped_zoom`` on a batch (N, H, W, C): zoom into the centre, same size out.
 
     Bit-identical to ``scipy.ndimage.zoom(crop, (zoom, zoom, 1), order=1)`` per image (the four taps
     are multiplied and summed in scipy's order, in float64, then cast to x's dtype). Rows and columns
     are planned separately, so non-square images work too (the reference assumed squares).
+    ``trim=False``: scipy's whole zoomed crop, as imagecorruptions' ``clipped_zoom`` returns it.
     """
-    top, crop_h, ys, wy0, wy1 = zoom_plan(x.shape[1], zoom)
-    left, crop_w, xs, wx0, wx1 = zoom_plan(x.shape[2], zoom)
+    top, crop_h, ys, wy0, wy1 = zoom_plan(x.shape[1], zoom, trim)
+    left, crop_w, xs, wx0, wx1 = zoom_plan(x.shape[2], zoom, trim)
     region = x[:, top:top + crop_h, left:left + crop_w]
     y0, y1 = np.minimum(ys, crop_h - 1), np.minimum(ys + 1, crop_h - 1)
     x0, x1 = np.minimum(xs, crop_w - 1), np.minimum(xs + 1, crop_w - 1)
@@ -204,10 +206,14 @@ def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
     return out.astype(x.dtype)
 
 
-def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
-    """Mean of the image and its central zooms by each factor (float32, as the reference)."""
+def zoom_blur(images: np.ndarray, zooms: Sequence[float], trim: bool = True) -> np.ndarray:
+    """Mean of the image and its central zooms by each factor (float32, as the reference).
+
+    ``trim=False``: each zoom's top-left H x W instead of its centre (imagecorruptions' rule).
+    """
+    h, w = images.shape[1:3]
     x = (images / 255.0).astype(np.float32)
     out = np.zeros_like(x)
     for z in zooms:
-        out += clipped_zoom(x, float(z))
+        out += clipped_zoom(x, float(z), trim)[:, :h, :w]
     return to_uint8((x + out) / (len(zooms) + 1))

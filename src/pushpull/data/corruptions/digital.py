@@ -106,11 +106,14 @@ def elastic_transform(images: np.ndarray, alpha: float, sigma: float, affine: fl
     return to_uint8(out)
 
 
-def pixelate(images: np.ndarray, factor: float) -> np.ndarray:
-    """Box-downscale to ``int(size * factor)`` then box-upscale back (PIL)."""
+def pixelate(images: np.ndarray, factor: float, upsample: int = Image.BOX) -> np.ndarray:
+    """Box-downscale to ``int(size * factor)`` then back up with PIL's ``upsample`` filter.
+
+    Box up in the -C tables; imagecorruptions scales up with ``Image.NEAREST``.
+    """
     n, h, w, _ = images.shape
     small = (int(w * factor), int(h * factor))
-    return np.stack([np.asarray(Image.fromarray(im).resize(small, Image.BOX).resize((w, h), Image.BOX))
+    return np.stack([np.asarray(Image.fromarray(im).resize(small, Image.BOX).resize((w, h), upsample))
                      for im in images])
 
 
