@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -30,6 +31,7 @@ from conftest import real_photos
 from pushpull.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, IMAGENET, corrupt
 from pushpull.data.corruptions import any_size_rules as rules
 from pushpull.data.corruptions.any_size import SUBSETS, corrupt_image, get_corruption_names
+from pushpull.data.corruptions.digital import displace
 from pushpull.data.streams import image_stream
 
 RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise", "glass_blur", "motion_blur", "snow",
@@ -212,7 +214,7 @@ def test_displace_is_scipys_bilinear_reflect(photos):
     rows, cols, chans = np.meshgrid(np.arange(600), np.arange(512), np.arange(3), indexing="ij")
     coords = [(rows + dy[..., None]).ravel(), (cols + dx[..., None]).ravel(), chans.ravel()]
     expected = map_coordinates(photo, coords, order=1, mode="reflect").reshape(photo.shape)
-    np.testing.assert_allclose(rules.displace(photo, dy, dx), expected, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(displace(photo, dx, dy), expected, rtol=0, atol=1e-6)
 
 
 def test_elastic_field_scales_with_the_image(photos):
@@ -275,24 +277,25 @@ class _Numpy(types.ModuleType):
         return getattr(np, name)
 
 
-def _imagecorruptions():
-    """imagecorruptions 1.1.2 with the minimal patch for today's numpy / scikit-image / setuptools, or a skip.
+def patched_imagecorruptions():
+    """imagecorruptions 1.1.2 with the minimal patch for today's numpy / scikit-image / setuptools.
 
-    Only what is broken is patched: ``pkg_resources`` (gone from setuptools >= 81; it only locates
-    the frost files), skimage ``gaussian(multichannel=True)`` (removed in 0.19; now ``channel_axis=-1``:
-    glass_blur and gaussian_blur raise without it) and ``np.float_`` (numpy 2; fog raises without it).
+    Raises ImportError when it (or scikit-image) is not installed. ``benchmarks/any_size_speed.py`` uses it too.
+
+    Only what is broken is patched: ``pkg_resources`` (absent where setuptools no longer ships it; the
+    import fails without it, and it only locates the frost files), skimage ``gaussian(multichannel=True)``
+    (scikit-image now takes ``channel_axis=-1`` only: glass_blur and gaussian_blur raise without the
+    patch) and ``np.float_`` (removed in numpy 2: fog raises without it).
     """
-    try:
-        importlib.import_module("pkg_resources")
-    except ImportError:
+    for needed in ("imagecorruptions", "skimage"):
+        if importlib.util.find_spec(needed) is None:
+            raise ImportError(f"No module named {needed!r}")
+    if importlib.util.find_spec("pkg_resources") is None:
         shim = types.ModuleType("pkg_resources")
         shim.resource_filename = lambda package, path: os.path.join(os.path.dirname(sys.modules[package].__file__), path)
         sys.modules["pkg_resources"] = shim
-    try:
-        module = importlib.import_module("imagecorruptions")
-        gaussian = importlib.import_module("skimage.filters").gaussian
-    except ImportError as err:
-        pytest.skip(f"imagecorruptions 1.1.2 (+ scikit-image) is not importable ({err}); see this file's docstring")
+    module = importlib.import_module("imagecorruptions")
+    gaussian = importlib.import_module("skimage.filters").gaussian
     corruptions = sys.modules["imagecorruptions.corruptions"]
     if not getattr(corruptions, "_pushpull_patched", False):
         def patched_gaussian(image, *args, multichannel=False, **kwargs):
@@ -307,7 +310,10 @@ def _imagecorruptions():
 
 @pytest.fixture(scope="module")
 def imagecorruptions():
-    return _imagecorruptions()
+    try:
+        return patched_imagecorruptions()
+    except ImportError as err:
+        pytest.skip(f"imagecorruptions 1.1.2 (+ scikit-image) is not importable ({err}); see this file's docstring")
 
 
 class _Replay:

@@ -18,11 +18,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 from ._common import to_uint8
 from .blur import clipped_zoom, zoom_blur
-from .digital import pixelate
+from .digital import displace, pixelate
 from .weather import FROST_FILES, blend_snow, frost_texture
 
 ROW_BLOCK = 24  # rows per block of the shift-and-add: keeps its float64 sums in the L2 cache
@@ -149,42 +148,18 @@ def elastic_transform(image: np.ndarray, severity: int, rng: np.random.Generator
     sigma = np.array((h, w)) * ELASTIC_SIGMA
     limit = h * ELASTIC_RANGE
     alpha = ELASTIC_ALPHA[severity - 1]
-    dx, dy = ((gaussian_filter(rng.uniform(-limit, limit, size=(h, w)), sigma, mode="reflect", truncate=3)
-               * alpha).astype(np.float32) for _ in range(2))
-    return to_uint8(displace(image.astype(np.float32) / 255.0, dy, dx))
+    dx, dy = ((smooth_field(rng.uniform(-limit, limit, size=(h, w)), sigma) * alpha).astype(np.float32)
+              for _ in range(2))
+    return to_uint8(displace(image.astype(np.float32) / 255.0, dx, dy))
 
 
-def _reflect_coordinate(c: np.ndarray, n: int) -> np.ndarray:
-    """scipy's 'reflect' fold of sample coordinates into [-0.5, n - 0.5] (half-sample symmetric)."""
-    c = np.mod(c + 0.5, 2 * n) - 0.5
-    return np.where(c > n - 0.5, 2 * n - 1 - c, c)
-
-
-def _bilinear_taps(c: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Indices and weights of order-1 interpolation at ``c`` along an axis of ``n`` (indices reflected)."""
-    if c.min() < 0 or c.max() > n - 1:
-        c = _reflect_coordinate(c, n)
-    start = np.floor(c)
-    t = c - start
-    i0 = start.astype(np.int64)
-    i1 = i0 + 1
-    i0 = np.where(i0 < 0, -i0 - 1, i0)
-    i1 = np.where(i1 > n - 1, 2 * n - 1 - i1, i1)
-    return i0, i1, 1.0 - t, t
-
-
-def displace(image: np.ndarray, dy: np.ndarray, dx: np.ndarray) -> np.ndarray:
-    """``out[y, x] = image at (y + dy, x + dx)``, bilinear, 'reflect' edges: scipy's ``map_coordinates(order=1)``.
-
-    ``image`` (H, W, C) float32, fields (H, W); computed in float64 per pixel and cast back to float32.
-    """
-    h, w, c = image.shape
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    y0, y1, wy0, wy1 = _bilinear_taps(rows + dy.astype(np.float64), h)
-    x0, x1, wx0, wx1 = _bilinear_taps(cols + dx.astype(np.float64), w)
-    flat = image.reshape(h * w, c)
-    out = np.zeros((h * w, c), np.float64)
-    for yi, wy in ((y0, wy0), (y1, wy1)):
-        for xi, wx in ((x0, wx0), (x1, wx1)):
-            out += np.take(flat, (yi * w + xi).ravel(), axis=0) * (wy * wx).reshape(-1, 1)
-    return out.astype(np.float32).reshape(h, w, c)
+def smooth_field(field: np.ndarray, sigmas: Sequence[float], truncate: float = 3) -> np.ndarray:
+    """scipy's ``gaussian_filter(field, sigmas, mode="reflect", truncate)`` (skimage's ``gaussian``) of a float64
+    (H, W) field, one sigma per axis, as one OpenCV separable pass: scipy's weights, OpenCV's sums (equal to
+    about 1e-16, so the float32 displacements are the same)."""
+    kernels = []
+    for sigma in sigmas:
+        radius = int(truncate * float(sigma) + 0.5)
+        phi = np.exp(-0.5 / (sigma * sigma) * np.arange(-radius, radius + 1) ** 2)
+        kernels.append(phi / phi.sum())
+    return cv2.sepFilter2D(field, cv2.CV_64F, kernels[1], kernels[0], borderType=cv2.BORDER_REFLECT)
