@@ -167,8 +167,9 @@ def zoom_plan(size: int, zoom: float, trim: bool = True) -> tuple[int, int, np.n
 
     Returns (top, crop, start, w0, w1) for the kept output pixels along one axis: the output pixel
     k reads crop pixels start[k] (weight w0[k]) and start[k] + 1 (weight w1[k]), with scipy's own
-    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0). ``trim=False``
-    keeps all of scipy's output pixels (``round(crop * zoom)``, which imagecorruptions crops top-left).
+    arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0; a coordinate that
+    rounds past the last pixel is scipy's ``cval``, 0). ``trim=False`` keeps all of scipy's output
+    pixels (``round(crop * zoom)``, which imagecorruptions crops top-left).
     """
     crop = int(np.ceil(size / zoom))
     top = (size - crop) // 2
@@ -179,6 +180,8 @@ def zoom_plan(size: int, zoom: float, trim: bool = True) -> tuple[int, int, np.n
     start = np.floor(cc)
     w0 = 1.0 - (cc - start)
     w1 = 1.0 - w0
+    beyond = cc > crop - 1  # e.g. 599 * (491 / 599) > 491: outside the input, so scipy's mode="constant" gives 0
+    w0[beyond] = w1[beyond] = 0.0
     return top, crop, start.astype(np.int64), w0, w1
 
 
