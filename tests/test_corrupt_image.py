@@ -144,7 +144,7 @@ def test_clipped_zoom_is_scipys_zoom_where_a_coordinate_rounds_past_the_edge(pho
     """600 rows zoomed by 1.22 (zoom blur, severity 4): scipy's last sample, 599 * (491 / 599), lands a hair
     past row 491 of the 492-row crop, outside the input, so scipy gives its cval 0 there."""
     x = (photos[2][1] / 255.0).astype(np.float32)
-    for z in IMAGENET["zoom_blur"][3]:
+    for z in IMAGENET["zoom_blur"][3][-3:]:  # 1.2, 1.22, 1.24
         ch, cw = int(np.ceil(600 / z)), int(np.ceil(512 / z))
         top, left = (600 - ch) // 2, (512 - cw) // 2
         expected = scizoom(x[top:top + ch, left:left + cw], (z, z, 1), order=1)
