@@ -392,6 +392,18 @@ def test_matches_imagecorruptions_pixel_for_pixel(name, imagecorruptions, photos
             assert gap.max() <= worst and (gap > 0).mean() <= fraction, (photo_name, severity, gap.max())
 
 
+@pytest.mark.parametrize("name", CORRUPTIONS)
+def test_matches_imagecorruptions_at_the_smallest_sizes(name, imagecorruptions, photos):
+    """32-45 px crops: motion taps cut at the border, frost textures at scale 1.1, snow zoomed 4.5x from 8 rows."""
+    worst, fraction = TOLERANCE.get(name, (0, 0))
+    for h, w in ((32, 32), (45, 33), (32, 120)):
+        crop = np.ascontiguousarray(photos[0][1][150:150 + h, 300:300 + w])
+        for severity in range(1, 6):
+            expected = theirs_with_our_draws(imagecorruptions, crop, name, severity, seed=1, index=2)
+            gap = np.abs(corrupt_image(crop, severity, name, seed=1, index=2).astype(int) - expected)
+            assert gap.max() <= worst and (gap > 0).mean() <= max(fraction, 2 / gap.size), (h, w, severity)
+
+
 def test_grey_input_matches_imagecorruptions(imagecorruptions, photos):
     grey = np.asarray(Image.fromarray(photos[2][1]).convert("L"))
     for name in ("gaussian_noise", "snow", "pixelate"):
