@@ -25,6 +25,8 @@ Robustness benchmarks
     CORRUPTIONS                 the 19 corruption names (the 15 of mCE first)
     Corrupt                     a corruption as a torchvision v2 transform (PIL, tensor or array, any size)
     RandomCorrupt               a random corruption and severity per sample, for training with corruptions
+    corrupt_image               imagecorruptions' call: one image of any size (>= 32), seeded
+    get_corruption_names        imagecorruptions' name lists ("common", "validation", "all", a family)
     perturb                     the -P perturbation sequences of uint8 images
     evaluate                    clean error, -C errors and -P flip statistics of a model: a results dict
     write_report                the paper's tables and Figure 3 from results files
@@ -56,6 +58,8 @@ _LAZY = {
     "CORRUPTIONS": "data.corruptions",
     "Corrupt": "transforms",
     "RandomCorrupt": "transforms",
+    "corrupt_image": "data.corruptions.any_size",
+    "get_corruption_names": "data.corruptions.any_size",
     "perturb": "data.perturbations",
     "evaluate": "engine.evaluate",
     "write_report": "report",

@@ -215,21 +215,22 @@ def quantum_to_char(acc: np.ndarray) -> np.ndarray:
     return q.astype(np.uint8)
 
 
-def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
+def zoom_plan(size: int, zoom: float, trim: bool = True) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray]:
     """Geometry of the reference's ``clipped_zoom``: central crop, and scipy ``zoom(order=1)`` taps.
 
     Returns (top, crop, start, w0, w1) for the kept output pixels along one axis: the output pixel
     k reads crop pixels start[k] (weight w0[k]) and start[k] + 1 (weight w1[k]), with scipy's own
     arithmetic (coordinate k * (in - 1) / (out - 1); w0 = 1 - frac; w1 = 1 - w0). A coordinate that
     rounds past the last crop pixel (e.g. 29.000000000000004 of 0..29) is outside for scipy's
-    ``mode="constant"``: that output pixel is 0, so both its weights are 0.
+    ``mode="constant"``: that output pixel is 0, so both its weights are 0. ``trim=False`` keeps all of
+    scipy's output pixels (``round(crop * zoom)``, which imagecorruptions crops top-left).
     """
     crop = int(np.ceil(size / zoom))
     top = (size - crop) // 2
     out = int(round(crop * zoom))
     ratio = (crop - 1) / (out - 1) if out > 1 else 1.0
-    trim = (out - size) // 2
-    cc = np.arange(trim, trim + size, dtype=np.float64) * ratio
+    first, count = ((out - size) // 2, size) if trim else (0, out)
+    cc = np.arange(first, first + count, dtype=np.float64) * ratio
     start = np.floor(cc)
     w0 = 1.0 - (cc - start)
     w1 = 1.0 - w0
@@ -238,15 +239,16 @@ def zoom_plan(size: int, zoom: float) -> tuple[int, int, np.ndarray, np.ndarray,
     return top, crop, start.astype(np.int64), w0, w1
 
 
-def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
+def clipped_zoom(x: np.ndarray, zoom: float, trim: bool = True) -> np.ndarray:
     """The reference's ``clipped_zoom`` on a batch (N, H, W, C): zoom into the centre, same size out.
 
     Bit-identical to ``scipy.ndimage.zoom(crop, (zoom, zoom, 1), order=1)`` per image (the four taps
     are multiplied and summed in scipy's order, in float64, then cast to x's dtype). Rows and columns
     are planned separately, so non-square images work too (the reference assumed squares).
+    ``trim=False``: scipy's whole zoomed crop, as imagecorruptions' ``clipped_zoom`` returns it.
     """
-    top, crop_h, ys, wy0, wy1 = zoom_plan(x.shape[1], zoom)
-    left, crop_w, xs, wx0, wx1 = zoom_plan(x.shape[2], zoom)
+    top, crop_h, ys, wy0, wy1 = zoom_plan(x.shape[1], zoom, trim)
+    left, crop_w, xs, wx0, wx1 = zoom_plan(x.shape[2], zoom, trim)
     region = x[:, top:top + crop_h, left:left + crop_w]
     y0, y1 = np.minimum(ys, crop_h - 1), np.minimum(ys + 1, crop_h - 1)
     x0, x1 = np.minimum(xs, crop_w - 1), np.minimum(xs + 1, crop_w - 1)
@@ -261,23 +263,32 @@ def clipped_zoom(x: np.ndarray, zoom: float) -> np.ndarray:
     return out.astype(x.dtype)
 
 
-def zoom_blur(images: np.ndarray, zooms: Sequence[float]) -> np.ndarray:
-    """Mean of the image and its central zooms by each factor (float32, as the reference)."""
+def _kept_taps(size: int, zoom: float, trim: bool) -> tuple[int, int, list[np.ndarray]]:
+    """:func:`zoom_plan` for the kernel: (start, crop, [tap 0, tap 1, w0, w1]) of the ``size`` kept pixels."""
+    start, crop, taps, w0, w1 = zoom_plan(size, zoom, trim)
+    taps, w0, w1 = taps[:size], w0[:size].copy(), w1[:size].copy()
+    return start, crop, [np.minimum(taps, crop - 1), np.minimum(taps + 1, crop - 1), w0, w1]
+
+
+def zoom_blur(images: np.ndarray, zooms: Sequence[float], trim: bool = True) -> np.ndarray:
+    """Mean of the image and its central zooms by each factor (float32, as the reference).
+
+    ``trim=False``: each zoom's top-left H x W instead of its centre (imagecorruptions' rule).
+    """
+    h, w = images.shape[1:3]
     x = (images / 255.0).astype(np.float32)
     out = np.zeros_like(x)
     lib = _native.kernels()
     for z in zooms:
         if lib is None:
-            out += clipped_zoom(x, float(z))
+            out += clipped_zoom(x, float(z), trim)[:, :h, :w]
             continue
         if float(z) == 1.0:  # taps k and k+1 with weights 1 and 0: the image itself, exactly
             out += x
             continue
-        n, h, w, c = x.shape
-        top, crop_h, ys, wy0, wy1 = zoom_plan(h, float(z))
-        left, crop_w, xs, wx0, wx1 = zoom_plan(w, float(z))
-        rows = [np.minimum(ys, crop_h - 1), np.minimum(ys + 1, crop_h - 1), wy0, wy1]
-        cols = [np.minimum(xs, crop_w - 1), np.minimum(xs + 1, crop_w - 1), wx0, wx1]
+        c = x.shape[3]
+        top, crop_h, rows = _kept_taps(h, float(z), trim)
+        left, crop_w, cols = _kept_taps(w, float(z), trim)
         for image, acc in zip(x, out):  # the same taps and sums as clipped_zoom, added in place
             _native.check(lib.pp_zoom_add(_native.ptr(image), w, c, top, left, crop_w, h,
                                           *map(_native.ptr, rows), w, *map(_native.ptr, cols), _native.ptr(acc)),
