@@ -126,6 +126,10 @@ class _Corruption(v2.Transform):
                               self.seed or 0, params["key"])
         return _like(out, inpt)
 
+    # torchvision 0.19-0.20 (pyproject allows them) call the two methods by their private names.
+    _get_params = make_params
+    _transform = transform
+
 
 class Corrupt(_Corruption):
     """Corruption ``name`` at ``severity`` (1..5) with the per-image semantics ``params`` (a table name).
