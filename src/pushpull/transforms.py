@@ -73,9 +73,9 @@ def _like(out: np.ndarray, inpt: Any) -> Any:
 
 def content_key(image: np.ndarray) -> int:
     """A key from the pixels alone (BLAKE2b of the shape and bytes), below 2**63."""
-    digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=8,
-                             person=repr(image.shape).encode()[:16]).digest()
-    return int.from_bytes(digest, "big") >> 1
+    digest = hashlib.blake2b(np.asarray(image.shape, np.int64).tobytes(), digest_size=8)
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return int.from_bytes(digest.digest(), "big") >> 1
 
 
 def _check_severity(severity: int) -> int:
@@ -125,6 +125,10 @@ class _Corruption(v2.Transform):
         out = checked_corrupt(self._corrupter, _to_array(inpt), params["name"], params["severity"],
                               self.seed or 0, params["key"])
         return _like(out, inpt)
+
+    # torchvision 0.19-0.20 (pyproject allows them) call the two methods by their private names.
+    _get_params = make_params
+    _transform = transform
 
 
 class Corrupt(_Corruption):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Mapping, Sequence
 
-from pushpull._names import check_names, split_names
+from pushpull._names import check_name, check_names, split_names
 from pushpull.data.robustness_sets import SEVERITIES, check_severities
 
 
@@ -55,16 +55,6 @@ def severities(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def table_name(text: str) -> str:
-    """A parameter table of :data:`pushpull.data.corruptions.params.TABLES` (``--params``)."""
-    from pushpull.data.corruptions.params import check_table
-
-    try:
-        return check_table(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def rgb(text: str) -> tuple[float, float, float]:
     """``0.49,0.48,0.45`` -> three floats (``--mean``, ``--std``)."""
     try:
@@ -91,6 +81,35 @@ def names(kind: str, known: Callable[[], tuple[Sequence[str], Mapping[str, Seque
 
     parse.__name__ = kind
     return parse
+
+
+def one_name(kind: str, known: Callable[[], Sequence[str]]) -> Callable[[str], str]:
+    """A ``type=`` for one ``kind`` name among ``known()`` (called only when the option is given), close matches."""
+    def parse(text: str) -> str:
+        try:
+            return check_name(text, list(known()), kind)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = kind
+    return parse
+
+
+def _tables() -> Sequence[str]:
+    from pushpull.data.corruptions.params import TABLES
+
+    return list(TABLES)
+
+
+def _corrupters() -> Sequence[str]:
+    from pushpull.data.corruptions.per_image import CORRUPTERS
+
+    return list(CORRUPTERS)
+
+
+# --params: a parameter table (show-corruptions), or any per-image semantics (make-c --dataset folder).
+table_name = one_name("parameter table", _tables)
+corrupter_name = one_name("parameter table", _corrupters)
 
 
 def corruption_groups() -> tuple[Sequence[str], Mapping[str, Sequence[str]]]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .._names import check_name
 from ..engine.stopping import RESUME_HINT
-from ._options import (add_generation, add_severities, corruption_names, generation_shard, load_clean_cifar,
-                       positive_int, shard_done)
+from ._options import (add_generation, add_severities, corrupter_name, corruption_names, generation_shard,
+                       load_clean_cifar, positive_int, shard_done)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,16 +28,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     folder.add_argument("--format", choices=("png", "jpeg"), default=None, help="output format (default png)")
     folder.add_argument("--quality", type=positive_int, default=None, help="JPEG quality, 1..100 (default 85)")
     parser.set_defaults(func=run, resume_hint=RESUME_HINT)
-
-
-def corrupter_name(text: str) -> str:
-    """A name of :data:`pushpull.data.corruptions.per_image.CORRUPTERS` (``--params``)."""
-    from pushpull.data.corruptions.per_image import CORRUPTERS
-
-    try:
-        return check_name(text, CORRUPTERS, "parameter table")
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def run(args: argparse.Namespace) -> int:

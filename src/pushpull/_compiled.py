@@ -1,0 +1,69 @@
+"""The one builder of the project's optional C kernels (the layer's, the corruptions', the -P sequences').
+
+Each kernel library is compiled on first use with the system's C compiler (``$CC``, ``cc`` or
+``gcc``) into :func:`cache_dir`, under a name keyed by its source, the compiler, the flags and
+the CPU, and loaded with :mod:`ctypes`. Where that is not possible (no compiler, not Linux, a
+failed build) :func:`load_library` returns None and the caller runs its other exact path, so the
+kernels only ever make things faster, never different. Whether they are used at all is the one
+switch ``PUSHPULL_NATIVE`` (:func:`pushpull.layers.config.native_enabled`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._files import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept: ``$PUSHPULL_CACHE`` or ``$XDG_CACHE_HOME/pushpull`` (``~/.cache``)."""
+    root = os.environ.get("PUSHPULL_CACHE")
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pushpull"
+
+
+def cpu_signature() -> str:
+    """The CPU's model and flags: a kernel built with ``-march=native`` runs only where they match."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    except OSError:
+        lines = []
+    return "|".join([platform.machine(), platform.processor(), *lines])
+
+
+def load_library(source: Path, flags: Sequence[str], name: str) -> ctypes.CDLL | None:
+    """``source`` compiled with ``flags`` (built once, cached) and loaded; None where that cannot be done.
+
+    ``name`` names the library in its file name and in the one log line a failure gives.
+    Concurrent processes never load a half-written library: it appears atomically.
+    """
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if sys.platform != "linux" or compiler is None:
+        log.info("pushpull: no C compiler found; the %s kernels are off (same results, slower)", name)
+        return None
+    identity = "\n".join([compiler, *flags, cpu_signature()]).encode()
+    key = hashlib.sha256(source.read_bytes() + identity).hexdigest()[:16]
+    target = cache_dir() / f"pushpull_{name}_{key}.so"
+    try:
+        if not target.exists():
+            with atomic_path(target) as partial:
+                subprocess.run([compiler, *flags, str(source), "-o", str(partial), "-lm"], check=True,
+                               capture_output=True, timeout=120)
+        return ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as err:
+        detail = (getattr(err, "stderr", b"") or b"").decode(errors="replace")[-500:]
+        log.warning("pushpull: could not build the %s kernels (%s %s); using the other exact path", name, err, detail)
+        return None
