@@ -190,3 +190,24 @@ def test_cli_folder_with_a_table_and_jpeg(tmp_path, capsys):
     assert main(argv) == 0 and capsys.readouterr().out.strip() == f"wrote 0 images under {out}"  # resumed: all present
     first = Image.open(out / "frost" / "5" / "top.jpg")
     assert first.format == "JPEG" and first.size == Image.open(src / "top.jpg").size
+
+
+def test_imagecorruptions_semantics_at_native_size(tmp_path):
+    """``--params imagecorruptions``: each photo gets corrupt_image's output at its own size, keyed by its path."""
+    from pushpull.data.corruptions.any_size import corrupt_image
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    rels = photo_folder(src, side=64)
+    names = ["zoom_blur", "frost"]  # a size rule of imagecorruptions' own, and a texture crop the tables refuse
+    make_folder_c(src, out, names, severities=[3], params="imagecorruptions", progress=False)
+    for rel in rels:
+        image = np.asarray(Image.open(src / rel).convert("RGB"))
+        for name in names:
+            got = np.asarray(Image.open(out / name / "3" / output_name(rel, "png")))
+            want = corrupt_image(image, 3, name, seed=0, index=path_key(rel))
+            np.testing.assert_array_equal(got, want, err_msg=f"{name} {rel}")
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(real_photos()[0][1][:31, :40]).save(small / "tiny.png")
+    with pytest.raises(ValueError, match=r"tiny\.png.*at least 32x32"):
+        make_folder_c(small, tmp_path / "o2", ["gaussian_noise"], params="imagecorruptions", progress=False)

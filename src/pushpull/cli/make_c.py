@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     folder = parser.add_argument_group("--dataset folder", "every image under --data at its own size, written as "
                                        "<out>/<corruption>/<severity>/<relative path> (COCO-C style)")
     folder.add_argument("--params", type=corrupter_name, default=None,
-                        help="parameter table: imagenet (default), cifar, tinyimagenet, imagenet64")
+                        help="parameter table: imagenet (default), cifar, tinyimagenet, imagenet64, or imagecorruptions "
+                             "(that package's size rules, as COCO-C / Cityscapes-C)")
     folder.add_argument("--format", choices=("png", "jpeg"), default=None, help="output format (default png)")
     folder.add_argument("--quality", type=positive_int, default=None, help="JPEG quality, 1..100 (default 85)")
     parser.set_defaults(func=run, resume_hint=RESUME_HINT)

@@ -3,9 +3,9 @@
 Folders (``make-c --dataset folder``) and the torchvision transforms corrupt one image at a
 time, of any size, keyed by a number (a file's path key, a sample's index or its content)
 rather than a position in a batch. Each entry of ``CORRUPTERS`` is one such semantics: one per
-parameter table of ``params.TABLES`` (the reference's numbers, at the image's own size).
-Another semantics (e.g. imagecorruptions') joins by adding an entry; everything that takes
-``params=`` then offers it.
+parameter table of ``params.TABLES`` (the reference's numbers, at the image's own size), and
+``imagecorruptions`` (that package's size rules, :func:`.any_size.corrupt_image`: COCO-C,
+Cityscapes-C). Everything that takes ``params=`` offers them all.
 """
 
 from __future__ import annotations
@@ -68,7 +68,20 @@ def table_corrupter(table: str) -> Corrupter:
     return Corrupter(functools.partial(_table_corrupt, table), functools.partial(_table_problem, table))
 
 
-CORRUPTERS: dict[str, Corrupter] = {table: table_corrupter(table) for table in TABLES}
+def _imagecorruptions_corrupt(image: np.ndarray, name: str, severity: int, seed: int, key: int) -> np.ndarray:
+    from .any_size import corrupt_image
+
+    return corrupt_image(image, severity, name, seed=seed, index=key)
+
+
+def _imagecorruptions_problem(height: int, width: int, name: str, severity: int) -> str | None:
+    return "imagecorruptions' rules need at least 32x32" if min(height, width) < 32 else None
+
+
+CORRUPTERS: dict[str, Corrupter] = {
+    **{table: table_corrupter(table) for table in TABLES},
+    "imagecorruptions": Corrupter(_imagecorruptions_corrupt, _imagecorruptions_problem),
+}
 
 
 def get_corrupter(params: str) -> Corrupter:
