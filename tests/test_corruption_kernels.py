@@ -48,7 +48,7 @@ def test_kernels_equal_numpy_on_native_size_photos(photos):
     """The primitives at the photos' own sizes (non-square, 600x512 and 427x640): what the any-size API calls."""
     native, _ = photos
     rngs = lambda: [np.random.default_rng(k) for k in range(1)]  # noqa: E731
-    for photo in native:
+    for k, photo in enumerate(native):
         x = photo[None]
         cases = [
             (motion_blur, (x, 15, 5, [33.3])),
@@ -59,7 +59,9 @@ def test_kernels_equal_numpy_on_native_size_photos(photos):
         ]
         for fn, args in cases:
             np.testing.assert_array_equal(fn(*args), numpy_path(fn, *args), err_msg=fn.__name__)
-        np.testing.assert_array_equal(glass_blur(x, 1.0, 2, 2, rngs()), numpy_path(glass_blur, x, 1.0, 2, 2, rngs()))
+        if k == 0:  # the numpy fallback of the copies takes seconds at this size
+            np.testing.assert_array_equal(glass_blur(x, 1.0, 2, 2, rngs()), numpy_path(glass_blur, x, 1.0, 2, 2,
+                                                                                       rngs()))
 
 
 @needs_kernels

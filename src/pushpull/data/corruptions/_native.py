@@ -20,6 +20,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ SOURCE = Path(__file__).with_name("_kernels.c")
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", "-fPIC",
          *(("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64") else ()))
 _enabled = os.environ.get("PUSHPULL_NATIVE", "1") != "0"
+_building = threading.Lock()  # the corruptions' worker threads build once between them
 
 
 def _cache_dir() -> Path:
@@ -89,7 +91,10 @@ def _build() -> ctypes.CDLL | None:
 
 def kernels() -> ctypes.CDLL | None:
     """The loaded kernels, or None: the caller then runs its numpy code."""
-    return _build() if _enabled else None
+    if not _enabled:
+        return None
+    with _building:
+        return _build()
 
 
 @contextlib.contextmanager
