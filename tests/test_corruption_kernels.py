@@ -13,12 +13,13 @@ from scipy.ndimage import gaussian_filter
 from pushpull.data.corruptions import CORRUPTIONS, _native, corrupt, corrupt_reference, motion_blur, weather, zoom_blur
 from pushpull.data.corruptions.blur import gaussian_smooth, glass_blur
 from pushpull.data.corruptions.digital import displace, hsv_edit
+from pushpull.layers.config import set_native
 
 needs_kernels = pytest.mark.skipif(_native.kernels() is None, reason="the C kernels could not be built here")
 
 
 def numpy_path(fn, *args, **kwargs):
-    with _native.disabled():
+    with set_native(False):
         return fn(*args, **kwargs)
 
 
@@ -118,7 +119,7 @@ def test_without_a_compiler_the_numpy_code_runs(monkeypatch, tmp_path, caplog):
     monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path / "cache"))
     _native._build.cache_clear()
     try:
-        with caplog.at_level(logging.WARNING, logger="pushpull.data.corruptions._native"):
+        with caplog.at_level(logging.WARNING, logger="pushpull._compiled"):
             assert _native.kernels() is None
         assert "could not build" in caplog.text
         x = np.random.default_rng(5).integers(0, 256, (1, 40, 36, 3), dtype=np.uint8)
@@ -129,11 +130,10 @@ def test_without_a_compiler_the_numpy_code_runs(monkeypatch, tmp_path, caplog):
         _native._build.cache_clear()
 
 
-def test_native_off_switch(monkeypatch):
-    with _native.disabled():
+def test_native_off_switch():
+    """The project's one switch (PUSHPULL_NATIVE / set_native) turns the corruption kernels off too."""
+    with set_native(False):
         assert _native.kernels() is None
-    monkeypatch.setattr(_native, "_enabled", False)
-    assert _native.kernels() is None
 
 
 @needs_kernels
