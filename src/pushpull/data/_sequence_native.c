@@ -219,7 +219,9 @@ void pp_brightness_frames(const double *value, const double *factor, int64_t npi
  * Each output value sums kernel[i] * tap i in tap order (as the numpy code), then rounds like
  * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Returns nonzero when
  * its row buffer cannot be allocated. */
+#if defined(__x86_64__) && defined(__GNUC__)
 __attribute__((target_clones("avx2", "default")))  /* wider vectors, the same IEEE operations */
+#endif
 int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
                     int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
     int64_t row = (w + 2 * pad) * c, n = w * c;

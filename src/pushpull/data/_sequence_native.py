@@ -16,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,24 @@ FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", 
 
 _u8, _f64, _f32, _i64 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in
                          (np.uint8, np.float64, np.float32, np.int64))
-_I64, _P64 = ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
+_i16, _u16 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in (np.int16, np.uint16))
+_I64, _P64, _F, _D = ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_float, ctypes.c_double
+_SIGNATURES = {  # kernel: (return type, argument types), as _sequence_native.c declares them
+    "pp_init": (None, []),
+    "pp_poisson": (_I64, [_f64, _I64, _I64, _f64, _I64, _P64, _i64]),
+    "pp_shot_frames": (_I64, [_u8, _I64, _f64, _D, _I64, _I64, _f64, _I64, _P64, _u8]),
+    "pp_gaussian_frames": (None, [_u8, _I64, _I64, _f32, _F, _f32, _u8]),
+    "pp_speckle_frames": (None, [_u8, _I64, _I64, _f64, _D, _f64, _u8]),
+    "pp_brightness_frames": (None, [_f64, _f64, _I64, _f64, _I64, _u8]),
+    "pp_motion_sweep": (ctypes.c_int, [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]),
+    "pp_pil_affine_bilinear": (ctypes.c_int, [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]),
+    "pp_snow_frames": (None, [_f32, _u8, _I64, _I64, _I64, _f64, _u8]),
+    "pp_convolve_columns": (None, [_f64, _I64, _I64, _f64, _I64, _f64]),
+    "pp_gaussian_blur": (ctypes.c_int, [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]),
+    "pp_perspective_map": (None, [_f64, _I64, _I64, _I64, _I64, _i16, _u16]),
+    "pp_water_frame": (None, [_f32, _f32, _I64, _F, _F, _f32, _u8]),
+    "pp_running_mean": (None, [_u8, _u8, _I64, _I64, _f32, _f32, _u8]),
+}
 _BLOCK = 1 << 15  # uniforms drawn per block (256 kB)
 
 
@@ -54,7 +72,8 @@ def _load() -> ctypes.CDLL | None:
     if sys.platform != "linux" or compiler is None:
         log.info("pushpull: no C compiler found; the -P generator uses its numpy path")
         return None
-    key = hashlib.sha256(SOURCE.read_bytes() + "\n".join([compiler, *FLAGS]).encode()).hexdigest()[:16]
+    identity = "\n".join([compiler, *FLAGS, platform.machine()]).encode()  # no -march: any CPU of this kind
+    key = hashlib.sha256(SOURCE.read_bytes() + identity).hexdigest()[:16]
     target = cache_dir() / f"pushpull_sequences_{key}.so"
     try:
         if not target.exists():
@@ -63,30 +82,9 @@ def _load() -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as err:
         log.warning("pushpull: could not build the -P kernels (%s); using the numpy path", err)
         return None
-    lib.pp_poisson.argtypes = [_f64, _I64, _I64, _f64, _I64, _P64, _i64]
-    lib.pp_shot_frames.argtypes = [_u8, _I64, _f64, ctypes.c_double, _I64, _I64, _f64, _I64, _P64, _u8]
-    lib.pp_poisson.restype = lib.pp_shot_frames.restype = _I64
-    lib.pp_gaussian_frames.argtypes = [_u8, _I64, _I64, _f32, ctypes.c_float, _f32, _u8]
-    lib.pp_speckle_frames.argtypes = [_u8, _I64, _I64, _f64, ctypes.c_double, _f64, _u8]
-    lib.pp_brightness_frames.argtypes = [_f64, _f64, _I64, _f64, _I64, _u8]
-    lib.pp_gaussian_frames.restype = lib.pp_speckle_frames.restype = lib.pp_brightness_frames.restype = None
-    lib.pp_motion_sweep.argtypes = [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]
-    lib.pp_motion_sweep.restype = ctypes.c_int
-    lib.pp_pil_affine_bilinear.argtypes = [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]
-    lib.pp_pil_affine_bilinear.restype = ctypes.c_int
-    lib.pp_snow_frames.argtypes = [_f32, _u8, _I64, _I64, _I64, _f64, _u8]
-    lib.pp_convolve_columns.argtypes = [_f64, _I64, _I64, _f64, _I64, _f64]
-    lib.pp_snow_frames.restype = lib.pp_convolve_columns.restype = None
-    lib.pp_gaussian_blur.argtypes = [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]
-    lib.pp_gaussian_blur.restype = ctypes.c_int
-    lib.pp_perspective_map.argtypes = [_f64, _I64, _I64, _I64, _I64, np.ctypeslib.ndpointer(np.int16, flags="C_CONTIGUOUS"),
-                                       np.ctypeslib.ndpointer(np.uint16, flags="C_CONTIGUOUS")]
-    lib.pp_perspective_map.restype = None
-    lib.pp_water_frame.argtypes = [_f32, _f32, _I64, ctypes.c_float, ctypes.c_float, _f32, _u8]
-    lib.pp_water_frame.restype = None
-    lib.pp_running_mean.argtypes = [_u8, _u8, _I64, _I64, _f32, _f32, _u8]
-    lib.pp_running_mean.restype = None
-    lib.pp_init.argtypes, lib.pp_init.restype = [], None
+    for name, (restype, argtypes) in _SIGNATURES.items():
+        kernel = getattr(lib, name)
+        kernel.restype, kernel.argtypes = restype, argtypes
     lib.pp_init()
     if not _poisson_is_numpys(lib):
         log.warning("pushpull: the native Poisson draws differ from numpy's here; the -P generator uses numpy")

@@ -164,6 +164,7 @@ def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.
 def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     from ._sequence_native import library
     from .corruptions.digital import hsv2rgb, rgb2hsv
+    from .sequence_kernels import brightness_frames
 
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
     hsv = rgb2hsv(images / 255.0)
@@ -175,11 +176,7 @@ def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     lib = library()
     if lib is not None:
-        deltas = np.array([delta_v(i) for i in range(FRAMES)], np.float64)
-        for v, f, frames in zip(value, factors, out):
-            lib.pp_brightness_frames(np.ascontiguousarray(v), np.ascontiguousarray(f), v.size, deltas, FRAMES,
-                                     frames)
-        return out
+        return brightness_frames(lib, value, factors, [delta_v(i) for i in range(FRAMES)], out)
     for i in range(FRAMES):
         rgb = np.clip(value + delta_v(i), 0, 1)[..., None] * factors
         rgb *= 255
@@ -305,6 +302,7 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     from PIL import Image
 
     from ._sequence_native import pil_affine_library
+    from .sequence_kernels import pil_bilinear_frames
 
     mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
     size = (images.shape[2], images.shape[1])
@@ -313,12 +311,7 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
     lib = pil_affine_library() if bilinear else None  # PIL's nearest-neighbour path is already fixed-point fast
     if lib is not None:
-        table = np.array(matrices, np.float64)
-        for img, seq in zip(images, out):
-            if lib.pp_pil_affine_bilinear(np.ascontiguousarray(img), size[1], size[0], table, len(table), top, left,
-                                          height, width, seq):
-                raise MemoryError("pushpull: out of memory for the affine warp kernel's column table")
-        return out
+        return pil_bilinear_frames(lib, images, matrices, window, out)
     for n, img in enumerate(images):
         pil = Image.fromarray(img)
         for t, matrix in enumerate(matrices):
@@ -331,6 +324,7 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
 def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:
     """Running mean of zooms 1 + 0.004 k (float32, truncated to uint8 as ToPILImage does)."""
     from ._sequence_native import library
+    from .sequence_kernels import running_mean_frames
 
     zooms = _pil_affine_frames(images, [{"scale": 1 + 0.004 * i} for i in range(1, FRAMES)], True, window)
     top, left, height, width = window
@@ -339,11 +333,7 @@ def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:
     out[:, 0] = images
     lib = library()
     if lib is not None:
-        unit = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)
-        total = np.empty(images[0].size, np.float32)
-        for image, moved, frames in zip(images, zooms, out):
-            lib.pp_running_mean(np.ascontiguousarray(image), moved, image.size, FRAMES - 1, unit, total, frames[1:])
-        return out
+        return running_mean_frames(lib, zooms, out)
     total = images.astype(np.float32) / np.float32(255)
     for i in range(1, FRAMES):
         total += zooms[:, i - 1].astype(np.float32) / np.float32(255)

@@ -237,3 +237,34 @@ def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) 
         m = np.ascontiguousarray(water_mask(layer), np.float32)
         lib.pp_water_frame(np.ascontiguousarray(image), m, m.size, m.max(), intensity, colour, frame)
     return out
+
+
+def brightness_frames(lib, value: np.ndarray, factors: np.ndarray, deltas: Sequence[float], out: np.ndarray
+                      ) -> np.ndarray:
+    """``uint8(clip(value + delta, 0, 1) * factors * 255)`` per frame into ``out`` (N, T, H, W, 3)."""
+    deltas = np.asarray(deltas, np.float64)
+    for v, f, frames in zip(value, factors, out):
+        lib.pp_brightness_frames(np.ascontiguousarray(v), np.ascontiguousarray(f), v.size, deltas, len(deltas), frames)
+    return out
+
+
+def running_mean_frames(lib, zooms: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Zoom blur: frames 1.. of ``out`` from its frame 0 (the image) and ``zooms`` (N, T - 1, H, W, 3)."""
+    unit = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)  # astype(float32) / 255, per value
+    total = np.empty(out[0, 0].size, np.float32)
+    for moved, frames in zip(zooms, out):
+        lib.pp_running_mean(np.ascontiguousarray(frames[0]), moved, total.size, len(moved), unit, total, frames[1:])
+    return out
+
+
+def pil_bilinear_frames(lib, images: np.ndarray, matrices: Sequence[Sequence[float]],
+                        window: tuple[int, int, int, int], out: np.ndarray) -> np.ndarray:
+    """PIL's bilinear ``Image.transform(AFFINE)`` of every image by every matrix, the window's pixels only."""
+    top, left, height, width = window
+    table = np.array(matrices, np.float64)
+    for image, frames in zip(images, out):
+        h, w = image.shape[:2]
+        if lib.pp_pil_affine_bilinear(np.ascontiguousarray(image), h, w, table, len(table), top, left, height, width,
+                                      frames):
+            raise MemoryError("pushpull: out of memory for the affine warp kernel's column table")
+    return out
