@@ -1,7 +1,7 @@
 """The -P generator's native kernels (``_sequence_native.c``), and the numpy-exact draws built on them.
 
 Compiled on first use with the system's C compiler into the project's kernel cache
-(:func:`pushpull.layers._native.cache_dir`) and loaded with :mod:`ctypes`. The flags keep IEEE
+(:func:`pushpull._compiled.load_library`, like every C kernel of the project) and loaded with :mod:`ctypes`. The flags keep IEEE
 arithmetic as numpy's own C code does it (``-ffp-contract=off``, no fast-math, no ``-march``), so
 every kernel gives the numpy code's bits. The Poisson kernel re-implements numpy's algorithm, so
 it is also checked against ``Generator.poisson`` when the library is loaded: where that check fails
@@ -13,16 +13,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
-import os
-import platform
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from .._compiled import load_library
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +62,8 @@ def library() -> ctypes.CDLL | None:
 
 @functools.lru_cache(maxsize=1)
 def _load() -> ctypes.CDLL | None:
-    from ..layers._native import _compile, cache_dir
-
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if sys.platform != "linux" or compiler is None:
-        log.info("pushpull: no C compiler found; the -P generator uses its numpy path")
-        return None
-    identity = "\n".join([compiler, *FLAGS, platform.machine()]).encode()  # no -march: any CPU of this kind
-    key = hashlib.sha256(SOURCE.read_bytes() + identity).hexdigest()[:16]
-    target = cache_dir() / f"pushpull_sequences_{key}.so"
-    try:
-        if not target.exists():
-            _compile(compiler, [*FLAGS, "-lm"], SOURCE, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as err:
-        log.warning("pushpull: could not build the -P kernels (%s); using the numpy path", err)
+    lib = load_library(SOURCE, FLAGS, "sequences")
+    if lib is None:
         return None
     for name, (restype, argtypes) in _SIGNATURES.items():
         kernel = getattr(lib, name)
