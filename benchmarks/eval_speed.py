@@ -143,6 +143,7 @@ def scaling(model: str, batch_size: int, per_class: int, rounds: int) -> None:
     from conftest import write_photo_imagenet
 
     runs: dict[int, list[dict]] = {1: [], 2: []}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "val"
         n = len(write_photo_imagenet(folder, per_class=per_class))
@@ -157,7 +158,8 @@ def scaling(model: str, batch_size: int, per_class: int, rounds: int) -> None:
                 runs[nproc].append({**json.loads(timings.read_text()), "command": time.perf_counter() - tic})
     print(f"model {model} (3 classes), batch {batch_size}, {os.cpu_count()} CPUs; {n} photo crops 256x256 "
           f"x (clean + {', '.join(SCALING_UNITS['corruptions'])} s3 generated) = {images} images per run; "
-          f"medians of {rounds} alternated rounds")
+          f"medians of {rounds} alternated rounds; machine load average {load:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
     rate = {}
     for nproc, rounds in runs.items():
         rate[nproc] = np.median([images / r["wall"] for r in rounds])

@@ -33,7 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                "  pushpull eval resnet20_pp --pretrained --data D --limit 1000\n"
                "  pushpull eval resnet20 --weights w.safetensors --data D --c-dir D/CIFAR-10-C --p-dir D/CIFAR-10-P\n"
                "  pushpull eval timm:resnet18 --weights r18.pth --num-classes 10 --data D --benchmark cifar10-c\n"
-               "  torchrun --nproc-per-node 8 -m pushpull eval resnet50 --pretrained --data VAL --benchmark imagenet-c",
+               "  torchrun --nproc-per-node 8 -m pushpull eval runs/r50/model.safetensors --data VAL --benchmark imagenet-c "
+               "--device cuda",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL",
                    help="saved model (.safetensors + .json), original push-pull checkpoint (file or folder), "

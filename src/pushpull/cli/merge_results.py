@@ -9,10 +9,10 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "merge-results", help="combine the partial results of `pushpull eval --shard K/N` tasks",
-        description="Add up the raw counts of every shard's partial results (written by `pushpull eval ... "
-                    "--shard K/N`) into the results file one process would have written, number for number. "
-                    "Refuses shards of different models, weights, data, benchmarks or settings, a shard given "
-                    "twice, and a missing or unfinished shard.",
+        description="Add up the raw counts of every shard's partial results (written by\n"
+                    "`pushpull eval ... --shard K/N`) into the results file one process would have\n"
+                    "written, number for number. Refuses shards of different models, weights, data,\n"
+                    "benchmarks or settings, a shard given twice, and a missing or unfinished shard.",
         epilog="example:\n  pushpull merge-results results/r50.shard-*-of-8.json --out results/r50.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("parts", nargs="+", metavar="PART", help="the partial results files, one per shard")
