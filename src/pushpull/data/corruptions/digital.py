@@ -174,41 +174,6 @@ def displace(image: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return map_coordinates(image, coords, order=1, mode="reflect").reshape(h, w, c)
 
 
-def _reflect_coordinate(c: np.ndarray, n: int) -> np.ndarray:
-    """scipy's 'reflect' fold of sample coordinates into [-0.5, n - 0.5] (half-sample symmetric)."""
-    c = np.mod(c + 0.5, 2 * n) - 0.5
-    return np.where(c > n - 0.5, 2 * n - 1 - c, c)
-
-
-def _bilinear_taps(c: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Indices and weights of order-1 interpolation at ``c`` along an axis of ``n`` (indices reflected)."""
-    if c.min() < 0 or c.max() > n - 1:
-        c = _reflect_coordinate(c, n)
-    start = np.floor(c)
-    t = c - start
-    i0 = start.astype(np.int64)
-    i1 = i0 + 1
-    i0 = np.where(i0 < 0, -i0 - 1, i0)
-    i1 = np.where(i1 > n - 1, 2 * n - 1 - i1, i1)
-    return i0, i1, 1.0 - t, t
-
-
-def displace(image: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    """``map_coordinates(image, [rows + dy, cols + dx, channels], order=1, mode="reflect")`` of a float32
-    (H, W, C) image by (H, W) fields: one gather per bilinear tap for all channels, in float64, cast to float32
-    (equal to scipy's within a float32 rounding: it multiplies the two weights in another order)."""
-    h, w, c = image.shape
-    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    y0, y1, wy0, wy1 = _bilinear_taps(rows + dy.astype(np.float64), h)
-    x0, x1, wx0, wx1 = _bilinear_taps(cols + dx.astype(np.float64), w)
-    flat = image.reshape(h * w, c)
-    out = np.zeros((h * w, c), np.float64)
-    for yi, wy in ((y0, wy0), (y1, wy1)):
-        for xi, wx in ((x0, wx0), (x1, wx1)):
-            out += np.take(flat, (yi * w + xi).ravel(), axis=0) * (wy * wx).reshape(-1, 1)
-    return out.astype(np.float32).reshape(h, w, c)
-
-
 def pixelate(images: np.ndarray, factor: float, upsample: int = Image.BOX) -> np.ndarray:
     """Box-downscale to ``int(size * factor)`` then back up with PIL's ``upsample`` filter.
 
