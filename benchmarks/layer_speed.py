@@ -28,10 +28,11 @@ from torch import nn
 from pushpull import PushPullConv2d
 
 # (label, in_channels, out_channels, kernel, stride, padding, spatial size, batch): the CIFAR
-# stem and first stage, the ImageNet stem (7x7 stride 2, a 15x15 pull) and its first stage
+# stem and first stage, the ImageNet stem (7x7 stride 2, a 15x15 pull) and its first stage (at 224
+# px, and at the 160 px of benchmarks/train_speed.py)
 SHAPES = [("3→16 @32², b128", 3, 16, 3, 1, 1, 32, 128), ("16→16 @32², b128", 16, 16, 3, 1, 1, 32, 128),
           ("64→64 @56², b32", 64, 64, 3, 1, 1, 56, 32), ("3→64 7×7/2 @224², b16", 3, 64, 7, 2, 3, 224, 16),
-          ("64→64 @56², b16", 64, 64, 3, 1, 1, 56, 16)]
+          ("64→64 @56², b16", 64, 64, 3, 1, 1, 56, 16), ("64→64 @40², b16", 64, 64, 3, 1, 1, 40, 16)]
 MODES = ("fwd", "fwd+bwd", "infer")
 
 

@@ -167,3 +167,12 @@ def test_matrix_resize_equals_interpolate_and_adjoint_is_transpose(k, pull):
     g = torch.randn(3, 2, *pull, dtype=torch.float64)
     # <A w, g> == <w, A* g>
     torch.testing.assert_close((resize_kernel(w, pull) * g).sum(), (w * resize_kernel_adjoint(g, (kh, kw))).sum())
+
+
+def test_auto_keeps_native_in_inference_when_the_pull_is_no_larger(monkeypatch):
+    if not _native.available():
+        pytest.skip("the native kernels cannot be built here (no C compiler with OpenMP)")
+    picked = _picker(monkeypatch)
+    layer = PushPullConv2d(PLANES_MAX_CHANNELS, 4, 3, padding=1, scale=1.0)  # k_hat = k: no basis pull to take
+    with torch.no_grad():
+        assert picked(layer, torch.randn(1, PLANES_MAX_CHANNELS, 8, 8)) == "native"

@@ -11,7 +11,8 @@ inputs in inference. Exact: the same sums in another order.
 
 The filtering runs in the compiled kernels of ``_native.c`` (float32 CPU eager tensors) or, for
 everything else (other devices and dtypes, fake tensors, FLOP counting), as two grouped
-convolutions; both are differentiable to any order (the kernels' adjoint is its own node).
+convolutions; both are differentiable to any order (the kernels' adjoint is its own node). In
+inference, narrow layers run as one compiled kernel per image (:func:`_planes_inference`).
 """
 
 from __future__ import annotations

@@ -137,8 +137,9 @@ def push_pull_conv2d(
     if impl == "native" and not eager_call(x, weight, bias, alpha, packed_weight):
         impl = "fused"  # fake or meta tensors, FLOP counting: the kernels need real memory, shapes do not
     pull_size = (pull_weight.shape[-2], pull_weight.shape[-1])
-    planes = impl == "auto" and _basis.inference_covers(x, weight, bias, alpha, pads, q_pads, pull_size, stride,
-                                                        dilation, padding_mode)
+    planes = (impl == "auto" and pull_size[0] * pull_size[1] > kernel_size[0] * kernel_size[1]  # basis's inference
+              and _basis.inference_covers(x, weight, bias, alpha, pads, q_pads, pull_size, stride, dilation,
+                                          padding_mode))
     if impl in ("auto", "native"):
         reason = _native.unsupported(x, weight, pull_size, stride, dilation, groups, padding_mode, pads, q_pads,
                                      operands=(bias, alpha, packed_weight))
