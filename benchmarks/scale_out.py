@@ -10,8 +10,10 @@ on a photo folder in the ImageNet layout (real photographs, ``tests/conftest.wri
 224 px JPEGs out) and on CIFAR-10 (random images in the official layout, or ``--cifar DIR``).
 The configurations run interleaved, ``--repeats`` times; the table shows medians. CPU
 utilisation = CPU time of the command and all its children / wall time / cores. Start-up
-(python, torch, torchrun's rendezvous) is timed with a run of one image and shown apart; the
-last column is the rate without it. Images = output images (clean images x corruptions x severities).
+(python, torch, torchrun's rendezvous) is told apart by the progress bar's own elapsed time
+(rank 0's bar runs from when every process is ready to when all are done; 1 s resolution):
+the last column is the rate while generating. Images = output images (clean images x
+corruptions x severities).
 
     python benchmarks/scale_out.py [--repeats 3] [--photos-per-class 6] [--cifar-images 3000] [--cifar DIR]
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -43,8 +46,8 @@ CONFIGS = {
 }
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the command and every child it waited for)."""
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the command and every child it waited for, seconds its progress bar ran)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     run = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -52,7 +55,9 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     if run.returncode:
         sys.exit(f"failed ({run.returncode}): {' '.join(argv)}\n{run.stderr[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    elapsed = re.findall(r"\| \d+/\d+ \[([\d:]+)<", run.stderr)[-1]  # tqdm's [MM:SS<... or [H:MM:SS<...
+    bar = sum(int(part) * 60 ** k for k, part in enumerate(reversed(elapsed.split(":"))))
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), bar
 
 
 def main() -> None:
@@ -79,33 +84,31 @@ def main() -> None:
                           "gaussian_noise,defocus_blur,contrast,jpeg_compression", "--severities", "3", "--limit",
                           str(cifar_count)], cifar_count * 4),
         }
-        times: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        times: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
         for repeat in range(args.repeats):
             for data, (options, _) in sets.items():
                 for config, (prefix, extra) in CONFIGS.items():
-                    for kind, more in (("run", []), ("start-up", ["--limit", "1", "--corruptions", "contrast"])):
-                        out = tmp / "out"
-                        shutil.rmtree(out, ignore_errors=True)
-                        argv = [*prefix, "make-c", *options, *more, *extra, "--out", str(out), "--no-progress"]
-                        times.setdefault((data, config, kind), []).append(timed(argv, env))
+                    out = tmp / "out"
+                    shutil.rmtree(out, ignore_errors=True)
+                    argv = [*prefix, "make-c", *options, *extra, "--out", str(out)]
+                    times.setdefault((data, config), []).append(timed(argv, env))
             print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
 
     print(f"make-c, {cores} cores, medians of {args.repeats} interleaved runs (torch {__import__('torch').__version__})")
-    print(f"{'data':26} {'configuration':20} {'images/s':>9} {'CPU use':>8} {'start-up s':>11} {'images/s w/o':>13}")
+    print(f"{'data':26} {'configuration':20} {'images/s':>9} {'CPU use':>8} {'start-up s':>11} {'gen. img/s':>11}")
     for data, (_, count) in sets.items():
         rates = {}
         for config in CONFIGS:
-            wall = statistics.median(w for w, _ in times[(data, config, "run")])
-            use = statistics.median(c / w / cores for w, c in times[(data, config, "run")])
-            start = statistics.median(w for w, _ in times[(data, config, "start-up")])
-            work = wall - start if wall - start > 0.2 * wall else None  # else too noisy to tell apart
-            rates[config] = (count / wall, count / work if work else None)
-            net = f"{rates[config][1]:13.1f}" if work else f"{'n/a':>13}"
-            print(f"{data:26} {config:20} {rates[config][0]:9.1f} {use:8.0%} {start:11.1f} {net}")
+            runs = times[(data, config)]
+            wall = statistics.median(w for w, _, _ in runs)
+            use = statistics.median(c / w / cores for w, c, _ in runs)
+            start = statistics.median(w - b for w, _, b in runs)
+            rates[config] = (count / wall, count / max(statistics.median(b for _, _, b in runs), 1))
+            print(f"{data:26} {config:20} {rates[config][0]:9.1f} {use:8.0%} {start:11.1f} {rates[config][1]:11.1f}")
         one, two = rates["1 process"], rates["2 processes"]
-        net = f" ({two[1] / one[1]:.2f}x without start-up)" if one[1] and two[1] else ""
-        print(f"{data:26} 2 processes / 1 process: {two[0] / one[0]:.2f}x{net}; "
-              f"pool / no pool: {one[0] / rates['1 process, no pool'][0]:.2f}x")
+        print(f"{data:26} 2 processes / 1 process: {two[0] / one[0]:.2f}x ({two[1] / one[1]:.2f}x while generating); "
+              f"pool / no pool: {one[0] / rates['1 process, no pool'][0]:.2f}x "
+              f"({one[1] / rates['1 process, no pool'][1]:.2f}x while generating)")
 
 
 if __name__ == "__main__":

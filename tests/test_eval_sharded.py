@@ -413,7 +413,7 @@ def test_the_decode_pool_takes_this_process_share_of_the_cpus(photo_imagenet, mo
 
     pools, real = [], sources.ThreadPoolExecutor
     monkeypatch.setattr(sources, "ThreadPoolExecutor", lambda workers: pools.append(workers) or real(workers))
-    monkeypatch.setattr("pushpull.engine.loaders.available_cpus", lambda: 16)
+    monkeypatch.setattr("pushpull.engine.distributed.available_cpus", lambda: 16)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun's 4 processes on this node: 4 CPUs each
     model = nn.Sequential(nn.Conv2d(3, 4, 8, stride=8), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
     evaluate(model, data=photo_imagenet, benchmarks="imagenet-c", corruptions=[], limit=2, progress=False)

@@ -300,9 +300,9 @@ class ImageNetSources:
         return {(path.parent.name, path.stem): path for path, _ in dataset.samples}
 
     def chunks(self, unit: Unit, size: int) -> Iterator[Chunk]:
-        from ..engine.loaders import cpu_share
+        from ..engine.distributed import cores_per_process
 
-        with ThreadPoolExecutor(cpu_share()) as pool:  # decoding releases the GIL: one thread per core
+        with ThreadPoolExecutor(cores_per_process()) as pool:  # decoding releases the GIL: one thread per core
             yield from self._chunks(unit, size, pool)
 
     def _chunks(self, unit: Unit, size: int, pool: ThreadPoolExecutor) -> Iterator[Chunk]:

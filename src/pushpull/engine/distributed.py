@@ -146,7 +146,15 @@ class GlobalCount:
         return self.value
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: what a container or ``taskset`` allows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def cores_per_process() -> int:
-    """This machine's cores shared out among the processes torchrun started on it (LOCAL_WORLD_SIZE)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    """This process's share of the CPUs: the available ones over the processes torchrun started on this
+    node (``LOCAL_WORLD_SIZE``), at least one. Sizes every worker pool (decoding, generation, loading)."""
+    return max(1, available_cpus() // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1))

@@ -12,32 +12,17 @@ its step and checkpoints.
 
 from __future__ import annotations
 
-import os
 import signal
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..data.generate import select_indices
-from .distributed import DistContext
+from .distributed import DistContext, cores_per_process
 
 _MASK = (1 << 63) - 1
 # Loader processes per training process when there are CPUs to spare (more rarely pays for CIFAR-sized images).
 MAX_DEFAULT_WORKERS = 4
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: what a container or ``taskset`` allows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def cpu_share() -> int:
-    """This process's share of the CPUs: the available ones over the processes torchrun starts on this node
-    (``LOCAL_WORLD_SIZE``), at least one."""
-    return max(1, available_cpus() // max(int(os.environ.get("LOCAL_WORLD_SIZE", "1")), 1))
 
 
 def default_workers() -> int:
@@ -45,7 +30,7 @@ def default_workers() -> int:
 
     On 2 CPUs that is 1 worker, on one CPU (or one each) none.
     """
-    return max(0, min(MAX_DEFAULT_WORKERS, cpu_share() - 1))
+    return max(0, min(MAX_DEFAULT_WORKERS, cores_per_process() - 1))
 
 
 def training_subset(dataset: Dataset, limit: int | None) -> Dataset:

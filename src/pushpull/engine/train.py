@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 from .._files import write_json
 from ..recipes import Recipe, default_recipe, load_recipe
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .distributed import DistContext, all_gather_object, all_reduce, process_group
+from .distributed import DistContext, all_gather_object, all_reduce, available_cpus, process_group
 from .epoch_log import COLUMNS, Meter, evaluate_loss, tensorboard, write_metrics
-from .loaders import EpochSeeded, available_cpus, default_workers, epoch_indices, make_loader, training_subset
+from .loaders import EpochSeeded, default_workers, epoch_indices, make_loader, training_subset
 from .stopping import RESUME_HINT, StopRequest, stop_on_signals
 
 CHECKPOINT = "checkpoint.pt"
