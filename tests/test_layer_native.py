@@ -167,9 +167,9 @@ def test_turned_off_by_environment_read_once_or_by_config():
 
 def test_failed_build_falls_back_with_a_warning(fresh_library, monkeypatch, caplog):
     monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
-    with caplog.at_level(logging.WARNING, logger="pushpull.layers._native"):
+    with caplog.at_level(logging.WARNING, logger="pushpull._compiled"):
         assert not _native.available()
-    assert "could not build the native push-pull kernels" in caplog.text
+    assert "could not build the native kernels" in caplog.text
     assert not any(fresh_library.iterdir())
     torch.manual_seed(0)
     layer = PushPullConv2d(4, 4, 3, padding=1)

@@ -7,7 +7,7 @@ same maps filtered by the fixed, separable resize matrices. Products, filtering,
 rectification and their adjoints are the C kernels of ``_native.c``: they work on one
 (image, channel) plane at a time, so everything stays in the CPU caches, and run in
 parallel with OpenMP (PyTorch's runtime and thread count). The kernels are compiled on
-first use with the system's C compiler into :func:`cache_dir` and loaded with :mod:`ctypes`.
+first use with the system's C compiler and loaded by :func:`pushpull._compiled.load_library`.
 
 Covers float32 on the CPU with stride 1, dilation 1, one group, zero padding and odd
 kernels; the layer uses it where it covers the call and pays, and the other exact paths
@@ -20,48 +20,22 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import logging
-import os
 import platform
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Union
 
 import torch
 from torch import Tensor
 
-from .._files import atomic_path
+from .._compiled import load_library
 from .config import native_enabled
 from .eager import eager_call, is_eager_tensor
 from .reference import combine
 from .resize import interpolation_matrix, resize_kernel
 
-log = logging.getLogger(__name__)
-
 SOURCE = Path(__file__).with_name("_native.c")
 G = 9  # kernel taps per register block of the kernels' products (``G`` in _native.c)
 MAX_TAPS = 1024  # filter taps one kernel call may combine (``MAX_TAPS`` in _native.c)
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels are kept: ``$PUSHPULL_CACHE`` or ``$XDG_CACHE_HOME/pushpull`` (``~/.cache``)."""
-    root = os.environ.get("PUSHPULL_CACHE")
-    if root:
-        return Path(root)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pushpull"
-
-
-def _cpu_signature() -> str:
-    """The CPU's model and flags: a kernel built with ``-march=native`` runs only where they match."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
-    except OSError:
-        lines = []
-    return "|".join([platform.machine(), platform.processor(), *lines])
 
 
 def _flags() -> list[str]:
@@ -72,33 +46,11 @@ def _flags() -> list[str]:
     return flags
 
 
-def _compile(compiler: str, flags: list[str], source: Path, target: Path) -> None:
-    with atomic_path(target) as partial:  # concurrent processes never load a half-written library
-        subprocess.run([compiler, *flags, str(source), "-o", str(partial)], check=True, capture_output=True,
-                       timeout=120)
-
-
 @functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     """The compiled kernels, building them on first use; None when that is not possible."""
-    if sys.platform != "linux":
-        return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        log.info("pushpull: no C compiler found; the native push-pull path is off")
-        return None
-    flags = _flags()
-    identity = "\n".join([compiler, *flags, _cpu_signature()]).encode()
-    key = hashlib.sha256(SOURCE.read_bytes() + identity).hexdigest()[:16]
-    target = cache_dir() / f"pushpull_native_{key}.so"
-    try:
-        if not target.exists():
-            _compile(compiler, flags, SOURCE, target)
-        lib = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as err:
-        detail = getattr(err, "stderr", b"") or b""
-        log.warning("pushpull: could not build the native push-pull kernels (%s %s); using the other exact paths",
-                    err, detail.decode(errors="replace")[-500:])
+    lib = load_library(SOURCE, _flags(), "native")
+    if lib is None:
         return None
     p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
     lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
