@@ -23,6 +23,18 @@ def shared_dir() -> Path | None:
     return next((path for path in candidates if path.is_dir()), None)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests (as torchrun gives each of its processes): tiny models on a small,
+    shared machine, where OpenMP hand-offs cost more than the maths. Use with ``pytest.mark.usefixtures``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The shared data folder (datasets, official checkpoints); skips when absent."""

@@ -35,13 +35,7 @@ N_TEST = 8
 TIMEOUT = 300
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread in this process too (as torchrun gives each of its processes): the machine is small and shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def centred(model: nn.Module, images: np.ndarray, mean, std) -> nn.Module:

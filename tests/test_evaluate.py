@@ -19,13 +19,7 @@ from pushpull.models import load_model
 N, T = 24, 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a busy machine: OpenMP thread hand-offs would cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 C_NAMES, P_NAMES = ["gaussian_noise", "fog"], ["shot_noise", "rotate"]
