@@ -32,6 +32,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pushpull.data.corruptions import CORRUPTIONS, _native, corrupt, corrupt_reference  # noqa: E402
+from pushpull.layers.config import set_native  # noqa: E402
 
 IMAGENET_IMAGES, SEVERITIES = 50_000, 5
 
@@ -60,7 +61,7 @@ def fast(*args, **kwargs):
 
 
 def numpy_only(*args, **kwargs):
-    with _native.disabled():
+    with set_native(False):
         return corrupt(*args, **kwargs)
 
 

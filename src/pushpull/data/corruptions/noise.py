@@ -23,6 +23,11 @@ def gaussian_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Ge
 
 def shot_noise(images: np.ndarray, lam: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """Poisson(x * lam) / lam on [0, 1] images (photon noise; smaller lam is noisier)."""
+    from .._sequence_native import library, shot_frames
+
+    lib = library()
+    if lib is not None:  # numpy's own Poisson algorithm in C, -P's one-frame case: the same draws and bytes
+        return np.stack([shot_frames(lib, rng, image, 1, lam)[0] for image, rng in zip(images, rngs)])
     x = to_unit(images)
     counts = np.stack([rng.poisson(xi * lam) for xi, rng in zip(x, rngs)])
     return to_uint8(counts / lam, consume=True)
