@@ -3,7 +3,8 @@
 Prints, per corruption at one severity, the median CPU milliseconds per call at 640x427 (scikit-learn's
 china.jpg, native size) and 1280x854 (the same photo upsampled, bicubic): ours and imagecorruptions'
 (the installed package, minimally patched as ``tests/test_corrupt_image.py`` patches it; said absent
-when it cannot be imported). The two are interleaved call by call, so machine load hits both alike.
+when it cannot be imported). Corruption by corruption, ours then theirs, so machine load hits both
+alike; not call by call: after a multi-second reference call ours ran 3-5x slower (cold caches).
 
     PYTHONPATH=src:DIR python benchmarks/any_size_speed.py [--severity 3] [--repeats 3] [--sizes 640x427 1280x854]
 
@@ -83,11 +84,11 @@ def main() -> None:
         for size in sizes:
             photo, ours, ref = photos[size], [], []
             corrupt_image(photo, args.severity, name)  # warm-up: lazy imports, built kernels, cached textures
-            for r in range(args.repeats):
-                ours.append(_ms(lambda: corrupt_image(photo, args.severity, name, seed=0, index=r)))
-                if theirs is not None:
-                    np.random.seed(r)
-                    ref.append(_ms(lambda: theirs.corrupt(photo, args.severity, name)))
+            for r in range(args.repeats):  # ours in a block: right after a multi-second reference call, caches
+                ours.append(_ms(lambda: corrupt_image(photo, args.severity, name, seed=0, index=r)))  # are cold
+            for r in range(args.repeats if theirs is not None else 0):
+                np.random.seed(r)
+                ref.append(_ms(lambda: theirs.corrupt(photo, args.severity, name)))
             a = statistics.median(ours)
             b = statistics.median(ref) if ref else float("nan")
             totals[size][0] += a
