@@ -59,7 +59,8 @@ def _table_problem(table: str, height: int, width: int, name: str, severity: int
         rows, cols = frost_limit(table)
         if height > rows or width > cols:
             return (f"frost with the {table} table crops its textures: at most {rows}x{cols} (rows x cols); "
-                    f"drop frost or resize the images")
+                    "drop frost, resize the images, or use the imagecorruptions rules (params='imagecorruptions'), "
+                    "which scale the textures")
     return None
 
 
