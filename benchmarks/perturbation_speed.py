@@ -8,7 +8,7 @@ spatter smear through ``np.apply_along_axis``. ImageMagick (Wand) and scikit-ima
 dependencies here: their per-frame calls are timed through this package's ports of them
 (``corruptions.blur.motion_blur`` one frame at a time, ``digital.rgb2hsv/hsv2rgb``,
 ``scipy.ndimage.gaussian_filter``), which are the per-frame oracles the tests hold the fast
-path to. Writing frames and encoding video are not timed (neither side).
+path to, run with the project's C kernels off (their numpy code). Writing frames and encoding video are not timed (neither side).
 
 Ours and the reference are timed interleaved (ours, reference, next perturbation, ..., then the
 next repeat), as CPU seconds of this one-threaded process (torch, OpenCV set to 1 thread), and the
@@ -124,10 +124,23 @@ def seconds(fn) -> float:
     return time.process_time() - start
 
 
+def numpy_only(fn):  # noqa: ANN001, ANN201
+    """``fn`` with the project's C kernels off: the ports above are the reference's per-frame numpy code,
+    not the C kernels the fast paths now share with them."""
+    from pushpull.layers.config import set_native
+
+    def run():  # noqa: ANN202
+        with set_native(False):
+            return fn()
+
+    return run
+
+
 def interleaved(jobs: dict[str, tuple], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
     """Best CPU seconds of ours and of the reference per name, timed one after the other, round by round."""
     ours = {n: float("inf") for n in jobs}
     ref = dict(ours)
+    jobs = {name: (fast, numpy_only(slow)) for name, (fast, slow) in jobs.items()}
     for fast, slow in jobs.values():  # warm-up: imports, first-call set-up, kernel builds, caches
         fast(), slow()
     for _ in range(repeats):
