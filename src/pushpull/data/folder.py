@@ -13,7 +13,6 @@ other options.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from .._files import atomic_path
 from .._names import check_name
 from .corruptions.per_image import Corrupter, get_corrupter
-from .robustness_sets import SEVERITIES, DamagedFileError
+from .robustness_sets import SEVERITIES, DamagedFileError, read_image
 from .streams import path_key
 
 if TYPE_CHECKING:
@@ -66,7 +65,7 @@ def read_rgb(path: str | Path) -> np.ndarray:
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as img:  # the header only: the modes ``read_image``'s RGB conversion would clip
             if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
                 grey = np.asarray(img)
                 if grey.min() < 0 or grey.max() > 65535:
@@ -74,9 +73,9 @@ def read_rgb(path: str | Path) -> np.ndarray:
                 return np.repeat((grey.astype(np.uint32) >> 8).astype(np.uint8)[..., None], 3, axis=2)
             if img.mode == "F":
                 raise DamagedFileError(f"{path}: floating-point image (mode F); convert it to 8-bit first")
-            return np.asarray(img.convert("RGB"))  # converting decodes every pixel: a cut file fails here
     except OSError as err:  # UnidentifiedImageError is an OSError too
         raise DamagedFileError(f"cannot read {path}: {err}; replace or remove the file") from None
+    return np.asarray(read_image(path))  # the package's one decoder: every pixel, a cut file named
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -126,7 +125,9 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
     :class:`~pushpull.engine.distributed.Shard`, the slice ``Shard.bounds`` gives of them. Files
     already present are kept (they are complete: every file is written atomically).
     """
+    from ..engine.distributed import cores_per_process
     from .generate import _manifest, select_indices
+    from .shards import shard_items
 
     root, out = Path(root), Path(out)
     corrupter = get_corrupter(params)
@@ -140,8 +141,7 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
     _check_folder(root, out, images, fmt)
     images = [images[i] for i in select_indices(len(images), limit)]
     if shard is not None:
-        start, stop = shard.bounds(len(images))
-        images = images[start:stop]
+        images = shard_items(images, shard)
     _check_sizes(root, images, corrupter, corruptions, severities)
     _manifest(out, True, benchmark="folder-c", source=str(root.resolve()), params=params, format=fmt,
               quality=quality if fmt == "jpeg" else None, seed=seed, names=list(corruptions))
@@ -167,7 +167,7 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
         return len(todo)
 
     written = 0
-    workers = max(1, (os.cpu_count() or 1) if workers is None else workers)
+    workers = max(1, cores_per_process() if workers is None else workers)
     with tqdm(total=len(images) * len(jobs), desc="make-c", unit="img", disable=not progress) as bar, \
             ThreadPoolExecutor(workers) as pool:
         try:
