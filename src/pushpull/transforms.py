@@ -28,7 +28,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ._names import check_name, check_names
-from .data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS
+from .data.corruptions import CORRUPTION_GROUPS, CORRUPTIONS
 from .data.corruptions.per_image import checked_corrupt, get_corrupter
 from .data.robustness_sets import SEVERITIES, check_severities
 from .data.streams import image_stream
@@ -135,7 +135,8 @@ class Corrupt(_Corruption):
     """Corruption ``name`` at ``severity`` (1..5) with the per-image semantics ``params`` (a table name).
 
     ``params``: "cifar", "imagenet", "tinyimagenet", "imagenet64" (``corruptions.params.TABLES``),
-    applied at the image's own size. ``seed``: see the module's docstring.
+    applied at the image's own size, or "imagecorruptions" (that package's size rules,
+    :func:`pushpull.corrupt_image`): the names of ``corruptions.per_image.CORRUPTERS``. ``seed``: see the module's docstring.
     """
 
     def __init__(self, name: str, severity: int, *, params: str, seed: int | None = None) -> None:
@@ -161,8 +162,7 @@ class RandomCorrupt(_Corruption):
     def __init__(self, corruptions: str | Sequence[str] | None = None, severities: str | Sequence[int] = SEVERITIES,
                  *, params: str, seed: int | None = None) -> None:
         super().__init__(params, seed)
-        groups = {"all": CORRUPTIONS, "benchmark": BENCHMARK_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}
-        self.corruptions = tuple(check_names(corruptions, CORRUPTIONS, "corruption", groups=groups))
+        self.corruptions = tuple(check_names(corruptions, CORRUPTIONS, "corruption", groups=CORRUPTION_GROUPS))
         self.severities = tuple(check_severities(severities))
 
     def _params_for(self, key: int, fresh: bool) -> dict[str, Any]:

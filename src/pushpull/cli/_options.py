@@ -113,9 +113,9 @@ corrupter_name = one_name("parameter table", _corrupters)
 
 
 def corruption_groups() -> tuple[Sequence[str], Mapping[str, Sequence[str]]]:
-    from pushpull.data.corruptions import BENCHMARK_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS
+    from pushpull.data.corruptions import CORRUPTION_GROUPS, CORRUPTIONS
 
-    return CORRUPTIONS, {"all": CORRUPTIONS, "benchmark": BENCHMARK_CORRUPTIONS, "extra": EXTRA_CORRUPTIONS}
+    return CORRUPTIONS, CORRUPTION_GROUPS
 
 
 def perturbation_groups() -> tuple[Sequence[str], Mapping[str, Sequence[str]]]:

@@ -36,6 +36,9 @@ BENCHMARK_CORRUPTIONS: tuple[str, ...] = (
 )
 EXTRA_CORRUPTIONS: tuple[str, ...] = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
 CORRUPTIONS: tuple[str, ...] = BENCHMARK_CORRUPTIONS + EXTRA_CORRUPTIONS
+# The group names a list of corruptions may use instead of names (the CLI's --corruptions, RandomCorrupt).
+CORRUPTION_GROUPS: dict[str, tuple[str, ...]] = {"all": CORRUPTIONS, "benchmark": BENCHMARK_CORRUPTIONS,
+                                                 "extra": EXTRA_CORRUPTIONS}
 # Hendrycks & Dietterich's four families (each extra joins the family of its module here).
 FAMILIES: dict[str, tuple[str, ...]] = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise"),
@@ -195,7 +198,8 @@ def _reference_batch(images: np.ndarray, name: str, severity: int, *, seed: int,
 
 
 __all__ = [
-    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "EXTRA_CORRUPTIONS", "FAMILIES", "IMAGENET", "TABLES",
+    "BENCHMARK_CORRUPTIONS", "CIFAR", "CORRUPTIONS", "CORRUPTION_GROUPS", "EXTRA_CORRUPTIONS", "FAMILIES", "IMAGENET",
+    "TABLES",
     "TABLE_SIZES", "TINY_IMAGENET", "check_table",
     "blend_snow", "brightness", "clipped_zoom", "contrast", "corrupt", "corrupt_reference", "defocus_blur",
     "disk_kernel", "elastic_transform", "fog", "frost", "gaussian_blur", "gaussian_noise", "glass_blur",
