@@ -30,7 +30,7 @@ from torchvision.transforms import v2
 from ._names import check_name, check_names
 from .data.corruptions import CORRUPTION_GROUPS, CORRUPTIONS
 from .data.corruptions.per_image import checked_corrupt, get_corrupter
-from .data.robustness_sets import SEVERITIES, check_severities
+from .data.robustness_sets import SEVERITIES, check_severities, check_severity
 from .data.streams import image_stream
 
 _KEY_LIMIT = 2 ** 63  # keys are non-negative int64
@@ -76,12 +76,6 @@ def content_key(image: np.ndarray) -> int:
     digest = hashlib.blake2b(np.asarray(image.shape, np.int64).tobytes(), digest_size=8)
     digest.update(np.ascontiguousarray(image).tobytes())
     return int.from_bytes(digest.digest(), "big") >> 1
-
-
-def _check_severity(severity: int) -> int:
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
-    return int(severity)
 
 
 def _check_seed(seed: int | None) -> int | None:
@@ -142,7 +136,7 @@ class Corrupt(_Corruption):
     def __init__(self, name: str, severity: int, *, params: str, seed: int | None = None) -> None:
         super().__init__(params, seed)
         self.name = check_name(name, CORRUPTIONS, "corruption")
-        self.severity = _check_severity(severity)
+        self.severity = check_severity(severity)
 
     def _params_for(self, key: int, fresh: bool) -> dict[str, Any]:
         return {"name": self.name, "severity": self.severity, "key": key}

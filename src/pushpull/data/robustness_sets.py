@@ -54,6 +54,13 @@ def check_severities(severities: str | Sequence[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def check_severity(severity: int) -> int:
+    """One severity, an integer (not a bool) in 1..5, as an ``int``: the rule of every single-severity call."""
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
+        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+    return int(severity)
+
+
 def to_float(x: torch.Tensor) -> torch.Tensor:
     """uint8 -> float32 in [0, 1] (the default transform)."""
     return x.float().div_(255)

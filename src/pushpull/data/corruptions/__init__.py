@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from ..._names import check_name
+from ..robustness_sets import check_severity
 from ..streams import image_streams
 from .blur import (clipped_zoom, defocus_blur, disk_kernel, gaussian_blur, glass_blur, motion_blur, motion_kernel,
                    zoom_blur)
@@ -87,8 +88,7 @@ def check_inputs(images: np.ndarray, severity: int, indices, params: str) -> np.
         raise TypeError(f"images must be a uint8 numpy array, got {getattr(images, 'dtype', type(images))}")
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must have shape (N, H, W, 3), got {images.shape}")
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+    check_severity(severity)
     check_table(params)
     if indices is None:
         return np.arange(len(images), dtype=np.int64)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..._names import check_name
+from ..robustness_sets import check_severity
 from ..streams import image_stream
 from . import BENCHMARK_CORRUPTIONS, CORRUPTIONS, EXTRA_CORRUPTIONS, any_size_rules as rules, corrupt
 from .params import severity_params
@@ -65,11 +66,10 @@ def corrupt_image(image: np.ndarray, severity: int = 1, corruption_name: str | N
     """
     rgb = as_rgb(image)
     name = _corruption(corruption_name, corruption_number)
-    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or not 1 <= severity <= 5:
-        raise ValueError(f"severity must be an integer in 1..5, got {severity!r}")
+    severity = check_severity(severity)
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
         raise ValueError(f"index must be a non-negative integer (the image's id in its dataset), got {index!r}")
-    severity, index = int(severity), int(index)
+    index = int(index)
     if name in _OWN_RULES:
         return _OWN_RULES[name](rgb, severity, image_stream(seed, name, severity, index))
     return corrupt(rgb[None], name, severity, seed=seed, indices=[index], params="imagenet", workers=1)[0]
