@@ -126,7 +126,7 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
     already present are kept (they are complete: every file is written atomically).
     """
     from ..engine.distributed import cores_per_process
-    from .generate import _manifest, select_indices
+    from .generate import claim_manifest, select_indices
     from .shards import shard_items
 
     root, out = Path(root), Path(out)
@@ -143,7 +143,7 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
     if shard is not None:
         images = shard_items(images, shard)
     _check_sizes(root, images, corrupter, corruptions, severities)
-    _manifest(out, True, benchmark="folder-c", source=str(root.resolve()), params=params, format=fmt,
+    claim_manifest(out, True, benchmark="folder-c", source=str(root.resolve()), params=params, format=fmt,
               quality=quality if fmt == "jpeg" else None, seed=seed, names=list(corruptions))
     save = {"format": "PNG"} if fmt == "png" else {"format": "JPEG", "quality": quality, "optimize": True}
     jobs = [(name, severity) for name in corruptions for severity in severities]

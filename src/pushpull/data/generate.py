@@ -95,7 +95,7 @@ def _old_file(path: Path) -> bool:
     return not path.name.startswith(".") and path.name != MANIFEST
 
 
-def _manifest(out: Path, unrecorded_files_predate: bool = False, write: bool = True, **info) -> None:
+def claim_manifest(out: Path, unrecorded_files_predate: bool = False, write: bool = True, **info) -> None:
     """Record how the folder was made (when ``write``: a run's first process); refuse to mix runs with different
     options or stream rules.
 
@@ -129,7 +129,7 @@ def _cifar_targets(out: Path, labels: np.ndarray, images: int, shapes: dict[str,
 
     The first process records the manifest and the labels (after a merge: only if it succeeded).
     """
-    _manifest(out, write=False, **manifest)
+    claim_manifest(out, write=False, **manifest)
     if not shard.whole:
         check_plan(out, shard, write=ctx.is_main)
     targets = {name: NpyChunks(out / f"{name}.npy", shape, key) for name, shape in shapes.items()
@@ -137,7 +137,7 @@ def _cifar_targets(out: Path, labels: np.ndarray, images: int, shapes: dict[str,
     if merge:
         merge_chunks(out, targets, images)
     if ctx.is_main:
-        _manifest(out, **manifest)
+        claim_manifest(out, **manifest)
         save_npy(out / "labels.npy", labels)
     return targets
 
@@ -313,7 +313,7 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
     """
     out, files = Path(out), imagenet_val_files(root)
     mine = shard_items(select_indices(len(files), limit), process_shard(ctx, shard))
-    _manifest(out, True, write=ctx.is_main, benchmark="imagenet-c", seed=seed, names=list(corruptions))
+    claim_manifest(out, True, write=ctx.is_main, benchmark="imagenet-c", seed=seed, names=list(corruptions))
     outputs = [((name, s), out / name / str(s)) for name in corruptions for s in severities]
     todo = pending_images(mine, files, outputs, lambda path: path.name)
     make = functools.partial(_corrupt_files, out=out, seed=seed)
@@ -366,7 +366,7 @@ def make_imagenet_p(root: str | Path, out: str | Path, perturbations: Sequence[s
     """
     out, files = Path(out), imagenet_val_files(root)
     mine = shard_items(select_indices(len(files), limit), process_shard(ctx, shard))
-    _manifest(out, True, write=ctx.is_main, benchmark="imagenet-p", seed=seed, names=list(perturbations))
+    claim_manifest(out, True, write=ctx.is_main, benchmark="imagenet-p", seed=seed, names=list(perturbations))
     todo = pending_images(mine, files, [(name, out / name) for name in perturbations], lambda path: path.stem + ".mp4")
     make = functools.partial(_perturb_files, out=out, seed=seed, preset=preset)
     return write_per_image(todo, files, make, done=len(mine) * len(perturbations) - sum(map(len, todo.values())),
