@@ -204,3 +204,19 @@ def test_an_error_in_one_rank_ends_the_run(photo_imagenet, tmp_path):
     run = torchrun("make-c", "imagenet", root, tmp_path / "c", IMAGENET_C)  # no hanging peer: ends in the timeout
     assert run.returncode != 0
     assert f"pushpull make-c: error: cannot decode {damaged}" in run.stderr
+
+
+@pytest.mark.parametrize("kernel_copy", [True, False])
+def test_chunks_assemble_into_the_array_whatever_their_overlaps(tmp_path, monkeypatch, kernel_copy):
+    from pushpull.data.shards import NpyChunks
+
+    if not kernel_copy:  # a platform or filesystem pair without copy_file_range: the read-and-write way
+        monkeypatch.setattr(os, "copy_file_range", lambda *a: (_ for _ in ()).throw(OSError(18, "cross-device")),
+                            raising=False)
+    expected = np.random.default_rng(3).integers(0, 256, (10, 31, 4, 3), dtype=np.uint8)
+    target = NpyChunks(tmp_path / "x.npy", expected.shape, {"seed": 0})
+    for start, stop in [(7, 10), (0, 4), (2, 7), (3, 5)]:  # runs split otherwise overlap in any way
+        target.write(slice(start, stop), expected[start:stop])
+    target.assemble()
+    assert np.array_equal(np.load(tmp_path / "x.npy"), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]  # the chunks are gone, no temporary left

@@ -214,21 +214,29 @@ def make_cifar_p(images: np.ndarray, labels: np.ndarray, out: str | Path, pertur
     mine = _chunks(*process_shard(ctx, shard).bounds(n))
     todo = {name: [rows for rows in mine if not target.has(rows)] for name, target in targets.items()}
     count = sum(map(_rows, todo.values()))
+    # One pool for every perturbation; the workers write their chunk files (no frames sent back).
+    jobs = [((name, rows), (images[rows], indices[rows], targets[name], rows, name, seed))
+            for name, chunks in todo.items() for rows in chunks]
+    left = {name: len(chunks) for name, chunks in todo.items()}
+    unassembled = list(targets)  # assembled in this order in every process (a barrier each, when sharded)
     with TeamBar(ctx, count, len(targets) * _rows(mine) - count, progress=progress, desc="make-p", unit="seq") as bar:
-        for name, target in targets.items():
-            bar.bar.set_postfix_str(name)
-            work = functools.partial(_perturb_chunk, name=name, seed=seed)
-            for rows, frames in _parallel(work, [(rows, (images[rows], indices[rows])) for rows in todo[name]], workers):
-                target.write(rows, frames)
-                bar.update(rows.stop - rows.start)
-            _assemble(target, shard, ctx)
+        for (name, _), made in _parallel(_perturb_chunk, jobs, workers):
+            left[name] -= 1
+            bar.update(made)
+            while unassembled and not left[unassembled[0]]:  # overlaps the pool's work on the next ones
+                _assemble(targets[unassembled.pop(0)], shard, ctx)
+        for name in unassembled:
+            _assemble(targets[name], shard, ctx)
     return [out / f"{p}.npy" for p in perturbations]
 
 
-def _perturb_chunk(images: np.ndarray, indices: np.ndarray, *, name: str, seed: int) -> np.ndarray:
+def _perturb_chunk(images: np.ndarray, indices: np.ndarray, target: NpyChunks, rows: slice, name: str,
+                   seed: int) -> int:
+    """Make and write one chunk of a -P file (in a pool worker); its number of sequences."""
     from .perturbations import perturb
 
-    return perturb(images, name, seed=seed, indices=indices)
+    target.write(rows, perturb(images, name, seed=seed, indices=indices))
+    return rows.stop - rows.start
 
 
 def _digest(indices: np.ndarray) -> str:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -101,13 +102,40 @@ class NpyChunks:
         if missing.any():
             raise RuntimeError(f"{self.folder}: rows from {int(np.argmax(missing))} of {self.path.name} are missing; "
                                "rerun to make them")
+        row = int(np.prod(self.shape[1:]))
         with atomic_path(self.path) as tmp:
-            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=self.shape)
-            for start, stop, file in chunks:  # overlapping chunks (runs split differently) hold the same bytes
-                array[start:stop] = np.load(file)
-            array.flush()
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=self.shape)  # header, holes
+            start_of_data = array.offset
             del array
+            with open(tmp, "r+b") as final:
+                filled = 0  # chunks of runs split differently may overlap: they hold the same bytes
+                for start, stop, file in chunks:
+                    if stop > filled:
+                        with open(file, "rb") as chunk:
+                            skip = max(filled, start) - start
+                            _copy_bytes(chunk, final, (stop - start - skip) * row,
+                                       _data_offset(file) + skip * row, start_of_data + (start + skip) * row)
+                        filled = stop
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _data_offset(path: Path) -> int:
+    """Where the array's bytes start in ``.npy`` file ``path`` (after its header)."""
+    return np.load(path, mmap_mode="r").offset
+
+
+def _copy_bytes(source: BinaryIO, target: BinaryIO, count: int, source_at: int, target_at: int) -> None:
+    """Copy ``count`` bytes between open files, in the kernel where it can (no pass through Python's memory)."""
+    block = 1 << 26
+    while count > 0:
+        try:
+            done = os.copy_file_range(source.fileno(), target.fileno(), count, source_at, target_at)
+        except (AttributeError, OSError):  # not Linux, or a filesystem pair that cannot
+            source.seek(source_at)
+            done = os.pwrite(target.fileno(), source.read(min(count, block)), target_at)
+        if done <= 0:
+            raise OSError(f"{source.name} ended {count} bytes early")
+        count, source_at, target_at = count - done, source_at + done, target_at + done
 
 
 def check_plan(out: Path, shard: Shard, write: bool) -> None:
