@@ -299,7 +299,7 @@ def write_per_image(todo: dict[int, list], files: Sequence[tuple[Path, str]], ma
     ``done``: outputs of this process already there (for the progress bar of the whole run).
     """
     images = list(todo)
-    size = max(1, min(batch, -(-len(images) // (4 * max(workers, 1)))))  # enough batches to keep the pool busy
+    size = max(1, min(batch, -(-len(images) // (16 * max(workers, 1)))))  # enough batches that no worker waits
     jobs = [(sum(len(todo[i]) for i in chunk), ([(*files[i], i, todo[i]) for i in chunk],))
             for chunk in (images[a:a + size] for a in range(0, len(images), size))]
     written = 0
