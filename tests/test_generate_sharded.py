@@ -22,6 +22,7 @@ from pushpull.cli import main
 CIFAR_C = ["--corruptions", "contrast,gaussian_noise", "--severities", "1,3", "--limit", "20"]
 CIFAR_P = ["--perturbations", "translate,gaussian_noise", "--limit", "10"]
 IMAGENET_C = ["--corruptions", "brightness,pixelate", "--severities", "4"]
+FOLDER_C = ["--corruptions", "fog,shot_noise", "--severities", "2", "--format", "jpeg"]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def one_process(tmp_path_factory, cifar, photo_imagenet):
     """The reference outputs: each set made by one process, made on first use."""
     made: dict[str, dict[str, bytes]] = {}
     sets = {"cifar-c": ("make-c", "cifar10", cifar, CIFAR_C), "cifar-p": ("make-p", "cifar10", cifar, CIFAR_P),
-            "imagenet-c": ("make-c", "imagenet", photo_imagenet, IMAGENET_C)}
+            "imagenet-c": ("make-c", "imagenet", photo_imagenet, IMAGENET_C),
+            "folder-c": ("make-c", "folder", photo_imagenet, FOLDER_C)}
 
     def get(name: str) -> dict[str, bytes]:
         if name not in made:
@@ -176,6 +178,14 @@ def test_two_torchrun_processes_imagenet_c(photo_imagenet, one_process, tmp_path
     assert run.returncode == 0, run.stderr
     assert files(tmp_path) == one_process("imagenet-c")
     assert run.stdout.count(f"wrote {12 * 2} images under") == 1  # the global count, once
+
+
+@pytest.mark.slow
+def test_two_torchrun_processes_folder_c_one_bar(photo_imagenet, one_process, tmp_path):
+    run = torchrun("make-c", "folder", photo_imagenet, tmp_path, FOLDER_C, progress=True)
+    assert run.returncode == 0, run.stderr
+    assert files(tmp_path) == one_process("folder-c")
+    assert "24/24" in run.stderr and "12/12" not in run.stderr  # rank 0's bar counts both processes' files
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pushpull.data import generate as gen
     from pushpull.data.corruptions import CORRUPTIONS
-    from pushpull.engine.distributed import process_group, process_shard
+    from pushpull.engine.distributed import process_group
 
     names = args.corruptions or list(CORRUPTIONS)
     severities = args.severities
@@ -49,8 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
             count = make_folder_c(args.data, args.out, names, severities=severities, params=args.params or "imagenet",
                                   fmt=args.format or "png", quality=args.quality, seed=args.seed, limit=args.limit,
-                                  shard=process_shard(ctx, shard), workers=args.workers,
-                                  progress=progress and ctx.is_main)
+                                  shard=shard, ctx=ctx, workers=args.workers, progress=progress)
             done = f"wrote {count} images under {args.out}"
         elif args.dataset == "imagenet":
             count = gen.make_imagenet_c(args.data, args.out, names, severities=severities, limit=args.limit,

@@ -13,22 +13,18 @@ other options.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .._files import atomic_path
 from .._names import check_name
+from ..engine.distributed import DistContext, Shard, cores_per_process, process_shard
 from .corruptions.per_image import Corrupter, get_corrupter
 from .robustness_sets import SEVERITIES, DamagedFileError, read_image
 from .streams import path_key
-
-if TYPE_CHECKING:
-    from ..engine.distributed import Shard
 
 # What PIL reads that a folder of photographs may hold (names ending otherwise are not images).
 SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -115,18 +111,18 @@ def _check_sizes(root: Path, images: Sequence[str], corrupter: Corrupter, names:
 
 def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str], *,
                   severities: Sequence[int] = SEVERITIES, params: str = "imagenet", fmt: str = "png",
-                  quality: int | None = None, seed: int = 0, limit: int | None = None, shard: Shard | None = None,
-                  workers: int | None = None, progress: bool = True) -> int:
+                  quality: int | None = None, seed: int = 0, limit: int | None = None, shard: Shard = Shard(),
+                  ctx: DistContext = DistContext(), workers: int | None = None, progress: bool = True) -> int:
     """Corrupt every image under ``root`` into ``<out>/<corruption>/<severity>/<relative path>``; returns files written.
 
     ``params``: a name of ``corruptions.per_image.CORRUPTERS`` (default: the ImageNet-C table at each image's size).
     ``fmt``: ``"png"`` or ``"jpeg"`` (``quality``, default 85, optimised as the ImageNet-C release).
-    ``limit``: N images strided over the sorted paths; ``shard``: a
-    :class:`~pushpull.engine.distributed.Shard`, the slice ``Shard.bounds`` gives of them. Files
-    already present are kept (they are complete: every file is written atomically).
+    ``limit``: N images strided over the sorted paths. Each process of ``ctx`` (torchrun) makes its
+    part of job-array task ``shard`` (:class:`~pushpull.engine.distributed.Shard`, slices of the
+    sorted paths), on a pool of ``workers`` processes. Files already present are kept (they are
+    complete: every file is written atomically).
     """
-    from ..engine.distributed import cores_per_process
-    from .generate import claim_manifest, select_indices
+    from .generate import claim_manifest, pending_images, select_indices, write_per_image
     from .shards import shard_items
 
     root, out = Path(root), Path(out)
@@ -139,41 +135,34 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     images = folder_images(root)
     _check_folder(root, out, images, fmt)
-    images = [images[i] for i in select_indices(len(images), limit)]
-    if shard is not None:
-        images = shard_items(images, shard)
-    _check_sizes(root, images, corrupter, corruptions, severities)
-    claim_manifest(out, True, benchmark="folder-c", source=str(root.resolve()), params=params, format=fmt,
-              quality=quality if fmt == "jpeg" else None, seed=seed, names=list(corruptions))
+    mine = shard_items(select_indices(len(images), limit), process_shard(ctx, shard))
+    _check_sizes(root, [images[i] for i in mine], corrupter, corruptions, severities)
+    claim_manifest(out, True, write=ctx.is_main, benchmark="folder-c", source=str(root.resolve()), params=params,
+                   format=fmt, quality=quality if fmt == "jpeg" else None, seed=seed, names=list(corruptions))
+    files = [(root / relative, str(PurePosixPath(relative).parent)) for relative in images]  # (file, its folder)
+    outputs = [((name, s), out / name / str(s)) for name in corruptions for s in severities]
+    todo = pending_images(mine, files, outputs, lambda path: output_name(path.name, fmt))
     save = {"format": "PNG"} if fmt == "png" else {"format": "JPEG", "quality": quality, "optimize": True}
-    jobs = [(name, severity) for name in corruptions for severity in severities]
+    make = functools.partial(_corrupt_files, root=root, out=out, params=params, fmt=fmt, save=save, seed=seed)
+    return write_per_image(todo, files, make, done=len(mine) * len(outputs) - sum(map(len, todo.values())),
+                           batch=2, workers=cores_per_process() if workers is None else workers, ctx=ctx,
+                           progress=progress, desc="make-c", unit="img")
 
-    def one_image(relative: str) -> int:
-        """Every missing output of one image (read once); the number written."""
-        targets = {job: out / job[0] / str(job[1]) / output_name(relative, fmt) for job in jobs}
-        todo = [job for job, target in targets.items() if not target.exists()]
-        if not todo:
-            return 0
-        from PIL import Image
 
-        image, key = read_rgb(root / relative), path_key(relative)
-        for name, severity in todo:
+def _corrupt_files(work: list[tuple[Path, str, int, list[tuple[str, int]]]], *, root: Path, out: Path, params: str,
+                   fmt: str, save: dict, seed: int) -> int:
+    """Read each image once, then write its missing corrupted files (in a pool worker); the number written."""
+    from PIL import Image
+
+    corrupter = get_corrupter(params)
+    for path, _, _, missing in work:
+        relative = path.relative_to(root).as_posix()
+        image, key = read_rgb(path), path_key(relative)
+        for name, severity in missing:
             try:
                 result = corrupter.corrupt(image, name, severity, seed, key)
             except ValueError as err:  # what the size check could not foresee: say which file
-                raise ValueError(f"{root / relative}: {name} severity {severity}: {err}") from None
-            with atomic_path(targets[name, severity]) as tmp:
+                raise ValueError(f"{path}: {name} severity {severity}: {err}") from None
+            with atomic_path(out / name / str(severity) / output_name(relative, fmt)) as tmp:
                 Image.fromarray(result).save(tmp, **save)
-        return len(todo)
-
-    written = 0
-    workers = max(1, cores_per_process() if workers is None else workers)
-    with tqdm(total=len(images) * len(jobs), desc="make-c", unit="img", disable=not progress) as bar, \
-            ThreadPoolExecutor(workers) as pool:
-        try:
-            for count in pool.map(one_image, images):
-                written += count
-                bar.update(len(jobs))
-        finally:
-            pool.shutdown(cancel_futures=True)
-    return written
+    return sum(len(missing) for *_, missing in work)
