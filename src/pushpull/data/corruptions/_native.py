@@ -47,7 +47,24 @@ def _build() -> ctypes.CDLL | None:
     lib.pp_correlate_symmetric.restype = ctypes.c_int
     lib.pp_plasma_level.argtypes = [p, i64, i64, f64, p, p, p]
     lib.pp_plasma_level.restype = None
+    for name, args in _TAILS.items():
+        kernel = getattr(lib, name)
+        kernel.argtypes, kernel.restype = args, None
     return lib
+
+
+_i, _d, _p = ctypes.c_int64, ctypes.c_double, ctypes.c_void_p
+_TAILS = {  # the element-wise tails (no return value), as _kernels.c declares them
+    "pp_to_u8": [_p, _i, _i, _p],
+    "pp_noise_u8": [_p, _i, _p, _i, _p],
+    "pp_impulse": [_p, _i, _p, _p, _d, _p],
+    "pp_contrast": [_p, _i, _i, _i, _p, _d, _p],
+    "pp_fog": [_p, _i, _i, _i, _p, _i, _d, _p],
+    "pp_frost": [_p, _p, _i, _d, _d, _p],
+    "pp_snow_blend": [_p, _p, _p, _i, _i, _i, _i, _d, _d, _p],
+    "pp_water": [_p, _p, _p, _i, _i, _d, _p, _p],
+    "pp_mud": [_p, _p, _i, _p, _p],
+}
 
 
 def kernels() -> ctypes.CDLL | None:
