@@ -84,10 +84,11 @@ def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
     x = x.astype(np.uint8)
     size = (iterations, max(h - 2 * delta, 0) * max(w - 2 * delta, 0), 2)  # one (dx, dy) per visit
     lib = _native.kernels()
-    if lib is not None:  # the copies themselves, in order, in C
+    if lib is not None:  # the copies themselves, in order, in C; one iteration's offsets at a time (the same draws)
         for image, rng in zip(x, rngs):
-            offsets = np.ascontiguousarray(rng.integers(-delta, delta, size=size))
-            lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, iterations, _native.ptr(offsets))
+            for _ in range(iterations):
+                offsets = np.ascontiguousarray(rng.integers(-delta, delta, size=size[1:]))
+                lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, 1, _native.ptr(offsets))
         return to_uint8(gaussian_smooth(x / 255.0, sigma), consume=True)
     positions = glass_positions(h, w, delta)
     offsets = draw(rngs, "integers", -delta, delta, size=size)
