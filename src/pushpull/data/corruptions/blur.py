@@ -6,6 +6,7 @@ image; zoom factors) so the -P sequences reuse them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -264,11 +265,16 @@ def clipped_zoom(x: np.ndarray, zoom: float, trim: bool = True) -> np.ndarray:
     return out.astype(x.dtype)
 
 
+@functools.lru_cache(maxsize=256)
 def _kept_taps(size: int, zoom: float, trim: bool) -> tuple[int, int, list[np.ndarray]]:
-    """:func:`zoom_plan` for the kernel: (start, crop, [tap 0, tap 1, w0, w1]) of the ``size`` kept pixels."""
+    """:func:`zoom_plan` for the kernel: (start, crop, [tap 0, tap 1, w0, w1]) of the ``size`` kept pixels
+    (cached: every image of a size reuses its zooms' plans; the arrays are read-only)."""
     start, crop, taps, w0, w1 = zoom_plan(size, zoom, trim)
     taps, w0, w1 = taps[:size], w0[:size].copy(), w1[:size].copy()
-    return start, crop, [np.minimum(taps, crop - 1), np.minimum(taps + 1, crop - 1), w0, w1]
+    plan = [np.minimum(taps, crop - 1), np.minimum(taps + 1, crop - 1), w0, w1]
+    for array in plan:
+        array.setflags(write=False)
+    return start, crop, plan
 
 
 def zoom_blur(images: np.ndarray, zooms: Sequence[float], trim: bool = True) -> np.ndarray:
