@@ -149,7 +149,7 @@ def defocus_blur(images: np.ndarray, radius: float, alias_blur: float) -> np.nda
     x = to_unit(images)
     out = np.empty_like(x)
     for i in range(len(x)):  # all channels in one call: OpenCV filters each plane alone, as the reference's calls
-        out[i] = cv2.filter2D(x[i], -1, kernel).reshape(x.shape[1:])
+        cv2.filter2D(x[i], -1, kernel, dst=out[i])  # straight into the batch (no per-image result to copy)
     return to_uint8(out, consume=True)
 
 
