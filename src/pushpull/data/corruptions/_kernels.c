@@ -50,13 +50,11 @@ void pp_glass_copies(uint8_t *x, int64_t h, int64_t w, int64_t c, int64_t delta,
     }
 }
 
-/* scikit-image's rgb2hsv, one HSV channel (1: S, 2: V) set to clip(value * scale + shift, 0, 1), hsv2rgb,
- * then the reference's uint8 cast of clip(rgb, 0, 1) * 255; npix RGB pixels. Written without branches
- * (every candidate computed, one selected: a division by a zero delta is never selected), so the
- * compiler vectorises it. */
-void pp_hsv_edit(const uint8_t *in, uint8_t *out, int64_t npix, int64_t channel, double scale, double shift) {
-    const int edit_s = channel == 1;
-    for (int64_t i = 0; i < npix; i++) {
+/* rgb2hsv of m pixels with channel S (edit_s) or V set to clip(value * scale + shift, 0, 1). Written without
+ * branches (every candidate computed, one selected: a division by a zero delta is never selected). */
+static void hsv_block(const uint8_t *restrict in, double *restrict hue, double *restrict sat, double *restrict val,
+                      int64_t m, int edit_s, double scale, double shift) {
+    for (int64_t i = 0; i < m; i++) {
         double r = unit_of(in[3 * i]), g = unit_of(in[3 * i + 1]), b = unit_of(in[3 * i + 2]);
         double v = r > g ? r : g;
         v = v > b ? v : b;
@@ -69,19 +67,38 @@ void pp_hsv_edit(const uint8_t *in, uint8_t *out, int64_t npix, int64_t channel,
         h = h / 6.0; /* in [-1/6, 5/6]: fmod(h, 1.0) is h itself */
         double wrapped = h + 1.0, sv = delta / v;
         h = h != 0.0 ? (h < 0.0 ? wrapped : h) : 0.0; /* numpy's float remainder: the sign of the divisor */
-        h = grey ? 0.0 : h;
         double s = grey ? 0.0 : sv;
         double e = (edit_s ? s : v) * scale + shift;
         e = e < 0.0 ? 0.0 : (e > 1.0 ? 1.0 : e);
-        s = edit_s ? e : s;
-        v = edit_s ? v : e;
-        double hi = floor(h * 6), f = h * 6 - hi;
+        hue[i] = grey ? 0.0 : h, sat[i] = edit_s ? e : s, val[i] = edit_s ? v : e;
+    }
+}
+
+/* hsv2rgb of m pixels, then the reference's uint8 cast of clip(rgb, 0, 1) * 255. floor(h * 6) for h * 6
+ * in [+0, 6] is the round-to-nearest of 2^52 + y, less one where that rounded up (exact; it vectorises). */
+static void rgb_block(const double *restrict hue, const double *restrict sat, const double *restrict val,
+                      uint8_t *restrict out, int64_t m) {
+    for (int64_t i = 0; i < m; i++) {
+        double h = hue[i], s = sat[i], v = val[i];
+        double y = h * 6, near = (y + 4503599627370496.0) - 4503599627370496.0, below = near - 1.0;
+        double hi = near > y ? below : near, f = h * 6 - hi;
         double p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
-        int64_t k = (int64_t)hi; /* h in [0, 1]: hi in 0..6, and 6 is sextant 0 */
-        double rr = (k == 1) ? q : ((k == 2) | (k == 3)) ? p : (k == 4) ? t : v;
-        double gg = ((k == 1) | (k == 2)) ? v : (k == 3) ? q : ((k == 4) | (k == 5)) ? p : t;
-        double bb = (k == 2) ? t : ((k == 3) | (k == 4)) ? v : (k == 5) ? q : p;
+        /* sextant hi (6 is sextant 0): which of v, t, p, q go to R, G, B */
+        double rr = (hi == 1) ? q : ((hi == 2) | (hi == 3)) ? p : (hi == 4) ? t : v;
+        double gg = ((hi == 1) | (hi == 2)) ? v : (hi == 3) ? q : ((hi == 4) | (hi == 5)) ? p : t;
+        double bb = (hi == 2) ? t : ((hi == 3) | (hi == 4)) ? v : (hi == 5) ? q : p;
         out[3 * i] = unit_u8(rr), out[3 * i + 1] = unit_u8(gg), out[3 * i + 2] = unit_u8(bb);
+    }
+}
+
+/* scikit-image's rgb2hsv, one HSV channel (1: S, 2: V) set to clip(value * scale + shift, 0, 1), hsv2rgb,
+ * then the reference's uint8 cast of clip(rgb, 0, 1) * 255; npix RGB pixels, in blocks of 256. */
+void pp_hsv_edit(const uint8_t *in, uint8_t *out, int64_t npix, int64_t channel, double scale, double shift) {
+    double hue[256], sat[256], val[256];
+    for (int64_t i0 = 0; i0 < npix; i0 += 256) {
+        const int64_t m = npix - i0 < 256 ? npix - i0 : 256;
+        hsv_block(in + 3 * i0, hue, sat, val, m, channel == 1, scale, shift);
+        rgb_block(hue, sat, val, out + 3 * i0, m);
     }
 }
 
