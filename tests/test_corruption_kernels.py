@@ -10,7 +10,8 @@ from conftest import real_photos
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from pushpull.data.corruptions import CORRUPTIONS, _native, corrupt, corrupt_reference, motion_blur, noise, weather, zoom_blur
+from pushpull.data.corruptions import (CORRUPTIONS, _native, corrupt, corrupt_reference, motion_blur, noise, weather,
+                                       zoom_blur)
 from pushpull.data.corruptions._common import to_uint8
 from pushpull.data.corruptions.blur import gaussian_smooth, glass_blur
 from pushpull.data.corruptions.digital import contrast, displace, hsv_edit
@@ -158,6 +159,8 @@ def _tails(x: np.ndarray):
         ("impulse_noise", lambda: noise.impulse_noise(x, 0.27, rngs())),
         ("contrast", lambda: contrast(x, 0.05)),
         ("fog", lambda: weather.fog(x, 3, 1.4, rngs())),
+        *[(f"snow layers zoom {z}", lambda z=z: weather.snow_layers((n, h, w), 0.55, 0.3, z, 0.6, rngs()))
+          for z in (1, 1.75, 4.5)],
         ("snow blend", lambda: weather.blend_snow(x, layers[:, 0], 0.55)),
         ("snow blend, frames", lambda: weather.blend_snow(x, layers, 0.8)),
         ("water", lambda: weather.spatter(x, (0.65, 0.3, 2, 0.68, 0.5, 0), rngs())),
@@ -169,8 +172,8 @@ def _tails(x: np.ndarray):
 
 @needs_kernels
 def test_element_wise_tails_equal_numpy_on_photos_and_random_images(photos):
-    """The one-pass C tails (noise, contrast, fog, snow's blend, spatter, to_uint8) == their numpy steps, byte for
-    byte: natural photos at native size, a batch of small random images with black and white pixels."""
+    """The one-pass C tails (noise, contrast, fog, snow's flakes and blend, spatter, to_uint8) == their numpy
+    steps, byte for byte: natural photos at native size, a batch of small random images with black and white."""
     native, _ = photos
     rng = np.random.default_rng(8)
     small = rng.integers(0, 256, (3, 29, 37, 3), dtype=np.uint8)

@@ -200,6 +200,24 @@ int pp_zoom_add(const float *x, int64_t w, int64_t c, int64_t top, int64_t left,
     return 0;
 }
 
+/* Snow's flakes: blur.clipped_zoom of a float64 (h, w) layer (pp_zoom_add's taps and sums, in float64),
+ * 0 below threshold, then to_uint8; out (out_h, out_w). */
+void pp_snow_layer(const double *x, int64_t w, int64_t top, int64_t left, int64_t out_h, const int64_t *y0,
+                   const int64_t *y1, const double *wy0, const double *wy1, int64_t out_w, const int64_t *x0,
+                   const int64_t *x1, const double *wx0, const double *wx1, double threshold, uint8_t *out) {
+    for (int64_t k = 0; k < out_h; k++, out += out_w) {
+        const double *r0 = x + (top + y0[k]) * w + left, *r1 = x + (top + y1[k]) * w + left;
+        const double v0 = wy0[k], v1 = wy1[k];
+        for (int64_t l = 0; l < out_w; l++) {
+            double t = (r0[x0[l]] * v0) * wx0[l];
+            t += (r0[x1[l]] * v0) * wx1[l];
+            t += (r1[x0[l]] * v1) * wx0[l];
+            t += (r1[x1[l]] * v1) * wx1[l];
+            out[l] = t < threshold ? 0 : unit_u8(t);
+        }
+    }
+}
+
 /* scipy.ndimage's map_coordinate for mode 'reflect' (1.6 and later): a point, or a tap's index,
  * outside the axis, mapped into it. */
 static double reflect_point(double in, int64_t len) {
@@ -328,7 +346,8 @@ int pp_correlate_symmetric(const double *in, double *out, int64_t outer, int64_t
             for (int64_t e = 0; e < ext_len; e++) rows[e] = x + src[e] * inner;
             for (int64_t i0 = 0; i0 < inner; i0 += TAP_BLOCK) {
                 const int64_t n = inner - i0 < TAP_BLOCK ? inner - i0 : TAP_BLOCK;
-                for (int64_t l = 0; l < len; l++) symmetric_taps(y + l * inner + i0, rows + l + radius, i0, fw, radius, n);
+                for (int64_t l = 0; l < len; l++)
+                    symmetric_taps(y + l * inner + i0, rows + l + radius, i0, fw, radius, n);
             }
             continue;
         }

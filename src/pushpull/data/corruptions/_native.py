@@ -62,6 +62,7 @@ _TAILS = {  # the element-wise tails (no return value), as _kernels.c declares t
     "pp_fog": [_p, _i, _i, _i, _p, _i, _d, _p],
     "pp_frost": [_p, _p, _i, _d, _d, _p],
     "pp_snow_blend": [_p, _p, _p, _i, _i, _i, _i, _d, _d, _p],
+    "pp_snow_layer": [_p, _i, _i, _i, _i, _p, _p, _p, _p, _i, _p, _p, _p, _p, _d, _p],
     "pp_water": [_p, _p, _p, _i, _i, _d, _p, _p],
     "pp_mud": [_p, _p, _i, _p, _p],
 }

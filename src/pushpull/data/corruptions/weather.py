@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _native
 from ._common import draw, to_uint8, to_unit
-from .blur import clipped_zoom, gaussian_smooth, motion_blur
+from .blur import _kept_taps, clipped_zoom, gaussian_smooth, motion_blur
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 
@@ -25,6 +25,15 @@ def snow_layers(shape: tuple[int, int, int], loc: float, scale: float, zoom: flo
     """Random flakes, uint8 (N, H, W, 1): N(loc, scale) noise, zoomed in, thresholded."""
     n, h, w = shape
     layer = draw(rngs, "normal", size=(h, w), loc=loc, scale=scale)
+    lib = _native.kernels()
+    if lib is not None and zoom >= 1:  # the zoom's taps, the threshold and the cast per pixel, in one pass
+        top, _, rows = _kept_taps(h, float(zoom), True)
+        left, _, cols = _kept_taps(w, float(zoom), True)
+        out = np.empty((n, h, w, 1), np.uint8)
+        for flakes, o in zip(layer, out):
+            lib.pp_snow_layer(_native.ptr(flakes), w, top, left, h, *map(_native.ptr, rows), w,
+                              *map(_native.ptr, cols), float(threshold), _native.ptr(o))
+        return out
     layer = clipped_zoom(layer[..., None], zoom)
     layer[layer < threshold] = 0
     return to_uint8(layer, consume=True)
