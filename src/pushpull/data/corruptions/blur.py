@@ -266,7 +266,7 @@ def clipped_zoom(x: np.ndarray, zoom: float, trim: bool = True) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=256)
-def _kept_taps(size: int, zoom: float, trim: bool) -> tuple[int, int, list[np.ndarray]]:
+def zoom_taps(size: int, zoom: float, trim: bool) -> tuple[int, int, list[np.ndarray]]:
     """:func:`zoom_plan` for the kernel: (start, crop, [tap 0, tap 1, w0, w1]) of the ``size`` kept pixels
     (cached: every image of a size reuses its zooms' plans; the arrays are read-only)."""
     start, crop, taps, w0, w1 = zoom_plan(size, zoom, trim)
@@ -294,8 +294,8 @@ def zoom_blur(images: np.ndarray, zooms: Sequence[float], trim: bool = True) -> 
             out += x
             continue
         c = x.shape[3]
-        top, crop_h, rows = _kept_taps(h, float(z), trim)
-        left, crop_w, cols = _kept_taps(w, float(z), trim)
+        top, crop_h, rows = zoom_taps(h, float(z), trim)
+        left, crop_w, cols = zoom_taps(w, float(z), trim)
         for image, acc in zip(x, out):  # the same taps and sums as clipped_zoom, added in place
             _native.check(lib.pp_zoom_add(_native.ptr(image), w, c, top, left, crop_w, h,
                                           *map(_native.ptr, rows), w, *map(_native.ptr, cols), _native.ptr(acc)),

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _native
 from ._common import draw, to_uint8, to_unit
-from .blur import _kept_taps, clipped_zoom, gaussian_smooth, motion_blur
+from .blur import clipped_zoom, gaussian_smooth, motion_blur, zoom_taps
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 
@@ -27,8 +27,8 @@ def snow_layers(shape: tuple[int, int, int], loc: float, scale: float, zoom: flo
     layer = draw(rngs, "normal", size=(h, w), loc=loc, scale=scale)
     lib = _native.kernels()
     if lib is not None and zoom >= 1:  # the zoom's taps, the threshold and the cast per pixel, in one pass
-        top, _, rows = _kept_taps(h, float(zoom), True)
-        left, _, cols = _kept_taps(w, float(zoom), True)
+        top, _, rows = zoom_taps(h, float(zoom), True)
+        left, _, cols = zoom_taps(w, float(zoom), True)
         out = np.empty((n, h, w, 1), np.uint8)
         for flakes, o in zip(layer, out):
             lib.pp_snow_layer(_native.ptr(flakes), w, top, left, h, *map(_native.ptr, rows), w,
@@ -48,7 +48,7 @@ def blend_snow(images: np.ndarray, layers: np.ndarray, blend: float) -> np.ndarr
     x = images.astype(np.float32) / 255.0
     gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
     lib = _native.kernels()
-    if lib is not None:  # the steps below per pixel, in one pass
+    if lib is not None and layers.dtype == np.uint8:  # the steps below per pixel, in one pass
         layers = np.ascontiguousarray(layers)
         frames = layers.size // (n * h * w)
         out = np.empty(layers.shape[:-1] + (3,), np.uint8)
@@ -176,7 +176,7 @@ def fog(images: np.ndarray, strength: float, decay: float, rngs: Sequence[np.ran
     mapsize = 1 << (max(h, w) - 1).bit_length()
     maps = plasma_fractal(mapsize, decay, rngs)
     lib = _native.kernels()
-    if lib is not None:  # the steps below per pixel, in one pass
+    if lib is not None and images.shape[3] == 3:  # the steps below per pixel, in one pass
         images = np.ascontiguousarray(images)
         out = np.empty_like(images)
         lib.pp_fog(_native.ptr(images), n, h, w, _native.ptr(maps), mapsize, float(strength), _native.ptr(out))
@@ -213,7 +213,7 @@ def water_drops(x: np.ndarray, liquid: np.ndarray, intensity: float) -> np.ndarr
     m = np.stack([water_mask(layer) for layer in (liquid * 255).astype(np.uint8)])
     peak = m.max(axis=(1, 2), keepdims=True)
     lib = _native.kernels()
-    if lib is not None:  # the steps below per pixel, in one pass
+    if lib is not None and x.dtype == m.dtype == np.float32:  # the steps below per pixel, in one pass
         x, m = np.ascontiguousarray(x), np.ascontiguousarray(m)
         out = np.empty(x.shape, np.uint8)
         lib.pp_water(_native.ptr(x), _native.ptr(m), _native.ptr(np.ascontiguousarray(peak)), len(m), m[0].size,
@@ -242,8 +242,8 @@ def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.rando
     m = gaussian_smooth(m, amount)
     m[m < 0.8] = 0
     lib = _native.kernels()
-    if lib is not None:  # the steps below per pixel, in one pass
-        x, m = np.ascontiguousarray(x), np.ascontiguousarray(m, np.float32)
+    if lib is not None and m.dtype == np.float32:  # the steps below per pixel, in one pass
+        x, m = np.ascontiguousarray(x), np.ascontiguousarray(m)
         out = np.empty(x.shape, np.uint8)
         lib.pp_mud(_native.ptr(x), _native.ptr(m), m.size, _native.ptr(_MUD.astype(np.float32)), _native.ptr(out))
         return out
