@@ -10,9 +10,11 @@ from conftest import real_photos
 from PIL import Image
 from scipy.ndimage import gaussian_filter
 
-from pushpull.data.corruptions import CORRUPTIONS, _native, corrupt, corrupt_reference, motion_blur, weather, zoom_blur
+from pushpull.data.corruptions import (CORRUPTIONS, _native, corrupt, corrupt_reference, motion_blur, noise, weather,
+                                       zoom_blur)
+from pushpull.data.corruptions._common import to_uint8
 from pushpull.data.corruptions.blur import gaussian_smooth, glass_blur
-from pushpull.data.corruptions.digital import displace, hsv_edit
+from pushpull.data.corruptions.digital import contrast, displace, hsv_edit
 from pushpull.layers.config import set_native
 
 needs_kernels = pytest.mark.skipif(_native.kernels() is None, reason="the C kernels could not be built here")
@@ -144,3 +146,49 @@ def test_plasma_levels_equal_numpy(mapsize):
         maps = lambda: weather.plasma_fractal(mapsize, decay, [np.random.default_rng(mapsize),  # noqa: E731
                                                                 np.random.default_rng(7)])
         np.testing.assert_array_equal(maps(), numpy_path(maps))
+
+
+def _tails(x: np.ndarray):
+    """Each element-wise tail that runs as one C pass, as (name, call) on the uint8 batch ``x``."""
+    n, h, w, _ = x.shape
+    rngs = lambda: [np.random.default_rng(k) for k in range(n)]  # noqa: E731
+    layers = np.random.default_rng(9).integers(0, 256, (n, 2, h, w, 1), dtype=np.uint8)  # two -P frames per image
+    return [
+        ("gaussian_noise", lambda: noise.gaussian_noise(x, 0.38, rngs())),
+        ("speckle_noise", lambda: noise.speckle_noise(x, 0.6, rngs())),
+        ("impulse_noise", lambda: noise.impulse_noise(x, 0.27, rngs())),
+        ("contrast", lambda: contrast(x, 0.05)),
+        ("fog", lambda: weather.fog(x, 3, 1.4, rngs())),
+        *[(f"snow layers zoom {z}", lambda z=z: weather.snow_layers((n, h, w), 0.55, 0.3, z, 0.6, rngs()))
+          for z in (1, 1.75, 4.5)],
+        ("snow blend", lambda: weather.blend_snow(x, layers[:, 0], 0.55)),
+        ("snow blend, frames", lambda: weather.blend_snow(x, layers, 0.8)),
+        ("water", lambda: weather.spatter(x, (0.65, 0.3, 2, 0.68, 0.5, 0), rngs())),
+        ("mud", lambda: weather.spatter(x, (0.67, 0.4, 1, 0.65, 1.5, 1), rngs())),
+        ("to_uint8 float64", lambda: to_uint8(np.random.default_rng(1).normal(0.5, 0.6, x.shape)[:, ::-1])),
+        ("to_uint8 float32", lambda: to_uint8(np.random.default_rng(2).normal(0.5, 0.6, x.shape).astype(np.float32))),
+    ]
+
+
+@needs_kernels
+def test_element_wise_tails_equal_numpy_on_photos_and_random_images(photos):
+    """The one-pass C tails (noise, contrast, fog, snow's flakes and blend, spatter, to_uint8) == their numpy
+    steps, byte for byte: natural photos at native size, a batch of small random images with black and white."""
+    native, _ = photos
+    rng = np.random.default_rng(8)
+    small = rng.integers(0, 256, (3, 29, 37, 3), dtype=np.uint8)
+    small[0, :5] = 0
+    small[1, :5] = 255
+    for x in [p[None] for p in native] + [small]:
+        for name, call in _tails(x):
+            np.testing.assert_array_equal(call(), numpy_path(call), err_msg=f"{name} {x.shape}")
+
+
+@needs_kernels
+def test_frost_tail_equals_numpy_for_every_weight_kind(photos):
+    """Float and integer weights: the kernel runs where numpy sums in float64, and equals it; the uint8 products
+    of other integer weights (numpy wraps them) stay numpy's."""
+    _, crops = photos
+    for weights in [(1, 0.4), (0.6, 0.75), (0.85, 1), (0, 1.0), (2, 0.5), (1, 1)]:
+        call = lambda: weather.frost(crops, *weights, 1, [np.random.default_rng(k) for k in range(3)])  # noqa: E731
+        np.testing.assert_array_equal(call(), numpy_path(call), err_msg=str(weights))

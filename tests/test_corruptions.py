@@ -94,7 +94,8 @@ def photo_crops():
 
 # The corruptions whose fast path has its own C kernels or numpy reformulation of the reference's loops.
 REWRITTEN = ("glass_blur", "motion_blur", "zoom_blur", "brightness", "saturate", "elastic_transform", "defocus_blur",
-             "gaussian_blur", "snow", "spatter")
+             "gaussian_blur", "snow", "spatter", "gaussian_noise", "speckle_noise", "impulse_noise", "contrast", "fog",
+             "frost")
 
 
 @pytest.mark.parametrize("name", REWRITTEN)

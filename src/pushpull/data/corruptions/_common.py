@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _native
+
 
 def to_unit(images: np.ndarray) -> np.ndarray:
     """uint8 -> float64 in [0, 1], as the reference's ``np.array(x) / 255.``."""
@@ -13,8 +15,15 @@ def to_unit(images: np.ndarray) -> np.ndarray:
 def to_uint8(x: np.ndarray, consume: bool = False) -> np.ndarray:
     """[0, 1] floats -> uint8 by truncation, as the reference's ``np.uint8(np.clip(x, 0, 1) * 255)``.
 
-    ``consume=True``: ``x`` is a temporary of the caller's and is overwritten (no float copies).
+    float64 and float32 run in one C pass where the kernels are built (the same steps in x's
+    precision); otherwise ``consume=True`` lets numpy overwrite ``x``, a temporary of the caller's.
     """
+    lib = _native.kernels()
+    if lib is not None and x.dtype in (np.float64, np.float32):
+        x = np.ascontiguousarray(x)
+        out = np.empty(x.shape, np.uint8)
+        lib.pp_to_u8(_native.ptr(x), x.size, int(x.dtype == np.float32), _native.ptr(out))
+        return out
     y = np.clip(x, 0, 1, out=x if consume else None)
     y *= 255
     return y.astype(np.uint8)

@@ -1,9 +1,11 @@
-/* Per-pixel loops of the corruptions that numpy can only do in many passes (or not at all).
+/* The corruptions' filter, resampling and copy loops that numpy can only do in many passes (or not at
+ * all); their per-pixel colour and tone steps are in _pixels.c.
  *
  * Each kernel does the same floating-point operations in the same order as the numpy code it
  * replaces (compiled with -ffp-contract=off: no fused multiply-adds), so the results are
- * bit-identical; tests/test_corruptions.py holds every kernel to its numpy twin.
- * Images are contiguous (H, W, C) arrays; one call handles one image.
+ * bit-identical; tests/test_corruption_kernels.py holds every kernel to its numpy twin.
+ * Images are contiguous (H, W, C) arrays; a call handles one image, or a batch where the
+ * signature says `images`.
  */
 
 #include <math.h>
@@ -11,6 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Eight doubles as one value (GCC/Clang vector extension; each lane the same IEEE operations). */
+typedef double v8d __attribute__((vector_size(64)));
+
+static inline v8d load8(const double *p) {
+    v8d v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 /* Glass blur's sequential copies: x[r, q] = x[r + dy, q + dx] in the reference's visiting order
  * (rows, then columns, from size - delta down to delta + 1), offsets (iterations, positions, 2)
  * as drawn: [..., 0] = dx, [..., 1] = dy. */
@@ -26,81 +36,47 @@ void pp_glass_copies(uint8_t *x, int64_t h, int64_t w, int64_t c, int64_t delta,
         }
     }
 }
-
-/* scikit-image's rgb2hsv, one HSV channel set to clip(value * scale + shift, 0, 1), hsv2rgb,
- * then the reference's uint8 cast of clip(rgb, 0, 1) * 255; npix RGB pixels. */
-void pp_hsv_edit(const uint8_t *in, uint8_t *out, int64_t npix, int64_t channel, double scale, double shift) {
-    for (int64_t i = 0; i < npix; i++, in += 3, out += 3) {
-        double r = in[0] / 255.0, g = in[1] / 255.0, b = in[2] / 255.0;
-        double v = r > g ? r : g;
-        v = v > b ? v : b;
-        double lo = r < g ? r : g;
-        lo = lo < b ? lo : b;
-        double delta = v - lo, s = 0.0, h = 0.0;
-        if (delta != 0.0) {
-            s = delta / v;
-            if (b == v) h = 4.0 + (r - g) / delta;
-            else if (g == v) h = 2.0 + (b - r) / delta;
-            else h = (g - b) / delta;
-            h = h / 6.0;
-            double m = fmod(h, 1.0); /* numpy's float remainder: the sign of the divisor */
-            h = m != 0.0 ? (m < 0.0 ? m + 1.0 : m) : 0.0;
-        }
-        double hsv[3] = {h, s, v};
-        double e = hsv[channel] * scale + shift;
-        hsv[channel] = e < 0.0 ? 0.0 : (e > 1.0 ? 1.0 : e);
-        h = hsv[0], s = hsv[1], v = hsv[2];
-        double hi = floor(h * 6), f = h * 6 - hi;
-        double p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
-        double rgb[3];
-        switch ((uint8_t)hi % 6) {
-            case 0: rgb[0] = v, rgb[1] = t, rgb[2] = p; break;
-            case 1: rgb[0] = q, rgb[1] = v, rgb[2] = p; break;
-            case 2: rgb[0] = p, rgb[1] = v, rgb[2] = t; break;
-            case 3: rgb[0] = p, rgb[1] = q, rgb[2] = v; break;
-            case 4: rgb[0] = t, rgb[1] = p, rgb[2] = v; break;
-            default: rgb[0] = v, rgb[1] = p, rgb[2] = q; break;
-        }
-        for (int k = 0; k < 3; k++) {
-            double y = rgb[k] < 0.0 ? 0.0 : (rgb[k] > 1.0 ? 1.0 : rgb[k]);
-            out[k] = (uint8_t)(y * 255);
-        }
-    }
-}
-
 /* ImageMagick's motion blur on Q16 quanta: out = ClampToQuantum(sum_i k[i] * 257 x[shift_i]) // 257,
- * summed in tap order, edge pixels repeated (every |offset| < width). */
+ * summed in tap order (from 0.0), edge pixels repeated: rows clamped, columns padded by width (every
+ * |offset| < width). Each output row runs in blocks of 32 values held in vector registers. */
 int pp_motion_blur(const uint8_t *x, int64_t h, int64_t w, int64_t c, const double *kernel, int64_t width,
                    const int64_t *dy, const int64_t *dx, uint8_t *out) {
-    int64_t pw = w + 2 * width, rowlen = pw * c;
-    double *padded = malloc(sizeof(double) * (size_t)((h + 2 * width) * rowlen));
-    double *acc = malloc(sizeof(double) * (size_t)(w * c));
-    if (!padded || !acc) {
-        free(padded), free(acc);
-        return -1;
-    }
-    for (int64_t r = 0; r < h + 2 * width; r++) {
-        int64_t sr = r - width < 0 ? 0 : (r - width >= h ? h - 1 : r - width);
-        for (int64_t q = 0; q < pw; q++) {
+    const int64_t n = w * c, rowlen = (w + 2 * width) * c;
+    double *padded = malloc(sizeof(double) * (size_t)(h * rowlen)), acc[32];
+    if (!padded) return -1;
+    for (int64_t r = 0; r < h; r++) {
+        for (int64_t q = 0; q < w + 2 * width; q++) {
             int64_t sq = q - width < 0 ? 0 : (q - width >= w ? w - 1 : q - width);
-            for (int64_t k = 0; k < c; k++) padded[r * rowlen + q * c + k] = x[(sr * w + sq) * c + k] * 257.0;
+            for (int64_t k = 0; k < c; k++) padded[r * rowlen + q * c + k] = x[(r * w + sq) * c + k] * 257.0;
         }
     }
     for (int64_t r = 0; r < h; r++) {
-        for (int64_t j = 0; j < w * c; j++) acc[j] = 0.0;
-        for (int64_t i = 0; i < width; i++) {
-            const double *src = padded + (r + width + dy[i]) * rowlen + (width + dx[i]) * c;
-            const double ki = kernel[i];
-            for (int64_t j = 0; j < w * c; j++) acc[j] += ki * src[j];
-        }
-        uint8_t *o = out + r * w * c;
-        for (int64_t j = 0; j < w * c; j++) {
-            double q = floor(acc[j] + 0.5);
-            q = q < 0.0 ? 0.0 : (q > 65535.0 ? 65535.0 : q);
-            o[j] = (uint8_t)(q / 257.0);
+        uint8_t *o = out + r * n;
+        for (int64_t j0 = 0; j0 < n; j0 += 32) {
+            v8d a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+            const int64_t m = n - j0 < 32 ? n - j0 : 32;
+            for (int64_t i = 0; i < width; i++) {
+                const int64_t sr = r + dy[i] < 0 ? 0 : (r + dy[i] >= h ? h - 1 : r + dy[i]);
+                const double *s = padded + sr * rowlen + (width + dx[i]) * c + j0, ki = kernel[i];
+                if (m == 32) {
+                    a0 += ki * load8(s), a1 += ki * load8(s + 8), a2 += ki * load8(s + 16), a3 += ki * load8(s + 24);
+                    continue;
+                }
+                memcpy(acc, &a0, sizeof a0), memcpy(acc + 8, &a1, sizeof a1);
+                memcpy(acc + 16, &a2, sizeof a2), memcpy(acc + 24, &a3, sizeof a3);
+                for (int64_t e = 0; e < m; e++) acc[e] += ki * s[e];
+                a0 = load8(acc), a1 = load8(acc + 8), a2 = load8(acc + 16), a3 = load8(acc + 24);
+            }
+            memcpy(acc, &a0, sizeof a0), memcpy(acc + 8, &a1, sizeof a1);
+            memcpy(acc + 16, &a2, sizeof a2), memcpy(acc + 24, &a3, sizeof a3);
+            for (int64_t e = 0; e < m; e++) {
+                double q = floor(acc[e] + 0.5);
+                q = q < 0.0 ? 0.0 : (q > 65535.0 ? 65535.0 : q);
+                o[j0 + e] = (uint8_t)(q / 257.0);
+            }
         }
     }
-    free(padded), free(acc);
+    free(padded);
     return 0;
 }
 
@@ -157,7 +133,6 @@ int pp_zoom_add(const float *x, int64_t w, int64_t c, int64_t top, int64_t left,
     free(u), free(slots), free(taps);
     return 0;
 }
-
 /* scipy.ndimage's map_coordinate for mode 'reflect' (1.6 and later): a point, or a tap's index,
  * outside the axis, mapped into it. */
 static double reflect_point(double in, int64_t len) {
@@ -223,19 +198,49 @@ void pp_map_reflect(const float *img, int64_t h, int64_t w, int64_t c, const flo
     }
 }
 
+enum { TAP_BLOCK = 32 };
+
+/* y[i] = rows[0][i] fw[0] + sum_{j=-r..-1} (rows[j][i] + rows[-j][i]) fw[j] for i < n, the taps in that
+ * order (rows: the line's samples at offsets -r..r, each shifted by `at`). Blocks of TAP_BLOCK outputs
+ * stay in four vector registers across the taps. */
+static void symmetric_taps(double *y, const double *const *rows, int64_t at, const double *fw, int64_t radius,
+                           int64_t n) {
+    int64_t i0 = 0;
+    for (; i0 + TAP_BLOCK <= n; i0 += TAP_BLOCK) {
+        const double *c = rows[0] + at + i0;
+        v8d a0 = load8(c) * fw[0], a1 = load8(c + 8) * fw[0], a2 = load8(c + 16) * fw[0], a3 = load8(c + 24) * fw[0];
+        for (int64_t j = -radius; j < 0; j++) {
+            const double *a = rows[j] + at + i0, *b = rows[-j] + at + i0, wj = fw[j];
+            a0 += (load8(a) + load8(b)) * wj;
+            a1 += (load8(a + 8) + load8(b + 8)) * wj;
+            a2 += (load8(a + 16) + load8(b + 16)) * wj;
+            a3 += (load8(a + 24) + load8(b + 24)) * wj;
+        }
+        memcpy(y + i0, &a0, sizeof a0), memcpy(y + i0 + 8, &a1, sizeof a1);
+        memcpy(y + i0 + 16, &a2, sizeof a2), memcpy(y + i0 + 24, &a3, sizeof a3);
+    }
+    for (int64_t i = i0; i < n; i++) {
+        double acc = rows[0][at + i] * fw[0];
+        for (int64_t j = -radius; j < 0; j++) acc += (rows[j][at + i] + rows[-j][at + i]) * fw[j];
+        y[i] = acc;
+    }
+}
+
 /* scipy.ndimage.correlate1d of float64 lines with a symmetric odd kernel (the Gaussian's), as
  * NI_Correlate1D sums it: out = x[l] w[r] + sum_{j=-r..-1} (x[l+j] + x[l-j]) w[r+j], in that order.
  * The array is (outer, len, inner) with the lines along len; edges: mode 0 'nearest' (repeat),
  * mode 1 'reflect' (period 2 len: abcddcba|abcd|dcbaabcd, as scipy's line buffer extends it).
- * Wide rows (inner >= 64) are read in place; narrow ones are copied once per outer index into an
- * extended block, so the sums run over len * inner contiguous values (and out may be in). */
+ * Wide rows (inner >= 64) are read in place, in strips of TAP_BLOCK columns (a strip's rows under the
+ * kernel stay in the L1 cache); narrow ones are copied once per outer index into an extended block, so
+ * the sums run over len * inner contiguous values (and out may be in). */
 int pp_correlate_symmetric(const double *in, double *out, int64_t outer, int64_t len, int64_t inner,
                            const double *weights, int64_t radius, int64_t mode) {
     int64_t ext_len = len + 2 * radius, wide = inner >= 64;
     int64_t *src = malloc(sizeof(int64_t) * (size_t)ext_len);
     double *ext = wide ? NULL : malloc(sizeof(double) * (size_t)(ext_len * inner));
-    if (!src || (!wide && !ext)) {
-        free(ext), free(src);
+    const double **rows = malloc(sizeof(double *) * (size_t)ext_len);
+    if (!src || (!wide && !ext) || !rows) {
+        free(ext), free(src), free(rows);
         return -1;
     }
     for (int64_t e = 0; e < ext_len; e++) {
@@ -253,30 +258,21 @@ int pp_correlate_symmetric(const double *in, double *out, int64_t outer, int64_t
         const double *x = in + o * len * inner;
         double *y = out + o * len * inner;
         if (wide) {
-            for (int64_t l = 0; l < len; l++) {
-                const double *centre = x + src[l + radius] * inner;
-                double *yl = y + l * inner;
-                for (int64_t i = 0; i < inner; i++) yl[i] = centre[i] * fw[0];
-                for (int64_t j = -radius; j < 0; j++) {
-                    const double *a = x + src[l + radius + j] * inner, *b = x + src[l + radius - j] * inner;
-                    const double wj = fw[j];
-                    for (int64_t i = 0; i < inner; i++) yl[i] += (a[i] + b[i]) * wj;
-                }
+            for (int64_t e = 0; e < ext_len; e++) rows[e] = x + src[e] * inner;
+            for (int64_t i0 = 0; i0 < inner; i0 += TAP_BLOCK) {
+                const int64_t n = inner - i0 < TAP_BLOCK ? inner - i0 : TAP_BLOCK;
+                for (int64_t l = 0; l < len; l++)
+                    symmetric_taps(y + l * inner + i0, rows + l + radius, i0, fw, radius, n);
             }
             continue;
         }
-        for (int64_t e = 0; e < ext_len; e++)
+        for (int64_t e = 0; e < ext_len; e++) {
             for (int64_t i = 0; i < inner; i++) ext[e * inner + i] = x[src[e] * inner + i];
-        const int64_t n = len * inner;
-        const double *centre = ext + radius * inner;
-        for (int64_t k = 0; k < n; k++) y[k] = centre[k] * fw[0];
-        for (int64_t j = -radius; j < 0; j++) {
-            const double *a = centre + j * inner, *b = centre - j * inner;
-            const double wj = fw[j];
-            for (int64_t k = 0; k < n; k++) y[k] += (a[k] + b[k]) * wj;
+            rows[e] = ext + e * inner;
         }
+        symmetric_taps(y, rows + radius, 0, fw, radius, len * inner);
     }
-    free(ext), free(src);
+    free(ext), free(src), free(rows);
     return 0;
 }
 

@@ -6,6 +6,7 @@ image; zoom factors) so the -P sequences reuse them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -84,10 +85,11 @@ def glass_blur(images: np.ndarray, sigma: float, delta: int, iterations: int,
     x = x.astype(np.uint8)
     size = (iterations, max(h - 2 * delta, 0) * max(w - 2 * delta, 0), 2)  # one (dx, dy) per visit
     lib = _native.kernels()
-    if lib is not None:  # the copies themselves, in order, in C
+    if lib is not None:  # the copies themselves, in order, in C; one iteration's offsets at a time (the same draws)
         for image, rng in zip(x, rngs):
-            offsets = np.ascontiguousarray(rng.integers(-delta, delta, size=size))
-            lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, iterations, _native.ptr(offsets))
+            for _ in range(iterations):
+                offsets = np.ascontiguousarray(rng.integers(-delta, delta, size=size[1:]))
+                lib.pp_glass_copies(_native.ptr(image), h, w, c, delta, 1, _native.ptr(offsets))
         return to_uint8(gaussian_smooth(x / 255.0, sigma), consume=True)
     positions = glass_positions(h, w, delta)
     offsets = draw(rngs, "integers", -delta, delta, size=size)
@@ -147,7 +149,7 @@ def defocus_blur(images: np.ndarray, radius: float, alias_blur: float) -> np.nda
     x = to_unit(images)
     out = np.empty_like(x)
     for i in range(len(x)):  # all channels in one call: OpenCV filters each plane alone, as the reference's calls
-        out[i] = cv2.filter2D(x[i], -1, kernel).reshape(x.shape[1:])
+        cv2.filter2D(x[i], -1, kernel, dst=out[i])  # straight into the batch (no per-image result to copy)
     return to_uint8(out, consume=True)
 
 
@@ -263,11 +265,16 @@ def clipped_zoom(x: np.ndarray, zoom: float, trim: bool = True) -> np.ndarray:
     return out.astype(x.dtype)
 
 
-def _kept_taps(size: int, zoom: float, trim: bool) -> tuple[int, int, list[np.ndarray]]:
-    """:func:`zoom_plan` for the kernel: (start, crop, [tap 0, tap 1, w0, w1]) of the ``size`` kept pixels."""
+@functools.lru_cache(maxsize=256)
+def zoom_taps(size: int, zoom: float, trim: bool) -> tuple[int, int, list[np.ndarray]]:
+    """:func:`zoom_plan` for the kernel: (start, crop, [tap 0, tap 1, w0, w1]) of the ``size`` kept pixels
+    (cached: every image of a size reuses its zooms' plans; the arrays are read-only)."""
     start, crop, taps, w0, w1 = zoom_plan(size, zoom, trim)
     taps, w0, w1 = taps[:size], w0[:size].copy(), w1[:size].copy()
-    return start, crop, [np.minimum(taps, crop - 1), np.minimum(taps + 1, crop - 1), w0, w1]
+    plan = [np.minimum(taps, crop - 1), np.minimum(taps + 1, crop - 1), w0, w1]
+    for array in plan:
+        array.setflags(write=False)
+    return start, crop, plan
 
 
 def zoom_blur(images: np.ndarray, zooms: Sequence[float], trim: bool = True) -> np.ndarray:
@@ -287,8 +294,8 @@ def zoom_blur(images: np.ndarray, zooms: Sequence[float], trim: bool = True) -> 
             out += x
             continue
         c = x.shape[3]
-        top, crop_h, rows = _kept_taps(h, float(z), trim)
-        left, crop_w, cols = _kept_taps(w, float(z), trim)
+        top, crop_h, rows = zoom_taps(h, float(z), trim)
+        left, crop_w, cols = zoom_taps(w, float(z), trim)
         for image, acc in zip(x, out):  # the same taps and sums as clipped_zoom, added in place
             _native.check(lib.pp_zoom_add(_native.ptr(image), w, c, top, left, crop_w, h,
                                           *map(_native.ptr, rows), w, *map(_native.ptr, cols), _native.ptr(acc)),

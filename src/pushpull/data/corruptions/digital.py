@@ -91,8 +91,16 @@ def channel_means(images: np.ndarray) -> np.ndarray:
 
 def contrast(images: np.ndarray, factor: float) -> np.ndarray:
     """Pull every pixel toward its image's channel means: ``(x - mean) * factor + mean``."""
-    x = to_unit(images)
     means = channel_means(images)
+    lib = _native.kernels()
+    n, h, w, c = images.shape
+    if lib is not None and c <= 4:  # the same steps per value, to uint8, in one pass
+        images = np.ascontiguousarray(images)
+        out = np.empty_like(images)
+        lib.pp_contrast(_native.ptr(images), n, h * w, c, _native.ptr(np.ascontiguousarray(means)), float(factor),
+                        _native.ptr(out))
+        return out
+    x = to_unit(images)
     x -= means
     x *= factor
     x += means

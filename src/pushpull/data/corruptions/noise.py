@@ -10,15 +10,27 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import _native
 from ._common import draw, to_uint8, to_unit
 
 
 def gaussian_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """x + N(0, sigma) on [0, 1] images, clipped, truncated to uint8."""
     noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
+    lib = _native.kernels()
+    if lib is not None:
+        return _noise_u8(lib, images, noise, speckle=False)
     x = to_unit(images)
     x += noise
     return to_uint8(x, consume=True)
+
+
+def _noise_u8(lib, images: np.ndarray, noise: np.ndarray, speckle: bool) -> np.ndarray:
+    """The C pass of x + noise (or x + noise * x), clipped, to uint8: the numpy steps in one sweep."""
+    images = np.ascontiguousarray(images)
+    out = np.empty_like(images)
+    lib.pp_noise_u8(_native.ptr(images), images.size, _native.ptr(noise), int(speckle), _native.ptr(out))
+    return out
 
 
 def shot_noise(images: np.ndarray, lam: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -39,12 +51,20 @@ def impulse_noise(images: np.ndarray, amount: float, rngs: Sequence[np.random.Ge
     As scikit-image's ``random_noise(mode='s&p')``: one uniform draw decides "flipped", a second
     "salt" (p = 0.5), per element.
     """
-    shape = images.shape[1:]
-    flipped = np.empty(images.shape, bool)
-    salted = np.empty(images.shape, bool)
-    for i, rng in enumerate(rngs):  # per stream: first the "flipped" draw, then the "salted" one
-        flipped[i] = rng.random(shape) <= amount
-        salted[i] = rng.random(shape) <= 0.5
+    flips = np.empty(images.shape)
+    salts = np.empty(images.shape)
+    for flip, salt, rng in zip(flips, salts, rngs):  # per stream: first the "flipped" draws, then the "salted" ones
+        rng.random(out=flip)
+        rng.random(out=salt)
+    lib = _native.kernels()
+    if lib is not None:
+        images = np.ascontiguousarray(images)
+        out = np.empty_like(images)
+        lib.pp_impulse(_native.ptr(images), images.size, _native.ptr(flips), _native.ptr(salts), float(amount),
+                       _native.ptr(out))
+        return out
+    flipped = flips <= amount
+    salted = salts <= 0.5
     x = to_unit(images)
     x[flipped & salted] = 1
     x[flipped & ~salted] = 0
@@ -53,8 +73,11 @@ def impulse_noise(images: np.ndarray, amount: float, rngs: Sequence[np.random.Ge
 
 def speckle_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """x + x * N(0, sigma): multiplicative noise, stronger on bright pixels."""
-    x = to_unit(images)
     noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
+    lib = _native.kernels()
+    if lib is not None:
+        return _noise_u8(lib, images, noise, speckle=True)
+    x = to_unit(images)
     noise *= x
     noise += x  # x + x * noise, the same sum
     return to_uint8(noise, consume=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import _native
 from ._common import draw, to_uint8, to_unit
-from .blur import clipped_zoom, gaussian_smooth, motion_blur
+from .blur import clipped_zoom, gaussian_smooth, motion_blur, zoom_taps
 
 FROST_FILES = ("frost1.png", "frost2.png", "frost3.png", "frost4.jpg", "frost5.jpg")
 
@@ -25,6 +25,15 @@ def snow_layers(shape: tuple[int, int, int], loc: float, scale: float, zoom: flo
     """Random flakes, uint8 (N, H, W, 1): N(loc, scale) noise, zoomed in, thresholded."""
     n, h, w = shape
     layer = draw(rngs, "normal", size=(h, w), loc=loc, scale=scale)
+    lib = _native.kernels()
+    if lib is not None and zoom >= 1:  # the zoom's taps, the threshold and the cast per pixel, in one pass
+        top, _, rows = zoom_taps(h, float(zoom), True)
+        left, _, cols = zoom_taps(w, float(zoom), True)
+        out = np.empty((n, h, w, 1), np.uint8)
+        for flakes, o in zip(layer, out):
+            lib.pp_snow_layer(_native.ptr(flakes), w, top, left, h, *map(_native.ptr, rows), w,
+                              *map(_native.ptr, cols), float(threshold), _native.ptr(o))
+        return out
     layer = clipped_zoom(layer[..., None], zoom)
     layer[layer < threshold] = 0
     return to_uint8(layer, consume=True)
@@ -38,6 +47,14 @@ def blend_snow(images: np.ndarray, layers: np.ndarray, blend: float) -> np.ndarr
     n, h, w, _ = images.shape
     x = images.astype(np.float32) / 255.0
     gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
+    lib = _native.kernels()
+    if lib is not None and layers.dtype == np.uint8:  # the steps below per pixel, in one pass
+        layers = np.ascontiguousarray(layers)
+        frames = layers.size // (n * h * w)
+        out = np.empty(layers.shape[:-1] + (3,), np.uint8)
+        lib.pp_snow_blend(_native.ptr(x), _native.ptr(gray), _native.ptr(layers), n, frames, h, w, float(blend),
+                          float(1 - blend), _native.ptr(out))
+        return out
     gray *= 1.5
     gray += 0.5
     whiter = np.maximum(x, gray)
@@ -93,7 +110,21 @@ def frost(images: np.ndarray, image_weight: float, frost_weight: float, scale: f
           rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """Frost: ``image_weight * x + frost_weight * crop`` on 0..255 values, clipped, truncated."""
     crops = frost_crops(images.shape[:3], scale, rngs)
+    lib = _native.kernels()
+    if lib is not None and _float64_sum(image_weight, frost_weight):
+        images = np.ascontiguousarray(images)
+        out = np.empty_like(images)
+        lib.pp_frost(_native.ptr(images), _native.ptr(crops), images.size, float(image_weight), float(frost_weight),
+                     _native.ptr(out))
+        return out
     return np.clip(image_weight * images + frost_weight * crops, 0, 255).astype(np.uint8)
+
+
+def _float64_sum(*weights) -> bool:
+    """Whether numpy sums ``w1 * uint8 + w2 * uint8`` in float64, as the C kernel does: Python floats, or the
+    ints 0 and 1 (whose uint8 products are exact) beside at least one float."""
+    exact = all(type(w) is float or (type(w) is int and w in (0, 1)) for w in weights)
+    return exact and any(type(w) is float for w in weights)
 
 
 def plasma_fractal(mapsize: int, wibbledecay: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
@@ -143,9 +174,16 @@ def fog(images: np.ndarray, strength: float, decay: float, rngs: Sequence[np.ran
     """Fog: add ``strength`` times a plasma fractal (map side: next power of two), then rescale."""
     n, h, w, _ = images.shape
     mapsize = 1 << (max(h, w) - 1).bit_length()
+    maps = plasma_fractal(mapsize, decay, rngs)
+    lib = _native.kernels()
+    if lib is not None and images.shape[3] == 3:  # the steps below per pixel, in one pass
+        images = np.ascontiguousarray(images)
+        out = np.empty_like(images)
+        lib.pp_fog(_native.ptr(images), n, h, w, _native.ptr(maps), mapsize, float(strength), _native.ptr(out))
+        return out
     x = to_unit(images)
     max_val = x.max(axis=(1, 2, 3), keepdims=True)
-    x += strength * plasma_fractal(mapsize, decay, rngs)[:, :h, :w, None]
+    x += strength * maps[:, :h, :w, None]
     x *= max_val
     x /= max_val + strength
     return to_uint8(x, consume=True)
@@ -174,6 +212,13 @@ def water_drops(x: np.ndarray, liquid: np.ndarray, intensity: float) -> np.ndarr
     """
     m = np.stack([water_mask(layer) for layer in (liquid * 255).astype(np.uint8)])
     peak = m.max(axis=(1, 2), keepdims=True)
+    lib = _native.kernels()
+    if lib is not None and x.dtype == m.dtype == np.float32:  # the steps below per pixel, in one pass
+        x, m = np.ascontiguousarray(x), np.ascontiguousarray(m)
+        out = np.empty(x.shape, np.uint8)
+        lib.pp_water(_native.ptr(x), _native.ptr(m), _native.ptr(np.ascontiguousarray(peak)), len(m), m[0].size,
+                     float(intensity), _native.ptr(WATER_COLOUR.astype(np.float32)), _native.ptr(out))
+        return out
     m = np.divide(m, peak, out=np.zeros_like(m), where=peak > 0)  # the reference divides 0 by 0 here
     m *= intensity
     drops = m[..., None] * WATER_COLOUR.astype(np.float32)
@@ -196,6 +241,12 @@ def spatter(images: np.ndarray, params: Sequence[float], rngs: Sequence[np.rando
     m = np.where(liquid > threshold, 1, 0).astype(np.float32)
     m = gaussian_smooth(m, amount)
     m[m < 0.8] = 0
+    lib = _native.kernels()
+    if lib is not None and m.dtype == np.float32:  # the steps below per pixel, in one pass
+        x, m = np.ascontiguousarray(x), np.ascontiguousarray(m)
+        out = np.empty(x.shape, np.uint8)
+        lib.pp_mud(_native.ptr(x), _native.ptr(m), m.size, _native.ptr(_MUD.astype(np.float32)), _native.ptr(out))
+        return out
     color = _MUD.astype(np.float32) * m[..., None]
     x *= 1 - m[..., None]
     x += color
