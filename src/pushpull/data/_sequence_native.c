@@ -15,6 +15,13 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+/* AVX2 where the CPU has it: wider vectors, the same IEEE operations (no FMA: -ffp-contract=off) */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define WIDE __attribute__((target_clones("avx2", "default")))
+#else
+#define WIDE
+#endif
+
 typedef struct {
     double lam, enlam, slam, loglam, a, b, invalpha, vr, log_invalpha;
 } poisson_consts;
@@ -170,7 +177,7 @@ int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, do
 
 /* Gaussian-noise frames (float32, as the reference's torch arithmetic): element e of `frames` frames of npix
  * values is uint8(255 * clip(x + level * z[e], 0, 1)), x = xv[clean[e % npix]] (the value / 255 in float32). */
-void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, const float *xv, float level,
+WIDE void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, const float *xv, float level,
                         const float *z, uint8_t *out) {
     for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
         for (int64_t p = 0; p < npix; p++) {
@@ -183,7 +190,7 @@ void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, cons
 }
 
 /* Speckle-noise frames (float64): uint8(255 * clip(x + x * (0 + level * z[e]), 0, 1)), x = xv[clean[e % npix]]. */
-void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const double *xv, double level,
+WIDE void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const double *xv, double level,
                        const double *z, uint8_t *out) {
     for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
         for (int64_t p = 0; p < npix; p++) {
@@ -199,7 +206,7 @@ void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const
 
 /* Brightness frames: uint8(clip(value + delta[t], 0, 1) * factor * 255) per channel, value (h * w) the HSV
  * value, factor (h * w * 3) what hsv2rgb gives for value 1. */
-void pp_brightness_frames(const double *value, const double *factor, int64_t npix, const double *delta,
+WIDE void pp_brightness_frames(const double *value, const double *factor, int64_t npix, const double *delta,
                           int64_t frames, uint8_t *out) {
     for (int64_t t = 0; t < frames; t++) {
         for (int64_t p = 0; p < npix; p++) {
@@ -219,10 +226,7 @@ void pp_brightness_frames(const double *value, const double *factor, int64_t npi
  * Each output value sums kernel[i] * tap i in tap order (as the numpy code), then rounds like
  * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Returns nonzero when
  * its row buffer cannot be allocated. */
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx2", "default")))  /* wider vectors, the same IEEE operations */
-#endif
-int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
+WIDE int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
                     int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
     int64_t row = (w + 2 * pad) * c, n = w * c;
     double *acc = malloc(sizeof(double) * (size_t)n);
@@ -303,7 +307,7 @@ int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const doubl
 
 /* Snow frames: uint8(255 * clip(x + f[y, x] + f[h-1-y, w-1-x], 0, 1)) in double, x the whitened image
  * (float32, (h, w, 3)), f = flake[layer value] (value / 255.0) of each frame's blurred layer (frames, h, w). */
-void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, const double *flake,
+WIDE void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, const double *flake,
                     uint8_t *out) {
     for (int64_t t = 0; t < frames; t++) {
         const uint8_t *layer = layers + t * h * w;
@@ -325,7 +329,7 @@ void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64
 /* np.convolve(line, kernel, mode='same') down every column of a (h, w) float64 layer, as
  * perturbations.convolve_same computes it: full[m] = sum over j ascending of kernel[j] * x[m - j]
  * (from 0.0), kept from m = (k - 1) / 2. */
-void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *kernel, int64_t k, double *out) {
+WIDE void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *kernel, int64_t k, double *out) {
     int64_t start = (k - 1) / 2;
     for (int64_t y = 0; y < h; y++) {
         double *o = out + y * w;
@@ -343,7 +347,7 @@ void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *ke
  * as its symmetric correlate1d computes each pass: out = x[i] * w[0], then += (x[i - j] + x[i + j]) * w[j]
  * for j = r down to 1 (edges repeated); rows (axis 0) first, then columns, then uint8(255 * out).
  * tmp: h * w * c doubles of scratch. Returns nonzero when its row buffer cannot be allocated. */
-int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r, double *tmp,
+WIDE int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r, double *tmp,
                       uint8_t *out) {
     int64_t row = w * c;
     for (int64_t y = 0; y < h; y++) {
@@ -358,21 +362,26 @@ int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const dou
         }
     }
     {
-        double *line = malloc(sizeof(double) * (size_t)(w + 2 * r) * (size_t)c);
+        /* the row, edge-extended by r on both sides, then its sums tap by tap over the whole row (each output's
+         * additions in the same order as one output at a time: centre, then j = r down to 1) */
+        double *line = malloc(sizeof(double) * ((size_t)(w + 2 * r) * (size_t)c + (size_t)row));
         if (!line) return 1;
+        double *v = line + (w + 2 * r) * c;
         for (int64_t y = 0; y < h; y++) {
             const double *t = tmp + y * row;
             uint8_t *o = out + y * row;
-            for (int64_t i = 0; i < w + 2 * r; i++) {  /* the row, edge-extended by r on both sides */
+            for (int64_t i = 0; i < w + 2 * r; i++) {
                 int64_t s = i - r < 0 ? 0 : (i - r >= w ? w - 1 : i - r);
                 for (int64_t b = 0; b < c; b++) line[i * c + b] = t[s * c + b];
             }
-            for (int64_t i = 0; i < row; i++) {
-                const double *p = line + r * c + i;
-                double v = p[0] * wt[0];
-                for (int64_t j = r; j >= 1; j--) v += (p[-j * c] + p[j * c]) * wt[j];
-                o[i] = (uint8_t)(255 * v);
+            const double *p = line + r * c;
+            for (int64_t i = 0; i < row; i++) v[i] = p[i] * wt[0];
+            for (int64_t j = r; j >= 1; j--) {
+                const double *before = p - j * c, *after = p + j * c;
+                const double k = wt[j];
+                for (int64_t i = 0; i < row; i++) v[i] += (before[i] + after[i]) * k;
             }
+            for (int64_t i = 0; i < row; i++) o[i] = (uint8_t)(255 * v[i]);
         }
         free(line);
     }
@@ -413,7 +422,7 @@ void pp_perspective_map(const double *inv, int64_t top, int64_t left, int64_t he
 /* Water drops over one float32 image (npix pixels, 3 channels): the mask m scaled to peak at intensity
  * (m / peak, 0 where the peak is 0; times intensity), then uint8(255 * clip(x + m * colour, 0, 1)), all in
  * float32 as weather.water_drops computes it. */
-void pp_water_frame(const float *x, const float *mask, int64_t npix, float peak, float intensity,
+WIDE void pp_water_frame(const float *x, const float *mask, int64_t npix, float peak, float intensity,
                     const float *colour, uint8_t *out) {
     for (int64_t p = 0; p < npix; p++) {
         float m = peak > 0 ? mask[p] / peak : 0.0f;
@@ -430,7 +439,7 @@ void pp_water_frame(const float *x, const float *mask, int64_t npix, float peak,
 
 /* Zoom blur's running mean in float32: total = unit[first] + unit[zoom_1] + ... + unit[zoom_i] (unit: value / 255f),
  * frame i = uint8(total / (i + 1) * 255), for i = 1..count; total: npix floats of scratch, out: (count, npix). */
-void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, const float *unit,
+WIDE void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, const float *unit,
                      float *total, uint8_t *out) {
     for (int64_t p = 0; p < npix; p++) total[p] = unit[first[p]];
     for (int64_t i = 1; i <= count; i++) {
