@@ -251,17 +251,35 @@ WIDE int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, 
     return 0;
 }
 
+/* Four lanes of doubles / int32 (GCC and clang vector extensions: AVX2 registers in the avx2 clone). */
+typedef double v4d __attribute__((vector_size(32)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline v4i bytes4(const uint8_t *p) {
+    v4i r = {p[0], p[1], p[2], p[3]};
+    return r;
+}
+
 /* PIL's bilinear affine transform of an RGB image (Image.transform(AFFINE, BILINEAR), fill 0), as
  * Pillow's Geometry.c computes it: the output pixel (x, y) reads the source point
  * (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5), black when outside the image,
  * else the bilinear mix v = a + (b - a) d along x on rows y and y + 1 (row y + 1 repeated past the
  * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3); m: (frames, 6);
- * out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only. */
-int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
-                           int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
-    /* a0 (x + .5) and a3 (x + .5) are the same doubles on every row: made once per frame and column */
+ * out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only.
+ * The three channels (and one unused lane) go through the same double operations side by side. */
+WIDE int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
+                                int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
+    /* a0 (x + .5) and a3 (x + .5) are the same doubles on every row: made once per frame and column;
+     * the image is copied with one byte of padding, read by the unused fourth lane of the last pixel */
     double *cols = malloc(sizeof(double) * 2 * (size_t)width);
-    if (!cols) return 1;
+    uint8_t *img = malloc((size_t)(h * w * 3 + 1));
+    if (!cols || !img) {
+        free(cols);
+        free(img);
+        return 1;
+    }
+    for (int64_t i = 0; i < h * w * 3; i++) img[i] = src[i];
+    img[h * w * 3] = 0;
     for (int64_t t = 0; t < frames; t++) {
         const double *a = m + 6 * t;
         for (int64_t i = 0; i < width; i++) {
@@ -290,18 +308,23 @@ int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const doubl
                 dy = yy - iy;
                 x0 = (ix < 0 ? 0 : (ix < w ? ix : (int)w - 1)) * 3;
                 x1 = (ix + 1 < 0 ? 0 : (ix + 1 < w ? ix + 1 : (int)w - 1)) * 3;
-                r0 = src + (int64_t)(iy < 0 ? 0 : (iy < h ? iy : (int)h - 1)) * w * 3;
-                r1 = (iy + 1 >= 0 && iy + 1 < h) ? src + (int64_t)(iy + 1) * w * 3 : r0;
-                for (int b = 0; b < 3; b++) {
-                    double v1 = r0[x0 + b] + (r0[x1 + b] - r0[x0 + b]) * dx;
-                    double v2 = r1 == r0 ? v1 : r1[x0 + b] + (r1[x1 + b] - r1[x0 + b]) * dx;
-                    v1 = v1 + (v2 - v1) * dy;
-                    o[b] = (uint8_t)v1;
+                r0 = img + (int64_t)(iy < 0 ? 0 : (iy < h ? iy : (int)h - 1)) * w * 3;
+                /* past the last row, row y + 1 is row y: the same operations then give v2 = v1, v = v1 */
+                r1 = (iy + 1 >= 0 && iy + 1 < h) ? img + (int64_t)(iy + 1) * w * 3 : r0;
+                {
+                    v4i a0 = bytes4(r0 + x0), b0 = bytes4(r0 + x1), a1 = bytes4(r1 + x0), b1 = bytes4(r1 + x1);
+                    v4d v1 = __builtin_convertvector(a0, v4d) + __builtin_convertvector(b0 - a0, v4d) * dx;
+                    v4d v2 = __builtin_convertvector(a1, v4d) + __builtin_convertvector(b1 - a1, v4d) * dx;
+                    v4i q = __builtin_convertvector(v1 + (v2 - v1) * dy, v4i);
+                    o[0] = (uint8_t)q[0];
+                    o[1] = (uint8_t)q[1];
+                    o[2] = (uint8_t)q[2];
                 }
             }
         }
     }
     free(cols);
+    free(img);
     return 0;
 }
 
