@@ -221,39 +221,62 @@ WIDE void pp_brightness_frames(const double *value, const double *factor, int64_
     }
 }
 
+/* Four lanes of doubles / int32 (GCC and clang vector extensions: AVX2 registers in the avx2 clones);
+ * v4du: the same, read from any address. */
+typedef double v4d __attribute__((vector_size(32)));
+typedef double v4du __attribute__((vector_size(32), aligned(8)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline uint8_t magick_char(double acc) {
+    double q = floor(acc + 0.5);
+    q = q < 0 ? 0 : (q > 65535 ? 65535 : q);
+    return (uint8_t)(q / 257.0);
+}
+
 /* ImageMagick's motion blur of one image at T angles. padded: the image's quanta (value * 257) edge-padded
  * by pad on every side, rows of (w + 2 pad) * c doubles; dy, dx: (T, width) tap offsets; out: (T, h, w, c).
- * Each output value sums kernel[i] * tap i in tap order (as the numpy code), then rounds like
- * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Returns nonzero when
- * its row buffer cannot be allocated. */
+ * Each output value sums kernel[i] * tap i in tap order from 0.0 (as the numpy code), then rounds like
+ * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Sixteen outputs of a row
+ * at a time stay in registers over all taps. Returns nonzero when its tap table cannot be allocated. */
 WIDE int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
-                    int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
+                         int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
     int64_t row = (w + 2 * pad) * c, n = w * c;
-    double *acc = malloc(sizeof(double) * (size_t)n);
-    if (!acc) return 1;
+    const double **src = malloc(sizeof(double *) * (size_t)width);
+    if (!src) return 1;
     for (int64_t t = 0; t < frames; t++) {
         for (int64_t y = 0; y < h; y++) {
             uint8_t *o = out + (t * h + y) * n;
-            for (int64_t j = 0; j < n; j++) acc[j] = 0.0;
-            for (int64_t i = 0; i < width; i++) {
-                const double *src = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
-                const double k = kernel[i];
-                for (int64_t j = 0; j < n; j++) acc[j] += k * src[j];
+            int64_t j = 0;
+            for (int64_t i = 0; i < width; i++)
+                src[i] = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
+            for (; j + 16 <= n; j += 16) {
+                v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
+                for (int64_t i = 0; i < width; i++) {
+                    const double *p = src[i] + j;
+                    const double k = kernel[i];
+                    a0 += k * *(const v4du *)p;
+                    a1 += k * *(const v4du *)(p + 4);
+                    a2 += k * *(const v4du *)(p + 8);
+                    a3 += k * *(const v4du *)(p + 12);
+                }
+                for (int b = 0; b < 4; b++) {
+                    o[j + b] = magick_char(a0[b]);
+                    o[j + 4 + b] = magick_char(a1[b]);
+                    o[j + 8 + b] = magick_char(a2[b]);
+                    o[j + 12 + b] = magick_char(a3[b]);
+                }
             }
-            for (int64_t j = 0; j < n; j++) {
-                double q = floor(acc[j] + 0.5);
-                q = q < 0 ? 0 : (q > 65535 ? 65535 : q);
-                o[j] = (uint8_t)(q / 257.0);
+            for (; j < n; j++) {
+                double acc = 0.0;
+                for (int64_t i = 0; i < width; i++) acc += kernel[i] * src[i][j];
+                o[j] = magick_char(acc);
             }
         }
     }
-    free(acc);
+    free(src);
     return 0;
 }
 
-/* Four lanes of doubles / int32 (GCC and clang vector extensions: AVX2 registers in the avx2 clone). */
-typedef double v4d __attribute__((vector_size(32)));
-typedef int32_t v4i __attribute__((vector_size(16)));
 
 static inline v4i bytes4(const uint8_t *p) {
     v4i r = {p[0], p[1], p[2], p[3]};

@@ -55,7 +55,7 @@ def _native_sweep(lib, images: np.ndarray, radius: float, sigma: float, angles: 
     for image, frames in zip(images, out):
         padded = np.pad(image.astype(np.float64) * 257.0, ((width, width), (width, width), (0, 0)), mode="edge")
         if lib.pp_motion_sweep(padded, h, w, c, width, kernel, width, dy, dx, len(angles), frames):
-            raise MemoryError("pushpull: out of memory for the motion-blur kernel's row buffer")
+            raise MemoryError("pushpull: out of memory for the motion-blur kernel's tap table")
     return out
 
 
