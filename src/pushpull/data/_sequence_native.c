@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* AVX2 where the CPU has it: wider vectors, the same IEEE operations (no FMA: -ffp-contract=off) */
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -283,70 +284,108 @@ static inline v4i bytes4(const uint8_t *p) {
     return r;
 }
 
+typedef int64_t v4l __attribute__((vector_size(32)));
+
+/* max(lo, min(v, hi)) of four int32 lanes, without branches */
+static inline v4i clamp4(v4i v, int32_t lo, int32_t hi) {
+    v4i d = v - lo;
+    v = lo + (d & ~(d >> 31));
+    d = v - hi;
+    return hi + (d & (d >> 31));
+}
+
+/* Four output pixels' source points in PIL's bilinear affine (pp_pil_affine_bilinear): x = (cx + bx) + ax,
+ * y = (cy + by) + ay (Pillow's order of the additions),
+ * inside the image or not, then for inside points the fractions of (x - .5, y - .5) past their floor and the byte
+ * offsets of the two columns (clamped) and two rows (row y + 1 past the last row: row y) they mix. */
+static inline void affine_points(const double *cx, const double *cy, double bx, double ax, double by, double ay,
+                                 double wd, double hd, int32_t wi, int32_t hi, int32_t stride, double *fx, double *fy,
+                                 int32_t *x0s, int32_t *x1s, int32_t *r0s, int32_t *r1s, int32_t *inside) {
+    v4d xx = *(const v4du *)cx + bx + ax, yy = *(const v4du *)cy + by + ay;
+    v4l in = (xx >= 0.0) & (xx < wd) & (yy >= 0.0) & (yy < hd);
+    /* outside points become 0 only to keep the int conversions defined; their pixel is black */
+    xx = (v4d)((v4l)xx & in) - 0.5;
+    yy = (v4d)((v4l)yy & in) - 0.5;
+    v4i tx = __builtin_convertvector(xx, v4i), ty = __builtin_convertvector(yy, v4i);
+    /* floor (xx, yy >= -0.5): one less where the truncation rounded up */
+    v4i ix = tx + __builtin_convertvector(__builtin_convertvector(tx, v4d) > xx, v4i);
+    v4i iy = ty + __builtin_convertvector(__builtin_convertvector(ty, v4d) > yy, v4i);
+    v4d dx = xx - __builtin_convertvector(ix, v4d), dy = yy - __builtin_convertvector(iy, v4d);
+    v4i x0 = clamp4(ix, 0, wi - 1) * 3, x1 = clamp4(ix + 1, 0, wi - 1) * 3, r0 = clamp4(iy, 0, hi - 1) * stride;
+    v4i below = iy + 1 < hi;  /* iy + 1 >= 0 always */
+    v4i r1 = ((iy + 1) * stride & below) | (r0 & ~below);
+    v4i inl = __builtin_convertvector(in, v4i);
+    memcpy(fx, &dx, sizeof dx);
+    memcpy(fy, &dy, sizeof dy);
+    memcpy(x0s, &x0, sizeof x0);
+    memcpy(x1s, &x1, sizeof x1);
+    memcpy(r0s, &r0, sizeof r0);
+    memcpy(r1s, &r1, sizeof r1);
+    memcpy(inside, &inl, sizeof inl);
+}
+
 /* PIL's bilinear affine transform of an RGB image (Image.transform(AFFINE, BILINEAR), fill 0), as
  * Pillow's Geometry.c computes it: the output pixel (x, y) reads the source point
  * (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5), black when outside the image,
  * else the bilinear mix v = a + (b - a) d along x on rows y and y + 1 (row y + 1 repeated past the
- * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3); m: (frames, 6);
- * out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only.
- * The three channels (and one unused lane) go through the same double operations side by side. */
+ * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3), h * w * 3 < 2^31;
+ * m: (frames, 6); out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only.
+ * Per output row, first every pixel's source point, weights and byte offsets (a loop that vectorises), then
+ * the mixes, the three channels (and one unused lane) side by side through the same double operations. */
 WIDE int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
                                 int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
     /* a0 (x + .5) and a3 (x + .5) are the same doubles on every row: made once per frame and column;
      * the image is copied with one byte of padding, read by the unused fourth lane of the last pixel */
-    double *cols = malloc(sizeof(double) * 2 * (size_t)width);
+    int64_t lanes = (width + 3) / 4 * 4;
+    double *cols = calloc(4 * (size_t)lanes, sizeof(double));
+    int32_t *offs = malloc(sizeof(int32_t) * 5 * (size_t)lanes);
     uint8_t *img = malloc((size_t)(h * w * 3 + 1));
-    if (!cols || !img) {
+    const double wd = (double)w, hd = (double)h;
+    const int32_t wi = (int32_t)w, hi = (int32_t)h, stride = (int32_t)(w * 3);
+    if (!cols || !offs || !img) {
         free(cols);
+        free(offs);
         free(img);
         return 1;
     }
+    double *cx = cols, *cy = cols + lanes, *fx = cols + 2 * lanes, *fy = cols + 3 * lanes;
+    int32_t *x0s = offs, *x1s = offs + lanes, *r0s = offs + 2 * lanes, *r1s = offs + 3 * lanes,
+            *inside = offs + 4 * lanes;
     for (int64_t i = 0; i < h * w * 3; i++) img[i] = src[i];
     img[h * w * 3] = 0;
     for (int64_t t = 0; t < frames; t++) {
         const double *a = m + 6 * t;
         for (int64_t i = 0; i < width; i++) {
             double xin = (double)(int)(left + i) + 0.5;
-            cols[2 * i] = a[0] * xin;
-            cols[2 * i + 1] = a[3] * xin;
+            cx[i] = a[0] * xin;
+            cy[i] = a[3] * xin;
         }
         for (int64_t y = top; y < top + height; y++) {
             uint8_t *o = out + ((t * height + (y - top)) * width) * 3;
             double yin = (double)(int)y + 0.5, by = a[1] * yin, ey = a[4] * yin;
+            for (int64_t i = 0; i < width; i += 4)  /* cols and offs hold width rounded up to 4 */
+                affine_points(cx + i, cy + i, by, a[2], ey, a[5], wd, hd, wi, hi, stride, fx + i, fy + i, x0s + i,
+                              x1s + i, r0s + i, r1s + i, inside + i);
             for (int64_t i = 0; i < width; i++, o += 3) {
-                double xx = cols[2 * i] + by + a[2];
-                double yy = cols[2 * i + 1] + ey + a[5];
-                int ix, iy, x0, x1;
-                double dx, dy;
-                const uint8_t *r0, *r1;
-                if (xx < 0.0 || xx >= (double)w || yy < 0.0 || yy >= (double)h) {
+                if (!inside[i]) {
                     o[0] = o[1] = o[2] = 0;
                     continue;
                 }
-                xx -= 0.5;
-                yy -= 0.5;
-                ix = xx < 0.0 ? (int)floor(xx) : (int)xx;
-                iy = yy < 0.0 ? (int)floor(yy) : (int)yy;
-                dx = xx - ix;
-                dy = yy - iy;
-                x0 = (ix < 0 ? 0 : (ix < w ? ix : (int)w - 1)) * 3;
-                x1 = (ix + 1 < 0 ? 0 : (ix + 1 < w ? ix + 1 : (int)w - 1)) * 3;
-                r0 = img + (int64_t)(iy < 0 ? 0 : (iy < h ? iy : (int)h - 1)) * w * 3;
-                /* past the last row, row y + 1 is row y: the same operations then give v2 = v1, v = v1 */
-                r1 = (iy + 1 >= 0 && iy + 1 < h) ? img + (int64_t)(iy + 1) * w * 3 : r0;
-                {
-                    v4i a0 = bytes4(r0 + x0), b0 = bytes4(r0 + x1), a1 = bytes4(r1 + x0), b1 = bytes4(r1 + x1);
-                    v4d v1 = __builtin_convertvector(a0, v4d) + __builtin_convertvector(b0 - a0, v4d) * dx;
-                    v4d v2 = __builtin_convertvector(a1, v4d) + __builtin_convertvector(b1 - a1, v4d) * dx;
-                    v4i q = __builtin_convertvector(v1 + (v2 - v1) * dy, v4i);
-                    o[0] = (uint8_t)q[0];
-                    o[1] = (uint8_t)q[1];
-                    o[2] = (uint8_t)q[2];
-                }
+                const uint8_t *r0 = img + r0s[i], *r1 = img + r1s[i];
+                const double dx = fx[i], dy = fy[i];
+                v4i a0 = bytes4(r0 + x0s[i]), b0 = bytes4(r0 + x1s[i]), a1 = bytes4(r1 + x0s[i]),
+                    b1 = bytes4(r1 + x1s[i]);
+                v4d v1 = __builtin_convertvector(a0, v4d) + __builtin_convertvector(b0 - a0, v4d) * dx;
+                v4d v2 = __builtin_convertvector(a1, v4d) + __builtin_convertvector(b1 - a1, v4d) * dx;
+                v4i q = __builtin_convertvector(v1 + (v2 - v1) * dy, v4i);
+                o[0] = (uint8_t)q[0];
+                o[1] = (uint8_t)q[1];
+                o[2] = (uint8_t)q[2];
             }
         }
     }
     free(cols);
+    free(offs);
     free(img);
     return 0;
 }

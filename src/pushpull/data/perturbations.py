@@ -309,7 +309,8 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
     out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
-    lib = pil_affine_library() if bilinear else None  # PIL's nearest-neighbour path is already fixed-point fast
+    # PIL's nearest-neighbour path is already fixed-point fast; the kernel's byte offsets are int32
+    lib = pil_affine_library() if bilinear and images[0].size < 2 ** 31 - 1 else None
     if lib is not None:
         return pil_bilinear_frames(lib, images, matrices, window, out)
     for n, img in enumerate(images):
