@@ -522,17 +522,18 @@ WIDE void pp_water_frame(const float *x, const float *mask, int64_t npix, float 
     }
 }
 
-/* Zoom blur's running mean in float32: total = unit[first] + unit[zoom_1] + ... + unit[zoom_i] (unit: value / 255f),
- * frame i = uint8(total / (i + 1) * 255), for i = 1..count; total: npix floats of scratch, out: (count, npix). */
-WIDE void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, const float *unit,
-                     float *total, uint8_t *out) {
-    for (int64_t p = 0; p < npix; p++) total[p] = unit[first[p]];
+/* Zoom blur's running mean in float32: total = u(first) + u(zoom_1) + ... + u(zoom_i), u(v) = (float)v / 255 (the
+ * float32 division numpy's astype(float32) / 255 makes), frame i = uint8(total / (i + 1) * 255), for i = 1..count;
+ * total: npix floats of scratch, out: (count, npix). */
+WIDE void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, float *total,
+                          uint8_t *out) {
+    for (int64_t p = 0; p < npix; p++) total[p] = (float)first[p] / 255.0f;
     for (int64_t i = 1; i <= count; i++) {
         const uint8_t *z = zooms + (i - 1) * npix;
         uint8_t *o = out + (i - 1) * npix;
         float n = (float)(i + 1);
         for (int64_t p = 0; p < npix; p++) {
-            total[p] += unit[z[p]];
+            total[p] += (float)z[p] / 255.0f;
             o[p] = (uint8_t)(total[p] / n * 255.0f);
         }
     }

@@ -43,7 +43,7 @@ _SIGNATURES = {  # kernel: (return type, argument types), as _sequence_native.c 
     "pp_gaussian_blur": (ctypes.c_int, [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]),
     "pp_perspective_map": (None, [_f64, _I64, _I64, _I64, _I64, _i16, _u16]),
     "pp_water_frame": (None, [_f32, _f32, _I64, _F, _F, _f32, _u8]),
-    "pp_running_mean": (None, [_u8, _u8, _I64, _I64, _f32, _f32, _u8]),
+    "pp_running_mean": (None, [_u8, _u8, _I64, _I64, _f32, _u8]),
 }
 _BLOCK = 1 << 15  # uniforms drawn per block (256 kB)
 

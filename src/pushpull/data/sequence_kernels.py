@@ -250,10 +250,9 @@ def brightness_frames(lib, value: np.ndarray, factors: np.ndarray, deltas: Seque
 
 def running_mean_frames(lib, zooms: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Zoom blur: frames 1.. of ``out`` from its frame 0 (the image) and ``zooms`` (N, T - 1, H, W, 3)."""
-    unit = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)  # astype(float32) / 255, per value
     total = np.empty(out[0, 0].size, np.float32)
     for moved, frames in zip(zooms, out):
-        lib.pp_running_mean(np.ascontiguousarray(frames[0]), moved, total.size, len(moved), unit, total, frames[1:])
+        lib.pp_running_mean(np.ascontiguousarray(frames[0]), moved, total.size, len(moved), total, frames[1:])
     return out
 
 
