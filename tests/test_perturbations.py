@@ -539,3 +539,19 @@ def test_native_affine_equals_pillow_on_random_and_sequence_warps():
                 moved = pil.transform((left + width, top + height), Image.Transform.AFFINE, matrix,
                                       Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
                 assert np.array_equal(ours[k], np.asarray(moved)[top:, left:]), (h, w, frames[k], top, left)
+
+
+def test_native_hsv_factors_equal_rgb2hsv_then_hsv2rgb():
+    """Brightness's per-image HSV step in C against the numpy round trip on 274 625 colours: every tie between
+    channels, the grays (delta 0, no hue), pure black and white, hues on both sides of each sextant."""
+    from pushpull.data.corruptions.digital import hsv2rgb, rgb2hsv
+    from pushpull.data.sequence_kernels import hsv_factors
+
+    lib = native_library()
+    levels = np.append(np.arange(0, 255, 4), 255).astype(np.uint8)
+    colours = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 65, 3)
+    value, factors = hsv_factors(lib, colours)
+    hsv = rgb2hsv(colours / 255.0)
+    assert np.array_equal(value, hsv[..., 2])
+    hsv[..., 2] = 1.0
+    assert np.array_equal(factors, hsv2rgb(hsv))

@@ -205,6 +205,39 @@ WIDE void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, 
     }
 }
 
+/* scikit-image's rgb2hsv of x = rgb / 255.0 as corruptions.digital.rgb2hsv computes it (v = max, delta = max - min,
+ * s = delta / v, h from the last channel equal to v, (h / 6) mod 1 as numpy's remainder; h = s = 0 where delta
+ * is 0), then hsv2rgb's per-channel factors at value 1 (1, 1 - s, 1 - f s, 1 - (1 - f) s by sextant) and the value:
+ * the two inputs of pp_brightness_frames. rgb: npix * 3 bytes; value: npix; factor: npix * 3. */
+static const int sextant_channels[6][3] = {{0, 1, 2}, {3, 0, 2}, {2, 0, 1}, {2, 3, 0}, {1, 2, 0}, {0, 2, 3}};
+
+void pp_hsv_factors(const uint8_t *rgb, int64_t npix, double *value, double *factor) {
+    for (int64_t p = 0; p < npix; p++) {
+        double r = rgb[3 * p] / 255.0, g = rgb[3 * p + 1] / 255.0, b = rgb[3 * p + 2] / 255.0;
+        double v = r > g ? r : g, lo = r < g ? r : g, delta, s = 0.0, h = 0.0;
+        v = v > b ? v : b;
+        lo = lo < b ? lo : b;
+        delta = v - lo;
+        if (delta != 0.0) {
+            s = delta / v;
+            h = b == v ? 4.0 + (r - g) / delta : (g == v ? 2.0 + (b - r) / delta : (g - b) / delta);
+            h = fmod(h / 6.0, 1.0);
+            if (h < 0) h += 1.0;
+            else if (h == 0) h = 0.0;
+        }
+        {
+            double hi = floor(h * 6), f = h * 6 - hi, c[4];
+            const int *which = sextant_channels[(uint8_t)hi % 6];
+            c[0] = 1.0;
+            c[1] = 1 - (1 - f) * s;  /* t */
+            c[2] = 1 - s;            /* p */
+            c[3] = 1 - f * s;        /* q */
+            value[p] = v;
+            for (int k = 0; k < 3; k++) factor[3 * p + k] = c[which[k]];
+        }
+    }
+}
+
 /* Brightness frames: uint8(clip(value + delta[t], 0, 1) * factor * 255) per channel, value (h * w) the HSV
  * value, factor (h * w * 3) what hsv2rgb gives for value 1. */
 WIDE void pp_brightness_frames(const double *value, const double *factor, int64_t npix, const double *delta,

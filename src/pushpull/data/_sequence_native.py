@@ -35,6 +35,7 @@ _SIGNATURES = {  # kernel: (return type, argument types), as _sequence_native.c 
     "pp_shot_frames": (_I64, [_u8, _I64, _f64, _D, _I64, _I64, _f64, _I64, _P64, _u8]),
     "pp_gaussian_frames": (None, [_u8, _I64, _I64, _f32, _F, _f32, _u8]),
     "pp_speckle_frames": (None, [_u8, _I64, _I64, _f64, _D, _f64, _u8]),
+    "pp_hsv_factors": (None, [_u8, _I64, _f64, _f64]),
     "pp_brightness_frames": (None, [_f64, _f64, _I64, _f64, _I64, _u8]),
     "pp_motion_sweep": (ctypes.c_int, [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]),
     "pp_pil_affine_bilinear": (ctypes.c_int, [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]),

@@ -164,19 +164,20 @@ def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.
 def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     from ._sequence_native import library
     from .corruptions.digital import hsv2rgb, rgb2hsv
-    from .sequence_kernels import brightness_frames
+    from .sequence_kernels import brightness_frames, hsv_factors
 
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
+    out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
+    lib = library()
+    if lib is not None:
+        value, factors = hsv_factors(lib, images)
+        return brightness_frames(lib, value, factors, [delta_v(i) for i in range(FRAMES)], out)
     hsv = rgb2hsv(images / 255.0)
     value = hsv[..., 2].copy()
     # hsv2rgb gives each channel v * (1, 1-s, 1-f*s or 1-(1-f)*s): with value 1 it returns those factors,
     # which only h and s decide, so a frame is one product (the same one hsv2rgb computes)
     hsv[..., 2] = 1.0
     factors = hsv2rgb(hsv)
-    out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
-    lib = library()
-    if lib is not None:
-        return brightness_frames(lib, value, factors, [delta_v(i) for i in range(FRAMES)], out)
     for i in range(FRAMES):
         rgb = np.clip(value + delta_v(i), 0, 1)[..., None] * factors
         rgb *= 255

@@ -239,6 +239,14 @@ def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) 
     return out
 
 
+def hsv_factors(lib, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rgb2hsv(images / 255.0)``'s value and ``hsv2rgb``'s factors at value 1 (``perturbations._brightness``), in C."""
+    value = np.empty(images.shape[:-1])
+    factors = np.empty(images.shape)
+    lib.pp_hsv_factors(np.ascontiguousarray(images), value.size, value, factors)
+    return value, factors
+
+
 def brightness_frames(lib, value: np.ndarray, factors: np.ndarray, deltas: Sequence[float], out: np.ndarray
                       ) -> np.ndarray:
     """``uint8(clip(value + delta, 0, 1) * factors * 255)`` per frame into ``out`` (N, T, H, W, 3)."""
