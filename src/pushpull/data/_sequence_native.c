@@ -539,19 +539,25 @@ void pp_perspective_map(const double *inv, int64_t top, int64_t left, int64_t he
 
 /* Water drops over one float32 image (npix pixels, 3 channels): the mask m scaled to peak at intensity
  * (m / peak, 0 where the peak is 0; times intensity), then uint8(255 * clip(x + m * colour, 0, 1)), all in
- * float32 as weather.water_drops computes it. */
-WIDE void pp_water_frame(const float *x, const float *mask, int64_t npix, float peak, float intensity,
-                    const float *colour, uint8_t *out) {
+ * float32 as weather.water_drops computes it. The mask is scaled in place first (a loop that vectorises). */
+static inline uint8_t water_value(float x, float m, float colour) {
+    float t = m * colour;
+    t = x + t;
+    t = t < 0 ? 0 : (t > 1 ? 1 : t);
+    t = t * 255.0f;
+    return (uint8_t)t;
+}
+
+WIDE void pp_water_frame(const float *x, float *mask, int64_t npix, float peak, float intensity, const float *colour,
+                         uint8_t *out) {
+    if (peak > 0)
+        for (int64_t p = 0; p < npix; p++) mask[p] = (mask[p] / peak) * intensity;
+    else
+        for (int64_t p = 0; p < npix; p++) mask[p] = 0.0f * intensity;
     for (int64_t p = 0; p < npix; p++) {
-        float m = peak > 0 ? mask[p] / peak : 0.0f;
-        m = m * intensity;
-        for (int b = 0; b < 3; b++) {
-            float t = m * colour[b];
-            t = x[p * 3 + b] + t;
-            t = t < 0 ? 0 : (t > 1 ? 1 : t);
-            t = t * 255.0f;
-            out[p * 3 + b] = (uint8_t)t;
-        }
+        out[p * 3] = water_value(x[p * 3], mask[p], colour[0]);
+        out[p * 3 + 1] = water_value(x[p * 3 + 1], mask[p], colour[1]);
+        out[p * 3 + 2] = water_value(x[p * 3 + 2], mask[p], colour[2]);
     }
 }
 

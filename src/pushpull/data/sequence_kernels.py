@@ -234,7 +234,7 @@ def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) 
     colour = WATER_COLOUR.astype(np.float32)
     out = np.empty(x.shape, np.uint8)
     for image, layer, frame in zip(x, (liquid * 255).astype(np.uint8), out):
-        m = np.ascontiguousarray(water_mask(layer), np.float32)
+        m = np.require(water_mask(layer), np.float32, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])  # scaled in place
         lib.pp_water_frame(np.ascontiguousarray(image), m, m.size, m.max(), intensity, colour, frame)
     return out
 
