@@ -555,3 +555,23 @@ def test_native_hsv_factors_equal_rgb2hsv_then_hsv2rgb():
     assert np.array_equal(value, hsv[..., 2])
     hsv[..., 2] = 1.0
     assert np.array_equal(factors, hsv2rgb(hsv))
+
+
+@pytest.mark.parametrize("params", ["cifar", "imagenet"])
+def test_translate_equals_pillow_nearest_per_frame(params):
+    """Whole-pixel shifts copied with numpy are PIL's nearest-neighbour affine, frame by frame, window and all."""
+    from PIL import Image
+
+    from pushpull.data.perturbations import _PARAMS, affine_matrix
+
+    frames, off = _PARAMS[params]["translate"]
+    for images, crop in ((ODD, None), (WIDE, 224), (ODD[:1, :, :30], 24)):
+        out = perturb(images, "translate", params=params, crop=crop)
+        h, w = images.shape[1:3]
+        for i in range(frames):
+            matrix = affine_matrix((w, h), translate=(i - off, 0))
+            for k, image in enumerate(images):
+                moved = np.asarray(Image.fromarray(image).transform((w, h), Image.Transform.AFFINE, matrix,
+                                                                    Image.Resampling.NEAREST, fillcolor=(0, 0, 0)))
+                assert np.array_equal(out[k, i], crop224(moved) if crop == 224 else
+                                      moved[6:30, 3:27] if crop else moved), (params, i, crop)

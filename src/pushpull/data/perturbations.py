@@ -310,6 +310,11 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
     out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
+    shifts = [_whole_pixel_shift(m) for m in matrices] if not bilinear else [None]
+    if all(shift is not None for shift in shifts):
+        for t, (dx, dy) in enumerate(shifts):
+            _shifted(images, dx, dy, window, out[:, t])
+        return out
     # PIL's nearest-neighbour path is already fixed-point fast; the kernel's byte offsets are int32
     lib = pil_affine_library() if bilinear and images[0].size < 2 ** 31 - 1 else None
     if lib is not None:
@@ -321,6 +326,26 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
                                   fillcolor=(0, 0, 0))
             out[n, t] = np.asarray(moved)[top:, left:]
     return out
+
+
+def _whole_pixel_shift(matrix: Sequence[float]) -> tuple[int, int] | None:
+    """(dx, dy) when the affine ``matrix`` (PIL's, output -> source) moves the image by whole pixels: PIL's
+    nearest-neighbour sample of output (x, y) is then source (x - dx, y - dy), black outside. None otherwise."""
+    a, b, c, d, e, f = matrix
+    if (a, b, d, e) == (1.0, 0.0, 0.0, 1.0) and float(c).is_integer() and float(f).is_integer():
+        return int(-c), int(-f)
+    return None
+
+
+def _shifted(images: np.ndarray, dx: int, dy: int, window: Window, out: np.ndarray) -> None:
+    """``images`` moved by (dx, dy) whole pixels, black where nothing moves in, inside ``window``, into ``out``."""
+    top, left, height, width = window
+    h, w = images.shape[1:3]
+    out[...] = 0
+    y0, y1 = max(top, dy), min(top + height, h + dy)  # output rows (image coordinates) whose source exists
+    x0, x1 = max(left, dx), min(left + width, w + dx)
+    if y0 < y1 and x0 < x1:
+        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = images[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
 
 
 def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:
