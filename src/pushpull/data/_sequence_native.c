@@ -464,45 +464,40 @@ WIDE void pp_convolve_columns(const double *x, int64_t h, int64_t w, const doubl
 /* scipy.ndimage's gaussian_filter(x, (sigma, sigma, 0), mode='nearest') of one (h, w, c) float64 image,
  * as its symmetric correlate1d computes each pass: out = x[i] * w[0], then += (x[i - j] + x[i + j]) * w[j]
  * for j = r down to 1 (edges repeated); rows (axis 0) first, then columns, then uint8(255 * out).
- * tmp: h * w * c doubles of scratch. Returns nonzero when its row buffer cannot be allocated. */
-WIDE int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r, double *tmp,
-                      uint8_t *out) {
+ * One output row at a time: its first-pass row goes straight into an edge-extended line that stays in cache,
+ * whose second pass runs tap by tap over the whole row (each output's additions in the same order as one
+ * output at a time). Returns nonzero when its row buffer cannot be allocated. */
+WIDE int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r,
+                          uint8_t *out) {
     int64_t row = w * c;
+    double *line = malloc(sizeof(double) * ((size_t)(w + 2 * r) * (size_t)c + (size_t)row));
+    if (!line) return 1;
+    double *p = line + r * c, *v = line + (w + 2 * r) * c;
     for (int64_t y = 0; y < h; y++) {
-        double *o = tmp + y * row;
         const double *centre = x + y * row;
-        for (int64_t i = 0; i < row; i++) o[i] = centre[i] * wt[0];
+        uint8_t *o = out + y * row;
+        for (int64_t i = 0; i < row; i++) p[i] = centre[i] * wt[0];
         for (int64_t j = r; j >= 1; j--) {
             const double *up = x + (y - j < 0 ? 0 : y - j) * row;
             const double *down = x + (y + j >= h ? h - 1 : y + j) * row;
             const double k = wt[j];
-            for (int64_t i = 0; i < row; i++) o[i] += (up[i] + down[i]) * k;
+            for (int64_t i = 0; i < row; i++) p[i] += (up[i] + down[i]) * k;
         }
-    }
-    {
-        /* the row, edge-extended by r on both sides, then its sums tap by tap over the whole row (each output's
-         * additions in the same order as one output at a time: centre, then j = r down to 1) */
-        double *line = malloc(sizeof(double) * ((size_t)(w + 2 * r) * (size_t)c + (size_t)row));
-        if (!line) return 1;
-        double *v = line + (w + 2 * r) * c;
-        for (int64_t y = 0; y < h; y++) {
-            const double *t = tmp + y * row;
-            uint8_t *o = out + y * row;
-            for (int64_t i = 0; i < w + 2 * r; i++) {
-                int64_t s = i - r < 0 ? 0 : (i - r >= w ? w - 1 : i - r);
-                for (int64_t b = 0; b < c; b++) line[i * c + b] = t[s * c + b];
+        for (int64_t i = 0; i < r; i++) {  /* the row's first and last pixels repeated r times */
+            for (int64_t b = 0; b < c; b++) {
+                line[i * c + b] = p[b];
+                p[(w + i) * c + b] = p[(w - 1) * c + b];
             }
-            const double *p = line + r * c;
-            for (int64_t i = 0; i < row; i++) v[i] = p[i] * wt[0];
-            for (int64_t j = r; j >= 1; j--) {
-                const double *before = p - j * c, *after = p + j * c;
-                const double k = wt[j];
-                for (int64_t i = 0; i < row; i++) v[i] += (before[i] + after[i]) * k;
-            }
-            for (int64_t i = 0; i < row; i++) o[i] = (uint8_t)(255 * v[i]);
         }
-        free(line);
+        for (int64_t i = 0; i < row; i++) v[i] = p[i] * wt[0];
+        for (int64_t j = r; j >= 1; j--) {
+            const double *before = p - j * c, *after = p + j * c;
+            const double k = wt[j];
+            for (int64_t i = 0; i < row; i++) v[i] += (before[i] + after[i]) * k;
+        }
+        for (int64_t i = 0; i < row; i++) o[i] = (uint8_t)(255 * v[i]);
     }
+    free(line);
     return 0;
 }
 

@@ -41,7 +41,7 @@ _SIGNATURES = {  # kernel: (return type, argument types), as _sequence_native.c 
     "pp_pil_affine_bilinear": (ctypes.c_int, [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]),
     "pp_snow_frames": (None, [_f32, _u8, _I64, _I64, _I64, _f64, _u8]),
     "pp_convolve_columns": (None, [_f64, _I64, _I64, _f64, _I64, _f64]),
-    "pp_gaussian_blur": (ctypes.c_int, [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]),
+    "pp_gaussian_blur": (ctypes.c_int, [_f64, _I64, _I64, _I64, _f64, _I64, _u8]),
     "pp_perspective_map": (None, [_f64, _I64, _I64, _I64, _I64, _i16, _u16]),
     "pp_water_frame": (None, [_f32, _f32, _I64, _F, _F, _f32, _u8]),
     "pp_running_mean": (None, [_u8, _u8, _I64, _I64, _f32, _u8]),

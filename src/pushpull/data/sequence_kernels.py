@@ -219,10 +219,9 @@ def gaussian_blur_frames(lib, x: np.ndarray, weights: Sequence[np.ndarray]) -> n
     """Each frame's two passes in C, scipy's sums in scipy's order."""
     n, h, w, c = x.shape
     out = np.empty((n, len(weights), h, w, c), np.uint8)
-    scratch = np.empty((h, w, c))
     for t, taps in enumerate(weights):
         for k, image in enumerate(x):
-            if lib.pp_gaussian_blur(image, h, w, c, taps, len(taps) - 1, scratch, out[k, t]):
+            if lib.pp_gaussian_blur(image, h, w, c, taps, len(taps) - 1, out[k, t]):
                 raise MemoryError("pushpull: out of memory for the Gaussian-blur kernel's row buffer")
     return out
 
