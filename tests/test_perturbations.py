@@ -555,6 +555,8 @@ def test_native_hsv_factors_equal_rgb2hsv_then_hsv2rgb():
     assert np.array_equal(value, hsv[..., 2])
     hsv[..., 2] = 1.0
     assert np.array_equal(factors, hsv2rgb(hsv))
+    numpy_value, numpy_factors = hsv_factors(None, colours)  # the numpy path: the round trip itself
+    assert np.array_equal(numpy_value, value) and np.array_equal(numpy_factors, factors)
 
 
 @pytest.mark.parametrize("params", ["cifar", "imagenet"])

@@ -163,21 +163,14 @@ def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.
 
 def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     from ._sequence_native import library
-    from .corruptions.digital import hsv2rgb, rgb2hsv
     from .sequence_kernels import brightness_frames, hsv_factors
 
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     lib = library()
+    value, factors = hsv_factors(lib, images)
     if lib is not None:
-        value, factors = hsv_factors(lib, images)
         return brightness_frames(lib, value, factors, [delta_v(i) for i in range(FRAMES)], out)
-    hsv = rgb2hsv(images / 255.0)
-    value = hsv[..., 2].copy()
-    # hsv2rgb gives each channel v * (1, 1-s, 1-f*s or 1-(1-f)*s): with value 1 it returns those factors,
-    # which only h and s decide, so a frame is one product (the same one hsv2rgb computes)
-    hsv[..., 2] = 1.0
-    factors = hsv2rgb(hsv)
     for i in range(FRAMES):
         rgb = np.clip(value + delta_v(i), 0, 1)[..., None] * factors
         rgb *= 255
@@ -303,20 +296,17 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     from PIL import Image
 
     from ._sequence_native import pil_affine_library
-    from .sequence_kernels import pil_bilinear_frames
+    from .sequence_kernels import pil_bilinear_frames, shifted_frames, whole_pixel_shift
 
     mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
     size = (images.shape[2], images.shape[1])
     top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
     out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
-    shifts = [_whole_pixel_shift(m) for m in matrices] if not bilinear else [None]
-    if all(shift is not None for shift in shifts):
-        for t, (dx, dy) in enumerate(shifts):
-            _shifted(images, dx, dy, window, out[:, t])
-        return out
-    # PIL's nearest-neighbour path is already fixed-point fast; the kernel's byte offsets are int32
-    lib = pil_affine_library() if bilinear and images[0].size < 2 ** 31 - 1 else None
+    shifts = [whole_pixel_shift(m) for m in matrices]
+    if not bilinear and None not in shifts:  # translate: PIL's nearest neighbours of whole-pixel moves are copies
+        return shifted_frames(images, shifts, window, out)
+    lib = pil_affine_library() if bilinear and images[0].size < 2 ** 31 - 1 else None  # int32 byte offsets
     if lib is not None:
         return pil_bilinear_frames(lib, images, matrices, window, out)
     for n, img in enumerate(images):
@@ -326,26 +316,6 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
                                   fillcolor=(0, 0, 0))
             out[n, t] = np.asarray(moved)[top:, left:]
     return out
-
-
-def _whole_pixel_shift(matrix: Sequence[float]) -> tuple[int, int] | None:
-    """(dx, dy) when the affine ``matrix`` (PIL's, output -> source) moves the image by whole pixels: PIL's
-    nearest-neighbour sample of output (x, y) is then source (x - dx, y - dy), black outside. None otherwise."""
-    a, b, c, d, e, f = matrix
-    if (a, b, d, e) == (1.0, 0.0, 0.0, 1.0) and float(c).is_integer() and float(f).is_integer():
-        return int(-c), int(-f)
-    return None
-
-
-def _shifted(images: np.ndarray, dx: int, dy: int, window: Window, out: np.ndarray) -> None:
-    """``images`` moved by (dx, dy) whole pixels, black where nothing moves in, inside ``window``, into ``out``."""
-    top, left, height, width = window
-    h, w = images.shape[1:3]
-    out[...] = 0
-    y0, y1 = max(top, dy), min(top + height, h + dy)  # output rows (image coordinates) whose source exists
-    x0, x1 = max(left, dx), min(left + width, w + dx)
-    if y0 < y1 and x0 < x1:
-        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = images[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
 
 
 def _zoom_blur(images: np.ndarray, window: Window) -> np.ndarray:

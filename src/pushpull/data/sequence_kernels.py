@@ -10,6 +10,8 @@ frames are bit-identical to the per-frame reference (``tests/test_perturbations.
   frames whose first taps have the same offsets share those partial sums.
 - ``perspective_maps`` / ``warp_frames``: OpenCV 4's fixed-point ``warpPerspective`` as
   OpenCV's own ``remap`` on its 1/32-px map, computed only for the output window that is kept.
+- ``shifted_frames``: translate's whole-pixel shifts as array copies (PIL's nearest-neighbour affine
+  samples exactly the shifted pixel there).
 - ``normal_noise_frames``, ``snow_frames``, ``gaussian_blur_frames``, ``water_frames``: the per-frame
   arithmetic of the numpy path in the C kernels of ``_sequence_native`` (same operations, same order).
 
@@ -239,11 +241,21 @@ def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) 
 
 
 def hsv_factors(lib, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``rgb2hsv(images / 255.0)``'s value and ``hsv2rgb``'s factors at value 1 (``perturbations._brightness``), in C."""
-    value = np.empty(images.shape[:-1])
-    factors = np.empty(images.shape)
-    lib.pp_hsv_factors(np.ascontiguousarray(images), value.size, value, factors)
-    return value, factors
+    """Brightness's per-image step: ``rgb2hsv(images / 255.0)``'s value and ``hsv2rgb``'s factors at value 1.
+
+    hsv2rgb gives each channel v * (1, 1-s, 1-f*s or 1-(1-f)*s): with value 1 it returns those factors, which
+    only h and s decide, so a frame is one product (the same one hsv2rgb computes). In C where ``lib`` is given.
+    """
+    from .corruptions.digital import hsv2rgb, rgb2hsv
+
+    if lib is not None:
+        value, factors = np.empty(images.shape[:-1]), np.empty(images.shape)
+        lib.pp_hsv_factors(np.ascontiguousarray(images), value.size, value, factors)
+        return value, factors
+    hsv = rgb2hsv(images / 255.0)
+    value = hsv[..., 2].copy()
+    hsv[..., 2] = 1.0
+    return value, hsv2rgb(hsv)
 
 
 def brightness_frames(lib, value: np.ndarray, factors: np.ndarray, deltas: Sequence[float], out: np.ndarray
@@ -273,4 +285,28 @@ def pil_bilinear_frames(lib, images: np.ndarray, matrices: Sequence[Sequence[flo
         if lib.pp_pil_affine_bilinear(np.ascontiguousarray(image), h, w, table, len(table), top, left, height, width,
                                       frames):
             raise MemoryError("pushpull: out of memory for the affine warp kernel's column table")
+    return out
+
+
+def whole_pixel_shift(matrix: Sequence[float]) -> tuple[int, int] | None:
+    """(dx, dy) when the affine ``matrix`` (PIL's, output -> source) moves the image by whole pixels: PIL's
+    nearest-neighbour sample of output (x, y) is then source (x - dx, y - dy), black outside. None otherwise."""
+    a, b, c, d, e, f = matrix
+    if (a, b, d, e) == (1.0, 0.0, 0.0, 1.0) and float(c).is_integer() and float(f).is_integer():
+        return int(-c), int(-f)
+    return None
+
+
+def shifted_frames(images: np.ndarray, shifts: Sequence[tuple[int, int]], window: tuple[int, int, int, int],
+                   out: np.ndarray) -> np.ndarray:
+    """Every image moved by each (dx, dy) of whole pixels, black where nothing moves in, inside ``window``
+    (top, left, height, width), into ``out`` (N, T, height, width, C)."""
+    top, left, height, width = window
+    h, w = images.shape[1:3]
+    out[...] = 0
+    for frame, (dx, dy) in zip(out.swapaxes(0, 1), shifts):
+        y0, y1 = max(top, dy), min(top + height, h + dy)  # output rows (image coordinates) whose source exists
+        x0, x1 = max(left, dx), min(left + width, w + dx)
+        if y0 < y1 and x0 < x1:
+            frame[:, y0 - top:y1 - top, x0 - left:x1 - left] = images[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
     return out
