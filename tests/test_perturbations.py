@@ -577,3 +577,16 @@ def test_translate_equals_pillow_nearest_per_frame(params):
                                                                     Image.Resampling.NEAREST, fillcolor=(0, 0, 0)))
                 assert np.array_equal(out[k, i], crop224(moved) if crop == 224 else
                                       moved[6:30, 3:27] if crop else moved), (params, i, crop)
+
+
+def test_motion_sweep_takes_over_shared_taps_exactly():
+    """Frames whose first taps agree start from the sums of the frame before (all taps agreeing: its bytes):
+    repeated, nearly equal and far apart angles, in any order, against the per-frame motion blur."""
+    from pushpull.data.corruptions.blur import motion_blur
+    from pushpull.data.sequence_kernels import motion_blur_sweep
+
+    native_library()
+    angles = [45.0, 0.0, 45.0, 90.0, 0.5, -135.0, 44.0, 0.0, 180.0, 91.0]
+    out = motion_blur_sweep(WIDE[:, :40, :45], 10, 3, angles)  # 135 values a row: 8 blocks of 16 and a tail
+    for t, angle in enumerate(angles):
+        assert np.array_equal(out[:, t], motion_blur(WIDE[:, :40, :45], 10, 3, [angle])), angle

@@ -271,46 +271,78 @@ static inline uint8_t magick_char(double acc) {
  * by pad on every side, rows of (w + 2 pad) * c doubles; dy, dx: (T, width) tap offsets; out: (T, h, w, c).
  * Each output value sums kernel[i] * tap i in tap order from 0.0 (as the numpy code), then rounds like
  * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Sixteen outputs of a row
- * at a time stay in registers over all taps. Returns nonzero when its tap table cannot be allocated. */
+ * at a time stay in registers over all taps. Frames come in the order `order` (their tap offsets sorted, so
+ * each shares the longest run of first taps with the one before): frame order[m] starts from the partial sum
+ * after its first start[m] taps (width when all taps agree: the frame before's bytes), which the last frame
+ * through that depth left in `saved` (keep[m, d]: frame order[m] leaves its sum after d taps there); sorted,
+ * every frame in between shares those taps, so it is the same sum. Returns nonzero when its tables cannot be
+ * allocated. */
 WIDE int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
-                         int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
+                         int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, const int64_t *order,
+                         const int64_t *start, const uint8_t *keep, uint8_t *out) {
     int64_t row = (w + 2 * pad) * c, n = w * c;
-    const double **src = malloc(sizeof(double *) * (size_t)width);
-    if (!src) return 1;
-    for (int64_t t = 0; t < frames; t++) {
-        for (int64_t y = 0; y < h; y++) {
-            uint8_t *o = out + (t * h + y) * n;
-            int64_t j = 0;
+    const double **src = malloc(sizeof(double *) * (size_t)(width * frames));
+    v4du *saved = malloc(sizeof(v4du) * 4 * (size_t)(width + 1));  /* v4du: malloc's alignment is enough */
+    if (!src || !saved) {
+        free(src);
+        free(saved);
+        return 1;
+    }
+    for (int64_t y = 0; y < h; y++) {
+        int64_t j = 0;
+        for (int64_t t = 0; t < frames; t++)
             for (int64_t i = 0; i < width; i++)
-                src[i] = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
-            for (; j + 16 <= n; j += 16) {
+                src[t * width + i] = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
+        for (; j + 16 <= n; j += 16) {
+            for (int64_t m = 0; m < frames; m++) {
+                const int64_t t = order[m], d0 = start[m];
+                const double **taps = src + t * width;
+                uint8_t *o = out + (t * h + y) * n + j;
                 v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
-                for (int64_t i = 0; i < width; i++) {
-                    const double *p = src[i] + j;
+                if (d0 == width) {  /* every tap as the frame before: its bytes */
+                    memcpy(o, out + (order[m - 1] * h + y) * n + j, 16);
+                    continue;
+                }
+                if (d0 > 0) {
+                    a0 = saved[4 * d0];
+                    a1 = saved[4 * d0 + 1];
+                    a2 = saved[4 * d0 + 2];
+                    a3 = saved[4 * d0 + 3];
+                }
+                for (int64_t i = d0; i < width; i++) {
+                    const double *p = taps[i] + j;
                     const double k = kernel[i];
                     a0 += k * *(const v4du *)p;
                     a1 += k * *(const v4du *)(p + 4);
                     a2 += k * *(const v4du *)(p + 8);
                     a3 += k * *(const v4du *)(p + 12);
+                    if (keep[m * (width + 1) + i + 1]) {
+                        saved[4 * (i + 1)] = a0;
+                        saved[4 * (i + 1) + 1] = a1;
+                        saved[4 * (i + 1) + 2] = a2;
+                        saved[4 * (i + 1) + 3] = a3;
+                    }
                 }
                 for (int b = 0; b < 4; b++) {
-                    o[j + b] = magick_char(a0[b]);
-                    o[j + 4 + b] = magick_char(a1[b]);
-                    o[j + 8 + b] = magick_char(a2[b]);
-                    o[j + 12 + b] = magick_char(a3[b]);
+                    o[b] = magick_char(a0[b]);
+                    o[4 + b] = magick_char(a1[b]);
+                    o[8 + b] = magick_char(a2[b]);
+                    o[12 + b] = magick_char(a3[b]);
                 }
             }
-            for (; j < n; j++) {
+        }
+        for (; j < n; j++) {
+            for (int64_t t = 0; t < frames; t++) {
                 double acc = 0.0;
-                for (int64_t i = 0; i < width; i++) acc += kernel[i] * src[i][j];
-                o[j] = magick_char(acc);
+                for (int64_t i = 0; i < width; i++) acc += kernel[i] * src[t * width + i][j];
+                out[(t * h + y) * n + j] = magick_char(acc);
             }
         }
     }
     free(src);
+    free(saved);
     return 0;
 }
-
 
 static inline v4i bytes4(const uint8_t *p) {
     v4i r = {p[0], p[1], p[2], p[3]};

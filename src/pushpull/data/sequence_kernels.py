@@ -47,18 +47,34 @@ def motion_blur_sweep(images: np.ndarray, radius: float, sigma: float, angles: S
 
 
 def _native_sweep(lib, images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
-    """The same sums in C, one image and one output row at a time (the row's partial sums stay in cache)."""
+    """The same sums in C, one image and one output row at a time; frames whose first taps agree share those."""
     n, h, w, c = images.shape
     kernel = motion_kernel(radius, sigma)
     width = len(kernel)
     taps = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64)  # (T, 2, width)
     dy, dx = np.ascontiguousarray(taps[:, 0]), np.ascontiguousarray(taps[:, 1])
+    order, start, keep = _shared_taps([list(zip(y, x)) for y, x in zip(dy.tolist(), dx.tolist())])
     out = np.empty((n, len(angles), h, w, c), np.uint8)
     for image, frames in zip(images, out):
         padded = np.pad(image.astype(np.float64) * 257.0, ((width, width), (width, width), (0, 0)), mode="edge")
-        if lib.pp_motion_sweep(padded, h, w, c, width, kernel, width, dy, dx, len(angles), frames):
+        if lib.pp_motion_sweep(padded, h, w, c, width, kernel, width, dy, dx, len(angles), order, start, keep, frames):
             raise MemoryError("pushpull: out of memory for the motion-blur kernel's tap table")
     return out
+
+
+def _shared_taps(offsets: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How the frames of a sweep share their first taps' sums (``pp_motion_sweep``): the frames sorted by their
+    tap offsets (``order``), how many first taps each shares with the one before it (``start``, 0 for the first),
+    and ``keep[m, d]``, whether frame ``order[m]`` leaves its sum after d taps for a later frame to start from."""
+    order = sorted(range(len(offsets)), key=offsets.__getitem__)
+    start = [0]
+    for prev, t in zip(order, order[1:]):
+        start.append(next((i for i, (a, b) in enumerate(zip(offsets[prev], offsets[t])) if a != b),
+                          len(offsets[t])))
+    keep = np.zeros((len(offsets), len(offsets[0]) + 1), np.uint8)
+    for m, d in enumerate(start):
+        keep[:m, d] = 1  # the frames before; the last one through depth d is the one whose sum is left there
+    return np.array(order, np.int64), np.array(start, np.int64), keep
 
 
 def _sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
