@@ -590,3 +590,20 @@ def test_motion_sweep_takes_over_shared_taps_exactly():
     out = motion_blur_sweep(WIDE[:, :40, :45], 10, 3, angles)  # 135 values a row: 8 blocks of 16 and a tail
     for t, angle in enumerate(angles):
         assert np.array_equal(out[:, t], motion_blur(WIDE[:, :40, :45], 10, 3, [angle])), angle
+
+
+@pytest.mark.parametrize("level", [12.0, 60.0, 300.0, 700.0, 5000.0])
+def test_native_shot_frames_equal_numpy_poisson_for_every_value(level):
+    """Shot frames take PTRS's rejection test from a threshold table where it decides beyond doubt, numpy's own
+    logarithms elsewhere: every pixel value at rates from below 10 to 5000 (beyond the table's reach too),
+    against Generator.poisson frame by frame, and the generator left where numpy leaves it."""
+    from pushpull.data._sequence_native import shot_frames
+
+    lib = native_library()
+    clean = np.tile(np.arange(256, dtype=np.uint8), 60).reshape(32, 160, 3)
+    ours, expected = image_stream(2, "shot", int(level)), image_stream(2, "shot", int(level))
+    frames = shot_frames(lib, ours, clean, 30, level)
+    for frame in frames:
+        assert np.array_equal(frame, (255 * np.clip(expected.poisson(clean / 255.0 * level) / level, 0, 1))
+                              .astype(np.uint8))
+    assert ours.bit_generator.state == expected.bit_generator.state

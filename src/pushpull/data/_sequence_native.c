@@ -92,9 +92,36 @@ static inline int64_t floor_to_int(double f) {
     return (int64_t)floor(f);
 }
 
+/* PTRS's rejection test without its logarithms. For a rate lam >= 10 and a candidate k, numpy accepts when
+ * log(V) + log(1 / alpha) - log(D) <= R(k), D = a / us^2 + b, R(k) = -lam + k log(lam) - loggam(k + 1), each side
+ * rounded as numpy rounds it. In exact arithmetic that is V <= D T(k), T(k) = exp(R(k) - log(1 / alpha)); the
+ * rounding of the two sides (~1e-12 relative) and of T to float (6e-8) move it by far less than PTRS_MARGIN,
+ * so V below D T (1 - PTRS_MARGIN) is numpy's accept, V above D T (1 + PTRS_MARGIN) its reject, and only a V in
+ * between, or a k outside the table, takes numpy's own test. */
+#define PTRS_MARGIN 1e-6
+
+typedef struct {
+    const float *T;  /* T(kmin + j) for j < span; 0 where it would leave float's range (no shortcut there) */
+    int64_t kmin, span;
+} ptrs_table;
+
+/* T(k) of each value's rate lam[v] for k = kmin[v] .. kmin[v] + span[v] - 1, at T + offset[v]. */
+void pp_shot_thresholds(const double *lam, const int64_t *kmin, const int64_t *span, const int64_t *offset,
+                        float *T) {
+    for (int v = 0; v < 256; v++) {
+        poisson_consts p = consts_of(lam[v]);
+        for (int64_t j = 0; j < span[v]; j++) {
+            int64_t k = kmin[v] + j;
+            double e = -p.lam + k * p.loglam - (k < LOGGAM_TABLE ? loggam_table[k] : loggam(k + 1)) - p.log_invalpha;
+            T[offset[v] + j] = (e > -80 && e < 80) ? (float)exp(e) : 0.0f;
+        }
+    }
+}
+
 /* One variate; reads u[*pos], u[*pos + 1], ... and advances *pos past them. Returns -1 (and leaves
- * *pos) when the block runs out before the variate is complete. */
-static int64_t poisson_one(const poisson_consts *p, const double *u, int64_t nu, int64_t *pos) {
+ * *pos) when the block runs out before the variate is complete. tab: the rate's thresholds, or NULL. */
+static inline int64_t poisson_one(const poisson_consts *p, const ptrs_table *tab, const double *u, int64_t nu,
+                                  int64_t *pos) {
     int64_t i = *pos;
     if (p->lam >= 10) {
         for (;;) {
@@ -111,6 +138,18 @@ static int64_t poisson_one(const poisson_consts *p, const double *u, int64_t nu,
                 return k;
             }
             if ((k < 0) || ((us < 0.013) && (V > us))) continue;
+            if (tab) {
+                uint64_t j = (uint64_t)k - (uint64_t)tab->kmin;
+                double t = j < (uint64_t)tab->span ? (double)tab->T[j] : 0.0;
+                if (t > 0) {
+                    double bound = (p->a / (us * us) + p->b) * t;
+                    if (V < bound * (1 - PTRS_MARGIN)) {
+                        *pos = i;
+                        return k;
+                    }
+                    if (V > bound * (1 + PTRS_MARGIN)) continue;
+                }
+            }
             if ((log(V) + p->log_invalpha - log(p->a / (us * us) + p->b)) <=
                 (-p->lam + k * p->loglam - (k < LOGGAM_TABLE ? loggam_table[k] : loggam(k + 1)))) {
                 *pos = i;
@@ -143,7 +182,7 @@ int64_t pp_poisson(const double *lam, int64_t start, int64_t n, const double *u,
     int64_t e, pos = 0;
     for (e = start; e < n; e++) {
         poisson_consts p = consts_of(lam[e]);
-        int64_t k = poisson_one(&p, u, nu, &pos);
+        int64_t k = poisson_one(&p, NULL, u, nu, &pos);
         if (k < 0) break;
         out[e] = k;
     }
@@ -158,16 +197,24 @@ static uint8_t shot_value(int64_t k, double level) {
 }
 
 /* Shot-noise frames: element e (frame-major over the npix values of one clean image) is
- * uint8(255 * clip(Poisson(lam[clean[e % npix]]) / level, 0, 1)); lam: the 256 per-value rates. */
-int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, double level, int64_t start,
-                       int64_t n, const double *u, int64_t nu, int64_t *used, uint8_t *out) {
+ * uint8(255 * clip(Poisson(lam[clean[e % npix]]) / level, 0, 1)); lam: the 256 per-value rates; kmin, span,
+ * offset, T: their PTRS thresholds (pp_shot_thresholds). */
+int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, double level, const int64_t *kmin,
+                       const int64_t *span, const int64_t *offset, const float *T, int64_t start, int64_t n,
+                       const double *u, int64_t nu, int64_t *used, uint8_t *out) {
     poisson_consts table[256];
+    ptrs_table thresholds[256];
     uint8_t frame_value[1024];  /* the uint8 result of k, for the k that occur (k / level <= 1 saturates above) */
     int64_t e, pos = 0, p = start % npix, known = 1024;
-    for (int v = 0; v < 256; v++) table[v] = consts_of(lam[v]);
+    for (int v = 0; v < 256; v++) {
+        table[v] = consts_of(lam[v]);
+        thresholds[v].T = T + offset[v];
+        thresholds[v].kmin = kmin[v];
+        thresholds[v].span = span[v];
+    }
     for (int64_t k = 0; k < known; k++) frame_value[k] = shot_value(k, level);
     for (e = start; e < n; e++) {
-        int64_t k = poisson_one(&table[clean[p]], u, nu, &pos);
+        int64_t k = poisson_one(&table[clean[p]], &thresholds[clean[p]], u, nu, &pos);
         if (k < 0) break;
         out[e] = k < known ? frame_value[k] : shot_value(k, level);
         if (++p == npix) p = 0;
