@@ -3,13 +3,18 @@
  * Every kernel computes exactly what the numpy code it replaces computes: the same IEEE double /
  * float operations in the same order (compiled with -ffp-contract=off, never -ffast-math), the same
  * libm calls. Exactness is tested against numpy itself (tests/test_perturbations.py) and, for the
- * Poisson draws, checked again when the library is loaded.
+ * Poisson draws, checked again when the library is loaded. Where a kernel decides something without
+ * numpy's own operation (the shot-noise thresholds), it does so only beyond doubt and otherwise asks
+ * numpy's operation.
  *
- * - pp_poisson*: numpy's Generator.poisson algorithm (the multiplication method below lam = 10,
- *   Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
+ * - pp_poisson*, pp_shot_*: numpy's Generator.poisson algorithm (the multiplication method below
+ *   lam = 10, Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
  *   next_double() values drawn in bulk with Generator.random.
  * - pp_gaussian_frames / pp_speckle_frames: the noise frames' arithmetic after the normal draws.
  * - pp_motion_sweep: ImageMagick's motion blur of one edge-padded image at many angles.
+ * - pp_hsv_factors / pp_brightness_frames, pp_gaussian_blur, pp_snow_frames, pp_water_frame,
+ *   pp_running_mean, pp_convolve_columns: the other sequences' per-frame arithmetic;
+ *   pp_pil_affine_bilinear and pp_perspective_map: Pillow's and OpenCV 4's warps.
  */
 #include <math.h>
 #include <stdint.h>
