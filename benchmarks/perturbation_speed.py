@@ -11,24 +11,27 @@ dependencies here: their per-frame calls are timed through this package's ports 
 path to, run with the project's C kernels off (their numpy code). Writing frames and encoding video are not timed (neither side).
 
 Ours and the reference are timed interleaved (ours, reference, next perturbation, ..., then the
-next repeat), as CPU seconds of this one-threaded process (torch, OpenCV set to 1 thread), and the
-best of ``--repeats`` is kept, so a shared machine's load hits both alike and idle waits do not count.
-One run prints:
+next repeat), as CPU seconds of this one-threaded process (torch, OpenCV set to 1 thread); the
+median of ``--repeats`` rounds is kept, and each speed-up is the median of the rounds' ratios, so a
+shared machine's load hits both alike and idle waits do not count. One run prints:
 
 - ImageNet-P: ms per sequence per perturbation on a 256x341 image (a val image resized to 256, the
-  commonest 4:3 shape) cropped to 224 px frames, ours vs the reference way, the total and the ratio,
-  and the projected core-hours for all 50 000 val images (the reference ``make_imagenet_p.py`` loops
+  commonest 4:3 shape) cropped to 224 px frames, ours vs the reference way, the total and the ratio;
+  the time of the random draws alone that define each random sequence (our generator's own Generator
+  calls, recorded and replayed: same methods, sizes, dtypes and streams) and the best speed-up those
+  draws leave possible (reference / draws, everything else free); and the projected core-hours for all 50 000 val images (the reference ``make_imagenet_p.py`` loops
   over the whole val folder) and per 10 000 images;
 - CIFAR-10-P: ms per image per perturbation on real CIFAR-10 test images when ``--cifar`` names a
   ``cifar-10-batches-py`` folder (random 32x32 images otherwise), and the projection of the full set
   (10 000 images x the 10 benchmark perturbations) in core-seconds and in wall seconds on 2 cores.
 
-    python benchmarks/perturbation_speed.py [--repeats 3] [--cifar DIR] [--cifar-images 200]
+    python benchmarks/perturbation_speed.py [--repeats 5] [--cifar DIR] [--cifar-images 200] [--skip-cifar]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 
 import numpy as np
@@ -136,18 +139,75 @@ def numpy_only(fn):  # noqa: ANN001, ANN201
     return run
 
 
-def interleaved(jobs: dict[str, tuple], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Best CPU seconds of ours and of the reference per name, timed one after the other, round by round."""
-    ours = {n: float("inf") for n in jobs}
-    ref = dict(ours)
-    jobs = {name: (fast, numpy_only(slow)) for name, (fast, slow) in jobs.items()}
-    for fast, slow in jobs.values():  # warm-up: imports, first-call set-up, kernel builds, caches
-        fast(), slow()
-    for _ in range(repeats):
-        for name, (fast, slow) in jobs.items():
-            ours[name] = min(ours[name], seconds(fast))
-            ref[name] = min(ref[name], seconds(slow))
-    return ours, ref
+def interleaved(jobs: dict[str, tuple], repeats: int) -> list[dict[str, np.ndarray]]:
+    """CPU seconds of each callable of each name (ours, the reference, ...) in every round, timed one after the
+    other, round by round: one (repeats,) array per callable and name."""
+    times = [{n: np.empty(repeats) for n in jobs} for _ in next(iter(jobs.values()))]
+    for fns in jobs.values():  # warm-up: imports, first-call set-up, kernel builds, caches
+        for fn in fns:
+            fn()
+    for r in range(repeats):
+        for name, fns in jobs.items():
+            for column, fn in zip(times, fns):
+                column[name][r] = seconds(fn)
+    return times
+
+
+def total(column: dict[str, np.ndarray], names) -> np.ndarray:  # noqa: ANN001
+    """Per-round sums over ``names``."""
+    return np.sum([column[n] for n in names], axis=0)
+
+
+class RecordingStream:
+    """A numpy Generator that notes every draw made from it (method, arguments), for :func:`draws_only`."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng, self.calls = rng, []
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        attr = getattr(self._rng, name)
+        if not callable(attr):  # bit_generator: its state moves are bookkeeping, not draws
+            return attr
+
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            self.calls.append((name, args, kwargs))
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def draws_only(run, name: str):  # noqa: ANN001, ANN201
+    """A callable that makes exactly the random draws ``run()`` makes for perturbation ``name`` (the same
+    Generator methods, sizes and dtypes, on the same streams) and nothing else; None if it makes none.
+
+    The draws are recorded once from the real generator (its streams wrapped in :class:`RecordingStream`),
+    then replayed into preallocated buffers: the time of the draws alone that define the sequence.
+    """
+    from unittest import mock
+
+    from pushpull.data import perturbations
+    from pushpull.data.streams import image_stream
+
+    streams: list[tuple[tuple, RecordingStream]] = []
+
+    def recording(*key):  # noqa: ANN002, ANN202
+        streams.append((key, RecordingStream(image_stream(*key))))
+        return streams[-1][1]
+
+    with mock.patch.object(perturbations, "image_stream", recording):
+        run()
+    replay = [(key, [(method, args, {k: np.empty_like(v) if k == "out" else v for k, v in kwargs.items()})
+                     for method, args, kwargs in stream.calls]) for key, stream in streams]
+    if not any(calls for _, calls in replay):
+        return None
+
+    def draw() -> None:
+        for key, calls in replay:
+            rng = image_stream(*key)
+            for method, args, kwargs in calls:
+                getattr(rng, method)(*args, **kwargs)
+
+    return draw
 
 
 def imagenet_table(repeats: int) -> None:
@@ -156,25 +216,38 @@ def imagenet_table(repeats: int) -> None:
 
     names = PERTURBATIONS + VALIDATION_PERTURBATIONS
     image = np.random.default_rng(0).integers(0, 256, (256, 341, 3), dtype=np.uint8)
-    jobs = {n: (lambda n=n: perturb(image[None], n, params="imagenet", crop=224),
-                lambda n=n: reference_sequence(image, n, "imagenet", 224)) for n in names}
+    jobs = {}
+    for n in names:
+        ours = functools.partial(perturb, image[None], n, params="imagenet", crop=224)
+        draws = draws_only(ours, n)
+        jobs[n] = (ours, numpy_only(functools.partial(reference_sequence, image, n, "imagenet", 224)),
+                   draws or (lambda: None))
     cold = "tilt, new shape"  # tilt's maps are cached per image shape; this row recomputes them every time
 
     def cold_tilt() -> None:
         perspective_maps.cache_clear()
         perturb(image[None], "tilt", params="imagenet", crop=224)
 
-    jobs[cold] = (cold_tilt, jobs["tilt"][1])
-    ours, ref = interleaved(jobs, repeats)
-    print(f"ImageNet-P: one 256x341 image -> 224 px frames, ms CPU per sequence, best of {repeats} interleaved rounds")
-    print(f"{'perturbation':15s} {'ours':>8s} {'reference':>10s} {'speed-up':>9s}")
+    jobs[cold] = (cold_tilt,) + jobs["tilt"][1:]
+    ours, ref, draws = interleaved(jobs, repeats)
+    ms = {k: 1e3 * np.median(v) for k, v in ours.items()}
+    print(f"ImageNet-P: one 256x341 image -> 224 px frames, ms CPU per sequence, median of {repeats} interleaved "
+          f"rounds (speed-up: median of the rounds' ratios); draws: the random draws alone that define the sequence, "
+          f"as our generator makes them (same Generator calls, sizes, streams); rest: ours - draws")
+    print(f"{'perturbation':15s} {'ours':>8s} {'reference':>10s} {'speed-up':>9s} {'draws':>7s} {'rest':>7s}")
     for name in list(names) + [cold]:
-        print(f"{name:15s} {ours[name] * 1e3:8.1f} {ref[name] * 1e3:10.1f} {ref[name] / ours[name]:8.1f}x")
-    total_ours, total_ref = sum(ours[k] for k in names), sum(ref[k] for k in names)
-    print(f"{'all ' + str(len(names)):15s} {total_ours * 1e3:8.1f} {total_ref * 1e3:10.1f} "
-          f"{total_ref / total_ours:8.1f}x")
+        d = 1e3 * np.median(draws[name])
+        print(f"{name:15s} {ms[name]:8.1f} {1e3 * np.median(ref[name]):10.1f} "
+              f"{np.median(ref[name] / ours[name]):8.1f}x {d:7.1f} {ms[name] - d:7.1f}")
+    o, r, d = total(ours, names), total(ref, names), total(draws, names)
+    print(f"{'all ' + str(len(names)):15s} {1e3 * np.median(o):8.1f} {1e3 * np.median(r):10.1f} "
+          f"{np.median(r / o):8.1f}x {1e3 * np.median(d):7.1f} {1e3 * np.median(o - d):7.1f}")
+    print(f"Bound with these streams: the draws alone take {1e3 * np.median(d):.0f} ms of the {len(names)} sequences, "
+          f"so with everything else free the best possible speed-up is reference / draws = {np.median(r / d):.1f}x; "
+          f"10x needs all {len(names)} in {1e3 * np.median(r) / 10:.0f} ms, "
+          f"i.e. {1e3 * np.median(r / 10 - d):.0f} ms for everything but the draws (now {1e3 * np.median(o - d):.0f})")
     for label, keys in (("10 benchmark", PERTURBATIONS), (f"all {len(names)}", names)):
-        o, r = sum(ours[k] for k in keys), sum(ref[k] for k in keys)
+        o, r = np.median(total(ours, keys)), np.median(total(ref, keys))
         print(f"ImageNet-P core-hours, {label} perturbations: ours {o * 50_000 / 3600:.1f} vs reference "
               f"{r * 50_000 / 3600:.1f} for the 50 000 val images ({o * 10_000 / 3600:.1f} vs "
               f"{r * 10_000 / 3600:.1f} per 10 000 images); frames only: no PNG writing, no video encoding")
@@ -195,14 +268,16 @@ def cifar_table(repeats: int, folder: str | None, count: int) -> None:
     images, what = cifar_images(folder, count)
     few = images[:max(1, count // 10)]  # the reference way is slower: fewer images, the same per-image rate
     jobs = {n: (lambda n=n: perturb(images, n, indices=np.arange(len(images))),
-                lambda n=n: [reference_sequence(x, n, "cifar", None) for x in few]) for n in PERTURBATIONS}
+                numpy_only(lambda n=n: [reference_sequence(x, n, "cifar", None) for x in few]))
+            for n in PERTURBATIONS}
     ours, ref = interleaved(jobs, repeats)
-    ours = {k: v / len(images) for k, v in ours.items()}
-    ref = {k: v / len(few) for k, v in ref.items()}
+    ratio = {k: np.median(ref[k] / len(few) / (ours[k] / len(images))) for k in PERTURBATIONS}
+    ours = {k: np.median(v) / len(images) for k, v in ours.items()}
+    ref = {k: np.median(v) / len(few) for k, v in ref.items()}
     print(f"CIFAR-10-P: {len(images)} {what} (reference way: {len(few)}), ms CPU per image and sequence")
     print(f"{'perturbation':15s} {'ours':>8s} {'reference':>10s} {'speed-up':>9s}")
     for name in PERTURBATIONS:
-        print(f"{name:15s} {ours[name] * 1e3:8.3f} {ref[name] * 1e3:10.3f} {ref[name] / ours[name]:8.1f}x")
+        print(f"{name:15s} {ours[name] * 1e3:8.3f} {ref[name] * 1e3:10.3f} {ratio[name]:8.1f}x")
     o, r = sum(ours.values()) * 10_000, sum(ref.values()) * 10_000
     print(f"CIFAR-10-P (10 000 images x 10 perturbations): ours {o:.0f} core-s, {o / 2:.0f} s on 2 cores; "
           f"reference way {r:.0f} core-s, {r / 2:.0f} s on 2 cores (frames only; writing not included)")
@@ -210,9 +285,10 @@ def cifar_table(repeats: int, folder: str | None, count: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the median of each is kept")
     parser.add_argument("--cifar", help="a folder holding cifar-10-batches-py (default: random 32x32 images)")
     parser.add_argument("--cifar-images", type=int, default=200, help="CIFAR images timed per round (ours)")
+    parser.add_argument("--skip-cifar", action="store_true", help="the ImageNet-P table only")
     args = parser.parse_args()
 
     import cv2
@@ -221,8 +297,9 @@ def main() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     imagenet_table(args.repeats)
-    print()
-    cifar_table(args.repeats, args.cifar, args.cifar_images)
+    if not args.skip_cifar:
+        print()
+        cifar_table(args.repeats, args.cifar, args.cifar_images)
 
 
 if __name__ == "__main__":

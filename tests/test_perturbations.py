@@ -509,3 +509,101 @@ def test_without_a_compiler_the_numpy_path_runs(monkeypatch):
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert _sequence_native._load.__wrapped__() is None
+
+
+def test_native_affine_equals_pillow_on_random_and_sequence_warps():
+    """The bilinear warp (source points four at a time, channels side by side) against Pillow itself: the -P
+    rotations, shears and zooms about the centre (whose source points fall on exact half-pixels, where one
+    rounding changes a byte) at odd and even sizes, and random warps with fractional shifts, whole image and an
+    off-centre window."""
+    from PIL import Image
+
+    from pushpull.data.perturbations import affine_matrix
+    from pushpull.data.sequence_kernels import pil_bilinear_frames
+
+    lib = native_library()
+    rng = np.random.default_rng(31)
+    frames = ([{"angle": float(i - 15)} for i in range(31)] + [{"shear": (float(i - 15), 0.0)} for i in range(31)]
+              + [{"scale": s} for s in (0.4, 0.65, 0.9, 1.004, 1.06, 1.12, 1.15)]
+              + [{"angle": float(rng.uniform(-40, 40)), "scale": float(rng.uniform(0.4, 1.6)),
+                  "shear": (float(rng.uniform(-30, 30)), float(rng.uniform(-10, 10))),
+                  "translate": tuple(float(v) for v in rng.uniform(-9, 9, 2))} for _ in range(30)])
+    for h, w in ((37, 53), (40, 40), (41, 60), (64, 85)):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        matrices = [affine_matrix((w, h), **kw) for kw in frames]
+        pil = Image.fromarray(image)
+        for top, left, height, width in ((0, 0, h, w), (5, 9, h - 11, w - 14)):
+            ours = pil_bilinear_frames(lib, image[None], matrices, (top, left, height, width),
+                                       np.empty((1, len(frames), height, width, 3), np.uint8))[0]
+            for k, matrix in enumerate(matrices):
+                moved = pil.transform((left + width, top + height), Image.Transform.AFFINE, matrix,
+                                      Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+                assert np.array_equal(ours[k], np.asarray(moved)[top:, left:]), (h, w, frames[k], top, left)
+
+
+def test_native_hsv_factors_equal_rgb2hsv_then_hsv2rgb():
+    """Brightness's per-image HSV step in C against the numpy round trip on 274 625 colours: every tie between
+    channels, the grays (delta 0, no hue), pure black and white, hues on both sides of each sextant."""
+    from pushpull.data.corruptions.digital import hsv2rgb, rgb2hsv
+    from pushpull.data.sequence_kernels import hsv_factors
+
+    lib = native_library()
+    levels = np.append(np.arange(0, 255, 4), 255).astype(np.uint8)
+    colours = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(1, -1, 65, 3)
+    value, factors = hsv_factors(lib, colours)
+    hsv = rgb2hsv(colours / 255.0)
+    assert np.array_equal(value, hsv[..., 2])
+    hsv[..., 2] = 1.0
+    assert np.array_equal(factors, hsv2rgb(hsv))
+    numpy_value, numpy_factors = hsv_factors(None, colours)  # the numpy path: the round trip itself
+    assert np.array_equal(numpy_value, value) and np.array_equal(numpy_factors, factors)
+
+
+@pytest.mark.parametrize("params", ["cifar", "imagenet"])
+def test_translate_equals_pillow_nearest_per_frame(params):
+    """Whole-pixel shifts copied with numpy are PIL's nearest-neighbour affine, frame by frame, window and all."""
+    from PIL import Image
+
+    from pushpull.data.perturbations import _PARAMS, affine_matrix
+
+    frames, off = _PARAMS[params]["translate"]
+    for images, crop in ((ODD, None), (WIDE, 224), (ODD[:1, :, :30], 24)):
+        out = perturb(images, "translate", params=params, crop=crop)
+        h, w = images.shape[1:3]
+        for i in range(frames):
+            matrix = affine_matrix((w, h), translate=(i - off, 0))
+            for k, image in enumerate(images):
+                moved = np.asarray(Image.fromarray(image).transform((w, h), Image.Transform.AFFINE, matrix,
+                                                                    Image.Resampling.NEAREST, fillcolor=(0, 0, 0)))
+                assert np.array_equal(out[k, i], crop224(moved) if crop == 224 else
+                                      moved[6:30, 3:27] if crop else moved), (params, i, crop)
+
+
+def test_motion_sweep_takes_over_shared_taps_exactly():
+    """Frames whose first taps agree start from the sums of the frame before (all taps agreeing: its bytes):
+    repeated, nearly equal and far apart angles, in any order, against the per-frame motion blur."""
+    from pushpull.data.corruptions.blur import motion_blur
+    from pushpull.data.sequence_kernels import motion_blur_sweep
+
+    native_library()
+    angles = [45.0, 0.0, 45.0, 90.0, 0.5, -135.0, 44.0, 0.0, 180.0, 91.0]
+    out = motion_blur_sweep(WIDE[:, :40, :45], 10, 3, angles)  # 135 values a row: 8 blocks of 16 and a tail
+    for t, angle in enumerate(angles):
+        assert np.array_equal(out[:, t], motion_blur(WIDE[:, :40, :45], 10, 3, [angle])), angle
+
+
+@pytest.mark.parametrize("level", [12.0, 60.0, 300.0, 700.0, 5000.0])
+def test_native_shot_frames_equal_numpy_poisson_for_every_value(level):
+    """Shot frames take PTRS's rejection test from a threshold table where it decides beyond doubt, numpy's own
+    logarithms elsewhere: every pixel value at rates from below 10 to 5000 (beyond the table's reach too),
+    against Generator.poisson frame by frame, and the generator left where numpy leaves it."""
+    from pushpull.data._sequence_native import shot_frames
+
+    lib = native_library()
+    clean = np.tile(np.arange(256, dtype=np.uint8), 60).reshape(32, 160, 3)
+    ours, expected = image_stream(2, "shot", int(level)), image_stream(2, "shot", int(level))
+    frames = shot_frames(lib, ours, clean, 30, level)
+    for frame in frames:
+        assert np.array_equal(frame, (255 * np.clip(expected.poisson(clean / 255.0 * level) / level, 0, 1))
+                              .astype(np.uint8))
+    assert ours.bit_generator.state == expected.bit_generator.state

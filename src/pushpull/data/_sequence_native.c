@@ -3,17 +3,30 @@
  * Every kernel computes exactly what the numpy code it replaces computes: the same IEEE double /
  * float operations in the same order (compiled with -ffp-contract=off, never -ffast-math), the same
  * libm calls. Exactness is tested against numpy itself (tests/test_perturbations.py) and, for the
- * Poisson draws, checked again when the library is loaded.
+ * Poisson draws, checked again when the library is loaded. Where a kernel decides something without
+ * numpy's own operation (the shot-noise thresholds), it does so only beyond doubt and otherwise asks
+ * numpy's operation.
  *
- * - pp_poisson*: numpy's Generator.poisson algorithm (the multiplication method below lam = 10,
- *   Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
+ * - pp_poisson*, pp_shot_*: numpy's Generator.poisson algorithm (the multiplication method below
+ *   lam = 10, Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
  *   next_double() values drawn in bulk with Generator.random.
  * - pp_gaussian_frames / pp_speckle_frames: the noise frames' arithmetic after the normal draws.
  * - pp_motion_sweep: ImageMagick's motion blur of one edge-padded image at many angles.
+ * - pp_hsv_factors / pp_brightness_frames, pp_gaussian_blur, pp_snow_frames, pp_water_frame,
+ *   pp_running_mean, pp_convolve_columns: the other sequences' per-frame arithmetic;
+ *   pp_pil_affine_bilinear and pp_perspective_map: Pillow's and OpenCV 4's warps.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+
+/* AVX2 where the CPU has it: wider vectors, the same IEEE operations (no FMA: -ffp-contract=off) */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define WIDE __attribute__((target_clones("avx2", "default")))
+#else
+#define WIDE
+#endif
 
 typedef struct {
     double lam, enlam, slam, loglam, a, b, invalpha, vr, log_invalpha;
@@ -84,9 +97,36 @@ static inline int64_t floor_to_int(double f) {
     return (int64_t)floor(f);
 }
 
+/* PTRS's rejection test without its logarithms. For a rate lam >= 10 and a candidate k, numpy accepts when
+ * log(V) + log(1 / alpha) - log(D) <= R(k), D = a / us^2 + b, R(k) = -lam + k log(lam) - loggam(k + 1), each side
+ * rounded as numpy rounds it. In exact arithmetic that is V <= D T(k), T(k) = exp(R(k) - log(1 / alpha)); the
+ * rounding of the two sides (~1e-12 relative) and of T to float (6e-8) move it by far less than PTRS_MARGIN,
+ * so V below D T (1 - PTRS_MARGIN) is numpy's accept, V above D T (1 + PTRS_MARGIN) its reject, and only a V in
+ * between, or a k outside the table, takes numpy's own test. */
+#define PTRS_MARGIN 1e-6
+
+typedef struct {
+    const float *T;  /* T(kmin + j) for j < span; 0 where it would leave float's range (no shortcut there) */
+    int64_t kmin, span;
+} ptrs_table;
+
+/* T(k) of each value's rate lam[v] for k = kmin[v] .. kmin[v] + span[v] - 1, at T + offset[v]. */
+void pp_shot_thresholds(const double *lam, const int64_t *kmin, const int64_t *span, const int64_t *offset,
+                        float *T) {
+    for (int v = 0; v < 256; v++) {
+        poisson_consts p = consts_of(lam[v]);
+        for (int64_t j = 0; j < span[v]; j++) {
+            int64_t k = kmin[v] + j;
+            double e = -p.lam + k * p.loglam - (k < LOGGAM_TABLE ? loggam_table[k] : loggam(k + 1)) - p.log_invalpha;
+            T[offset[v] + j] = (e > -80 && e < 80) ? (float)exp(e) : 0.0f;
+        }
+    }
+}
+
 /* One variate; reads u[*pos], u[*pos + 1], ... and advances *pos past them. Returns -1 (and leaves
- * *pos) when the block runs out before the variate is complete. */
-static int64_t poisson_one(const poisson_consts *p, const double *u, int64_t nu, int64_t *pos) {
+ * *pos) when the block runs out before the variate is complete. tab: the rate's thresholds, or NULL. */
+static inline int64_t poisson_one(const poisson_consts *p, const ptrs_table *tab, const double *u, int64_t nu,
+                                  int64_t *pos) {
     int64_t i = *pos;
     if (p->lam >= 10) {
         for (;;) {
@@ -103,6 +143,18 @@ static int64_t poisson_one(const poisson_consts *p, const double *u, int64_t nu,
                 return k;
             }
             if ((k < 0) || ((us < 0.013) && (V > us))) continue;
+            if (tab) {
+                uint64_t j = (uint64_t)k - (uint64_t)tab->kmin;
+                double t = j < (uint64_t)tab->span ? (double)tab->T[j] : 0.0;
+                if (t > 0) {
+                    double bound = (p->a / (us * us) + p->b) * t;
+                    if (V < bound * (1 - PTRS_MARGIN)) {
+                        *pos = i;
+                        return k;
+                    }
+                    if (V > bound * (1 + PTRS_MARGIN)) continue;
+                }
+            }
             if ((log(V) + p->log_invalpha - log(p->a / (us * us) + p->b)) <=
                 (-p->lam + k * p->loglam - (k < LOGGAM_TABLE ? loggam_table[k] : loggam(k + 1)))) {
                 *pos = i;
@@ -135,7 +187,7 @@ int64_t pp_poisson(const double *lam, int64_t start, int64_t n, const double *u,
     int64_t e, pos = 0;
     for (e = start; e < n; e++) {
         poisson_consts p = consts_of(lam[e]);
-        int64_t k = poisson_one(&p, u, nu, &pos);
+        int64_t k = poisson_one(&p, NULL, u, nu, &pos);
         if (k < 0) break;
         out[e] = k;
     }
@@ -150,16 +202,24 @@ static uint8_t shot_value(int64_t k, double level) {
 }
 
 /* Shot-noise frames: element e (frame-major over the npix values of one clean image) is
- * uint8(255 * clip(Poisson(lam[clean[e % npix]]) / level, 0, 1)); lam: the 256 per-value rates. */
-int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, double level, int64_t start,
-                       int64_t n, const double *u, int64_t nu, int64_t *used, uint8_t *out) {
+ * uint8(255 * clip(Poisson(lam[clean[e % npix]]) / level, 0, 1)); lam: the 256 per-value rates; kmin, span,
+ * offset, T: their PTRS thresholds (pp_shot_thresholds). */
+int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, double level, const int64_t *kmin,
+                       const int64_t *span, const int64_t *offset, const float *T, int64_t start, int64_t n,
+                       const double *u, int64_t nu, int64_t *used, uint8_t *out) {
     poisson_consts table[256];
+    ptrs_table thresholds[256];
     uint8_t frame_value[1024];  /* the uint8 result of k, for the k that occur (k / level <= 1 saturates above) */
     int64_t e, pos = 0, p = start % npix, known = 1024;
-    for (int v = 0; v < 256; v++) table[v] = consts_of(lam[v]);
+    for (int v = 0; v < 256; v++) {
+        table[v] = consts_of(lam[v]);
+        thresholds[v].T = T + offset[v];
+        thresholds[v].kmin = kmin[v];
+        thresholds[v].span = span[v];
+    }
     for (int64_t k = 0; k < known; k++) frame_value[k] = shot_value(k, level);
     for (e = start; e < n; e++) {
-        int64_t k = poisson_one(&table[clean[p]], u, nu, &pos);
+        int64_t k = poisson_one(&table[clean[p]], &thresholds[clean[p]], u, nu, &pos);
         if (k < 0) break;
         out[e] = k < known ? frame_value[k] : shot_value(k, level);
         if (++p == npix) p = 0;
@@ -170,7 +230,7 @@ int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, do
 
 /* Gaussian-noise frames (float32, as the reference's torch arithmetic): element e of `frames` frames of npix
  * values is uint8(255 * clip(x + level * z[e], 0, 1)), x = xv[clean[e % npix]] (the value / 255 in float32). */
-void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, const float *xv, float level,
+WIDE void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, const float *xv, float level,
                         const float *z, uint8_t *out) {
     for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
         for (int64_t p = 0; p < npix; p++) {
@@ -183,7 +243,7 @@ void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, cons
 }
 
 /* Speckle-noise frames (float64): uint8(255 * clip(x + x * (0 + level * z[e]), 0, 1)), x = xv[clean[e % npix]]. */
-void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const double *xv, double level,
+WIDE void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const double *xv, double level,
                        const double *z, uint8_t *out) {
     for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
         for (int64_t p = 0; p < npix; p++) {
@@ -197,9 +257,42 @@ void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const
     }
 }
 
+/* scikit-image's rgb2hsv of x = rgb / 255.0 as corruptions.digital.rgb2hsv computes it (v = max, delta = max - min,
+ * s = delta / v, h from the last channel equal to v, (h / 6) mod 1 as numpy's remainder; h = s = 0 where delta
+ * is 0), then hsv2rgb's per-channel factors at value 1 (1, 1 - s, 1 - f s, 1 - (1 - f) s by sextant) and the value:
+ * the two inputs of pp_brightness_frames. rgb: npix * 3 bytes; value: npix; factor: npix * 3. */
+static const int sextant_channels[6][3] = {{0, 1, 2}, {3, 0, 2}, {2, 0, 1}, {2, 3, 0}, {1, 2, 0}, {0, 2, 3}};
+
+void pp_hsv_factors(const uint8_t *rgb, int64_t npix, double *value, double *factor) {
+    for (int64_t p = 0; p < npix; p++) {
+        double r = rgb[3 * p] / 255.0, g = rgb[3 * p + 1] / 255.0, b = rgb[3 * p + 2] / 255.0;
+        double v = r > g ? r : g, lo = r < g ? r : g, delta, s = 0.0, h = 0.0;
+        v = v > b ? v : b;
+        lo = lo < b ? lo : b;
+        delta = v - lo;
+        if (delta != 0.0) {
+            s = delta / v;
+            h = b == v ? 4.0 + (r - g) / delta : (g == v ? 2.0 + (b - r) / delta : (g - b) / delta);
+            h = fmod(h / 6.0, 1.0);
+            if (h < 0) h += 1.0;
+            else if (h == 0) h = 0.0;
+        }
+        {
+            double hi = floor(h * 6), f = h * 6 - hi, c[4];
+            const int *which = sextant_channels[(uint8_t)hi % 6];
+            c[0] = 1.0;
+            c[1] = 1 - (1 - f) * s;  /* t */
+            c[2] = 1 - s;            /* p */
+            c[3] = 1 - f * s;        /* q */
+            value[p] = v;
+            for (int k = 0; k < 3; k++) factor[3 * p + k] = c[which[k]];
+        }
+    }
+}
+
 /* Brightness frames: uint8(clip(value + delta[t], 0, 1) * factor * 255) per channel, value (h * w) the HSV
  * value, factor (h * w * 3) what hsv2rgb gives for value 1. */
-void pp_brightness_frames(const double *value, const double *factor, int64_t npix, const double *delta,
+WIDE void pp_brightness_frames(const double *value, const double *factor, int64_t npix, const double *delta,
                           int64_t frames, uint8_t *out) {
     for (int64_t t = 0; t < frames; t++) {
         for (int64_t p = 0; p < npix; p++) {
@@ -214,96 +307,209 @@ void pp_brightness_frames(const double *value, const double *factor, int64_t npi
     }
 }
 
+/* Four lanes of doubles / int32 (GCC and clang vector extensions: AVX2 registers in the avx2 clones);
+ * v4du: the same, read from any address. */
+typedef double v4d __attribute__((vector_size(32)));
+typedef double v4du __attribute__((vector_size(32), aligned(8)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+static inline uint8_t magick_char(double acc) {
+    double q = floor(acc + 0.5);
+    q = q < 0 ? 0 : (q > 65535 ? 65535 : q);
+    return (uint8_t)(q / 257.0);
+}
+
 /* ImageMagick's motion blur of one image at T angles. padded: the image's quanta (value * 257) edge-padded
  * by pad on every side, rows of (w + 2 pad) * c doubles; dy, dx: (T, width) tap offsets; out: (T, h, w, c).
- * Each output value sums kernel[i] * tap i in tap order (as the numpy code), then rounds like
- * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Returns nonzero when
- * its row buffer cannot be allocated. */
-#if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target_clones("avx2", "default")))  /* wider vectors, the same IEEE operations */
-#endif
-int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
-                    int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, uint8_t *out) {
+ * Each output value sums kernel[i] * tap i in tap order from 0.0 (as the numpy code), then rounds like
+ * ImageMagick's Q16 -> 8-bit PNG: floor(acc + 0.5), clamp to [0, 65535], // 257. Sixteen outputs of a row
+ * at a time stay in registers over all taps. Frames come in the order `order` (their tap offsets sorted, so
+ * each shares the longest run of first taps with the one before): frame order[m] starts from the partial sum
+ * after its first start[m] taps (width when all taps agree: the frame before's bytes), which the last frame
+ * through that depth left in `saved` (keep[m, d]: frame order[m] leaves its sum after d taps there); sorted,
+ * every frame in between shares those taps, so it is the same sum. Returns nonzero when its tables cannot be
+ * allocated. */
+WIDE int pp_motion_sweep(const double *padded, int64_t h, int64_t w, int64_t c, int64_t pad, const double *kernel,
+                         int64_t width, const int64_t *dy, const int64_t *dx, int64_t frames, const int64_t *order,
+                         const int64_t *start, const uint8_t *keep, uint8_t *out) {
     int64_t row = (w + 2 * pad) * c, n = w * c;
-    double *acc = malloc(sizeof(double) * (size_t)n);
-    if (!acc) return 1;
-    for (int64_t t = 0; t < frames; t++) {
-        for (int64_t y = 0; y < h; y++) {
-            uint8_t *o = out + (t * h + y) * n;
-            for (int64_t j = 0; j < n; j++) acc[j] = 0.0;
-            for (int64_t i = 0; i < width; i++) {
-                const double *src = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
-                const double k = kernel[i];
-                for (int64_t j = 0; j < n; j++) acc[j] += k * src[j];
+    const double **src = malloc(sizeof(double *) * (size_t)(width * frames));
+    v4du *saved = malloc(sizeof(v4du) * 4 * (size_t)(width + 1));  /* v4du: malloc's alignment is enough */
+    if (!src || !saved) {
+        free(src);
+        free(saved);
+        return 1;
+    }
+    for (int64_t y = 0; y < h; y++) {
+        int64_t j = 0;
+        for (int64_t t = 0; t < frames; t++)
+            for (int64_t i = 0; i < width; i++)
+                src[t * width + i] = padded + (pad + y + dy[t * width + i]) * row + (pad + dx[t * width + i]) * c;
+        for (; j + 16 <= n; j += 16) {
+            for (int64_t m = 0; m < frames; m++) {
+                const int64_t t = order[m], d0 = start[m];
+                const double **taps = src + t * width;
+                uint8_t *o = out + (t * h + y) * n + j;
+                v4d a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
+                if (d0 == width) {  /* every tap as the frame before: its bytes */
+                    memcpy(o, out + (order[m - 1] * h + y) * n + j, 16);
+                    continue;
+                }
+                if (d0 > 0) {
+                    a0 = saved[4 * d0];
+                    a1 = saved[4 * d0 + 1];
+                    a2 = saved[4 * d0 + 2];
+                    a3 = saved[4 * d0 + 3];
+                }
+                for (int64_t i = d0; i < width; i++) {
+                    const double *p = taps[i] + j;
+                    const double k = kernel[i];
+                    a0 += k * *(const v4du *)p;
+                    a1 += k * *(const v4du *)(p + 4);
+                    a2 += k * *(const v4du *)(p + 8);
+                    a3 += k * *(const v4du *)(p + 12);
+                    if (keep[m * (width + 1) + i + 1]) {
+                        saved[4 * (i + 1)] = a0;
+                        saved[4 * (i + 1) + 1] = a1;
+                        saved[4 * (i + 1) + 2] = a2;
+                        saved[4 * (i + 1) + 3] = a3;
+                    }
+                }
+                for (int b = 0; b < 4; b++) {
+                    o[b] = magick_char(a0[b]);
+                    o[4 + b] = magick_char(a1[b]);
+                    o[8 + b] = magick_char(a2[b]);
+                    o[12 + b] = magick_char(a3[b]);
+                }
             }
-            for (int64_t j = 0; j < n; j++) {
-                double q = floor(acc[j] + 0.5);
-                q = q < 0 ? 0 : (q > 65535 ? 65535 : q);
-                o[j] = (uint8_t)(q / 257.0);
+        }
+        for (; j < n; j++) {
+            for (int64_t t = 0; t < frames; t++) {
+                double acc = 0.0;
+                for (int64_t i = 0; i < width; i++) acc += kernel[i] * src[t * width + i][j];
+                out[(t * h + y) * n + j] = magick_char(acc);
             }
         }
     }
-    free(acc);
+    free(src);
+    free(saved);
     return 0;
+}
+
+static inline v4i bytes4(const uint8_t *p) {
+    v4i r = {p[0], p[1], p[2], p[3]};
+    return r;
+}
+
+typedef int64_t v4l __attribute__((vector_size(32)));
+
+/* max(lo, min(v, hi)) of four int32 lanes, without branches */
+static inline v4i clamp4(v4i v, int32_t lo, int32_t hi) {
+    v4i d = v - lo;
+    v = lo + (d & ~(d >> 31));
+    d = v - hi;
+    return hi + (d & (d >> 31));
+}
+
+/* Four output pixels' source points in PIL's bilinear affine (pp_pil_affine_bilinear): x = (cx + bx) + ax,
+ * y = (cy + by) + ay (Pillow's order of the additions),
+ * inside the image or not, then for inside points the fractions of (x - .5, y - .5) past their floor and the byte
+ * offsets of the two columns (clamped) and two rows (row y + 1 past the last row: row y) they mix. */
+static inline void affine_points(const double *cx, const double *cy, double bx, double ax, double by, double ay,
+                                 double wd, double hd, int32_t wi, int32_t hi, int32_t stride, double *fx, double *fy,
+                                 int32_t *x0s, int32_t *x1s, int32_t *r0s, int32_t *r1s, int32_t *inside) {
+    v4d xx = *(const v4du *)cx + bx + ax, yy = *(const v4du *)cy + by + ay;
+    v4l in = (xx >= 0.0) & (xx < wd) & (yy >= 0.0) & (yy < hd);
+    /* outside points become 0 only to keep the int conversions defined; their pixel is black */
+    xx = (v4d)((v4l)xx & in) - 0.5;
+    yy = (v4d)((v4l)yy & in) - 0.5;
+    v4i tx = __builtin_convertvector(xx, v4i), ty = __builtin_convertvector(yy, v4i);
+    /* floor (xx, yy >= -0.5): one less where the truncation rounded up */
+    v4i ix = tx + __builtin_convertvector(__builtin_convertvector(tx, v4d) > xx, v4i);
+    v4i iy = ty + __builtin_convertvector(__builtin_convertvector(ty, v4d) > yy, v4i);
+    v4d dx = xx - __builtin_convertvector(ix, v4d), dy = yy - __builtin_convertvector(iy, v4d);
+    v4i x0 = clamp4(ix, 0, wi - 1) * 3, x1 = clamp4(ix + 1, 0, wi - 1) * 3, r0 = clamp4(iy, 0, hi - 1) * stride;
+    v4i below = iy + 1 < hi;  /* iy + 1 >= 0 always */
+    v4i r1 = ((iy + 1) * stride & below) | (r0 & ~below);
+    v4i inl = __builtin_convertvector(in, v4i);
+    memcpy(fx, &dx, sizeof dx);
+    memcpy(fy, &dy, sizeof dy);
+    memcpy(x0s, &x0, sizeof x0);
+    memcpy(x1s, &x1, sizeof x1);
+    memcpy(r0s, &r0, sizeof r0);
+    memcpy(r1s, &r1, sizeof r1);
+    memcpy(inside, &inl, sizeof inl);
 }
 
 /* PIL's bilinear affine transform of an RGB image (Image.transform(AFFINE, BILINEAR), fill 0), as
  * Pillow's Geometry.c computes it: the output pixel (x, y) reads the source point
  * (a0 (x + .5) + a1 (y + .5) + a2, a3 (x + .5) + a4 (y + .5) + a5), black when outside the image,
  * else the bilinear mix v = a + (b - a) d along x on rows y and y + 1 (row y + 1 repeated past the
- * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3); m: (frames, 6);
- * out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only. */
-int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
-                           int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
-    /* a0 (x + .5) and a3 (x + .5) are the same doubles on every row: made once per frame and column */
-    double *cols = malloc(sizeof(double) * 2 * (size_t)width);
-    if (!cols) return 1;
+ * last row, columns clamped), then along y, truncated to uint8. src: (h, w, 3), h * w * 3 < 2^31;
+ * m: (frames, 6); out: (frames, height, width, 3), the output pixels top..top+height-1, left..left+width-1 only.
+ * Per output row, first every pixel's source point, weights and byte offsets (a loop that vectorises), then
+ * the mixes, the three channels (and one unused lane) side by side through the same double operations. */
+WIDE int pp_pil_affine_bilinear(const uint8_t *src, int64_t h, int64_t w, const double *m, int64_t frames,
+                                int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
+    /* a0 (x + .5) and a3 (x + .5) are the same doubles on every row: made once per frame and column;
+     * the image is copied with one byte of padding, read by the unused fourth lane of the last pixel */
+    int64_t lanes = (width + 3) / 4 * 4;
+    double *cols = calloc(4 * (size_t)lanes, sizeof(double));
+    int32_t *offs = malloc(sizeof(int32_t) * 5 * (size_t)lanes);
+    uint8_t *img = malloc((size_t)(h * w * 3 + 1));
+    const double wd = (double)w, hd = (double)h;
+    const int32_t wi = (int32_t)w, hi = (int32_t)h, stride = (int32_t)(w * 3);
+    if (!cols || !offs || !img) {
+        free(cols);
+        free(offs);
+        free(img);
+        return 1;
+    }
+    double *cx = cols, *cy = cols + lanes, *fx = cols + 2 * lanes, *fy = cols + 3 * lanes;
+    int32_t *x0s = offs, *x1s = offs + lanes, *r0s = offs + 2 * lanes, *r1s = offs + 3 * lanes,
+            *inside = offs + 4 * lanes;
+    for (int64_t i = 0; i < h * w * 3; i++) img[i] = src[i];
+    img[h * w * 3] = 0;
     for (int64_t t = 0; t < frames; t++) {
         const double *a = m + 6 * t;
         for (int64_t i = 0; i < width; i++) {
             double xin = (double)(int)(left + i) + 0.5;
-            cols[2 * i] = a[0] * xin;
-            cols[2 * i + 1] = a[3] * xin;
+            cx[i] = a[0] * xin;
+            cy[i] = a[3] * xin;
         }
         for (int64_t y = top; y < top + height; y++) {
             uint8_t *o = out + ((t * height + (y - top)) * width) * 3;
             double yin = (double)(int)y + 0.5, by = a[1] * yin, ey = a[4] * yin;
+            for (int64_t i = 0; i < width; i += 4)  /* cols and offs hold width rounded up to 4 */
+                affine_points(cx + i, cy + i, by, a[2], ey, a[5], wd, hd, wi, hi, stride, fx + i, fy + i, x0s + i,
+                              x1s + i, r0s + i, r1s + i, inside + i);
             for (int64_t i = 0; i < width; i++, o += 3) {
-                double xx = cols[2 * i] + by + a[2];
-                double yy = cols[2 * i + 1] + ey + a[5];
-                int ix, iy, x0, x1;
-                double dx, dy;
-                const uint8_t *r0, *r1;
-                if (xx < 0.0 || xx >= (double)w || yy < 0.0 || yy >= (double)h) {
+                if (!inside[i]) {
                     o[0] = o[1] = o[2] = 0;
                     continue;
                 }
-                xx -= 0.5;
-                yy -= 0.5;
-                ix = xx < 0.0 ? (int)floor(xx) : (int)xx;
-                iy = yy < 0.0 ? (int)floor(yy) : (int)yy;
-                dx = xx - ix;
-                dy = yy - iy;
-                x0 = (ix < 0 ? 0 : (ix < w ? ix : (int)w - 1)) * 3;
-                x1 = (ix + 1 < 0 ? 0 : (ix + 1 < w ? ix + 1 : (int)w - 1)) * 3;
-                r0 = src + (int64_t)(iy < 0 ? 0 : (iy < h ? iy : (int)h - 1)) * w * 3;
-                r1 = (iy + 1 >= 0 && iy + 1 < h) ? src + (int64_t)(iy + 1) * w * 3 : r0;
-                for (int b = 0; b < 3; b++) {
-                    double v1 = r0[x0 + b] + (r0[x1 + b] - r0[x0 + b]) * dx;
-                    double v2 = r1 == r0 ? v1 : r1[x0 + b] + (r1[x1 + b] - r1[x0 + b]) * dx;
-                    v1 = v1 + (v2 - v1) * dy;
-                    o[b] = (uint8_t)v1;
-                }
+                const uint8_t *r0 = img + r0s[i], *r1 = img + r1s[i];
+                const double dx = fx[i], dy = fy[i];
+                v4i a0 = bytes4(r0 + x0s[i]), b0 = bytes4(r0 + x1s[i]), a1 = bytes4(r1 + x0s[i]),
+                    b1 = bytes4(r1 + x1s[i]);
+                v4d v1 = __builtin_convertvector(a0, v4d) + __builtin_convertvector(b0 - a0, v4d) * dx;
+                v4d v2 = __builtin_convertvector(a1, v4d) + __builtin_convertvector(b1 - a1, v4d) * dx;
+                v4i q = __builtin_convertvector(v1 + (v2 - v1) * dy, v4i);
+                o[0] = (uint8_t)q[0];
+                o[1] = (uint8_t)q[1];
+                o[2] = (uint8_t)q[2];
             }
         }
     }
     free(cols);
+    free(offs);
+    free(img);
     return 0;
 }
 
 /* Snow frames: uint8(255 * clip(x + f[y, x] + f[h-1-y, w-1-x], 0, 1)) in double, x the whitened image
  * (float32, (h, w, 3)), f = flake[layer value] (value / 255.0) of each frame's blurred layer (frames, h, w). */
-void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, const double *flake,
+WIDE void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, const double *flake,
                     uint8_t *out) {
     for (int64_t t = 0; t < frames; t++) {
         const uint8_t *layer = layers + t * h * w;
@@ -325,7 +531,7 @@ void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64
 /* np.convolve(line, kernel, mode='same') down every column of a (h, w) float64 layer, as
  * perturbations.convolve_same computes it: full[m] = sum over j ascending of kernel[j] * x[m - j]
  * (from 0.0), kept from m = (k - 1) / 2. */
-void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *kernel, int64_t k, double *out) {
+WIDE void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *kernel, int64_t k, double *out) {
     int64_t start = (k - 1) / 2;
     for (int64_t y = 0; y < h; y++) {
         double *o = out + y * w;
@@ -342,40 +548,40 @@ void pp_convolve_columns(const double *x, int64_t h, int64_t w, const double *ke
 /* scipy.ndimage's gaussian_filter(x, (sigma, sigma, 0), mode='nearest') of one (h, w, c) float64 image,
  * as its symmetric correlate1d computes each pass: out = x[i] * w[0], then += (x[i - j] + x[i + j]) * w[j]
  * for j = r down to 1 (edges repeated); rows (axis 0) first, then columns, then uint8(255 * out).
- * tmp: h * w * c doubles of scratch. Returns nonzero when its row buffer cannot be allocated. */
-int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r, double *tmp,
-                      uint8_t *out) {
+ * One output row at a time: its first-pass row goes straight into an edge-extended line that stays in cache,
+ * whose second pass runs tap by tap over the whole row (each output's additions in the same order as one
+ * output at a time). Returns nonzero when its row buffer cannot be allocated. */
+WIDE int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r,
+                          uint8_t *out) {
     int64_t row = w * c;
+    double *line = malloc(sizeof(double) * ((size_t)(w + 2 * r) * (size_t)c + (size_t)row));
+    if (!line) return 1;
+    double *p = line + r * c, *v = line + (w + 2 * r) * c;
     for (int64_t y = 0; y < h; y++) {
-        double *o = tmp + y * row;
         const double *centre = x + y * row;
-        for (int64_t i = 0; i < row; i++) o[i] = centre[i] * wt[0];
+        uint8_t *o = out + y * row;
+        for (int64_t i = 0; i < row; i++) p[i] = centre[i] * wt[0];
         for (int64_t j = r; j >= 1; j--) {
             const double *up = x + (y - j < 0 ? 0 : y - j) * row;
             const double *down = x + (y + j >= h ? h - 1 : y + j) * row;
             const double k = wt[j];
-            for (int64_t i = 0; i < row; i++) o[i] += (up[i] + down[i]) * k;
+            for (int64_t i = 0; i < row; i++) p[i] += (up[i] + down[i]) * k;
         }
-    }
-    {
-        double *line = malloc(sizeof(double) * (size_t)(w + 2 * r) * (size_t)c);
-        if (!line) return 1;
-        for (int64_t y = 0; y < h; y++) {
-            const double *t = tmp + y * row;
-            uint8_t *o = out + y * row;
-            for (int64_t i = 0; i < w + 2 * r; i++) {  /* the row, edge-extended by r on both sides */
-                int64_t s = i - r < 0 ? 0 : (i - r >= w ? w - 1 : i - r);
-                for (int64_t b = 0; b < c; b++) line[i * c + b] = t[s * c + b];
-            }
-            for (int64_t i = 0; i < row; i++) {
-                const double *p = line + r * c + i;
-                double v = p[0] * wt[0];
-                for (int64_t j = r; j >= 1; j--) v += (p[-j * c] + p[j * c]) * wt[j];
-                o[i] = (uint8_t)(255 * v);
+        for (int64_t i = 0; i < r; i++) {  /* the row's first and last pixels repeated r times */
+            for (int64_t b = 0; b < c; b++) {
+                line[i * c + b] = p[b];
+                p[(w + i) * c + b] = p[(w - 1) * c + b];
             }
         }
-        free(line);
+        for (int64_t i = 0; i < row; i++) v[i] = p[i] * wt[0];
+        for (int64_t j = r; j >= 1; j--) {
+            const double *before = p - j * c, *after = p + j * c;
+            const double k = wt[j];
+            for (int64_t i = 0; i < row; i++) v[i] += (before[i] + after[i]) * k;
+        }
+        for (int64_t i = 0; i < row; i++) o[i] = (uint8_t)(255 * v[i]);
     }
+    free(line);
     return 0;
 }
 
@@ -412,33 +618,40 @@ void pp_perspective_map(const double *inv, int64_t top, int64_t left, int64_t he
 
 /* Water drops over one float32 image (npix pixels, 3 channels): the mask m scaled to peak at intensity
  * (m / peak, 0 where the peak is 0; times intensity), then uint8(255 * clip(x + m * colour, 0, 1)), all in
- * float32 as weather.water_drops computes it. */
-void pp_water_frame(const float *x, const float *mask, int64_t npix, float peak, float intensity,
-                    const float *colour, uint8_t *out) {
+ * float32 as weather.water_drops computes it. The mask is scaled in place first (a loop that vectorises). */
+static inline uint8_t water_value(float x, float m, float colour) {
+    float t = m * colour;
+    t = x + t;
+    t = t < 0 ? 0 : (t > 1 ? 1 : t);
+    t = t * 255.0f;
+    return (uint8_t)t;
+}
+
+WIDE void pp_water_frame(const float *x, float *mask, int64_t npix, float peak, float intensity, const float *colour,
+                         uint8_t *out) {
+    if (peak > 0)
+        for (int64_t p = 0; p < npix; p++) mask[p] = (mask[p] / peak) * intensity;
+    else
+        for (int64_t p = 0; p < npix; p++) mask[p] = 0.0f * intensity;
     for (int64_t p = 0; p < npix; p++) {
-        float m = peak > 0 ? mask[p] / peak : 0.0f;
-        m = m * intensity;
-        for (int b = 0; b < 3; b++) {
-            float t = m * colour[b];
-            t = x[p * 3 + b] + t;
-            t = t < 0 ? 0 : (t > 1 ? 1 : t);
-            t = t * 255.0f;
-            out[p * 3 + b] = (uint8_t)t;
-        }
+        out[p * 3] = water_value(x[p * 3], mask[p], colour[0]);
+        out[p * 3 + 1] = water_value(x[p * 3 + 1], mask[p], colour[1]);
+        out[p * 3 + 2] = water_value(x[p * 3 + 2], mask[p], colour[2]);
     }
 }
 
-/* Zoom blur's running mean in float32: total = unit[first] + unit[zoom_1] + ... + unit[zoom_i] (unit: value / 255f),
- * frame i = uint8(total / (i + 1) * 255), for i = 1..count; total: npix floats of scratch, out: (count, npix). */
-void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, const float *unit,
-                     float *total, uint8_t *out) {
-    for (int64_t p = 0; p < npix; p++) total[p] = unit[first[p]];
+/* Zoom blur's running mean in float32: total = u(first) + u(zoom_1) + ... + u(zoom_i), u(v) = (float)v / 255 (the
+ * float32 division numpy's astype(float32) / 255 makes), frame i = uint8(total / (i + 1) * 255), for i = 1..count;
+ * total: npix floats of scratch, out: (count, npix). */
+WIDE void pp_running_mean(const uint8_t *first, const uint8_t *zooms, int64_t npix, int64_t count, float *total,
+                          uint8_t *out) {
+    for (int64_t p = 0; p < npix; p++) total[p] = (float)first[p] / 255.0f;
     for (int64_t i = 1; i <= count; i++) {
         const uint8_t *z = zooms + (i - 1) * npix;
         uint8_t *o = out + (i - 1) * npix;
         float n = (float)(i + 1);
         for (int64_t p = 0; p < npix; p++) {
-            total[p] += unit[z[p]];
+            total[p] += (float)z[p] / 255.0f;
             o[p] = (uint8_t)(total[p] / n * 255.0f);
         }
     }

@@ -32,18 +32,21 @@ _I64, _P64, _F, _D = ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_fl
 _SIGNATURES = {  # kernel: (return type, argument types), as _sequence_native.c declares them
     "pp_init": (None, []),
     "pp_poisson": (_I64, [_f64, _I64, _I64, _f64, _I64, _P64, _i64]),
-    "pp_shot_frames": (_I64, [_u8, _I64, _f64, _D, _I64, _I64, _f64, _I64, _P64, _u8]),
+    "pp_shot_thresholds": (None, [_f64, _i64, _i64, _i64, _f32]),
+    "pp_shot_frames": (_I64, [_u8, _I64, _f64, _D, _i64, _i64, _i64, _f32, _I64, _I64, _f64, _I64, _P64, _u8]),
     "pp_gaussian_frames": (None, [_u8, _I64, _I64, _f32, _F, _f32, _u8]),
     "pp_speckle_frames": (None, [_u8, _I64, _I64, _f64, _D, _f64, _u8]),
+    "pp_hsv_factors": (None, [_u8, _I64, _f64, _f64]),
     "pp_brightness_frames": (None, [_f64, _f64, _I64, _f64, _I64, _u8]),
-    "pp_motion_sweep": (ctypes.c_int, [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _u8]),
+    "pp_motion_sweep": (ctypes.c_int, [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _i64, _i64, _u8,
+                                        _u8]),
     "pp_pil_affine_bilinear": (ctypes.c_int, [_u8, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _I64, _u8]),
     "pp_snow_frames": (None, [_f32, _u8, _I64, _I64, _I64, _f64, _u8]),
     "pp_convolve_columns": (None, [_f64, _I64, _I64, _f64, _I64, _f64]),
-    "pp_gaussian_blur": (ctypes.c_int, [_f64, _I64, _I64, _I64, _f64, _I64, _f64, _u8]),
+    "pp_gaussian_blur": (ctypes.c_int, [_f64, _I64, _I64, _I64, _f64, _I64, _u8]),
     "pp_perspective_map": (None, [_f64, _I64, _I64, _I64, _I64, _i16, _u16]),
     "pp_water_frame": (None, [_f32, _f32, _I64, _F, _F, _f32, _u8]),
-    "pp_running_mean": (None, [_u8, _u8, _I64, _I64, _f32, _f32, _u8]),
+    "pp_running_mean": (None, [_u8, _u8, _I64, _I64, _f32, _u8]),
 }
 _BLOCK = 1 << 15  # uniforms drawn per block (256 kB)
 
@@ -163,14 +166,31 @@ def poisson(rng: np.random.Generator, lam: np.ndarray, lib: ctypes.CDLL | None =
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _shot_tables(level: float) -> tuple[np.ndarray, ...]:
+    """Shot noise's 256 per-value rates at ``level`` and their PTRS thresholds (``pp_shot_thresholds``): for each
+    rate from 10 on, the candidates k within lam +- (6 sqrt(lam) + 4), where PTRS's rejection tests fall."""
+    lam = np.arange(256) / 255.0 * level  # x / 255.0 * level per pixel value, as the numpy path computes it
+    reach = np.where(lam >= 10, 6 * np.sqrt(lam) + 4, 0.0)
+    kmin = np.maximum(0, np.floor(lam - reach)).astype(np.int64)
+    span = np.where(lam >= 10, np.ceil(lam + reach).astype(np.int64) + 1 - kmin, 0)
+    offset = (np.cumsum(span) - span).astype(np.int64)
+    thresholds = np.empty(int(span.sum()), np.float32)
+    _load().pp_shot_thresholds(lam, kmin, span, offset, thresholds)
+    for table in (lam, kmin, span, offset, thresholds):
+        table.setflags(write=False)
+    return lam, kmin, span, offset, thresholds
+
+
 def shot_frames(lib: ctypes.CDLL, rng: np.random.Generator, clean: np.ndarray, frames: int, level: float
                 ) -> np.ndarray:
     """``uint8(255 * clip(rng.poisson(broadcast(clean / 255 * level)) / level, 0, 1))`` for ``frames`` frames."""
     flat = np.ascontiguousarray(clean).ravel()
-    lam = np.arange(256) / 255.0 * level  # x / 255.0 * level per pixel value, as the numpy path computes it
+    lam, kmin, span, offset, thresholds = _shot_tables(float(level))
     n = frames * flat.size
     cost = float(np.bincount(flat, minlength=256) @ _uniforms_per_variate(lam)) * frames
     out = np.empty(n, np.uint8)
     _sequential(rng, n, cost, lambda start, u, used: lib.pp_shot_frames(
-        flat, flat.size, lam, float(level), start, n, u, len(u), ctypes.byref(used), out))
+        flat, flat.size, lam, float(level), kmin, span, offset, thresholds, start, n, u, len(u), ctypes.byref(used),
+        out))
     return out.reshape((frames,) + clean.shape)

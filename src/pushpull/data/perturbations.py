@@ -163,18 +163,12 @@ def _noise(images: np.ndarray, name: str, params: str, rngs: Callable[[int], np.
 
 def _brightness(images: np.ndarray, params: str) -> np.ndarray:
     from ._sequence_native import library
-    from .corruptions.digital import hsv2rgb, rgb2hsv
-    from .sequence_kernels import brightness_frames
+    from .sequence_kernels import brightness_frames, hsv_factors
 
     delta_v = _PARAMS[params]["brightness"]  # the reference's expression: float rounding shows in uint8
-    hsv = rgb2hsv(images / 255.0)
-    value = hsv[..., 2].copy()
-    # hsv2rgb gives each channel v * (1, 1-s, 1-f*s or 1-(1-f)*s): with value 1 it returns those factors,
-    # which only h and s decide, so a frame is one product (the same one hsv2rgb computes)
-    hsv[..., 2] = 1.0
-    factors = hsv2rgb(hsv)
     out = np.empty((len(images), FRAMES) + images.shape[1:], np.uint8)
     lib = library()
+    value, factors = hsv_factors(lib, images)
     if lib is not None:
         return brightness_frames(lib, value, factors, [delta_v(i) for i in range(FRAMES)], out)
     for i in range(FRAMES):
@@ -302,14 +296,17 @@ def _pil_affine_frames(images: np.ndarray, frames: Sequence[dict], bilinear: boo
     from PIL import Image
 
     from ._sequence_native import pil_affine_library
-    from .sequence_kernels import pil_bilinear_frames
+    from .sequence_kernels import pil_bilinear_frames, shifted_frames, whole_pixel_shift
 
     mode = Image.Resampling.BILINEAR if bilinear else Image.Resampling.NEAREST
     size = (images.shape[2], images.shape[1])
     top, left, height, width = window
     matrices = [affine_matrix(size, **kw) for kw in frames]
     out = np.empty((len(images), len(frames), height, width, images.shape[3]), np.uint8)
-    lib = pil_affine_library() if bilinear else None  # PIL's nearest-neighbour path is already fixed-point fast
+    shifts = [whole_pixel_shift(m) for m in matrices]
+    if not bilinear and None not in shifts:  # translate: PIL's nearest neighbours of whole-pixel moves are copies
+        return shifted_frames(images, shifts, window, out)
+    lib = pil_affine_library() if bilinear and images[0].size < 2 ** 31 - 1 else None  # int32 byte offsets
     if lib is not None:
         return pil_bilinear_frames(lib, images, matrices, window, out)
     for n, img in enumerate(images):

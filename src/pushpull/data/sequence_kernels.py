@@ -10,6 +10,8 @@ frames are bit-identical to the per-frame reference (``tests/test_perturbations.
   frames whose first taps have the same offsets share those partial sums.
 - ``perspective_maps`` / ``warp_frames``: OpenCV 4's fixed-point ``warpPerspective`` as
   OpenCV's own ``remap`` on its 1/32-px map, computed only for the output window that is kept.
+- ``shifted_frames``: translate's whole-pixel shifts as array copies (PIL's nearest-neighbour affine
+  samples exactly the shifted pixel there).
 - ``normal_noise_frames``, ``snow_frames``, ``gaussian_blur_frames``, ``water_frames``: the per-frame
   arithmetic of the numpy path in the C kernels of ``_sequence_native`` (same operations, same order).
 
@@ -45,18 +47,34 @@ def motion_blur_sweep(images: np.ndarray, radius: float, sigma: float, angles: S
 
 
 def _native_sweep(lib, images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
-    """The same sums in C, one image and one output row at a time (the row's partial sums stay in cache)."""
+    """The same sums in C, one image and one output row at a time; frames whose first taps agree share those."""
     n, h, w, c = images.shape
     kernel = motion_kernel(radius, sigma)
     width = len(kernel)
     taps = np.array([motion_offsets(width, float(a)) for a in angles], dtype=np.int64)  # (T, 2, width)
     dy, dx = np.ascontiguousarray(taps[:, 0]), np.ascontiguousarray(taps[:, 1])
+    order, start, keep = _shared_taps([list(zip(y, x)) for y, x in zip(dy.tolist(), dx.tolist())])
     out = np.empty((n, len(angles), h, w, c), np.uint8)
     for image, frames in zip(images, out):
         padded = np.pad(image.astype(np.float64) * 257.0, ((width, width), (width, width), (0, 0)), mode="edge")
-        if lib.pp_motion_sweep(padded, h, w, c, width, kernel, width, dy, dx, len(angles), frames):
-            raise MemoryError("pushpull: out of memory for the motion-blur kernel's row buffer")
+        if lib.pp_motion_sweep(padded, h, w, c, width, kernel, width, dy, dx, len(angles), order, start, keep, frames):
+            raise MemoryError("pushpull: out of memory for the motion-blur kernel's tap table")
     return out
+
+
+def _shared_taps(offsets: list[list[tuple[int, int]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How the frames of a sweep share their first taps' sums (``pp_motion_sweep``): the frames sorted by their
+    tap offsets (``order``), how many first taps each shares with the one before it (``start``, 0 for the first),
+    and ``keep[m, d]``, whether frame ``order[m]`` leaves its sum after d taps for a later frame to start from."""
+    order = sorted(range(len(offsets)), key=offsets.__getitem__)
+    start = [0]
+    for prev, t in zip(order, order[1:]):
+        start.append(next((i for i, (a, b) in enumerate(zip(offsets[prev], offsets[t])) if a != b),
+                          len(offsets[t])))
+    keep = np.zeros((len(offsets), len(offsets[0]) + 1), np.uint8)
+    for m, d in enumerate(start):
+        keep[:m, d] = 1  # the frames before; the last one through depth d is the one whose sum is left there
+    return np.array(order, np.int64), np.array(start, np.int64), keep
 
 
 def _sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[float]) -> np.ndarray:
@@ -219,10 +237,9 @@ def gaussian_blur_frames(lib, x: np.ndarray, weights: Sequence[np.ndarray]) -> n
     """Each frame's two passes in C, scipy's sums in scipy's order."""
     n, h, w, c = x.shape
     out = np.empty((n, len(weights), h, w, c), np.uint8)
-    scratch = np.empty((h, w, c))
     for t, taps in enumerate(weights):
         for k, image in enumerate(x):
-            if lib.pp_gaussian_blur(image, h, w, c, taps, len(taps) - 1, scratch, out[k, t]):
+            if lib.pp_gaussian_blur(image, h, w, c, taps, len(taps) - 1, out[k, t]):
                 raise MemoryError("pushpull: out of memory for the Gaussian-blur kernel's row buffer")
     return out
 
@@ -234,9 +251,27 @@ def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) 
     colour = WATER_COLOUR.astype(np.float32)
     out = np.empty(x.shape, np.uint8)
     for image, layer, frame in zip(x, (liquid * 255).astype(np.uint8), out):
-        m = np.ascontiguousarray(water_mask(layer), np.float32)
+        m = np.require(water_mask(layer), np.float32, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])  # scaled in place
         lib.pp_water_frame(np.ascontiguousarray(image), m, m.size, m.max(), intensity, colour, frame)
     return out
+
+
+def hsv_factors(lib, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Brightness's per-image step: ``rgb2hsv(images / 255.0)``'s value and ``hsv2rgb``'s factors at value 1.
+
+    hsv2rgb gives each channel v * (1, 1-s, 1-f*s or 1-(1-f)*s): with value 1 it returns those factors, which
+    only h and s decide, so a frame is one product (the same one hsv2rgb computes). In C where ``lib`` is given.
+    """
+    from .corruptions.digital import hsv2rgb, rgb2hsv
+
+    if lib is not None:
+        value, factors = np.empty(images.shape[:-1]), np.empty(images.shape)
+        lib.pp_hsv_factors(np.ascontiguousarray(images), value.size, value, factors)
+        return value, factors
+    hsv = rgb2hsv(images / 255.0)
+    value = hsv[..., 2].copy()
+    hsv[..., 2] = 1.0
+    return value, hsv2rgb(hsv)
 
 
 def brightness_frames(lib, value: np.ndarray, factors: np.ndarray, deltas: Sequence[float], out: np.ndarray
@@ -250,10 +285,9 @@ def brightness_frames(lib, value: np.ndarray, factors: np.ndarray, deltas: Seque
 
 def running_mean_frames(lib, zooms: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Zoom blur: frames 1.. of ``out`` from its frame 0 (the image) and ``zooms`` (N, T - 1, H, W, 3)."""
-    unit = np.arange(256, dtype=np.uint8).astype(np.float32) / np.float32(255)  # astype(float32) / 255, per value
     total = np.empty(out[0, 0].size, np.float32)
     for moved, frames in zip(zooms, out):
-        lib.pp_running_mean(np.ascontiguousarray(frames[0]), moved, total.size, len(moved), unit, total, frames[1:])
+        lib.pp_running_mean(np.ascontiguousarray(frames[0]), moved, total.size, len(moved), total, frames[1:])
     return out
 
 
@@ -267,4 +301,28 @@ def pil_bilinear_frames(lib, images: np.ndarray, matrices: Sequence[Sequence[flo
         if lib.pp_pil_affine_bilinear(np.ascontiguousarray(image), h, w, table, len(table), top, left, height, width,
                                       frames):
             raise MemoryError("pushpull: out of memory for the affine warp kernel's column table")
+    return out
+
+
+def whole_pixel_shift(matrix: Sequence[float]) -> tuple[int, int] | None:
+    """(dx, dy) when the affine ``matrix`` (PIL's, output -> source) moves the image by whole pixels: PIL's
+    nearest-neighbour sample of output (x, y) is then source (x - dx, y - dy), black outside. None otherwise."""
+    a, b, c, d, e, f = matrix
+    if (a, b, d, e) == (1.0, 0.0, 0.0, 1.0) and float(c).is_integer() and float(f).is_integer():
+        return int(-c), int(-f)
+    return None
+
+
+def shifted_frames(images: np.ndarray, shifts: Sequence[tuple[int, int]], window: tuple[int, int, int, int],
+                   out: np.ndarray) -> np.ndarray:
+    """Every image moved by each (dx, dy) of whole pixels, black where nothing moves in, inside ``window``
+    (top, left, height, width), into ``out`` (N, T, height, width, C)."""
+    top, left, height, width = window
+    h, w = images.shape[1:3]
+    out[...] = 0
+    for frame, (dx, dy) in zip(out.swapaxes(0, 1), shifts):
+        y0, y1 = max(top, dy), min(top + height, h + dy)  # output rows (image coordinates) whose source exists
+        x0, x1 = max(left, dx), min(left + width, w + dx)
+        if y0 < y1 and x0 < x1:
+            frame[:, y0 - top:y1 - top, x0 - left:x1 - left] = images[:, y0 - dy:y1 - dy, x0 - dx:x1 - dx]
     return out
