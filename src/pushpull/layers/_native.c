@@ -557,3 +557,103 @@ int pp_basis_backward(const int64_t *q, const float *gxb, const float *ah, const
     }
     return failed;
 }
+
+/* The stacked planes of the basis path's training (see _stacked.py): the push's shifted copies of every input
+ * plane (geometry qa, as pp_planes_infer's) into out, then the pull's basis planes (qb) after them, one parallel
+ * region for both. */
+int pp_stacked_build(const int64_t *qa, const int64_t *qb, const float *x, const float *ah, const float *aw,
+                     float *out, int nthreads) {
+    const basis_geometry pa = basis_read(qa), pb = basis_read(qb);
+    const int64_t planes = pa.planes, hw = pa.h * pa.w, hwo = pa.ho * pa.wo, size = pa.kh * pa.kw * hwo;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+        float *scratch = malloc(sizeof(float) * filter_scratch(&pb));
+        if (!scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < 2 * planes; t++) {
+            if (!scratch) continue;
+            if (t < planes) /* the costlier filterings first */
+                filter_plane(&pb, x + t * hw, ah, aw, out + (planes + t) * size, hwo, scratch);
+            else
+                shift_plane(&pa, x + (t - planes) * hw, out + (t - planes) * size, hwo);
+        }
+        free(scratch);
+    }
+    return failed;
+}
+
+/* Training of the basis path on stacked planes (see _stacked.py). y = (2, n, cout, hwo): the push's and the
+ * pull's pre-activations without bias. out = ReLU(push + b) - alpha ReLU(-(pull + b)), or both maps (dual);
+ * mask = 1 where the push is active, + 2 where the pull is; pull_r (or NULL) the rectified pull.
+ * m[] = {n, cout, hwo}. */
+int pp_stacked_rectify(const int64_t *m, const float *y, const float *bias, const float *alpha, int dual, float *out,
+                       uint8_t *mask, float *pull_r, int nthreads) {
+    const int64_t n = m[0], cout = m[1], hwo = m[2];
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+#pragma omp for schedule(static)
+        for (int64_t no = 0; no < n * cout; no++) {
+            const int64_t i_n = no / cout, o = no % cout;
+            const float *sp = y + no * hwo, *sq = y + (n * cout + no) * hwo, b0 = bias ? bias[o] : 0.0f, al = alpha[o];
+            float *o_push = out + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *o_pull = o_push + cout * hwo;
+            uint8_t *mk = mask + no * hwo;
+            if (dual) {
+#pragma omp simd
+                for (int64_t t = 0; t < hwo; t++) {
+                    const float s = sp[t] + b0, q = sq[t] + b0;
+                    o_push[t] = s > 0.0f ? s : 0.0f, o_pull[t] = q < 0.0f ? -q : 0.0f;
+                    mk[t] = (uint8_t)((s > 0.0f) | ((q < 0.0f) << 1));
+                }
+            } else {
+#pragma omp simd
+                for (int64_t t = 0; t < hwo; t++) {
+                    const float s = sp[t] + b0, q = sq[t] + b0;
+                    o_push[t] = (s > 0.0f ? s : 0.0f) - al * (q < 0.0f ? -q : 0.0f);
+                    mk[t] = (uint8_t)((s > 0.0f) | ((q < 0.0f) << 1));
+                }
+            }
+            if (pull_r)
+                for (int64_t t = 0; t < hwo; t++) pull_r[no * hwo + t] = sq[t] + b0 < 0.0f ? -(sq[t] + b0) : 0.0f;
+        }
+    }
+    return 0;
+}
+
+/* The adjoint of pp_stacked_rectify: g = (2, n, cout, hwo), the gradients of both pre-activations from the
+ * output gradient and the mask; gbias / galpha (n, cout) partial sums (or NULL): of g, of -grad * pull_r. */
+int pp_stacked_rectify_backward(const int64_t *m, const float *grad, const uint8_t *mask, const float *alpha,
+                                int dual, const float *pull_r, float *g, float *gbias, float *galpha, int nthreads) {
+    const int64_t n = m[0], cout = m[1], hwo = m[2];
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+#pragma omp for schedule(static)
+        for (int64_t no = 0; no < n * cout; no++) {
+            const int64_t i_n = no / cout, o = no % cout;
+            const float *gp = grad + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *gq = dual ? gp + cout * hwo : gp;
+            const float al = dual ? -1.0f : alpha[o];
+            const uint8_t *mk = mask + no * hwo;
+            float *g1 = g + no * hwo, *g2 = g + (n * cout + no) * hwo, sb = 0.0f, sa = 0.0f;
+#pragma omp simd reduction(+ : sb)
+            for (int64_t t = 0; t < hwo; t++) {
+                const float d1 = mk[t] & 1 ? gp[t] : 0.0f, d2 = mk[t] & 2 ? al * gq[t] : 0.0f;
+                g1[t] = d1, g2[t] = d2;
+                sb += d1 + d2;
+            }
+            if (galpha) {
+                const float *pr = pull_r + no * hwo;
+#pragma omp simd reduction(+ : sa)
+                for (int64_t t = 0; t < hwo; t++) sa -= gq[t] * pr[t];
+                galpha[no] = sa;
+            }
+            if (gbias) gbias[no] = sb;
+        }
+    }
+    return 0;
+}

@@ -41,6 +41,16 @@ PLANES_MAX_BYTES = 1 << 21
 # 13.1 / 16.6 / 25.1 ms against native 18.4 / 20.2 / 21.2 / 20.0 / 20.6 ms for 3 / 4 / 6 / 8 / 12 channels.
 PLANES_MAX_CHANNELS = 8
 
+# Bytes of per-thread scratch memory kept from call to call (``_workspace``): the stacked planes of a chunk
+# of images in the basis path's training (``_stacked``), which takes chunks of at most STACKED_CHUNK_BYTES.
+WORKSPACE_MAX_BYTES = 1 << 26
+STACKED_CHUNK_BYTES = 10 << 20
+
+# Leased buffers (``_workspace.lease``): the pool's size, and the largest buffer it keeps. The basis path's
+# training keeps a batch's stacked planes for the backward when they fit (the stem at 160 px, batch 16: 120 MB).
+LEASE_POOL_SIZE = 6
+LEASE_MAX_BYTES = 1 << 28
+
 _native = os.environ.get("PUSHPULL_NATIVE", "1") != "0"
 
 

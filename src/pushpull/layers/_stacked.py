@@ -1,0 +1,137 @@
+"""The basis path in training, on stacked planes: both responses from one product with the weights.
+
+The push response is the push weights applied to the input's shifted copies (its K_h·K_w taps with
+stride, dilation and zero padding: the basis filtering with identity matrices), the pull response
+the same weights applied to the basis-filtered planes (:mod:`._basis`). With both sets of planes
+stacked, one batched product gives both pre-activations, one compiled pass rectifies and combines
+them and keeps a byte of masks per output value for the backward; the weight gradient is one
+product of the masked gradients with the same planes, rebuilt rather than kept, and the input
+gradient the filterings' adjoints of the weights' transpose applied to them. Images go through in
+chunks whose planes live in per-thread scratch memory (:mod:`._workspace`): on the ImageNet stem
+(3 → 64, 7x7 stride 2, a 15x15 pull) this is what keeps the layer near two convolutions' cost.
+Float32 eager CPU tensors, one group, zero padding that both responses can fold in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from . import _native
+from ._workspace import leasable, lease, scratch
+from .config import STACKED_CHUNK_BYTES
+from .resize import interpolation_matrix
+
+Geometry = tuple[int, ...]  # as _basis.Geometry: (planes, h, w, kh, kw, ph, pw, ho, wo, top, left, sh, sw, dh, dw)
+
+
+def _matrices(geometry: Geometry, x: Tensor) -> tuple[Tensor, Tensor]:
+    kh, kw, ph, pw = geometry[3:7]
+    return (interpolation_matrix(kh, ph, x.dtype, x.device), interpolation_matrix(kw, pw, x.dtype, x.device))
+
+
+class _Plan:
+    """The sizes of one call, its chunks of images and their views of the scratch buffer."""
+
+    def __init__(self, x: Tensor, weight: Tensor, push_geometry: Geometry, pull_geometry: Geometry,
+                 scratch_planes: bool, chunk: int | None = None) -> None:
+        self.n, self.cin, self.h, self.w = x.shape
+        self.cout = weight.shape[0]
+        self.taps, self.hwo = push_geometry[3] * push_geometry[4], pull_geometry[7] * pull_geometry[8]
+        self.nk = self.cin * self.taps
+        self.geometries = (push_geometry, pull_geometry)
+        self.matrices = (_matrices(push_geometry, x), _matrices(pull_geometry, x))  # identity for the push
+        self.scratch_planes = scratch_planes  # False: the planes live elsewhere (kept for the backward)
+        self.sizes = (2 * self.nk * self.hwo if self.scratch_planes else 0, 2 * self.cout * self.hwo,
+                      self.cin * self.h * self.w)
+        if chunk is None:  # without planes in the scratch: larger chunks, fewer calls
+            chunk = max(1, min(self.n, STACKED_CHUNK_BYTES // (x.element_size() * sum(self.sizes))))
+        self.chunk = chunk
+        self.buffer = scratch(self.chunk * sum(self.sizes), x.dtype, x.device)
+
+    def chunks(self):
+        for start in range(0, self.n, self.chunk):
+            yield start, min(self.chunk, self.n - start)
+
+    def views(self, c: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Scratch for ``c`` images: planes (2c, nk, hwo), products (2c, C_out, hwo), an input-sized map."""
+        sizes = [c * size for size in self.sizes]
+        planes, products, image = self.buffer[:sum(sizes)].split(sizes)
+        return (planes.view(2 * c, self.nk, self.hwo) if self.scratch_planes else None,
+                products.view(2 * c, self.cout, self.hwo), image.view(c, self.cin, self.h, self.w))
+
+    def build(self, x: Tensor, planes: Tensor) -> None:
+        """The push's shifted copies (planes[:c]) and the pull's basis planes (planes[c:]) of the images ``x``."""
+        push, pull = ((x.shape[0] * self.cin, *geometry[1:]) for geometry in self.geometries)
+        _native.stacked_build(push, pull, x, self.matrices[1], planes)
+
+    def adjoint(self, d_planes: Tensor, gx: Tensor, extra: Tensor) -> None:
+        """``gx`` = both filterings' adjoints applied to ``d_planes`` (``extra``: scratch of ``gx``'s size)."""
+        c = gx.shape[0]
+        for half, geometry, matrices, target in zip(d_planes.split(c), self.geometries, self.matrices, (gx, extra)):
+            _native.basis_backward((c * self.cin, *geometry[1:]), half, *matrices, target)
+        gx.add_(extra)
+
+
+def forward(x: Tensor, weight: Tensor, bias: Tensor | None, alphas: Tensor, dual_output: bool,
+            push_geometry: Geometry, pull_geometry: Geometry, keep_pull: bool,
+            keep_planes: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, int]:
+    """The layer's output, the masks of the active push and pull values, (``keep_pull``) the rectified pull,
+    (``keep_planes``) the batch's stacked planes and the chunk size they were built with."""
+    x = x.contiguous()
+    n, cin, _, _ = x.shape
+    planes_size = n * 2 * cin * push_geometry[3] * push_geometry[4] * pull_geometry[7] * pull_geometry[8]
+    keep_planes = keep_planes and leasable(planes_size, x.dtype)  # else rebuilt in the backward
+    plan = _Plan(x, weight, push_geometry, pull_geometry, not keep_planes)
+    ho, wo = pull_geometry[7:9]
+    out = lease((plan.n, plan.cout * (2 if dual_output else 1), ho, wo), x.dtype, x.device)
+    mask = lease((plan.n, plan.cout, ho, wo), torch.uint8, x.device)
+    pull_r = x.new_empty(plan.n, plan.cout, ho, wo) if keep_pull else None
+    kept = lease((planes_size,), x.dtype, x.device) if keep_planes else None
+    w = weight.detach().reshape(plan.cout, plan.nk)
+    bias = None if bias is None else bias.detach().contiguous()
+    for start, c in plan.chunks():
+        planes, products, _ = plan.views(c)
+        if kept is not None:
+            planes = kept[start * 2 * plan.nk * plan.hwo:(start + c) * 2 * plan.nk * plan.hwo].view(
+                2 * c, plan.nk, plan.hwo)
+        plan.build(x[start:start + c], planes)
+        torch.bmm(w.expand(2 * c, -1, -1), planes, out=products)
+        _native.stacked_rectify(products.view(2, c, plan.cout, plan.hwo), bias, alphas, dual_output,
+                                out[start:start + c], mask[start:start + c],
+                                None if pull_r is None else pull_r[start:start + c])
+    return out, mask, pull_r, kept, plan.chunk
+
+
+def backward(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, pull_r: Tensor | None, alphas: Tensor,
+             dual_output: bool, push_geometry: Geometry, pull_geometry: Geometry, kept: Tensor | None, chunk: int,
+             needs: tuple[bool, bool, bool, bool]) -> tuple[Tensor | None, ...]:
+    """The gradients for (x, weight, bias, alpha) that ``needs`` asks for (alpha's as per-image, per-channel
+    sums), from the forward's masks and, where it kept them (``kept``), its planes."""
+    need_x, need_w, need_b, need_alpha = needs
+    grad, x = grad.contiguous(), x.contiguous()
+    plan = _Plan(x, weight, push_geometry, pull_geometry, kept is None or need_x, chunk)
+    w = weight.detach().reshape(plan.cout, plan.nk)
+    dx = x.new_empty(x.shape) if need_x else None
+    dw_t = x.new_zeros(plan.nk, plan.cout) if need_w else None  # transposed: the faster product
+    sums_b = x.new_empty(plan.n, plan.cout) if need_b else None
+    sums_a = x.new_empty(plan.n, plan.cout) if need_alpha else None
+    for start, c in plan.chunks():
+        planes, products, image = plan.views(c)
+        part = slice(start, start + c)
+        _native.stacked_rectify_backward(grad[part], mask[part], alphas, dual_output,
+                                         None if pull_r is None or not need_alpha else pull_r[part],
+                                         products.view(2, c, plan.cout, plan.hwo),
+                                         None if sums_b is None else sums_b[part],
+                                         None if sums_a is None else sums_a[part])
+        if need_w:
+            if kept is None:
+                plan.build(x[part], planes)
+            source = planes if kept is None else kept[start * 2 * plan.nk * plan.hwo:(start + c) * 2 * plan.nk
+                                                      * plan.hwo].view(2 * c, plan.nk, plan.hwo)
+            dw_t += torch.bmm(source, products.transpose(1, 2)).sum(0)
+        if need_x:  # the scratch planes take their gradient
+            torch.bmm(w.t().expand(2 * c, -1, -1), products, out=planes)
+            plan.adjoint(planes, dx[part], image)
+    return (dx, None if dw_t is None else dw_t.t().reshape(weight.shape), None if sums_b is None else sums_b.sum(0),
+            sums_a)
