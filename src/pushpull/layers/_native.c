@@ -405,9 +405,22 @@ static void filter_plane(const basis_geometry *b, const float *xp, const float *
         }
 }
 
+/* the scratch floats shift_plane needs: the column phases of a strided input (none without a stride) */
+static int64_t shift_scratch(const basis_geometry *b) { return b->sw > 1 ? b->sw * b->h * (b->w / b->sw + 1) : 0; }
+
 /* the push's kh*kw shifted copies of one input plane (stride, dilation, zero padding; b's ph, pw are
- * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices */
-static void shift_plane(const basis_geometry *b, const float *xp, float *dst, int64_t pitch) {
+ * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices. With a
+ * column stride the columns are first split into phases (xq[r][y][m] = x[y][r + sw*m]), which makes every
+ * row of every copy one contiguous run. */
+static void shift_plane(const basis_geometry *b, const float *xp, float *dst, int64_t pitch, float *scratch) {
+    const int64_t sw = b->sw, wq = b->w / sw + 1;
+    if (sw > 1)
+        for (int64_t r = 0; r < sw; r++)
+            for (int64_t y = 0; y < b->h; y++)
+                for (int64_t m = 0; m < wq; m++) {
+                    const int64_t c = r + sw * m;
+                    scratch[(r * b->h + y) * wq + m] = c < b->w ? xp[y * b->w + c] : 0.0f;
+                }
     for (int64_t a = 0; a < b->kh; a++)
         for (int64_t c = 0; c < b->kw; c++)
             for (int64_t i = 0; i < b->ho; i++) {
@@ -415,15 +428,19 @@ static void shift_plane(const basis_geometry *b, const float *xp, float *dst, in
                 const int64_t y = i * b->sh + a * b->dh - b->top, first = c * b->dw - b->left; /* column of j = 0 */
                 if (y < 0 || y >= b->h) {
                     memset(d, 0, sizeof(float) * b->wo);
-                } else if (b->sw == 1) { /* j reads column first + j: a contiguous run inside the image */
-                    const int64_t lo = MAX(0, -first), hi = b->w - first < b->wo ? b->w - first : b->wo;
-                    memset(d, 0, sizeof(float) * b->wo);
-                    if (hi > lo) memcpy(d + lo, xp + y * b->w + first + lo, sizeof(float) * (hi - lo));
+                    continue;
+                }
+                /* j reads column first + j*sw: inside the image for j in [lo, hi) */
+                const int64_t lo = first < 0 ? (-first + sw - 1) / sw : 0;
+                int64_t hi = (b->w - first + sw - 1) / sw;
+                hi = hi > b->wo ? b->wo : hi < lo ? lo : hi;
+                memset(d, 0, sizeof(float) * lo);
+                memset(d + hi, 0, sizeof(float) * (b->wo - hi));
+                if (sw == 1) {
+                    memcpy(d + lo, xp + y * b->w + first + lo, sizeof(float) * (hi - lo));
                 } else {
-                    for (int64_t j = 0; j < b->wo; j++) {
-                        const int64_t col = first + j * b->sw;
-                        d[j] = col >= 0 && col < b->w ? xp[y * b->w + col] : 0.0f;
-                    }
+                    const int64_t r = (first % sw + sw) % sw, m0 = (first - r) / sw;
+                    memcpy(d + lo, scratch + (r * b->h + y) * wq + m0 + lo, sizeof(float) * (hi - lo));
                 }
             }
 }
@@ -465,7 +482,7 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        const int64_t extra = filter_scratch(&pb);
+        const int64_t extra = MAX(filter_scratch(&pb), shift_scratch(&pa));
         float *planes = malloc(sizeof(float) * (cin * taps * row + G * row + extra));
         float *y = planes + cin * taps * row, *scratch = y + G * row;
         if (!planes) {
@@ -477,7 +494,7 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
             if (!planes) continue;
             for (int64_t c = 0; c < cin; c++) {
                 const float *xp = x + (i_n * cin + c) * hw;
-                shift_plane(&pa, xp, planes + c * taps * row, row);
+                shift_plane(&pa, xp, planes + c * taps * row, row, scratch);
                 filter_plane(&pb, xp, ah, aw, planes + c * taps * row + hwo, row, scratch);
             }
             for (int64_t gb = 0; gb < groups * blocks; gb++) {
@@ -559,17 +576,17 @@ int pp_basis_backward(const int64_t *q, const float *gxb, const float *ah, const
 }
 
 /* The stacked planes of the basis path's training (see _stacked.py): the push's shifted copies of every input
- * plane (geometry qa, as pp_planes_infer's) into out, then the pull's basis planes (qb) after them, one parallel
- * region for both. */
+ * plane (geometry qa, as pp_planes_infer's) into push, the pull's basis planes (qb) into pull (either NULL: not
+ * wanted), one parallel region for both. */
 int pp_stacked_build(const int64_t *qa, const int64_t *qb, const float *x, const float *ah, const float *aw,
-                     float *out, int nthreads) {
+                     float *push, float *pull, int nthreads) {
     const basis_geometry pa = basis_read(qa), pb = basis_read(qb);
     const int64_t planes = pa.planes, hw = pa.h * pa.w, hwo = pa.ho * pa.wo, size = pa.kh * pa.kw * hwo;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        float *scratch = malloc(sizeof(float) * filter_scratch(&pb));
+        float *scratch = malloc(sizeof(float) * MAX(filter_scratch(&pb), shift_scratch(&pa)));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -577,10 +594,10 @@ int pp_stacked_build(const int64_t *qa, const int64_t *qb, const float *x, const
 #pragma omp for schedule(dynamic, 1)
         for (int64_t t = 0; t < 2 * planes; t++) {
             if (!scratch) continue;
-            if (t < planes) /* the costlier filterings first */
-                filter_plane(&pb, x + t * hw, ah, aw, out + (planes + t) * size, hwo, scratch);
-            else
-                shift_plane(&pa, x + (t - planes) * hw, out + (t - planes) * size, hwo);
+            if (t < planes && pull) /* the costlier filterings first */
+                filter_plane(&pb, x + t * hw, ah, aw, pull + t * size, hwo, scratch);
+            else if (t >= planes && push)
+                shift_plane(&pa, x + (t - planes) * hw, push + (t - planes) * size, hwo, scratch);
         }
         free(scratch);
     }

@@ -57,7 +57,7 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
     lib.pp_basis_forward.argtypes = lib.pp_basis_backward.argtypes = [i64p, p, p, p, p, ctypes.c_int]
     lib.pp_planes_infer.argtypes = [i64p, i64p, i64p, p, p, p, p, p, p, ctypes.c_int, p, ctypes.c_int]
-    lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, ctypes.c_int]
+    lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
     for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
@@ -247,12 +247,13 @@ def planes_infer(sizes: tuple[int, int, int, int], push_geometry: tuple[int, ...
 
 
 def stacked_build(push_geometry: tuple[int, ...], pull_geometry: tuple[int, ...], x: Tensor,
-                  matrices: tuple[Tensor, Tensor], out: Tensor) -> None:
-    """``out`` = the push's shifted copies of ``x``, then its basis planes, by ``pp_stacked_build`` (see
-    :mod:`._stacked`; the geometries as ``pp_basis_forward`` reads them, the pull's ``matrices`` (A_h, A_w))."""
+                  matrices: tuple[Tensor, Tensor], push: Tensor | None, pull: Tensor | None) -> None:
+    """``push`` = the push's shifted copies of ``x``, ``pull`` its basis planes (None: not wanted), by
+    ``pp_stacked_build`` (see :mod:`._stacked`; the geometries as ``pp_basis_forward`` reads them, the pull's
+    ``matrices`` (A_h, A_w))."""
     tables = [torch.tensor(t, dtype=torch.int64) for t in (push_geometry, pull_geometry)]  # kept alive
     _check(_library().pp_stacked_build)(*(_int64_ptr(t) for t in tables), _ptr(x), *(_ptr(m) for m in matrices),
-                                        _ptr(out), torch.get_num_threads())
+                                        _ptr(push), _ptr(pull), torch.get_num_threads())
 
 
 def stacked_rectify(y: Tensor, bias: Tensor | None, alphas: Tensor, dual_output: bool, out: Tensor, mask: Tensor,

@@ -34,19 +34,15 @@ class _Plan:
     """The sizes of one call, its chunks of images and their views of the scratch buffer."""
 
     def __init__(self, x: Tensor, weight: Tensor, push_geometry: Geometry, pull_geometry: Geometry,
-                 scratch_planes: bool, chunk: int | None = None) -> None:
+                 chunk: int | None = None) -> None:
         self.n, self.cin, self.h, self.w = x.shape
         self.cout = weight.shape[0]
         self.taps, self.hwo = push_geometry[3] * push_geometry[4], pull_geometry[7] * pull_geometry[8]
         self.nk = self.cin * self.taps
         self.geometries = (push_geometry, pull_geometry)
         self.matrices = (_matrices(push_geometry, x), _matrices(pull_geometry, x))  # identity for the push
-        self.scratch_planes = scratch_planes  # False: the planes live elsewhere (kept for the backward)
-        self.sizes = (2 * self.nk * self.hwo if self.scratch_planes else 0, 2 * self.cout * self.hwo,
-                      self.cin * self.h * self.w)
-        if chunk is None:  # without planes in the scratch: larger chunks, fewer calls
-            chunk = max(1, min(self.n, STACKED_CHUNK_BYTES // (x.element_size() * sum(self.sizes))))
-        self.chunk = chunk
+        self.sizes = (2 * self.nk * self.hwo, 2 * self.cout * self.hwo, self.cin * self.h * self.w)
+        self.chunk = chunk or max(1, min(self.n, STACKED_CHUNK_BYTES // (x.element_size() * sum(self.sizes))))
         self.buffer = scratch(self.chunk * sum(self.sizes), x.dtype, x.device)
 
     def chunks(self):
@@ -57,13 +53,13 @@ class _Plan:
         """Scratch for ``c`` images: planes (2c, nk, hwo), products (2c, C_out, hwo), an input-sized map."""
         sizes = [c * size for size in self.sizes]
         planes, products, image = self.buffer[:sum(sizes)].split(sizes)
-        return (planes.view(2 * c, self.nk, self.hwo) if self.scratch_planes else None,
-                products.view(2 * c, self.cout, self.hwo), image.view(c, self.cin, self.h, self.w))
+        return (planes.view(2 * c, self.nk, self.hwo), products.view(2 * c, self.cout, self.hwo),
+                image.view(c, self.cin, self.h, self.w))
 
-    def build(self, x: Tensor, planes: Tensor) -> None:
-        """The push's shifted copies (planes[:c]) and the pull's basis planes (planes[c:]) of the images ``x``."""
-        push, pull = ((x.shape[0] * self.cin, *geometry[1:]) for geometry in self.geometries)
-        _native.stacked_build(push, pull, x, self.matrices[1], planes)
+    def build(self, x: Tensor, push: Tensor, pull: Tensor | None) -> None:
+        """The push's shifted copies of the images ``x`` into ``push``, their basis planes into ``pull`` (None: not)."""
+        push_geometry, pull_geometry = ((x.shape[0] * self.cin, *geometry[1:]) for geometry in self.geometries)
+        _native.stacked_build(push_geometry, pull_geometry, x, self.matrices[1], push, pull)
 
     def adjoint(self, d_planes: Tensor, gx: Tensor, extra: Tensor) -> None:
         """``gx`` = both filterings' adjoints applied to ``d_planes`` (``extra``: scratch of ``gx``'s size)."""
@@ -77,26 +73,26 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, alphas: Tensor, dual
             push_geometry: Geometry, pull_geometry: Geometry, keep_pull: bool,
             keep_planes: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, int]:
     """The layer's output, the masks of the active push and pull values, (``keep_pull``) the rectified pull,
-    (``keep_planes``) the batch's stacked planes and the chunk size they were built with."""
+    (``keep_planes``, where they fit the lease pool) the batch's basis planes, and the chunk size used."""
     x = x.contiguous()
-    n, cin, _, _ = x.shape
-    planes_size = n * 2 * cin * push_geometry[3] * push_geometry[4] * pull_geometry[7] * pull_geometry[8]
-    keep_planes = keep_planes and leasable(planes_size, x.dtype)  # else rebuilt in the backward
-    plan = _Plan(x, weight, push_geometry, pull_geometry, not keep_planes)
+    plan = _Plan(x, weight, push_geometry, pull_geometry)
     ho, wo = pull_geometry[7:9]
     out = lease((plan.n, plan.cout * (2 if dual_output else 1), ho, wo), x.dtype, x.device)
     mask = lease((plan.n, plan.cout, ho, wo), torch.uint8, x.device)
     pull_r = x.new_empty(plan.n, plan.cout, ho, wo) if keep_pull else None
-    kept = lease((planes_size,), x.dtype, x.device) if keep_planes else None
+    keep_planes = keep_planes and leasable(plan.n * plan.nk * plan.hwo, x.dtype)  # else rebuilt in the backward
+    kept = lease((plan.n, plan.nk, plan.hwo), x.dtype, x.device) if keep_planes else None
     w = weight.detach().reshape(plan.cout, plan.nk)
     bias = None if bias is None else bias.detach().contiguous()
     for start, c in plan.chunks():
         planes, products, _ = plan.views(c)
-        if kept is not None:
-            planes = kept[start * 2 * plan.nk * plan.hwo:(start + c) * 2 * plan.nk * plan.hwo].view(
-                2 * c, plan.nk, plan.hwo)
-        plan.build(x[start:start + c], planes)
-        torch.bmm(w.expand(2 * c, -1, -1), planes, out=products)
+        if kept is None:
+            plan.build(x[start:start + c], planes[:c], planes[c:])
+            torch.bmm(w.expand(2 * c, -1, -1), planes, out=products)
+        else:
+            plan.build(x[start:start + c], planes[:c], kept[start:start + c])
+            for source, target in ((planes[:c], products[:c]), (kept[start:start + c], products[c:])):
+                torch.bmm(w.expand(c, -1, -1), source, out=target)
         _native.stacked_rectify(products.view(2, c, plan.cout, plan.hwo), bias, alphas, dual_output,
                                 out[start:start + c], mask[start:start + c],
                                 None if pull_r is None else pull_r[start:start + c])
@@ -107,10 +103,10 @@ def backward(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, pull_r: Tens
              dual_output: bool, push_geometry: Geometry, pull_geometry: Geometry, kept: Tensor | None, chunk: int,
              needs: tuple[bool, bool, bool, bool]) -> tuple[Tensor | None, ...]:
     """The gradients for (x, weight, bias, alpha) that ``needs`` asks for (alpha's as per-image, per-channel
-    sums), from the forward's masks and, where it kept them (``kept``), its planes."""
+    sums), from the forward's masks and, where it kept them, its basis planes (``kept``)."""
     need_x, need_w, need_b, need_alpha = needs
     grad, x = grad.contiguous(), x.contiguous()
-    plan = _Plan(x, weight, push_geometry, pull_geometry, kept is None or need_x, chunk)
+    plan = _Plan(x, weight, push_geometry, pull_geometry, chunk)
     w = weight.detach().reshape(plan.cout, plan.nk)
     dx = x.new_empty(x.shape) if need_x else None
     dw_t = x.new_zeros(plan.nk, plan.cout) if need_w else None  # transposed: the faster product
@@ -125,11 +121,12 @@ def backward(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, pull_r: Tens
                                          None if sums_b is None else sums_b[part],
                                          None if sums_a is None else sums_a[part])
         if need_w:
+            plan.build(x[part], planes[:c], planes[c:] if kept is None else None)
             if kept is None:
-                plan.build(x[part], planes)
-            source = planes if kept is None else kept[start * 2 * plan.nk * plan.hwo:(start + c) * 2 * plan.nk
-                                                      * plan.hwo].view(2 * c, plan.nk, plan.hwo)
-            dw_t += torch.bmm(source, products.transpose(1, 2)).sum(0)
+                dw_t += torch.bmm(planes, products.transpose(1, 2)).sum(0)
+            else:
+                for source, g in ((planes[:c], products[:c]), (kept[part], products[c:])):
+                    dw_t += torch.bmm(source, g.transpose(1, 2)).sum(0)
         if need_x:  # the scratch planes take their gradient
             torch.bmm(w.t().expand(2 * c, -1, -1), products, out=planes)
             plan.adjoint(planes, dx[part], image)

@@ -44,7 +44,7 @@ PLANES_MAX_CHANNELS = 8
 # Bytes of per-thread scratch memory kept from call to call (``_workspace``): the stacked planes of a chunk
 # of images in the basis path's training (``_stacked``), which takes chunks of at most STACKED_CHUNK_BYTES.
 WORKSPACE_MAX_BYTES = 1 << 26
-STACKED_CHUNK_BYTES = 10 << 20
+STACKED_CHUNK_BYTES = 24 << 20
 
 # Leased buffers (``_workspace.lease``): the pool's size, and the largest buffer it keeps. The basis path's
 # training keeps a batch's stacked planes for the backward when they fit (the stem at 160 px, batch 16: 120 MB).
