@@ -25,6 +25,7 @@ from torch import Tensor
 
 from . import _native, _stacked
 from ._fast import ConvSettings
+from ._workspace import lease
 from .config import PLANES_MAX_BYTES
 from .eager import eager_call
 from .geometry import Pads, conv_padding, pad2d
@@ -281,7 +282,7 @@ def _planes_inference(x: Tensor, weight: Tensor, bias: Tensor | None, pads: Pads
     push_geometry = filter_geometry(x, (kh, kw), (kh, kw), (pads[2], pads[0]), (ho, wo), stride, dilation)
     alphas = (torch.full((cout,), float(alpha)) if not isinstance(alpha, Tensor)
               else alpha.detach().reshape(-1).expand(cout).contiguous())
-    out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
+    out = lease((n, cout * (2 if dual_output else 1), ho, wo), x.dtype, x.device)  # no page faults call after call
     _native.planes_infer((n, c, cout, groups), push_geometry, geometry, x.contiguous(),
                          _native.output_blocks(weight, groups), _matrices(geometry, x.dtype, x.device),
                          None if bias is None else bias.detach().contiguous(), alphas, dual_output, out)

@@ -362,12 +362,10 @@ static int64_t filter_scratch(const basis_geometry *b) {
 
 /* the kh*kw basis-filtered planes of one input plane xp into dst, each ho*wo, pitch floats apart. The
  * column phases hold the padding as zero rows, so with stride 1 a vertical pass is one flat sum. */
-static void filter_plane(const basis_geometry *b, const float *xp, const float *ah, const float *aw, float *dst,
-                         int64_t pitch, float *scratch) {
-    const int64_t rows = filter_rows(b), phase = rows * b->wq, vplane = b->ho * b->wq;
-    float *xq = scratch, *v = xq + b->sw * phase, *row = v + b->kh * b->sw * vplane;
-    tap taps[MAX_TAPS];
-    for (int64_t r = 0; r < b->sw; r++) /* xq[r][y][m] = x[y - top][r + sw*m - left], zero outside */
+/* xq[r][y][m] = x[y - top][r + sw*m - left], zero outside: the column phases of one plane, with its padding */
+static void phase_rows(const basis_geometry *b, const float *xp, float *xq) {
+    const int64_t rows = filter_rows(b), phase = rows * b->wq;
+    for (int64_t r = 0; r < b->sw; r++)
         for (int64_t y = 0; y < rows; y++) {
             float *d = xq + r * phase + y * b->wq;
             const int64_t src = y - b->top;
@@ -384,6 +382,14 @@ static void filter_plane(const basis_geometry *b, const float *xp, const float *
                 }
             }
         }
+}
+
+static void filter_plane(const basis_geometry *b, const float *xp, const float *ah, const float *aw, float *dst,
+                         int64_t pitch, float *scratch) {
+    const int64_t rows = filter_rows(b), phase = rows * b->wq, vplane = b->ho * b->wq;
+    float *xq = scratch, *v = xq + b->sw * phase, *row = v + b->kh * b->sw * vplane;
+    tap taps[MAX_TAPS];
+    phase_rows(b, xp, xq);
     for (int64_t a = 0; a < b->kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh] */
         for (int64_t r = 0; r < b->sw; r++)
             for (int64_t i = 0; i < (b->sh == 1 ? 1 : b->ho); i++) {
@@ -405,44 +411,23 @@ static void filter_plane(const basis_geometry *b, const float *xp, const float *
         }
 }
 
-/* the scratch floats shift_plane needs: the column phases of a strided input (none without a stride) */
-static int64_t shift_scratch(const basis_geometry *b) { return b->sw > 1 ? b->sw * b->h * (b->w / b->sw + 1) : 0; }
-
 /* the push's kh*kw shifted copies of one input plane (stride, dilation, zero padding; b's ph, pw are
- * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices. With a
- * column stride the columns are first split into phases (xq[r][y][m] = x[y][r + sw*m]), which makes every
- * row of every copy one contiguous run. */
+ * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices. On the
+ * plane's padded column phases (phase_rows, in scratch: filter_scratch floats) every row of every copy is one
+ * contiguous run. */
 static void shift_plane(const basis_geometry *b, const float *xp, float *dst, int64_t pitch, float *scratch) {
-    const int64_t sw = b->sw, wq = b->w / sw + 1;
-    if (sw > 1)
-        for (int64_t r = 0; r < sw; r++)
-            for (int64_t y = 0; y < b->h; y++)
-                for (int64_t m = 0; m < wq; m++) {
-                    const int64_t c = r + sw * m;
-                    scratch[(r * b->h + y) * wq + m] = c < b->w ? xp[y * b->w + c] : 0.0f;
-                }
+    const int64_t phase = filter_rows(b) * b->wq;
+    phase_rows(b, xp, scratch);
     for (int64_t a = 0; a < b->kh; a++)
-        for (int64_t c = 0; c < b->kw; c++)
+        for (int64_t c = 0; c < b->kw; c++) {
+            const float *src = scratch + tap_phase(b, c) * phase + a * b->dh * b->wq + tap_shift(b, c);
+            float *d = dst + (a * b->kw + c) * pitch;
             for (int64_t i = 0; i < b->ho; i++) {
-                float *d = dst + (a * b->kw + c) * pitch + i * b->wo;
-                const int64_t y = i * b->sh + a * b->dh - b->top, first = c * b->dw - b->left; /* column of j = 0 */
-                if (y < 0 || y >= b->h) {
-                    memset(d, 0, sizeof(float) * b->wo);
-                    continue;
-                }
-                /* j reads column first + j*sw: inside the image for j in [lo, hi) */
-                const int64_t lo = first < 0 ? (-first + sw - 1) / sw : 0;
-                int64_t hi = (b->w - first + sw - 1) / sw;
-                hi = hi > b->wo ? b->wo : hi < lo ? lo : hi;
-                memset(d, 0, sizeof(float) * lo);
-                memset(d + hi, 0, sizeof(float) * (b->wo - hi));
-                if (sw == 1) {
-                    memcpy(d + lo, xp + y * b->w + first + lo, sizeof(float) * (hi - lo));
-                } else {
-                    const int64_t r = (first % sw + sw) % sw, m0 = (first - r) / sw;
-                    memcpy(d + lo, scratch + (r * b->h + y) * wq + m0 + lo, sizeof(float) * (hi - lo));
-                }
+                const float *s = src + i * b->sh * b->wq;
+#pragma omp simd
+                for (int64_t j = 0; j < b->wo; j++) d[i * b->wo + j] = s[j];
             }
+        }
 }
 
 int pp_basis_forward(const int64_t *q, const float *x, const float *ah, const float *aw, float *out, int nthreads) {
@@ -482,7 +467,7 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        const int64_t extra = MAX(filter_scratch(&pb), shift_scratch(&pa));
+        const int64_t extra = MAX(filter_scratch(&pb), filter_scratch(&pa));
         float *planes = malloc(sizeof(float) * (cin * taps * row + G * row + extra));
         float *y = planes + cin * taps * row, *scratch = y + G * row;
         if (!planes) {
@@ -586,7 +571,7 @@ int pp_stacked_build(const int64_t *qa, const int64_t *qb, const float *x, const
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        float *scratch = malloc(sizeof(float) * MAX(filter_scratch(&pb), shift_scratch(&pa)));
+        float *scratch = malloc(sizeof(float) * MAX(filter_scratch(&pb), filter_scratch(&pa)));
         if (!scratch) {
 #pragma omp atomic write
             failed = 1;
@@ -642,10 +627,11 @@ int pp_stacked_rectify(const int64_t *m, const float *y, const float *bias, cons
     return 0;
 }
 
-/* The adjoint of pp_stacked_rectify: g = (2, n, cout, hwo), the gradients of both pre-activations from the
- * output gradient and the mask; gbias / galpha (n, cout) partial sums (or NULL): of g, of -grad * pull_r. */
+/* The adjoint of pp_stacked_rectify: g_push, g_pull (n, cout, hwo), the gradients of both pre-activations from
+ * the output gradient and the mask; gbias / galpha (n, cout) partial sums (or NULL): of both, of -grad * pull_r. */
 int pp_stacked_rectify_backward(const int64_t *m, const float *grad, const uint8_t *mask, const float *alpha,
-                                int dual, const float *pull_r, float *g, float *gbias, float *galpha, int nthreads) {
+                                int dual, const float *pull_r, float *g_push, float *g_pull, float *gbias,
+                                float *galpha, int nthreads) {
     const int64_t n = m[0], cout = m[1], hwo = m[2];
 #pragma omp parallel num_threads(nthreads)
     {
@@ -656,7 +642,7 @@ int pp_stacked_rectify_backward(const int64_t *m, const float *grad, const uint8
             const float *gp = grad + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *gq = dual ? gp + cout * hwo : gp;
             const float al = dual ? -1.0f : alpha[o];
             const uint8_t *mk = mask + no * hwo;
-            float *g1 = g + no * hwo, *g2 = g + (n * cout + no) * hwo, sb = 0.0f, sa = 0.0f;
+            float *g1 = g_push + no * hwo, *g2 = g_pull + no * hwo, sb = 0.0f, sa = 0.0f;
 #pragma omp simd reduction(+ : sb)
             for (int64_t t = 0; t < hwo; t++) {
                 const float d1 = mk[t] & 1 ? gp[t] : 0.0f, d2 = mk[t] & 2 ? al * gq[t] : 0.0f;

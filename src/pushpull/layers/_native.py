@@ -59,7 +59,7 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_planes_infer.argtypes = [i64p, i64p, i64p, p, p, p, p, p, p, ctypes.c_int, p, ctypes.c_int]
     lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
-    lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
+    lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, p, ctypes.c_int]
     for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
                    lib.pp_stacked_build, lib.pp_stacked_rectify, lib.pp_stacked_rectify_backward, lib.pp_last_team):
         kernel.restype = ctypes.c_int
@@ -266,13 +266,13 @@ def stacked_rectify(y: Tensor, bias: Tensor | None, alphas: Tensor, dual_output:
 
 
 def stacked_rectify_backward(grad: Tensor, mask: Tensor, alphas: Tensor, dual_output: bool, pull_r: Tensor | None,
-                             g: Tensor, sums_b: Tensor | None, sums_a: Tensor | None) -> None:
-    """``g`` (2, n, C_out, H_out·W_out), the pre-activations' gradients, and the per-image bias and alpha sums
-    (or None), by ``pp_stacked_rectify_backward``."""
-    sizes = torch.tensor(g.shape[1:], dtype=torch.int64)
+                             g_push: Tensor, g_pull: Tensor, sums_b: Tensor | None, sums_a: Tensor | None) -> None:
+    """``g_push``, ``g_pull`` (n, C_out, H_out·W_out), the pre-activations' gradients, and the per-image bias and
+    alpha sums (or None), by ``pp_stacked_rectify_backward``."""
+    sizes = torch.tensor(g_pull.shape, dtype=torch.int64)
     _check(_library().pp_stacked_rectify_backward)(_int64_ptr(sizes), _ptr(grad), _ptr(mask), _ptr(alphas),
-                                                   int(dual_output), _ptr(pull_r), _ptr(g), _ptr(sums_b),
-                                                   _ptr(sums_a), torch.get_num_threads())
+                                                   int(dual_output), _ptr(pull_r), _ptr(g_push), _ptr(g_pull),
+                                                   _ptr(sums_b), _ptr(sums_a), torch.get_num_threads())
 
 
 def _differentiable_backward(ctx, grad: Tensor):

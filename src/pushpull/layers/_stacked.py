@@ -41,32 +41,25 @@ class _Plan:
         self.nk = self.cin * self.taps
         self.geometries = (push_geometry, pull_geometry)
         self.matrices = (_matrices(push_geometry, x), _matrices(pull_geometry, x))  # identity for the push
-        self.sizes = (2 * self.nk * self.hwo, 2 * self.cout * self.hwo, self.cin * self.h * self.w)
-        self.chunk = chunk or max(1, min(self.n, STACKED_CHUNK_BYTES // (x.element_size() * sum(self.sizes))))
+        self.sizes = (2 * self.nk * self.hwo, 2 * self.cout * self.hwo)
+        per_image = x.element_size() * sum(self.sizes)  # about one image per thread (measured best on 1-2 cores)
+        self.chunk = chunk or max(1, min(self.n, torch.get_num_threads() * STACKED_CHUNK_BYTES // per_image))
         self.buffer = scratch(self.chunk * sum(self.sizes), x.dtype, x.device)
 
     def chunks(self):
         for start in range(0, self.n, self.chunk):
             yield start, min(self.chunk, self.n - start)
 
-    def views(self, c: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Scratch for ``c`` images: planes (2c, nk, hwo), products (2c, C_out, hwo), an input-sized map."""
-        sizes = [c * size for size in self.sizes]
-        planes, products, image = self.buffer[:sum(sizes)].split(sizes)
-        return (planes.view(2 * c, self.nk, self.hwo), products.view(2 * c, self.cout, self.hwo),
-                image.view(c, self.cin, self.h, self.w))
+    def views(self, c: int) -> tuple[Tensor, Tensor]:
+        """Scratch for ``c`` images: planes (2c, nk, hwo) and products (2c, C_out, hwo), the push's then the pull's."""
+        planes, products = self.buffer[:c * sum(self.sizes)].split([c * size for size in self.sizes])
+        return planes.view(2 * c, self.nk, self.hwo), products.view(2 * c, self.cout, self.hwo)
 
-    def build(self, x: Tensor, push: Tensor, pull: Tensor | None) -> None:
-        """The push's shifted copies of the images ``x`` into ``push``, their basis planes into ``pull`` (None: not)."""
+    def build(self, x: Tensor, push: Tensor | None, pull: Tensor | None) -> None:
+        """The push's shifted copies of the images ``x`` into ``push``, their basis planes into ``pull`` (None: not
+        wanted)."""
         push_geometry, pull_geometry = ((x.shape[0] * self.cin, *geometry[1:]) for geometry in self.geometries)
         _native.stacked_build(push_geometry, pull_geometry, x, self.matrices[1], push, pull)
-
-    def adjoint(self, d_planes: Tensor, gx: Tensor, extra: Tensor) -> None:
-        """``gx`` = both filterings' adjoints applied to ``d_planes`` (``extra``: scratch of ``gx``'s size)."""
-        c = gx.shape[0]
-        for half, geometry, matrices, target in zip(d_planes.split(c), self.geometries, self.matrices, (gx, extra)):
-            _native.basis_backward((c * self.cin, *geometry[1:]), half, *matrices, target)
-        gx.add_(extra)
 
 
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, alphas: Tensor, dual_output: bool,
@@ -85,7 +78,7 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, alphas: Tensor, dual
     w = weight.detach().reshape(plan.cout, plan.nk)
     bias = None if bias is None else bias.detach().contiguous()
     for start, c in plan.chunks():
-        planes, products, _ = plan.views(c)
+        planes, products = plan.views(c)
         if kept is None:
             plan.build(x[start:start + c], planes[:c], planes[c:])
             torch.bmm(w.expand(2 * c, -1, -1), planes, out=products)
@@ -103,32 +96,40 @@ def backward(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, pull_r: Tens
              dual_output: bool, push_geometry: Geometry, pull_geometry: Geometry, kept: Tensor | None, chunk: int,
              needs: tuple[bool, bool, bool, bool]) -> tuple[Tensor | None, ...]:
     """The gradients for (x, weight, bias, alpha) that ``needs`` asks for (alpha's as per-image, per-channel
-    sums), from the forward's masks and, where it kept them, its basis planes (``kept``)."""
+    sums), from the forward's masks and, where it kept them, its basis planes (``kept``).
+
+    The push's share is one convolution backward of its masked gradient (cheaper than the products with its
+    shifted copies); the pull's, products with the basis planes and the filtering's adjoint, chunk by chunk."""
     need_x, need_w, need_b, need_alpha = needs
     grad, x = grad.contiguous(), x.contiguous()
     plan = _Plan(x, weight, push_geometry, pull_geometry, chunk)
     w = weight.detach().reshape(plan.cout, plan.nk)
+    g_push = lease((plan.n, plan.cout, plan.hwo), x.dtype, x.device)
     dx = x.new_empty(x.shape) if need_x else None
     dw_t = x.new_zeros(plan.nk, plan.cout) if need_w else None  # transposed: the faster product
     sums_b = x.new_empty(plan.n, plan.cout) if need_b else None
     sums_a = x.new_empty(plan.n, plan.cout) if need_alpha else None
+    pull_matrices = plan.matrices[1]
     for start, c in plan.chunks():
-        planes, products, image = plan.views(c)
+        planes, products = plan.views(c)
         part = slice(start, start + c)
+        g_pull, pull_planes = products[c:], planes[c:]
         _native.stacked_rectify_backward(grad[part], mask[part], alphas, dual_output,
                                          None if pull_r is None or not need_alpha else pull_r[part],
-                                         products.view(2, c, plan.cout, plan.hwo),
-                                         None if sums_b is None else sums_b[part],
+                                         g_push[part], g_pull, None if sums_b is None else sums_b[part],
                                          None if sums_a is None else sums_a[part])
         if need_w:
-            plan.build(x[part], planes[:c], planes[c:] if kept is None else None)
             if kept is None:
-                dw_t += torch.bmm(planes, products.transpose(1, 2)).sum(0)
-            else:
-                for source, g in ((planes[:c], products[:c]), (kept[part], products[c:])):
-                    dw_t += torch.bmm(source, g.transpose(1, 2)).sum(0)
-        if need_x:  # the scratch planes take their gradient
-            torch.bmm(w.t().expand(2 * c, -1, -1), products, out=planes)
-            plan.adjoint(planes, dx[part], image)
-    return (dx, None if dw_t is None else dw_t.t().reshape(weight.shape), None if sums_b is None else sums_b.sum(0),
-            sums_a)
+                plan.build(x[part], None, pull_planes)
+            dw_t += torch.bmm(pull_planes if kept is None else kept[part], g_pull.transpose(1, 2)).sum(0)
+        if need_x:  # the pull's input gradient: the planes' gradient through the filtering's adjoint
+            torch.bmm(w.t().expand(c, -1, -1), g_pull, out=pull_planes)
+            _native.basis_backward((c * plan.cin, *pull_geometry[1:]), pull_planes, *pull_matrices, dx[part])
+    sh, sw, dh, dw_ = push_geometry[11:15]
+    dx_push, dw_push, _ = torch.ops.aten.convolution_backward(
+        g_push.view(plan.n, plan.cout, *pull_geometry[7:9]), x, weight.detach(), None, (sh, sw), push_geometry[9:11],
+        (dh, dw_), False, [0, 0], 1, [need_x, need_w, False])
+    if need_x:
+        dx += dx_push
+    dw = None if dw_t is None else dw_t.t().reshape(weight.shape) + dw_push
+    return dx, dw, None if sums_b is None else sums_b.sum(0), sums_a

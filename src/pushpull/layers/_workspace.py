@@ -10,8 +10,8 @@ done in them. Two ways to keep such memory:
 * :func:`lease`: a tensor of exactly the asked size that may be kept (saved for a backward): a pooled
   one is handed out again only once nothing else refers to its memory, so a buffer still held by a
   graph (not yet run backward, ``retain_graph``, a second forward before the first backward) is never
-  reused. The pool keeps at most ``config.LEASE_POOL_SIZE`` buffers of at most
-  ``config.LEASE_MAX_BYTES`` each, the most recently used.
+  reused. The pool keeps the most recently leased buffers: at most ``config.LEASE_POOL_SIZE`` of them,
+  ``config.LEASE_POOL_BYTES`` in all, each of at most ``config.LEASE_MAX_BYTES``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import threading
 import torch
 from torch import Tensor
 
-from .config import LEASE_MAX_BYTES, LEASE_POOL_SIZE, WORKSPACE_MAX_BYTES
+from .config import LEASE_MAX_BYTES, LEASE_POOL_BYTES, LEASE_POOL_SIZE, WORKSPACE_MAX_BYTES
 
 _local = threading.local()
 _pool: list[Tensor] = []  # most recently leased last
@@ -71,8 +71,8 @@ def lease(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> T
                 return _on(buf, shape)
         buf = torch.empty(numel, dtype=dtype, device=device)
         _pool.append(buf)
-        if len(_pool) > LEASE_POOL_SIZE:
-            _pool.pop(0)
+        while len(_pool) > LEASE_POOL_SIZE or sum(b.numel() * b.element_size() for b in _pool) > LEASE_POOL_BYTES:
+            _pool.pop(0)  # the least recently leased (if still held, its holder keeps it)
         return _on(buf, shape)
 
 
