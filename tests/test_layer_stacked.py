@@ -58,8 +58,10 @@ def test_training_on_stacked_planes_matches_float64(monkeypatch, cin, cout, kern
     torch.set_num_threads(threads)
     try:
         out, grads = _grads(fast, x, grad, input_grad)
+        team = _native.last_team()  # the backward's last kernel ran with torch's thread count of the moment
     finally:
         torch.set_num_threads(saved)
+    assert team == threads
     assert len(calls) == (3 if keep else 6)  # per chunk, in the backward again unless kept
     want, want_grads = _grads(ref, x.double(), grad, input_grad)
     assert out.shape == want.shape and rel_err(out, want) < 1e-5

@@ -12,7 +12,9 @@ inputs in inference. Exact: the same sums in another order.
 The filtering runs in the compiled kernels of ``_native.c`` (float32 CPU eager tensors) or, for
 everything else (other devices and dtypes, fake tensors, FLOP counting), as two grouped
 convolutions; both are differentiable to any order (the kernels' adjoint is its own node). In
-inference, narrow layers run as one compiled kernel per image (:func:`_planes_inference`).
+inference, narrow layers run as one compiled kernel per image (:func:`_planes_inference`); in
+training (and larger inference), float32 CPU layers with one group run on stacked planes
+(:mod:`._stacked`) inside the same autograd node.
 """
 
 from __future__ import annotations
