@@ -1,14 +1,16 @@
 """The basis path in training, on stacked planes: both responses from one product with the weights.
 
 The push response is the push weights applied to the input's shifted copies (its K_h·K_w taps with
-stride, dilation and zero padding: the basis filtering with identity matrices), the pull response
-the same weights applied to the basis-filtered planes (:mod:`._basis`). With both sets of planes
-stacked, one batched product gives both pre-activations, one compiled pass rectifies and combines
-them and keeps a byte of masks per output value for the backward; the weight gradient is one
-product of the masked gradients with the same planes, rebuilt rather than kept, and the input
-gradient the filterings' adjoints of the weights' transpose applied to them. Images go through in
-chunks whose planes live in per-thread scratch memory (:mod:`._workspace`): on the ImageNet stem
-(3 → 64, 7x7 stride 2, a 15x15 pull) this is what keeps the layer near two convolutions' cost.
+stride, dilation and zero padding), the pull response the same weights applied to the basis-filtered
+planes (:mod:`._basis`). With both sets of planes stacked, one batched product gives both
+pre-activations, and one compiled pass rectifies and combines them and keeps a byte of masks per
+output value for the backward. There, one compiled pass gives both pre-activations' gradients; the
+push's share goes through one convolution backward (oneDNN's beats products with rebuilt copies),
+the pull's through a product with the basis planes (kept from the forward where they fit the lease
+pool, else rebuilt) and, for the input gradient, the filtering's adjoint. Images go through in
+chunks (about one a thread) whose planes live in per-thread scratch memory, and the output, masks
+and kept planes are leased (:mod:`._workspace`): on the ImageNet stem (3 → 64, 7x7 stride 2, a
+15x15 pull) fresh tens of megabytes per call had cost as much as the arithmetic.
 Float32 eager CPU tensors, one group, zero padding that both responses can fold in.
 """
 
@@ -25,11 +27,6 @@ from .resize import interpolation_matrix
 Geometry = tuple[int, ...]  # as _basis.Geometry: (planes, h, w, kh, kw, ph, pw, ho, wo, top, left, sh, sw, dh, dw)
 
 
-def _matrices(geometry: Geometry, x: Tensor) -> tuple[Tensor, Tensor]:
-    kh, kw, ph, pw = geometry[3:7]
-    return (interpolation_matrix(kh, ph, x.dtype, x.device), interpolation_matrix(kw, pw, x.dtype, x.device))
-
-
 class _Plan:
     """The sizes of one call, its chunks of images and their views of the scratch buffer."""
 
@@ -40,7 +37,9 @@ class _Plan:
         self.taps, self.hwo = push_geometry[3] * push_geometry[4], pull_geometry[7] * pull_geometry[8]
         self.nk = self.cin * self.taps
         self.geometries = (push_geometry, pull_geometry)
-        self.matrices = (_matrices(push_geometry, x), _matrices(pull_geometry, x))  # identity for the push
+        kh, kw, ph, pw = pull_geometry[3:7]
+        self.pull_matrices = (interpolation_matrix(kh, ph, x.dtype, x.device),
+                              interpolation_matrix(kw, pw, x.dtype, x.device))
         self.sizes = (2 * self.nk * self.hwo, 2 * self.cout * self.hwo)
         per_image = x.element_size() * sum(self.sizes)  # about one image per thread (measured best on 1-2 cores)
         self.chunk = chunk or max(1, min(self.n, torch.get_num_threads() * STACKED_CHUNK_BYTES // per_image))
@@ -59,7 +58,7 @@ class _Plan:
         """The push's shifted copies of the images ``x`` into ``push``, their basis planes into ``pull`` (None: not
         wanted)."""
         push_geometry, pull_geometry = ((x.shape[0] * self.cin, *geometry[1:]) for geometry in self.geometries)
-        _native.stacked_build(push_geometry, pull_geometry, x, self.matrices[1], push, pull)
+        _native.stacked_build(push_geometry, pull_geometry, x, self.pull_matrices, push, pull)
 
 
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, alphas: Tensor, dual_output: bool,
@@ -109,7 +108,6 @@ def backward(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, pull_r: Tens
     dw_t = x.new_zeros(plan.nk, plan.cout) if need_w else None  # transposed: the faster product
     sums_b = x.new_empty(plan.n, plan.cout) if need_b else None
     sums_a = x.new_empty(plan.n, plan.cout) if need_alpha else None
-    pull_matrices = plan.matrices[1]
     for start, c in plan.chunks():
         planes, products = plan.views(c)
         part = slice(start, start + c)
@@ -124,11 +122,11 @@ def backward(grad: Tensor, x: Tensor, weight: Tensor, mask: Tensor, pull_r: Tens
             dw_t += torch.bmm(pull_planes if kept is None else kept[part], g_pull.transpose(1, 2)).sum(0)
         if need_x:  # the pull's input gradient: the planes' gradient through the filtering's adjoint
             torch.bmm(w.t().expand(c, -1, -1), g_pull, out=pull_planes)
-            _native.basis_backward((c * plan.cin, *pull_geometry[1:]), pull_planes, *pull_matrices, dx[part])
-    sh, sw, dh, dw_ = push_geometry[11:15]
+            _native.basis_backward((c * plan.cin, *pull_geometry[1:]), pull_planes, *plan.pull_matrices, dx[part])
+    stride, padding, dilation = push_geometry[11:13], push_geometry[9:11], push_geometry[13:15]  # symmetric padding
     dx_push, dw_push, _ = torch.ops.aten.convolution_backward(
-        g_push.view(plan.n, plan.cout, *pull_geometry[7:9]), x, weight.detach(), None, (sh, sw), push_geometry[9:11],
-        (dh, dw_), False, [0, 0], 1, [need_x, need_w, False])
+        g_push.view(plan.n, plan.cout, *pull_geometry[7:9]), x, weight.detach(), None, stride, padding, dilation,
+        False, [0, 0], 1, [need_x, need_w, False])
     if need_x:
         dx += dx_push
     dw = None if dw_t is None else dw_t.t().reshape(weight.shape) + dw_push
