@@ -9,7 +9,8 @@ import pushpull.layers
 
 PACKAGE = Path(pushpull.layers.__file__).parent
 # bottom to top, as the package docstring lists them; blur stands alone
-ORDER = ["config", "eager", "geometry", "resize", "reference", "_fast", "_native", "_basis", "pushpull"]
+ORDER = ["config", "eager", "_workspace", "geometry", "resize", "reference", "_fast", "_native", "_stacked", "_basis",
+         "pushpull"]
 
 
 def _local_imports(path: Path) -> set[str]:

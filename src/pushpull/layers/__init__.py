@@ -2,9 +2,10 @@
 
 One concept a module, each importing only those above it in this list: :mod:`.config`
 (the switches that choose a path), :mod:`.eager` (what caches and native kernels may
-see), :mod:`.geometry` (pull size, paddings), :mod:`.resize` (the pull kernel),
+see), :mod:`._workspace` (memory reused from call to call), :mod:`.geometry` (pull size, paddings), :mod:`.resize` (the pull kernel),
 :mod:`.reference` (the definition), :mod:`._fast` (fused and separable paths),
-:mod:`._native` (the compiled CPU kernels), :mod:`._basis` (the pull from basis-filtered inputs),
+:mod:`._native` (the compiled CPU kernels), :mod:`._stacked` (the basis path's training on stacked
+planes), :mod:`._basis` (the pull from basis-filtered inputs),
 :mod:`.pushpull` (the dispatch and the module);
 :mod:`.blur` (anti-aliasing) stands alone.
 """

@@ -12,7 +12,9 @@ inputs in inference. Exact: the same sums in another order.
 The filtering runs in the compiled kernels of ``_native.c`` (float32 CPU eager tensors) or, for
 everything else (other devices and dtypes, fake tensors, FLOP counting), as two grouped
 convolutions; both are differentiable to any order (the kernels' adjoint is its own node). In
-inference, narrow layers run as one compiled kernel per image (:func:`_planes_inference`).
+inference, narrow layers run as one compiled kernel per image (:func:`_planes_inference`); in
+training (and larger inference), float32 CPU layers with one group run on stacked planes
+(:mod:`._stacked`) inside the same autograd node.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _native
+from . import _native, _stacked
 from ._fast import ConvSettings
+from ._workspace import lease
 from .config import PLANES_MAX_BYTES
 from .eager import eager_call
 from .geometry import Pads, conv_padding, pad2d
@@ -125,7 +128,11 @@ class BasisPushPull(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, x_pull: Tensor | None, weight: Tensor, bias: Tensor | None, alpha: Union[float, Tensor],
-                geo: ConvSettings, geometry: Geometry, grad_enabled: bool) -> Tensor:
+                geo: ConvSettings, geometry: Geometry, grad_enabled: bool,
+                push_geometry: Geometry | None = None) -> Tensor:
+        ctx.stacked = push_geometry
+        if push_geometry is not None:  # both responses from stacked planes, in compiled kernels (see ._stacked)
+            return _stacked_forward(ctx, x, weight, bias, alpha, geo, geometry, grad_enabled, push_geometry)
         push = F.conv2d(x, weight, bias, geo.stride, geo.push_padding, geo.dilation, geo.groups).relu_()
         planes = basis_planes(x if x_pull is None else x_pull, geometry)
         pull = contract(weight.neg(), planes, geo.groups, None if bias is None else bias.neg()).relu_()
@@ -143,10 +150,12 @@ class BasisPushPull(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        x, x_pull, weight, bias, planes, push, pull, alpha = ctx.saved_tensors
-        geo: ConvSettings = ctx.geo
         if torch.is_grad_enabled():  # create_graph: differentiate the composition of differentiable parts
             return _differentiable_backward(ctx, grad)
+        if ctx.stacked is not None:
+            return _stacked_backward(ctx, grad)
+        x, x_pull, weight, bias, planes, push, pull, alpha = ctx.saved_tensors
+        geo: ConvSettings = ctx.geo
         need_x, need_x_pull, need_w, need_b, need_alpha = ctx.needs_input_grad[:5]
         channels = push.shape[1]
         # the gradient of x ⋆ k̂ + b is scale * t: the pull's ReLU mask times the output gradient
@@ -178,7 +187,38 @@ class BasisPushPull(torch.autograd.Function):
         d_alpha = None
         if need_alpha and not geo.dual_output:  # dual output does not use alpha
             d_alpha = (-(grad * pull)).sum(dim=(0, 2, 3), keepdim=True).sum_to_size(alpha.shape)
-        return dx, dx_pull, dw, db, d_alpha, None, None, None
+        return dx, dx_pull, dw, db, d_alpha, None, None, None, None
+
+
+def _per_channel(alpha: Union[float, Tensor], channels: int) -> Tensor:
+    """``alpha`` (a float, or a tensor of one value or one per output channel) as (C_out,) float32 values."""
+    return (torch.full((channels,), float(alpha)) if not isinstance(alpha, Tensor)
+            else alpha.detach().reshape(-1).expand(channels).contiguous())
+
+
+def _stacked_forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Union[float, Tensor],
+                     geo: ConvSettings, geometry: Geometry, grad_enabled: bool, push_geometry: Geometry) -> Tensor:
+    alpha_is_tensor = isinstance(alpha, Tensor)
+    ctx.geo, ctx.geometry, ctx.float_alpha = geo, geometry, None if alpha_is_tensor else alpha
+    keep = grad_enabled and any(ctx.needs_input_grad)
+    keep_pull = keep and alpha_is_tensor and ctx.needs_input_grad[4] and not geo.dual_output
+    alphas = _per_channel(alpha, weight.shape[0])
+    out, mask, pull_r, planes, ctx.chunk = _stacked.forward(x, weight, bias, alphas, geo.dual_output, push_geometry,
+                                                            geometry, keep_pull, keep and ctx.needs_input_grad[2])
+    if keep:  # in BasisPushPull's layout (which _differentiable_backward reads), then the planes
+        ctx.save_for_backward(x, None, weight, bias, mask, pull_r, alphas, alpha if alpha_is_tensor else None, planes)
+    return out
+
+
+def _stacked_backward(ctx, grad: Tensor):
+    x, _, weight, bias, mask, pull_r, alphas, alpha, planes = ctx.saved_tensors
+    need_x, _, need_w, need_b, need_alpha = ctx.needs_input_grad[:5]
+    need_alpha = need_alpha and not ctx.geo.dual_output  # dual output does not use alpha
+    dx, dw, db, sums_a = _stacked.backward(grad, x, weight, mask, pull_r, alphas, ctx.geo.dual_output, ctx.stacked,
+                                           ctx.geometry, planes, ctx.chunk,
+                                           (need_x, need_w, need_b and bias is not None, need_alpha))
+    d_alpha = None if sums_a is None else sums_a.sum(0).view(1, -1, 1, 1).sum_to_size(alpha.shape)
+    return dx, None, dw, db, d_alpha, None, None, None, None
 
 
 def _filter_adjoint(grad: Tensor, geometry: Geometry) -> Tensor:
@@ -192,7 +232,7 @@ def _filter_adjoint(grad: Tensor, geometry: Geometry) -> Tensor:
 
 def _differentiable_backward(ctx, grad: Tensor):
     """Gradients that can themselves be differentiated: autograd through the node's parts."""
-    x, x_pull, weight, bias, _, _, _, alpha = ctx.saved_tensors
+    x, x_pull, weight, bias, _, _, _, alpha = ctx.saved_tensors[:8]
     geo: ConvSettings = ctx.geo
     with torch.enable_grad():
         push = F.conv2d(x, weight, bias, geo.stride, geo.push_padding, geo.dilation, geo.groups)
@@ -201,7 +241,7 @@ def _differentiable_backward(ctx, grad: Tensor):
         inputs = [t for t in (x, x_pull, weight, bias, alpha) if t is not None and t.requires_grad]
         grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True, allow_unused=True))
     return (*(next(grads) if t is not None and t.requires_grad else None for t in (x, x_pull, weight, bias, alpha)),
-            None, None, None)
+            None, None, None, None)
 
 
 def _out_size(x: Tensor, pull_size: tuple[int, int], q_pads: Pads, stride: tuple[int, int],
@@ -244,12 +284,11 @@ def _planes_inference(x: Tensor, weight: Tensor, bias: Tensor | None, pads: Pads
     push_geometry = filter_geometry(x, (kh, kw), (kh, kw), (pads[2], pads[0]), (ho, wo), stride, dilation)
     alphas = (torch.full((cout,), float(alpha)) if not isinstance(alpha, Tensor)
               else alpha.detach().reshape(-1).expand(cout).contiguous())
-    out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
+    out = lease((n, cout * (2 if dual_output else 1), ho, wo), x.dtype, x.device)  # no page faults call after call
     _native.planes_infer((n, c, cout, groups), push_geometry, geometry, x.contiguous(),
                          _native.output_blocks(weight, groups), _matrices(geometry, x.dtype, x.device),
                          None if bias is None else bias.detach().contiguous(), alphas, dual_output, out)
-    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return out.contiguous(memory_format=torch.channels_last) if channels_last else out  # as F.conv2d does
+    return _in_input_format(out, x)
 
 
 def push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, int], pads: Pads,
@@ -267,5 +306,27 @@ def push_pull_basis(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tupl
     if inference_covers(x, weight, bias, alpha, pads, q_pads, pull_size, stride, dilation, padding_mode):
         return _planes_inference(x, weight, bias, pads, geometry, groups, alpha, dual_output)
     geo = ConvSettings(stride, push_pad, (0, 0), dilation, groups, dual_output)
-    return BasisPushPull.apply(x_push, None if x_pull is x_push else x_pull, weight, bias, alpha, geo, geometry,
-                               torch.is_grad_enabled())
+    push_geometry = None
+    if x_push is x and x_pull is x and _stacked_covers(x, weight, bias, alpha, groups, pull_size):
+        push_geometry = filter_geometry(x, (weight.shape[-2], weight.shape[-1]), (weight.shape[-2], weight.shape[-1]),
+                                        (pads[2], pads[0]), out_size, stride, dilation)
+    out = BasisPushPull.apply(x_push, None if x_pull is x_push else x_pull, weight, bias, alpha, geo, geometry,
+                              torch.is_grad_enabled(), push_geometry)
+    return _in_input_format(out, x) if push_geometry is not None else out
+
+
+def _in_input_format(out: Tensor, x: Tensor) -> Tensor:
+    """A compiled kernel's (contiguous) output in the input's memory format, as ``F.conv2d`` gives it."""
+    channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def _stacked_covers(x: Tensor, weight: Tensor, bias: Tensor | None, alpha: Union[float, Tensor], groups: int,
+                    pull_size: tuple[int, int]) -> bool:
+    """Whether :mod:`._stacked` computes a call whose zero padding both filterings fold in: float32 eager CPU
+    tensors, one group, a scalar or per-channel ``alpha``."""
+    kernel_size, cout = (weight.shape[-2], weight.shape[-1]), weight.shape[0]
+    per_channel = not isinstance(alpha, Tensor) or alpha.numel() == 1 or (
+        alpha.numel() == cout and tuple(alpha.shape[-3:]) == (cout, 1, 1))
+    return (groups == 1 and per_channel and weight.dtype == torch.float32 and eager_call(weight, bias, alpha)
+            and native_covers(x, kernel_size, pull_size) and native_covers(x, kernel_size, kernel_size))

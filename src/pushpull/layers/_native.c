@@ -362,12 +362,10 @@ static int64_t filter_scratch(const basis_geometry *b) {
 
 /* the kh*kw basis-filtered planes of one input plane xp into dst, each ho*wo, pitch floats apart. The
  * column phases hold the padding as zero rows, so with stride 1 a vertical pass is one flat sum. */
-static void filter_plane(const basis_geometry *b, const float *xp, const float *ah, const float *aw, float *dst,
-                         int64_t pitch, float *scratch) {
-    const int64_t rows = filter_rows(b), phase = rows * b->wq, vplane = b->ho * b->wq;
-    float *xq = scratch, *v = xq + b->sw * phase, *row = v + b->kh * b->sw * vplane;
-    tap taps[MAX_TAPS];
-    for (int64_t r = 0; r < b->sw; r++) /* xq[r][y][m] = x[y - top][r + sw*m - left], zero outside */
+/* xq[r][y][m] = x[y - top][r + sw*m - left], zero outside: the column phases of one plane, with its padding */
+static void phase_rows(const basis_geometry *b, const float *xp, float *xq) {
+    const int64_t rows = filter_rows(b), phase = rows * b->wq;
+    for (int64_t r = 0; r < b->sw; r++)
         for (int64_t y = 0; y < rows; y++) {
             float *d = xq + r * phase + y * b->wq;
             const int64_t src = y - b->top;
@@ -384,6 +382,14 @@ static void filter_plane(const basis_geometry *b, const float *xp, const float *
                 }
             }
         }
+}
+
+static void filter_plane(const basis_geometry *b, const float *xp, const float *ah, const float *aw, float *dst,
+                         int64_t pitch, float *scratch) {
+    const int64_t rows = filter_rows(b), phase = rows * b->wq, vplane = b->ho * b->wq;
+    float *xq = scratch, *v = xq + b->sw * phase, *row = v + b->kh * b->sw * vplane;
+    tap taps[MAX_TAPS];
+    phase_rows(b, xp, xq);
     for (int64_t a = 0; a < b->kh; a++) /* v[a][r][i] = sum_s Ah[s,a] xq[r][i*sh + s*dh] */
         for (int64_t r = 0; r < b->sw; r++)
             for (int64_t i = 0; i < (b->sh == 1 ? 1 : b->ho); i++) {
@@ -406,26 +412,22 @@ static void filter_plane(const basis_geometry *b, const float *xp, const float *
 }
 
 /* the push's kh*kw shifted copies of one input plane (stride, dilation, zero padding; b's ph, pw are
- * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices */
-static void shift_plane(const basis_geometry *b, const float *xp, float *dst, int64_t pitch) {
+ * ignored) into dst, each ho*wo, pitch floats apart: what filter_plane gives with identity matrices. On the
+ * plane's padded column phases (phase_rows, in scratch: filter_scratch floats) every row of every copy is one
+ * contiguous run. */
+static void shift_plane(const basis_geometry *b, const float *xp, float *dst, int64_t pitch, float *scratch) {
+    const int64_t phase = filter_rows(b) * b->wq;
+    phase_rows(b, xp, scratch);
     for (int64_t a = 0; a < b->kh; a++)
-        for (int64_t c = 0; c < b->kw; c++)
+        for (int64_t c = 0; c < b->kw; c++) {
+            const float *src = scratch + tap_phase(b, c) * phase + a * b->dh * b->wq + tap_shift(b, c);
+            float *d = dst + (a * b->kw + c) * pitch;
             for (int64_t i = 0; i < b->ho; i++) {
-                float *d = dst + (a * b->kw + c) * pitch + i * b->wo;
-                const int64_t y = i * b->sh + a * b->dh - b->top, first = c * b->dw - b->left; /* column of j = 0 */
-                if (y < 0 || y >= b->h) {
-                    memset(d, 0, sizeof(float) * b->wo);
-                } else if (b->sw == 1) { /* j reads column first + j: a contiguous run inside the image */
-                    const int64_t lo = MAX(0, -first), hi = b->w - first < b->wo ? b->w - first : b->wo;
-                    memset(d, 0, sizeof(float) * b->wo);
-                    if (hi > lo) memcpy(d + lo, xp + y * b->w + first + lo, sizeof(float) * (hi - lo));
-                } else {
-                    for (int64_t j = 0; j < b->wo; j++) {
-                        const int64_t col = first + j * b->sw;
-                        d[j] = col >= 0 && col < b->w ? xp[y * b->w + col] : 0.0f;
-                    }
-                }
+                const float *s = src + i * b->sh * b->wq;
+#pragma omp simd
+                for (int64_t j = 0; j < b->wo; j++) d[i * b->wo + j] = s[j];
             }
+        }
 }
 
 int pp_basis_forward(const int64_t *q, const float *x, const float *ah, const float *aw, float *out, int nthreads) {
@@ -465,7 +467,7 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        const int64_t extra = filter_scratch(&pb);
+        const int64_t extra = MAX(filter_scratch(&pb), filter_scratch(&pa));
         float *planes = malloc(sizeof(float) * (cin * taps * row + G * row + extra));
         float *y = planes + cin * taps * row, *scratch = y + G * row;
         if (!planes) {
@@ -477,7 +479,7 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
             if (!planes) continue;
             for (int64_t c = 0; c < cin; c++) {
                 const float *xp = x + (i_n * cin + c) * hw;
-                shift_plane(&pa, xp, planes + c * taps * row, row);
+                shift_plane(&pa, xp, planes + c * taps * row, row, scratch);
                 filter_plane(&pb, xp, ah, aw, planes + c * taps * row + hwo, row, scratch);
             }
             for (int64_t gb = 0; gb < groups * blocks; gb++) {
@@ -556,4 +558,105 @@ int pp_basis_backward(const int64_t *q, const float *gxb, const float *ah, const
         free(g);
     }
     return failed;
+}
+
+/* The stacked planes of the basis path's training (see _stacked.py): the push's shifted copies of every input
+ * plane (geometry qa, as pp_planes_infer's) into push, the pull's basis planes (qb) into pull (either NULL: not
+ * wanted), one parallel region for both. */
+int pp_stacked_build(const int64_t *qa, const int64_t *qb, const float *x, const float *ah, const float *aw,
+                     float *push, float *pull, int nthreads) {
+    const basis_geometry pa = basis_read(qa), pb = basis_read(qb);
+    const int64_t planes = pa.planes, hw = pa.h * pa.w, hwo = pa.ho * pa.wo, size = pa.kh * pa.kw * hwo;
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+        float *scratch = malloc(sizeof(float) * MAX(filter_scratch(&pb), filter_scratch(&pa)));
+        if (!scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < 2 * planes; t++) {
+            if (!scratch) continue;
+            if (t < planes && pull) /* the costlier filterings first */
+                filter_plane(&pb, x + t * hw, ah, aw, pull + t * size, hwo, scratch);
+            else if (t >= planes && push)
+                shift_plane(&pa, x + (t - planes) * hw, push + (t - planes) * size, hwo, scratch);
+        }
+        free(scratch);
+    }
+    return failed;
+}
+
+/* Training of the basis path on stacked planes (see _stacked.py). y = (2, n, cout, hwo): the push's and the
+ * pull's pre-activations without bias. out = ReLU(push + b) - alpha ReLU(-(pull + b)), or both maps (dual);
+ * mask = 1 where the push is active, + 2 where the pull is; pull_r (or NULL) the rectified pull.
+ * m[] = {n, cout, hwo}. */
+int pp_stacked_rectify(const int64_t *m, const float *y, const float *bias, const float *alpha, int dual, float *out,
+                       uint8_t *mask, float *pull_r, int nthreads) {
+    const int64_t n = m[0], cout = m[1], hwo = m[2];
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+#pragma omp for schedule(static)
+        for (int64_t no = 0; no < n * cout; no++) {
+            const int64_t i_n = no / cout, o = no % cout;
+            const float *sp = y + no * hwo, *sq = y + (n * cout + no) * hwo, b0 = bias ? bias[o] : 0.0f, al = alpha[o];
+            float *o_push = out + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *o_pull = o_push + cout * hwo;
+            uint8_t *mk = mask + no * hwo;
+            if (dual) {
+#pragma omp simd
+                for (int64_t t = 0; t < hwo; t++) {
+                    const float s = sp[t] + b0, q = sq[t] + b0;
+                    o_push[t] = s > 0.0f ? s : 0.0f, o_pull[t] = q < 0.0f ? -q : 0.0f;
+                    mk[t] = (uint8_t)((s > 0.0f) | ((q < 0.0f) << 1));
+                }
+            } else {
+#pragma omp simd
+                for (int64_t t = 0; t < hwo; t++) {
+                    const float s = sp[t] + b0, q = sq[t] + b0;
+                    o_push[t] = (s > 0.0f ? s : 0.0f) - al * (q < 0.0f ? -q : 0.0f);
+                    mk[t] = (uint8_t)((s > 0.0f) | ((q < 0.0f) << 1));
+                }
+            }
+            if (pull_r)
+                for (int64_t t = 0; t < hwo; t++) pull_r[no * hwo + t] = sq[t] + b0 < 0.0f ? -(sq[t] + b0) : 0.0f;
+        }
+    }
+    return 0;
+}
+
+/* The adjoint of pp_stacked_rectify: g_push, g_pull (n, cout, hwo), the gradients of both pre-activations from
+ * the output gradient and the mask; gbias / galpha (n, cout) partial sums (or NULL): of both, of -grad * pull_r. */
+int pp_stacked_rectify_backward(const int64_t *m, const float *grad, const uint8_t *mask, const float *alpha,
+                                int dual, const float *pull_r, float *g_push, float *g_pull, float *gbias,
+                                float *galpha, int nthreads) {
+    const int64_t n = m[0], cout = m[1], hwo = m[2];
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+#pragma omp for schedule(static)
+        for (int64_t no = 0; no < n * cout; no++) {
+            const int64_t i_n = no / cout, o = no % cout;
+            const float *gp = grad + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *gq = dual ? gp + cout * hwo : gp;
+            const float al = dual ? -1.0f : alpha[o];
+            const uint8_t *mk = mask + no * hwo;
+            float *g1 = g_push + no * hwo, *g2 = g_pull + no * hwo, sb = 0.0f, sa = 0.0f;
+#pragma omp simd reduction(+ : sb)
+            for (int64_t t = 0; t < hwo; t++) {
+                const float d1 = mk[t] & 1 ? gp[t] : 0.0f, d2 = mk[t] & 2 ? al * gq[t] : 0.0f;
+                g1[t] = d1, g2[t] = d2;
+                sb += d1 + d2;
+            }
+            if (galpha) {
+                const float *pr = pull_r + no * hwo;
+#pragma omp simd reduction(+ : sa)
+                for (int64_t t = 0; t < hwo; t++) sa -= gq[t] * pr[t];
+                galpha[no] = sa;
+            }
+            if (gbias) gbias[no] = sb;
+        }
+    }
+    return 0;
 }

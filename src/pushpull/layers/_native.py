@@ -57,8 +57,11 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
     lib.pp_basis_forward.argtypes = lib.pp_basis_backward.argtypes = [i64p, p, p, p, p, ctypes.c_int]
     lib.pp_planes_infer.argtypes = [i64p, i64p, i64p, p, p, p, p, p, p, ctypes.c_int, p, ctypes.c_int]
+    lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, p, ctypes.c_int]
+    lib.pp_stacked_rectify.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
+    lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, p, ctypes.c_int]
     for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
-                   lib.pp_last_team):
+                   lib.pp_stacked_build, lib.pp_stacked_rectify, lib.pp_stacked_rectify_backward, lib.pp_last_team):
         kernel.restype = ctypes.c_int
     return lib
 
@@ -241,6 +244,35 @@ def planes_infer(sizes: tuple[int, int, int, int], push_geometry: tuple[int, ...
     _check(_library().pp_planes_infer)(*(_int64_ptr(t) for t in tables), _ptr(x), _ptr(weight),
                                        *(_ptr(m) for m in matrices), _ptr(bias), _ptr(alphas), int(dual_output),
                                        _ptr(out), torch.get_num_threads())
+
+
+def stacked_build(push_geometry: tuple[int, ...], pull_geometry: tuple[int, ...], x: Tensor,
+                  matrices: tuple[Tensor, Tensor], push: Tensor | None, pull: Tensor | None) -> None:
+    """``push`` = the push's shifted copies of ``x``, ``pull`` its basis planes (None: not wanted), by
+    ``pp_stacked_build`` (see :mod:`._stacked`; the geometries as ``pp_basis_forward`` reads them, the pull's
+    ``matrices`` (A_h, A_w))."""
+    tables = [torch.tensor(t, dtype=torch.int64) for t in (push_geometry, pull_geometry)]  # kept alive
+    _check(_library().pp_stacked_build)(*(_int64_ptr(t) for t in tables), _ptr(x), *(_ptr(m) for m in matrices),
+                                        _ptr(push), _ptr(pull), torch.get_num_threads())
+
+
+def stacked_rectify(y: Tensor, bias: Tensor | None, alphas: Tensor, dual_output: bool, out: Tensor, mask: Tensor,
+                    pull_r: Tensor | None) -> None:
+    """``out``, ``mask`` (and ``pull_r``) from the stacked pre-activations ``y`` (2, n, C_out, H_out·W_out), by
+    ``pp_stacked_rectify`` (see :mod:`._stacked`)."""
+    sizes = torch.tensor(y.shape[1:], dtype=torch.int64)
+    _check(_library().pp_stacked_rectify)(_int64_ptr(sizes), _ptr(y), _ptr(bias), _ptr(alphas), int(dual_output),
+                                          _ptr(out), _ptr(mask), _ptr(pull_r), torch.get_num_threads())
+
+
+def stacked_rectify_backward(grad: Tensor, mask: Tensor, alphas: Tensor, dual_output: bool, pull_r: Tensor | None,
+                             g_push: Tensor, g_pull: Tensor, sums_b: Tensor | None, sums_a: Tensor | None) -> None:
+    """``g_push``, ``g_pull`` (n, C_out, H_out·W_out), the pre-activations' gradients, and the per-image bias and
+    alpha sums (or None), by ``pp_stacked_rectify_backward``."""
+    sizes = torch.tensor(g_pull.shape, dtype=torch.int64)
+    _check(_library().pp_stacked_rectify_backward)(_int64_ptr(sizes), _ptr(grad), _ptr(mask), _ptr(alphas),
+                                                   int(dual_output), _ptr(pull_r), _ptr(g_push), _ptr(g_pull),
+                                                   _ptr(sums_b), _ptr(sums_a), torch.get_num_threads())
 
 
 def _differentiable_backward(ctx, grad: Tensor):

@@ -41,6 +41,19 @@ PLANES_MAX_BYTES = 1 << 21
 # 13.1 / 16.6 / 25.1 ms against native 18.4 / 20.2 / 21.2 / 20.0 / 20.6 ms for 3 / 4 / 6 / 8 / 12 channels.
 PLANES_MAX_CHANNELS = 8
 
+# Bytes of per-thread scratch memory kept from call to call (``_workspace``): the stacked planes of a chunk
+# of images in the basis path's training (``_stacked``), which takes chunks of STACKED_CHUNK_BYTES per thread
+# (the stem at 160 px: one image a thread, 10.8 MB; measured 1.1-1.2x faster than two or four).
+WORKSPACE_MAX_BYTES = 1 << 26
+STACKED_CHUNK_BYTES = 12 << 20
+
+# Leased buffers (``_workspace.lease``: outputs, masks, planes kept for a backward): the pool's size, its bytes
+# in all, and the largest buffer it keeps. The basis path's training keeps a batch's basis planes for the
+# backward when they fit (the stem at 160 px, batch 16: 60 MB; otherwise they are rebuilt there).
+LEASE_POOL_SIZE = 8
+LEASE_POOL_BYTES = 1 << 29
+LEASE_MAX_BYTES = 1 << 28
+
 _native = os.environ.get("PUSHPULL_NATIVE", "1") != "0"
 
 
