@@ -164,8 +164,6 @@ def make_cifar_c(images: np.ndarray, labels: np.ndarray, out: str | Path, corrup
     process of ``ctx`` (a torchrun group) makes its part of job-array task ``shard``; the
     files of a job array are assembled by one more call with ``merge=True`` once all tasks are done.
     """
-    from .corruptions import corrupt
-
     out, n = Path(out), len(images)
     indices = np.arange(n) if indices is None else np.asarray(indices)
     shape = (len(severities) * n,) + images.shape[1:]
@@ -178,20 +176,43 @@ def make_cifar_c(images: np.ndarray, labels: np.ndarray, out: str | Path, corrup
         return [out / f"{name}.npy" for name in corruptions]
     workers = cores_per_process() if workers is None else workers
     mine = _chunks(*process_shard(ctx, shard).bounds(n))
-    units = [(severity, rows, slice(b * n + rows.start, b * n + rows.stop))
-             for b, severity in enumerate(severities) for rows in mine]
-    todo = {name: [u for u in units if not target.has(u[2])] for name, target in targets.items()}
-    count = sum(_rows([rows for _, rows, _ in todo[name]]) for name in targets)
+    blocks = [(severity, rows, slice(b * n + rows.start, b * n + rows.stop))  # rows of the images, of the file
+              for b, severity in enumerate(severities) for rows in mine]
+    jobs = [(name, (images[rows], indices[rows], target, final, name, severity, seed))
+            for name, target in targets.items() for severity, rows, final in blocks if not target.has(final)]
+    count = sum(len(args[0]) for _, args in jobs)
     with TeamBar(ctx, count, len(targets) * len(severities) * _rows(mine) - count, progress=progress, desc="make-c",
                  unit="img") as bar:
-        for name, target in targets.items():
-            for severity, rows, final in todo[name]:
-                bar.bar.set_postfix_str(f"{name} s{severity}")
-                target.write(final, corrupt(images[rows], name, severity, seed=seed, indices=indices[rows],
-                                            workers=workers))
-                bar.update(rows.stop - rows.start)
-            _assemble(target, shard, ctx)
+        _write_chunks(targets, jobs, _corrupt_chunk, workers, bar, shard, ctx)
     return [out / f"{name}.npy" for name in corruptions]
+
+
+def _corrupt_chunk(images: np.ndarray, indices: np.ndarray, target: NpyChunks, rows: slice, name: str, severity: int,
+                   seed: int) -> int:
+    """Make and write one chunk of a -C file (in a pool worker); its number of images."""
+    from .corruptions import corrupt
+
+    target.write(rows, corrupt(images, name, severity, seed=seed, indices=indices, workers=1))
+    return rows.stop - rows.start
+
+
+def _write_chunks(targets: dict[str, NpyChunks], jobs: list[tuple[str, tuple]], make: Callable[..., int],
+                  workers: int, bar: TeamBar, shard: Shard, ctx: DistContext) -> None:
+    """Run ``make(*args)`` for each job (target name, args) on a pool of ``workers`` processes; each writes a chunk
+    of its target and returns its rows. A target is assembled once all its chunks are written, while the pool
+    works on the next ones, in the order of ``targets`` in every process (a barrier each, when sharded)."""
+    left = {name: 0 for name in targets}
+    for name, _ in jobs:
+        left[name] += 1
+    unassembled = list(targets)
+    for name, made in _parallel(make, jobs, workers):
+        left[name] -= 1
+        bar.update(made)
+        bar.bar.set_postfix_str(name)
+        while unassembled and not left[unassembled[0]]:
+            _assemble(targets[unassembled.pop(0)], shard, ctx)
+    for name in unassembled:
+        _assemble(targets[name], shard, ctx)
 
 
 def make_cifar_p(images: np.ndarray, labels: np.ndarray, out: str | Path, perturbations: Sequence[str], *,
@@ -212,21 +233,11 @@ def make_cifar_p(images: np.ndarray, labels: np.ndarray, out: str | Path, pertur
         return [out / f"{p}.npy" for p in perturbations]
     workers = cores_per_process() if workers is None else workers
     mine = _chunks(*process_shard(ctx, shard).bounds(n))
-    todo = {name: [rows for rows in mine if not target.has(rows)] for name, target in targets.items()}
-    count = sum(map(_rows, todo.values()))
-    # One pool for every perturbation; the workers write their chunk files (no frames sent back).
-    jobs = [((name, rows), (images[rows], indices[rows], targets[name], rows, name, seed))
-            for name, chunks in todo.items() for rows in chunks]
-    left = {name: len(chunks) for name, chunks in todo.items()}
-    unassembled = list(targets)  # assembled in this order in every process (a barrier each, when sharded)
+    jobs = [(name, (images[rows], indices[rows], target, rows, name, seed))
+            for name, target in targets.items() for rows in mine if not target.has(rows)]
+    count = sum(len(args[0]) for _, args in jobs)
     with TeamBar(ctx, count, len(targets) * _rows(mine) - count, progress=progress, desc="make-p", unit="seq") as bar:
-        for (name, _), made in _parallel(_perturb_chunk, jobs, workers):
-            left[name] -= 1
-            bar.update(made)
-            while unassembled and not left[unassembled[0]]:  # overlaps the pool's work on the next ones
-                _assemble(targets[unassembled.pop(0)], shard, ctx)
-        for name in unassembled:
-            _assemble(targets[name], shard, ctx)
+        _write_chunks(targets, jobs, _perturb_chunk, workers, bar, shard, ctx)
     return [out / f"{p}.npy" for p in perturbations]
 
 
