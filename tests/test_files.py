@@ -78,3 +78,19 @@ def test_read_json_names_a_binary_file(tmp_path):
     path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(ValueError, match=f"results {path} is not valid JSON"):
         read_json(path, "results ")
+
+
+def test_background_writes_finish_before_the_block_ends_and_raise_the_first_error(tmp_path):
+    from pushpull._files import BackgroundWrites
+
+    with BackgroundWrites() as files:
+        for i in range(50):
+            files.write(tmp_path / "out" / f"{i}.bin", bytes([i]) * 1000)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(f"{i}.bin" for i in range(50))
+    assert all((tmp_path / "out" / f"{i}.bin").read_bytes() == bytes([i]) * 1000 for i in range(50))
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    with pytest.raises(OSError), BackgroundWrites() as files:
+        files.write(tmp_path / "ok.bin", b"1")
+        files.write(tmp_path / "blocker" / "x.bin", b"2")
+    assert (tmp_path / "ok.bin").read_bytes() == b"1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "ok.bin", "out"]  # no temporary file left

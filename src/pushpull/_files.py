@@ -10,6 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,28 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     """Write ``data`` (a str as UTF-8) to ``path`` through :func:`atomic_path`: never half-written."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+class BackgroundWrites:
+    """:func:`atomic_write` on a thread, so a process making many files computes the next while the disk flushes.
+
+    Leaving the block waits for every write and raises the first error; each file still appears
+    whole or not at all.
+    """
+
+    def __enter__(self) -> BackgroundWrites:
+        self._pool, self._pending = ThreadPoolExecutor(1), []
+        return self
+
+    def write(self, path: str | Path, data: bytes) -> None:
+        self._pending.append(self._pool.submit(atomic_write, path, data))
+
+    def __exit__(self, *_) -> None:
+        try:
+            for done in self._pending:
+                done.result()
+        finally:
+            self._pool.shutdown(cancel_futures=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

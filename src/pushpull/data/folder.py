@@ -19,11 +19,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .._files import atomic_path
+from .._files import BackgroundWrites
 from .._names import check_name
 from ..engine.distributed import DistContext, Shard, cores_per_process, process_shard
 from .corruptions.per_image import Corrupter, get_corrupter
-from .robustness_sets import SEVERITIES, DamagedFileError, read_image
+from .robustness_sets import SEVERITIES, DamagedFileError, encode_image, read_image
 from .streams import path_key
 
 # What PIL reads that a folder of photographs may hold (names ending otherwise are not images).
@@ -151,18 +151,16 @@ def make_folder_c(root: str | Path, out: str | Path, corruptions: Sequence[str],
 
 def _corrupt_files(work: list[tuple[Path, str, int, list[tuple[str, int]]]], *, root: Path, out: Path, params: str,
                    fmt: str, save: dict, seed: int) -> int:
-    """Read each image once, then write its missing corrupted files (in a pool worker); the number written."""
-    from PIL import Image
-
+    """Read each image once, then write its missing corrupted files (in a pool worker, on a thread); the number written."""
     corrupter = get_corrupter(params)
-    for path, _, _, missing in work:
-        relative = path.relative_to(root).as_posix()
-        image, key = read_rgb(path), path_key(relative)
-        for name, severity in missing:
-            try:
-                result = corrupter.corrupt(image, name, severity, seed, key)
-            except ValueError as err:  # what the size check could not foresee: say which file
-                raise ValueError(f"{path}: {name} severity {severity}: {err}") from None
-            with atomic_path(out / name / str(severity) / output_name(relative, fmt)) as tmp:
-                Image.fromarray(result).save(tmp, **save)
+    with BackgroundWrites() as files:
+        for path, _, _, missing in work:
+            relative = path.relative_to(root).as_posix()
+            image, key = read_rgb(path), path_key(relative)
+            for name, severity in missing:
+                try:
+                    result = corrupter.corrupt(image, name, severity, seed, key)
+                except ValueError as err:  # what the size check could not foresee: say which file
+                    raise ValueError(f"{path}: {name} severity {severity}: {err}") from None
+                files.write(out / name / str(severity) / output_name(relative, fmt), encode_image(result, **save))
     return sum(len(missing) for *_, missing in work)

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._files import atomic_path, read_json, write_json
+from .._files import BackgroundWrites, atomic_path, read_json, write_json
 from ..engine.distributed import DistContext, Shard, all_reduce, barrier, cores_per_process, process_shard
 from .robustness_sets import (IMAGE_SUFFIXES, IMAGENET_C_JPEG, MANIFEST, SEVERITIES, DamagedFileError, check_npy,
-                              read_image)
+                              encode_image, read_image)
 from .shards import NpyChunks, TeamBar, check_plan, merge_chunks, save_npy, shard_items
 from .streams import STREAM_RULE
 
@@ -342,9 +342,7 @@ def make_imagenet_c(root: str | Path, out: str | Path, corruptions: Sequence[str
 
 
 def _corrupt_files(work: list[tuple[Path, str, int, list[tuple[str, int]]]], *, out: Path, seed: int) -> int:
-    """Decode each clean image once, then write its missing corrupted files."""
-    from PIL import Image
-
+    """Decode each clean image once, then write its missing corrupted files (on a thread: no waiting for the disk)."""
     from .corruptions import corrupt
 
     clean = {index: load_resized(path, 224) for path, _, index, _ in work}
@@ -352,12 +350,12 @@ def _corrupt_files(work: list[tuple[Path, str, int, list[tuple[str, int]]]], *, 
     for path, wnid, index, missing in work:
         for name, severity in missing:
             by_output.setdefault((name, severity), []).append((index, out / name / str(severity) / wnid / path.name))
-    for (name, severity), items in by_output.items():
-        results = corrupt(np.stack([clean[i] for i, _ in items]), name, severity, seed=seed,
-                          indices=[i for i, _ in items], params="imagenet", workers=1)
-        for (_, target), result in zip(items, results):
-            with atomic_path(target) as tmp:
-                Image.fromarray(result).save(tmp, **IMAGENET_C_JPEG)
+    with BackgroundWrites() as files:
+        for (name, severity), items in by_output.items():
+            results = corrupt(np.stack([clean[i] for i, _ in items]), name, severity, seed=seed,
+                              indices=[i for i, _ in items], params="imagenet", workers=1)
+            for (_, target), result in zip(items, results):
+                files.write(target, encode_image(result, **IMAGENET_C_JPEG))
     return sum(len(missing) for *_, missing in work)
 
 

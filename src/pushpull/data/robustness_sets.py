@@ -230,6 +230,17 @@ def read_image(path: str | Path):  # noqa: ANN201 - PIL.Image.Image, imported la
         raise DamagedFileError(f"cannot decode {path}: {err}; replace or remove the file") from None
 
 
+def encode_image(pixels: np.ndarray, **save) -> bytes:
+    """uint8 (H, W, 3) pixels as the bytes of an image file; ``save``: PIL's options (``format`` among them)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, **save)
+    return buffer.getvalue()
+
+
 def read_video(path: str | Path) -> np.ndarray:
     """All frames of a video as uint8 (T, H, W, 3) RGB (needs PyAV: ``pip install pushpull[video]``)."""
     try:
