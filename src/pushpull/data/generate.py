@@ -19,6 +19,7 @@ import functools
 import itertools
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -201,9 +202,7 @@ def _write_chunks(targets: dict[str, NpyChunks], jobs: list[tuple[str, tuple]], 
     """Run ``make(*args)`` for each job (target name, args) on a pool of ``workers`` processes; each writes a chunk
     of its target and returns its rows. A target is assembled once all its chunks are written, while the pool
     works on the next ones, in the order of ``targets`` in every process (a barrier each, when sharded)."""
-    left = {name: 0 for name in targets}
-    for name, _ in jobs:
-        left[name] += 1
+    left = Counter(name for name, _ in jobs)
     unassembled = list(targets)
     for name, made in _parallel(make, jobs, workers):
         left[name] -= 1
