@@ -54,9 +54,12 @@ NATIVE_CASES = [
 
 
 @needs_native
+@pytest.mark.parametrize("backward", ["kernel", "blas"])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("k,padding,bias,size,channels,batch,extra", NATIVE_CASES)
-def test_native_matches_float64_reference(k, padding, bias, size, channels, batch, extra, threads):
+def test_native_matches_float64_reference(monkeypatch, k, padding, bias, size, channels, batch, extra, threads,
+                                          backward):
+    monkeypatch.setattr(_native, "BLAS_MIN_CHANNELS", 1 if backward == "blas" else 1 << 30)
     torch.manual_seed(zlib.crc32(repr((k, padding, bias, size, channels, extra)).encode()))
     native, ref = _pair(k, 1, padding, 1, 1, bias, cin=channels[0], cout=channels[1], **extra)
     x = torch.randn(batch, channels[0], *size)
@@ -76,6 +79,29 @@ def test_native_matches_float64_reference(k, padding, bias, size, channels, batc
         assert rel_err(g, w) < 1e-5, name
     with torch.no_grad():  # inference (the module's cached packing) gives the same output
         assert rel_err(native(x), want) < 1e-5
+
+
+@needs_native
+@pytest.mark.parametrize("images_per_chunk", [1, 2])
+@pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("extra", [{"trainable_alpha": True}, {"dual_output": True}])
+def test_native_backward_in_chunks_of_images(monkeypatch, images_per_chunk, input_grad, extra):
+    """The backward makes the maps' gradients a few images at a time: every chunking gives the same gradients."""
+    torch.manual_seed(7)
+    native, ref = _pair(3, 1, 1, 1, 1, True, cin=5, cout=4, **extra)
+    monkeypatch.setattr(_native, "BLAS_MIN_CHANNELS", 1)
+    monkeypatch.setattr(_native, "MAPS_CHUNK_BYTES", images_per_chunk * 4 * 4 * 9 * 11 * 10)
+    x = torch.randn(5, 5, 11, 10)
+    x64 = x.double()
+    x.requires_grad_(input_grad), x64.requires_grad_(input_grad)
+    grad_out = torch.randn(ref(x64).shape, dtype=torch.float64)
+    native(x).backward(grad_out.float())
+    ref(x64).backward(grad_out)
+    for (name, p), q in zip(native.named_parameters(), ref.parameters()):
+        assert rel_err(p.grad, q.grad) < 1e-5, name
+    assert (x.grad is None) == (not input_grad)
+    if input_grad:
+        assert rel_err(x.grad, x64.grad) < 1e-5
 
 
 @needs_native

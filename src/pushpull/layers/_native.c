@@ -249,74 +249,98 @@ int pp_forward(const int64_t *g, const float *x, const float *wt, const float *a
     return failed;
 }
 
+/* The backward's geometry: the output-gradient grids get margins wide enough for every adjoint shift. */
+typedef struct {
+    int64_t cout, kh, kw, h, w, ph, pw, ho, wo, pt, pl, qt, ql, cin, hw, my, mx, wg, grid, span;
+} backward_geometry;
+
+static backward_geometry backward_read(const int64_t *g) {
+    backward_geometry b = {g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14]};
+    b.hw = b.h * b.w;
+    b.my = MAX(0, MAX(b.ph - 1 - b.qt, b.kh - 1 - b.pt)), b.mx = MAX(0, MAX(b.pw - 1 - b.ql, b.kw - 1 - b.pl));
+    b.wg = b.wo + 2 * b.mx, b.grid = (b.ho + 2 * b.my) * b.wg;
+    b.span = (b.h - 1) * b.wg + b.w;
+    return b;
+}
+
+/* floats of one thread's scratch for map_gradients: grids of push and pull, kh grids U_a, one wide plane */
+static size_t backward_scratch(const backward_geometry *b) { return (size_t)(2 * b->grid + (b->kh + 1) * b->h * b->wg); }
+
+/* gy (kh*kw, hw): the gradient of the maps Y_ab of plane no = (image, o), from the output gradient
+ * and the rectified maps; also that plane's sums for the bias and alpha gradients. */
+static void map_gradients(const backward_geometry *b, int64_t no, const float *grad, const float *push_r,
+                          const float *pull_r, const float *ah, const float *aw, const float *alpha, int dual,
+                          float *gy, float *gbias, float *galpha, float *scratch) {
+    const int64_t cout = b->cout, kh = b->kh, kw = b->kw, h = b->h, w = b->w, ho = b->ho, wo = b->wo;
+    const int64_t my = b->my, mx = b->mx, wg = b->wg, i_n = no / cout, o = no % cout;
+    float *g1 = scratch, *g2 = g1 + b->grid, *u = g2 + b->grid, *wide = u + kh * h * wg;
+    const float *push = push_r + no * ho * wo, *pull = pull_r + no * ho * wo;
+    const float *gr_push = dual ? grad + (i_n * 2 * cout + o) * ho * wo : grad + no * ho * wo;
+    const float *gr_pull = dual ? gr_push + cout * ho * wo : gr_push;
+    const float al = dual ? -1.0f : alpha[o];
+    float sb = 0.0f, sa = 0.0f;
+    for (int64_t r = 0; r < ho; r++)
+#pragma omp simd reduction(+ : sb, sa) /* vectorised: the sums may be reassociated */
+        for (int64_t c = 0; c < wo; c++) {
+            const int64_t t = r * wo + c, s = (r + my) * wg + c + mx;
+            const float d1 = push[t] > 0.0f ? gr_push[t] : 0.0f;
+            const float d2 = pull[t] > 0.0f ? al * gr_pull[t] : 0.0f; /* d loss / d pullconv */
+            g1[s] = d1, g2[s] = d2;
+            sb += d1 + d2;
+            sa += -gr_pull[t] * pull[t];
+        }
+    if (gbias) gbias[no] = sb;
+    if (galpha) galpha[no] = sa;
+    tap taps[MAX_TAPS];
+    int nt;
+    for (int64_t a = 0; a < kh; a++) { /* U_a: the adjoint of the column filter */
+        nt = 0;
+        for (int64_t i = 0; i < b->ph; i++)
+            if (ah[i * kh + a] != 0.0f) taps[nt++] = (tap){g2 + (b->qt - i + my) * wg, ah[i * kh + a]};
+        multi_tap(u + a * h * wg, h * wg, taps, nt);
+    }
+    for (int64_t a = 0; a < kh; a++)
+        for (int64_t bb = 0; bb < kw; bb++) { /* the row filter's adjoint, plus the push's shift */
+            nt = 0;
+            taps[nt++] = (tap){g1 + (b->pt - a + my) * wg + b->pl - bb + mx, 1.0f};
+            for (int64_t j = 0; j < b->pw; j++)
+                if (aw[j * kw + bb] != 0.0f) taps[nt++] = (tap){u + a * h * wg + b->ql - j + mx, aw[j * kw + bb]};
+            multi_tap(wide, b->span, taps, nt);
+            float *gab = gy + (a * kw + bb) * b->hw;
+            for (int64_t r = 0; r < h; r++) memcpy(gab + r * w, wide + r * wg, sizeof(float) * w);
+        }
+}
+
 /* gx: (n, cin, h, w) or NULL; gw: (nthreads, cout, groups, cin, G) per-thread sums, or NULL;
- * gbias / galpha: (n, cout) partial sums, or NULL. */
+ * gbias / galpha: (n, cout) partial sums, or NULL. The products' adjoints are done here, a plane at a
+ * time (pays for narrow inputs; pp_backward_maps leaves them to BLAS). */
 int pp_backward(const int64_t *g, const float *x, const float *wt, const float *grad, const float *push_r,
                 const float *pull_r, const float *ah, const float *aw, const float *alpha, int dual, float *gx,
                 float *gw, float *gbias, float *galpha, int nthreads) {
-    const int64_t n = g[0], cout = g[1], kh = g[2], kw = g[3], h = g[4], w = g[5], ph = g[6], pw = g[7];
-    const int64_t ho = g[8], wo = g[9], pt = g[10], pl = g[11], qt = g[12], ql = g[13], cin = g[14];
-    const int64_t hw = h * w, groups = (kh * kw + G - 1) / G;
-    /* the output-gradient grids get margins wide enough for every adjoint shift */
-    const int64_t my = MAX(0, MAX(ph - 1 - qt, kh - 1 - pt)), mx = MAX(0, MAX(pw - 1 - ql, kw - 1 - pl));
-    const int64_t hg = ho + 2 * my, wg = wo + 2 * mx, grid = hg * wg;
-    const int64_t span = (h - 1) * wg + w;
+    const backward_geometry b = backward_read(g);
+    const int64_t n = g[0], cout = b.cout, cin = b.cin, hw = b.hw, groups = (b.kh * b.kw + G - 1) / G;
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
-        /* gradient grids of push and pull, kh column-filtered grids U_a, one wide gY plane, gY */
         record_team();
-        float *g1 = calloc((size_t)(2 * grid + kh * h * wg + h * wg + groups * G * hw), sizeof(float));
-        float *g2 = g1 + grid, *u = g2 + grid, *wide = u + kh * h * wg, *gy = wide + h * wg;
+        float *scratch = malloc(sizeof(float) * (backward_scratch(&b) + groups * G * hw));
+        float *gy = scratch + backward_scratch(&b);
         float *gw_t = gw ? gw + (int64_t)omp_get_thread_num() * cout * groups * cin * G : NULL;
-        tap taps[MAX_TAPS];
-        if (!g1) {
+        if (scratch) {
+            memset(scratch, 0, sizeof(float) * (backward_scratch(&b) + groups * G * hw)); /* margins, padded taps */
+        } else {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t i_n = 0; i_n < n; i_n++) {
-            if (!g1) continue;
+            if (!scratch) continue;
             const float *x_n = x + i_n * cin * hw;
             float *gx_n = gx ? gx + i_n * cin * hw : NULL;
             if (gx_n) memset(gx_n, 0, sizeof(float) * cin * hw);
             for (int64_t o = 0; o < cout; o++) {
-                const int64_t no = i_n * cout + o;
-                const float *push = push_r + no * ho * wo, *pull = pull_r + no * ho * wo;
-                const float *gr_push = dual ? grad + (i_n * 2 * cout + o) * ho * wo : grad + no * ho * wo;
-                const float *gr_pull = dual ? gr_push + cout * ho * wo : gr_push;
-                const float al = dual ? -1.0f : alpha[o];
-                float sb = 0.0f, sa = 0.0f;
-                for (int64_t r = 0; r < ho; r++)
-#pragma omp simd reduction(+ : sb, sa) /* vectorised: the sums may be reassociated */
-                    for (int64_t c = 0; c < wo; c++) {
-                        const int64_t t = r * wo + c, s = (r + my) * wg + c + mx;
-                        const float d1 = push[t] > 0.0f ? gr_push[t] : 0.0f;
-                        const float d2 = pull[t] > 0.0f ? al * gr_pull[t] : 0.0f; /* d loss / d pullconv */
-                        g1[s] = d1, g2[s] = d2;
-                        sb += d1 + d2;
-                        sa += -gr_pull[t] * pull[t];
-                    }
-                if (gbias) gbias[no] = sb;
-                if (galpha) galpha[no] = sa;
-                int nt;
-                for (int64_t a = 0; a < kh; a++) { /* U_a: the adjoint of the column filter */
-                    nt = 0;
-                    for (int64_t i = 0; i < ph; i++)
-                        if (ah[i * kh + a] != 0.0f) taps[nt++] = (tap){g2 + (qt - i + my) * wg, ah[i * kh + a]};
-                    multi_tap(u + a * h * wg, h * wg, taps, nt);
-                }
-                for (int64_t a = 0; a < kh; a++)
-                    for (int64_t b = 0; b < kw; b++) { /* the row filter's adjoint, plus the push's shift */
-                        nt = 0;
-                        taps[nt++] = (tap){g1 + (pt - a + my) * wg + pl - b + mx, 1.0f};
-                        for (int64_t j = 0; j < pw; j++)
-                            if (aw[j * kw + b] != 0.0f)
-                                taps[nt++] = (tap){u + a * h * wg + ql - j + mx, aw[j * kw + b]};
-                        multi_tap(wide, span, taps, nt);
-                        float *gab = gy + (a * kw + b) * hw;
-                        for (int64_t r = 0; r < h; r++) memcpy(gab + r * w, wide + r * wg, sizeof(float) * w);
-                    }
+                map_gradients(&b, i_n * cout + o, grad, push_r, pull_r, ah, aw, alpha, dual, gy, gbias, galpha,
+                              scratch);
                 for (int64_t gi = 0; gi < groups; gi++) {
                     const float *wt_o = wt + (o * groups + gi) * cin * G;
                     if (gx_n) products_adjoint_x(gx_n, gy + gi * G * hw, wt_o, cin, hw);
@@ -324,7 +348,33 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
                 }
             }
         }
-        free(g1);
+        free(scratch);
+    }
+    return failed;
+}
+
+/* gy (n1 - n0, cout, kh*kw, hw): the maps' gradients of images n0 .. n1-1, from which the caller gets
+ * the input and weight gradients as two BLAS products (gx = k^T gy, gk = gy x^T); gbias / galpha as
+ * in pp_backward. */
+int pp_backward_maps(const int64_t *g, int64_t n0, int64_t n1, const float *grad, const float *push_r,
+                     const float *pull_r, const float *ah, const float *aw, const float *alpha, int dual, float *gy,
+                     float *gbias, float *galpha, int nthreads) {
+    const backward_geometry b = backward_read(g);
+    int failed = 0;
+#pragma omp parallel num_threads(nthreads)
+    {
+        record_team();
+        float *scratch = calloc(backward_scratch(&b), sizeof(float));
+        if (!scratch) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t no = n0 * b.cout; no < n1 * b.cout; no++)
+            if (scratch)
+                map_gradients(&b, no, grad, push_r, pull_r, ah, aw, alpha, dual,
+                              gy + (no - n0 * b.cout) * b.kh * b.kw * b.hw, gbias, galpha, scratch);
+        free(scratch);
     }
     return failed;
 }

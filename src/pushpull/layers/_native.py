@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from .._compiled import load_library
-from .config import native_enabled
+from ._workspace import scratch
+from .config import BLAS_MIN_CHANNELS, MAPS_CHUNK_BYTES, native_enabled
 from .eager import eager_call, is_eager_tensor
 from .reference import combine
 from .resize import interpolation_matrix, resize_kernel
@@ -55,12 +56,14 @@ def _library() -> ctypes.CDLL | None:
     p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
     lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
+    lib.pp_backward_maps.argtypes = [i64p, ctypes.c_int64, ctypes.c_int64, p, p, p, p, p, p, ctypes.c_int, p, p, p,
+                                     ctypes.c_int]
     lib.pp_basis_forward.argtypes = lib.pp_basis_backward.argtypes = [i64p, p, p, p, p, ctypes.c_int]
     lib.pp_planes_infer.argtypes = [i64p, i64p, i64p, p, p, p, p, p, p, ctypes.c_int, p, ctypes.c_int]
     lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, p, ctypes.c_int]
-    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
+    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_backward_maps, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
                    lib.pp_stacked_build, lib.pp_stacked_rectify, lib.pp_stacked_rectify_backward, lib.pp_last_team):
         kernel.restype = ctypes.c_int
     return lib
@@ -200,25 +203,54 @@ class NativePushPull(torch.autograd.Function):
         grad = grad.contiguous()
         n, cin, _, _ = x.shape
         cout, _, kh, kw = weight.shape
-        groups = packed.shape[1]
         geometry, _, _ = _geometry(x, weight, pull_size, pads, pull_pads)
         a_h, a_w = _resize_matrices(weight, pull_size)
         need_x, need_w, _, need_b, need_alpha = ctx.needs_input_grad[:5]
         need_alpha = need_alpha and ctx.alpha_is_tensor and not dual_output
         threads = torch.get_num_threads()
         dx = x.new_empty(x.shape) if need_x else None
-        dw = x.new_zeros(threads, cout, groups, cin, G) if need_w else None
         sums_b = x.new_empty(n, cout) if need_b and bias is not None else None
         sums_a = x.new_empty(n, cout) if need_alpha else None
-        _check(_library().pp_backward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), _ptr(grad), _ptr(push),
-                                       _ptr(pull), _ptr(a_h), _ptr(a_w), _ptr(alphas), int(dual_output), _ptr(dx),
-                                       _ptr(dw), _ptr(sums_b), _ptr(sums_a), threads)
-        if dw is not None:  # per-thread sums, in the packed layout, back to (Cout, Cin, Kh, Kw)
-            dw = dw.sum(0).transpose(2, 3).reshape(cout, groups * G, cin)[:, :kh * kw]
-            dw = dw.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
+        rectified = (_ptr(grad), _ptr(push), _ptr(pull), _ptr(a_h), _ptr(a_w), _ptr(alphas), int(dual_output))
+        if cin >= BLAS_MIN_CHANNELS:
+            dw = _blas_backward(geometry, x, weight, rectified, dx, need_w, sums_b, sums_a, threads)
+        else:  # the products' adjoints in the kernel, plane by plane
+            groups = packed.shape[1]
+            dw = x.new_zeros(threads, cout, groups, cin, G) if need_w else None
+            _check(_library().pp_backward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), *rectified, _ptr(dx),
+                                           _ptr(dw), _ptr(sums_b), _ptr(sums_a), threads)
+            if dw is not None:  # per-thread sums, in the packed layout, back to (Cout, Cin, Kh, Kw)
+                dw = dw.sum(0).transpose(2, 3).reshape(cout, groups * G, cin)[:, :kh * kw]
+                dw = dw.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
         db = sums_b.sum(0) if sums_b is not None else None
         d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
         return dx, dw, None, db, d_alpha, None, None, None, None, None  # one per forward input
+
+
+def _blas_backward(geometry: Tensor, x: Tensor, weight: Tensor, rectified: tuple, dx: Tensor | None, need_w: bool,
+                   sums_b: Tensor | None, sums_a: Tensor | None, threads: int) -> Tensor | None:
+    """The backward for wide inputs: the kernels make the maps' gradients ``gy`` (cout·taps rows of
+    h·w) a few images at a time, small enough to stay in the CPU's caches, and the input and weight
+    gradients are BLAS products with ``k`` as a (cout·taps, cin) matrix: ``dx = kᵀ gy``, ``dk = gy xᵀ``.
+    Fills ``dx`` and the sums; returns the weight gradient (or None)."""
+    n, cin, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    rows, hw = cout * kh * kw, h * w
+    k_cols = weight.detach().permute(1, 0, 2, 3).reshape(cin, rows) if dx is not None else None
+    dk = x.new_zeros(rows, cin) if need_w else None
+    chunk = max(1, min(n, MAPS_CHUNK_BYTES // (4 * rows * hw)))
+    gy = scratch(chunk * rows * hw, x.dtype, x.device)
+    maps = _check(_library().pp_backward_maps)
+    x_cols = x.view(n, cin, hw)
+    for n0 in range(0, n, chunk):
+        n1 = min(n, n0 + chunk)
+        g = gy[:(n1 - n0) * rows * hw].view(n1 - n0, rows, hw)
+        maps(_int64_ptr(geometry), n0, n1, *rectified, _ptr(g), _ptr(sums_b), _ptr(sums_a), threads)
+        if dx is not None:
+            torch.matmul(k_cols, g, out=dx[n0:n1].view(n1 - n0, cin, hw))
+        if dk is not None:
+            dk.addbmm_(g, x_cols[n0:n1].transpose(1, 2))
+    return dk.view(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous() if dk is not None else None
 
 
 def basis_forward(geometry: tuple[int, ...], x: Tensor, a_h: Tensor, a_w: Tensor, out: Tensor) -> None:

@@ -46,6 +46,12 @@ PLANES_MAX_CHANNELS = 8
 # (the stem at 160 px: one image a thread, 10.8 MB; measured 1.1-1.2x faster than two or four).
 WORKSPACE_MAX_BYTES = 1 << 26
 STACKED_CHUNK_BYTES = 12 << 20
+# Input channels from which the native path's backward leaves the products' adjoints to BLAS (PyTorch's
+# matrix products on the maps' gradients, made MAPS_CHUNK_BYTES at a time so that they stay in the CPU's
+# caches; one 64->64 image at 40x40 is 3.7 MB). Measured fwd+bwd, 1 thread (Xeon, AVX-512), kernel vs BLAS:
+# 3->16 at 32x32 b128 28 / 39 ms, 16->16 46 / 52 ms, 64->64 at 40x40 b16 78 / 72 ms, at 56x56 162 / 134 ms.
+BLAS_MIN_CHANNELS = 32
+MAPS_CHUNK_BYTES = 4 << 20
 
 # Leased buffers (``_workspace.lease``: outputs, masks, planes kept for a backward): the pool's size, its bytes
 # in all, and the largest buffer it keeps. The basis path's training keeps a batch's basis planes for the
