@@ -176,6 +176,21 @@ def test_kernels_built_once_into_the_cache_folder(fresh_library):
     assert _native.available() and built[0].stat().st_mtime_ns == mtime  # reused, not rebuilt
 
 
+@needs_native
+def test_several_sources_build_one_library_rebuilt_when_a_header_changes(monkeypatch, tmp_path):
+    from pushpull._compiled import load_library
+    monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path / "cache"))
+    header, one, two = tmp_path / "k.h", tmp_path / "one.c", tmp_path / "two.c"
+    header.write_text("#define SCALE 2\n")
+    one.write_text('#include "k.h"\nint twice(int v) { return SCALE * v; }\n')
+    two.write_text('#include "k.h"\nint twice(int v);\nint four_times(int v) { return twice(twice(v)); }\n')
+    flags = ["-O1", "-shared", "-fPIC"]
+    assert load_library([one, two, header], flags, "test").four_times(3) == 12
+    header.write_text("#define SCALE 3\n")
+    assert load_library([one, two, header], flags, "test").four_times(3) == 27
+    assert len(list((tmp_path / "cache").glob("pushpull_test_*.so"))) == 2
+
+
 def test_turned_off_by_environment_read_once_or_by_config():
     script = "from pushpull.layers import _native, config; print(config.native_enabled(), _native.available())"
     result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PUSHPULL_NATIVE": "0"},

@@ -44,24 +44,28 @@ def cpu_signature() -> str:
     return "|".join([platform.machine(), platform.processor(), *lines])
 
 
-def load_library(source: Path, flags: Sequence[str], name: str) -> ctypes.CDLL | None:
-    """``source`` compiled with ``flags`` (built once, cached) and loaded; None where that cannot be done.
+def load_library(sources: Path | Sequence[Path], flags: Sequence[str], name: str) -> ctypes.CDLL | None:
+    """``sources`` compiled with ``flags`` (built once, cached) and loaded; None where that cannot be done.
 
-    ``name`` names the library in its file name and in the one log line a failure gives.
-    Concurrent processes never load a half-written library: it appears atomically.
+    ``sources``: one C file, or several (their ``.c`` files compiled together; headers they include
+    listed too, so that a change to any of them rebuilds). ``name`` names the library in its file
+    name and in the one log line a failure gives. Concurrent processes never load a half-written
+    library: it appears atomically.
     """
+    files = [sources] if isinstance(sources, Path) else list(sources)
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if sys.platform != "linux" or compiler is None:
         log.info("pushpull: no C compiler found; the %s kernels are off (same results, slower)", name)
         return None
     identity = "\n".join([compiler, *flags, cpu_signature()]).encode()
-    key = hashlib.sha256(source.read_bytes() + identity).hexdigest()[:16]
+    key = hashlib.sha256(b"".join(f.read_bytes() for f in files) + identity).hexdigest()[:16]
     target = cache_dir() / f"pushpull_{name}_{key}.so"
     try:
         if not target.exists():
             with atomic_path(target) as partial:
-                subprocess.run([compiler, *flags, str(source), "-o", str(partial), "-lm"], check=True,
-                               capture_output=True, timeout=120)
+                units = [str(f) for f in files if f.suffix == ".c"]
+                subprocess.run([compiler, *flags, *units, "-o", str(partial), "-lm"], check=True, capture_output=True,
+                               timeout=120)
         return ctypes.CDLL(str(target))
     except (OSError, subprocess.SubprocessError) as err:
         detail = (getattr(err, "stderr", b"") or b"").decode(errors="replace")[-500:]

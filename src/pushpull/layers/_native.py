@@ -34,7 +34,8 @@ from .eager import eager_call, is_eager_tensor
 from .reference import combine
 from .resize import interpolation_matrix, resize_kernel
 
-SOURCE = Path(__file__).with_name("_native.c")
+# the shared-product kernels, the basis path's and what they share, built into one library
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("_native.c", "_basis.c", "_kernels.h"))
 G = 9  # kernel taps per register block of the kernels' products (``G`` in _native.c)
 MAX_TAPS = 1024  # filter taps one kernel call may combine (``MAX_TAPS`` in _native.c)
 
@@ -50,7 +51,7 @@ def _flags() -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL | None:
     """The compiled kernels, building them on first use; None when that is not possible."""
-    lib = load_library(SOURCE, _flags(), "native")
+    lib = load_library(SOURCES, _flags(), "native")
     if lib is None:
         return None
     p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
