@@ -1,4 +1,4 @@
-"""The -P generator's native kernels (``_sequence_native.c``), and the numpy-exact draws built on them.
+"""The -P generator's native kernels (``_sequence_noise.c``, ``_sequence_warps.c``), and the numpy-exact draws built on them.
 
 Compiled on first use with the system's C compiler into the project's kernel cache
 (:func:`pushpull._compiled.load_library`, like every C kernel of the project) and loaded with :mod:`ctypes`. The flags keep IEEE
@@ -22,14 +22,14 @@ from .._compiled import load_library
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).with_name("_sequence_native.c")
+SOURCES = tuple(Path(__file__).with_name(f) for f in ("_sequence_noise.c", "_sequence_warps.c", "_sequences.h"))
 FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", "-fPIC"]
 
 _u8, _f64, _f32, _i64 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in
                          (np.uint8, np.float64, np.float32, np.int64))
 _i16, _u16 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in (np.int16, np.uint16))
 _I64, _P64, _F, _D = ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_float, ctypes.c_double
-_SIGNATURES = {  # kernel: (return type, argument types), as _sequence_native.c declares them
+_SIGNATURES = {  # kernel: (return type, argument types), as the C sources declare them
     "pp_init": (None, []),
     "pp_poisson": (_I64, [_f64, _I64, _I64, _f64, _I64, _P64, _i64]),
     "pp_shot_thresholds": (None, [_f64, _i64, _i64, _i64, _f32]),
@@ -65,7 +65,7 @@ def library() -> ctypes.CDLL | None:
 
 @functools.lru_cache(maxsize=1)
 def _load() -> ctypes.CDLL | None:
-    lib = load_library(SOURCE, FLAGS, "sequences")
+    lib = load_library(SOURCES, FLAGS, "sequences")
     if lib is None:
         return None
     for name, (restype, argtypes) in _SIGNATURES.items():

@@ -9,7 +9,7 @@ what the push convolution costs, whatever the pull's size, and the filtering is 
 input has few channels: the ImageNet stem (3 → 64, 7x7 stride 2, a 15x15 pull) and narrow
 inputs in inference. Exact: the same sums in another order.
 
-The filtering runs in the compiled kernels of ``_native.c`` (float32 CPU eager tensors) or, for
+The filtering runs in the compiled kernels of ``_basis.c`` (float32 CPU eager tensors) or, for
 everything else (other devices and dtypes, fake tensors, FLOP counting), as two grouped
 convolutions; both are differentiable to any order (the kernels' adjoint is its own node). In
 inference, narrow layers run as one compiled kernel per image (:func:`_planes_inference`); in
@@ -34,7 +34,7 @@ from .geometry import Pads, conv_padding, pad2d
 from .reference import combine
 from .resize import interpolation_matrix
 
-Geometry = tuple[int, ...]  # (planes, h, w, kh, kw, ph, pw, ho, wo, top, left, sh, sw, dh, dw), as _native.c reads it
+Geometry = tuple[int, ...]  # (planes, h, w, kh, kw, ph, pw, ho, wo, top, left, sh, sw, dh, dw), as _basis.c reads it
 
 
 def _matrices(geometry: Geometry, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,9 @@ kernel tap) give the push response as a sum of shifted maps and the pull respons
 same maps filtered by the fixed, separable resize matrices. Products, filtering,
 rectification and their adjoints are the C kernels of ``_native.c``: they work on one
 (image, channel) plane at a time, so everything stays in the CPU caches, and run in
-parallel with OpenMP (PyTorch's runtime and thread count). The kernels are compiled on
+parallel with OpenMP (PyTorch's runtime and thread count). For wide inputs the backward
+leaves the products' adjoints to PyTorch's BLAS (``_blas_backward``): they are then plain
+matrix products with the weights, which BLAS does faster than a plane at a time. The kernels are compiled on
 first use with the system's C compiler and loaded by :func:`pushpull._compiled.load_library`.
 
 Covers float32 on the CPU with stride 1, dilation 1, one group, zero padding and odd
@@ -36,8 +38,8 @@ from .resize import interpolation_matrix, resize_kernel
 
 # the shared-product kernels, the basis path's and what they share, built into one library
 SOURCES = tuple(Path(__file__).with_name(f) for f in ("_native.c", "_basis.c", "_kernels.h"))
-G = 9  # kernel taps per register block of the kernels' products (``G`` in _native.c)
-MAX_TAPS = 1024  # filter taps one kernel call may combine (``MAX_TAPS`` in _native.c)
+G = 9  # kernel taps per register block of the kernels' products (``G`` in _kernels.h)
+MAX_TAPS = 1024  # filter taps one kernel call may combine (``MAX_TAPS`` in _kernels.h)
 
 
 def _flags() -> list[str]:
