@@ -47,11 +47,12 @@ PLANES_MAX_CHANNELS = 8
 WORKSPACE_MAX_BYTES = 1 << 26
 STACKED_CHUNK_BYTES = 12 << 20
 # Input channels from which the native path's backward leaves the products' adjoints to BLAS (PyTorch's
-# matrix products on the maps' gradients, made MAPS_CHUNK_BYTES at a time so that they stay in the CPU's
-# caches; one 64->64 image at 40x40 is 3.7 MB). Measured fwd+bwd, 1 thread (Xeon, AVX-512), kernel vs BLAS:
-# 3->16 at 32x32 b128 28 / 39 ms, 16->16 46 / 52 ms, 64->64 at 40x40 b16 78 / 72 ms, at 56x56 162 / 134 ms.
+# matrix products on the maps' gradients, made MAPS_CHUNK_BYTES at a time: four 64->64 images at 40x40).
+# Measured fwd+bwd on a 2-core Xeon (AVX-512), kernel vs BLAS: 1 thread, 3->16 at 32x32 b128 28 / 39 ms,
+# 16->16 46 / 52 ms, 64->64 at 40x40 b16 76 / 71 ms, at 56x56 b16 164 / 138 ms; 2 threads, 64->64 41 / 39 ms
+# and 81 / 76 ms (chunks of 4 MB: 46 and 79 ms; 32 MB: 42 and 76 ms).
 BLAS_MIN_CHANNELS = 32
-MAPS_CHUNK_BYTES = 4 << 20
+MAPS_CHUNK_BYTES = 16 << 20
 
 # Leased buffers (``_workspace.lease``: outputs, masks, planes kept for a backward): the pool's size, its bytes
 # in all, and the largest buffer it keeps. The basis path's training keeps a batch's basis planes for the
