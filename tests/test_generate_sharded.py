@@ -230,3 +230,39 @@ def test_chunks_assemble_into_the_array_whatever_their_overlaps(tmp_path, monkey
     target.assemble()
     assert np.array_equal(np.load(tmp_path / "x.npy"), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.npy"]  # the chunks are gone, no temporary left
+
+
+def test_job_array_tasks_with_different_names_all_reach_the_manifest(tmp_path, monkeypatch):
+    """Tasks started at once, each with its own corruptions, read and rewrite the manifest: none is lost."""
+    import threading
+    import time
+
+    from pushpull.data import generate
+    from pushpull.data.robustness_sets import MANIFEST, read_manifest
+
+    slow_read = generate.read_json
+
+    def read_json(path, label=""):  # widen the window between reading the manifest and writing it back
+        value = slow_read(path, label)
+        time.sleep(0.02)
+        return value
+
+    monkeypatch.setattr(generate, "read_json", read_json)
+    generate.claim_manifest(tmp_path, benchmark="imagenet-c", seed=0, names=["fog"])
+    names = ["snow", "frost", "pixelate", "contrast", "brightness", "saturate"]
+    errors = []
+
+    def task(name):
+        try:
+            generate.claim_manifest(tmp_path, benchmark="imagenet-c", seed=0, names=[name])
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=task, args=(name,)) for name in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert read_manifest(tmp_path)["names"] == sorted(["fog", *names])
+    assert {p.name for p in tmp_path.iterdir()} == {MANIFEST}  # no lock file left behind

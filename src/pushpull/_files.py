@@ -6,6 +6,7 @@ interrupted writer leaves the old version (or nothing) and no temporary file beh
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
@@ -62,6 +63,25 @@ class BackgroundWrites:
                 done.result()
         finally:
             self._pool.shutdown(cancel_futures=True)
+
+
+@contextmanager
+def locked(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (created if missing) for the block, so that a read-modify-write
+    of a file in it by concurrent processes (a job array's tasks) never loses an update. ``flock`` on the
+    folder itself leaves no lock file behind and excludes threads as well as processes; where the file
+    system cannot lock a folder (NFS), the block runs unlocked."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locking here
+            pass
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_json(path: str | Path, data: Any) -> None:

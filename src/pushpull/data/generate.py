@@ -21,12 +21,13 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .._files import BackgroundWrites, atomic_path, read_json, write_json
+from .._files import BackgroundWrites, atomic_path, locked, read_json, write_json
 from ..engine.distributed import DistContext, Shard, all_reduce, barrier, cores_per_process, process_shard
 from .robustness_sets import (IMAGE_SUFFIXES, IMAGENET_C_JPEG, MANIFEST, SEVERITIES, DamagedFileError, check_npy,
                               encode_image, read_image)
@@ -104,24 +105,26 @@ def claim_manifest(out: Path, unrecorded_files_predate: bool = False, write: boo
     manifest, hence before the stream rule (ImageNet folders made under rule 1).
     """
     path = out / MANIFEST
-    info["stream_rule"] = STREAM_RULE
-    mixing = "resuming would mix images of two random-stream rules: delete the folder or use another --out"
-    if not path.is_file():
-        if unrecorded_files_predate and out.is_dir() and any(_old_file(p) for p in out.iterdir()):
-            raise ValueError(f"{out} holds files but no {MANIFEST} (an official release, or made before "
-                             f"random-stream rule {STREAM_RULE}): {mixing}")
-    else:
-        old = read_json(path, "manifest ")
-        if old.get("stream_rule", 1) != STREAM_RULE:
-            raise ValueError(f"{path} says random-stream rule {old.get('stream_rule', 1)}, this pushpull uses rule "
-                             f"{STREAM_RULE} (stream ids from the names): {mixing}")
-        clash = {k: (old.get(k), v) for k, v in info.items() if k != "names" and old.get(k) != v}
-        if clash:
-            raise ValueError(f"{out} was generated with other options {clash}; use another --out folder")
-        info["names"] = list(old.get("names", [])) + info["names"]
-    info["names"] = sorted(set(info["names"]))  # the same bytes whichever process or shard writes first
-    if write:
-        write_json(path, info)
+    # locked while writing: concurrent tasks of a job array, given different names, each add theirs
+    with locked(out) if write else nullcontext():
+        info["stream_rule"] = STREAM_RULE
+        mixing = "resuming would mix images of two random-stream rules: delete the folder or use another --out"
+        if not path.is_file():
+            if unrecorded_files_predate and out.is_dir() and any(_old_file(p) for p in out.iterdir()):
+                raise ValueError(f"{out} holds files but no {MANIFEST} (an official release, or made before "
+                                 f"random-stream rule {STREAM_RULE}): {mixing}")
+        else:
+            old = read_json(path, "manifest ")
+            if old.get("stream_rule", 1) != STREAM_RULE:
+                raise ValueError(f"{path} says random-stream rule {old.get('stream_rule', 1)}, this pushpull uses rule "
+                                 f"{STREAM_RULE} (stream ids from the names): {mixing}")
+            clash = {k: (old.get(k), v) for k, v in info.items() if k != "names" and old.get(k) != v}
+            if clash:
+                raise ValueError(f"{out} was generated with other options {clash}; use another --out folder")
+            info["names"] = list(old.get("names", [])) + info["names"]
+        info["names"] = sorted(set(info["names"]))  # the same bytes whichever process or shard writes first
+        if write:
+            write_json(path, info)
 
 
 def _cifar_targets(out: Path, labels: np.ndarray, images: int, shapes: dict[str, tuple[int, ...]], key: dict,
