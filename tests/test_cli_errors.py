@@ -84,6 +84,8 @@ def test_failure_exits_1_with_one_line(command, tmp_path, capsys):
     (["eval", "m", "--data", "d", "--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
     (["eval", "m", "--data", "d", "--limit", "-3"], "argument --limit: expected a positive integer"),
     (["eval", "m", "--data", "d", "--mean", "0.5,0.5"], "argument --mean: expected three comma-separated numbers"),
+    (["eval", "m", "--data", "d", "--device", "gpu"], "argument --device: expected cpu, cuda, cuda:1, ... or auto, got 'gpu'"),
+    (["train", "--model", "resnet20", "--device", "cuda:x"], "argument --device: expected cpu, cuda, cuda:1, ..."),
     (["make-c", "--corruptions", "fog,fogg"], "unknown corruption 'fogg'; did you mean 'fog'?"),
     (["make-p", "--perturbations", "rotaet"], "unknown perturbation 'rotaet'; did you mean 'rotate'?"),
     (["analyze", "responses", "m", "--image", "x", "--noise", "gausian"], "did you mean 'gaussian'"),

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pickle
+import struct
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -165,7 +166,9 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
                     f"{str(err).splitlines()[0]}). Unpickling it in full can run arbitrary code: only if you trust "
                     "its origin, retry with allow_pickle=True (command line: --allow-pickle)") from err
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as err:
+    # torch.load's unpickler fails on a truncated or damaged file with whatever it meets first
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError, struct.error, IndexError,
+            KeyError, AssertionError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise ValueError(f"{path} is not a readable checkpoint ({reason})") from err
 
