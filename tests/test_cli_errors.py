@@ -245,3 +245,12 @@ def test_make_c_folder_options_fail_in_one_line(extra, message, tmp_path, capsys
     data = tmp_path / ("missing" if extra == ["--dataset", "folder"] else "in")
     code, err = run(["make-c", *extra, "--data", str(data), "--out", str(tmp_path / "out")], capsys)
     assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_a_torchvision_model_is_pointed_to_weights_files_not_to_pretrained(tmp_path, capsys):
+    base = ["eval", "torchvision:resnet18", "--data", str(tmp_path), "--out", str(tmp_path / "r.json"), "--no-progress"]
+    code, err = run([*base, "--pretrained"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "unknown model" not in err, err
+    assert "for torchvision:resnet18 give a weights file (--weights FILE)" in err
+    code, err = run(base, capsys)
+    assert code == 1 and "'torchvision:resnet18' needs --weights FILE" in err and "--pretrained" not in err, err
