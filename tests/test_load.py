@@ -101,6 +101,15 @@ def test_a_damaged_legacy_checkpoint_is_a_one_line_error_naming_it(trained, tmp_
             load_model("resnet20_pp", weights=damaged)
 
 
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_a_file_that_is_no_checkpoint_is_not_offered_a_full_unpickle(allow_pickle, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("weights are in the other folder\n")
+    with pytest.raises(ValueError, match=r"notes.txt is not a checkpoint \(neither a torch.save nor") as err:
+        load_model("resnet20_pp", weights=text, allow_pickle=allow_pickle)
+    assert "allow_pickle" not in str(err.value)
+
+
 def test_saved_model_and_its_sidecar(trained, tmp_path):
     path = save_model(trained, tmp_path / "r20pp.safetensors", name="resnet20_pp", mean=SAVED_MEAN, std=SAVED_STD,
                       source="unit test")

@@ -160,6 +160,8 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
+            if not _saved_by_torch(path):  # a text file, an image...: no unpickling would help
+                raise ValueError(f"{path} is not a checkpoint (neither a torch.save nor a .safetensors file)") from None
             if not allow_pickle:
                 raise UnsafeCheckpointError(
                     f"{path} cannot be read safely (torch.load(weights_only=True) refused it: "
@@ -171,6 +173,13 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
             KeyError, AssertionError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise ValueError(f"{path} is not a readable checkpoint ({reason})") from err
+
+
+def _saved_by_torch(path: Path) -> bool:
+    """Whether the file starts as ``torch.save`` writes: a zip archive, a pickle (legacy format) or a tar (oldest)."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or head[257:262] == b"ustar"
 
 
 def state_dict_in(checkpoint: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
