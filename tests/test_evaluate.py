@@ -184,6 +184,10 @@ def test_bad_inputs_give_clear_errors(bench, tmp_path):
     root = bench[0]
     with pytest.raises(FileNotFoundError, match="lacks corruption file.*snow.npy"):
         run(bench, tiny_model(), corruptions=["gaussian_noise", "snow"])
+    with pytest.raises(FileNotFoundError, match=f"benchmark folder not found: {tmp_path / 'typo'}$"):
+        run(bench, tiny_model(), c_dir=tmp_path / "typo")
+    with pytest.raises(FileNotFoundError, match=f"benchmark folder not found: {tmp_path / 'typo'}$"):
+        run(bench, tiny_model(), p_dir=tmp_path / "typo")
     with pytest.raises(ValueError, match="unknown corruption"):
         run(bench, tiny_model(), corruptions=["gaussian_nois"])
     bad = tmp_path / "C"

@@ -162,6 +162,8 @@ def _coverage(n: int, rows: int, folder: Path) -> np.ndarray:
 
 
 def _require_files(folder: Path, names: Sequence[str], kind: str) -> None:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"benchmark folder not found: {folder}")
     missing = [f"{name}.npy" for name in names if not (folder / f"{name}.npy").is_file()]
     if missing:
         raise FileNotFoundError(f"benchmark folder {folder} lacks {kind} file(s) {', '.join(missing)}; "
