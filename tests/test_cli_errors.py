@@ -254,3 +254,17 @@ def test_a_torchvision_model_is_pointed_to_weights_files_not_to_pretrained(tmp_p
     assert "for torchvision:resnet18 give a weights file (--weights FILE)" in err
     code, err = run(base, capsys)
     assert code == 1 and "'torchvision:resnet18' needs --weights FILE" in err and "--pretrained" not in err, err
+
+
+
+@pytest.mark.parametrize("argv", [
+    ["make-c", "--dataset", "cifar10", "--data", "{data}", "--out", "{file}", "--corruptions", "fog", "--no-progress"],
+    ["train", "--model", "resnet20", "--data", "{data}", "--out", "{file}", "--max-steps", "1", "--workers", "0",
+     "--no-progress"],
+])
+def test_an_out_folder_that_is_a_file_is_named(argv, tmp_path, capsys, fake_cifar10):
+    file = tmp_path / "notes.txt"
+    file.write_text("x")
+    root = fake_cifar10(tmp_path / "data", n_test=4, n_train=8).root
+    code, err = run([a.format(data=root, file=file) for a in argv], capsys)
+    assert code == 1 and err.endswith(f": error: {file} is a file; a folder is needed there\n"), err

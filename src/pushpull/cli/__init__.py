@@ -115,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(err: BaseException) -> str:
     """The error's message on one line: an OS error names its file, long texts are cut."""
-    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+    if isinstance(err, FileExistsError) and err.filename is not None and os.path.isfile(err.filename):
+        text = f"{err.filename} is a file; a folder is needed there"  # mkdir(exist_ok=True) of an --out folder
+    elif isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.filename}: {err.strerror}"
     elif isinstance(err, KeyError) and len(err.args) == 1:
         text = repr(err.args[0])
