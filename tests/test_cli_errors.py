@@ -268,3 +268,15 @@ def test_an_out_folder_that_is_a_file_is_named(argv, tmp_path, capsys, fake_cifa
     root = fake_cifar10(tmp_path / "data", n_test=4, n_train=8).root
     code, err = run([a.format(data=root, file=file) for a in argv], capsys)
     assert code == 1 and err.endswith(f": error: {file} is a file; a folder is needed there\n"), err
+
+
+def test_a_library_warning_is_one_line_naming_the_command(monkeypatch, tmp_path, capsys):
+    import warnings
+
+    def warns(args):
+        warnings.warn("Figure 3 skipped: it needs all 15 corruptions", stacklevel=2)
+        return 0
+
+    monkeypatch.setattr("pushpull.cli.report.handler", warns)
+    assert run(["report", "r.json", "--out", str(tmp_path)], capsys) == (
+        0, "pushpull report: warning: Figure 3 skipped: it needs all 15 corruptions\n")

@@ -22,6 +22,7 @@ import pickle
 import pkgutil
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -89,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     debug = args.debug or os.environ.get("PUSHPULL_DEBUG", "") not in ("", "0")
     try:
-        code = int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not debug:  # a warning is a line like an error's, without Python's file, line and source
+                warnings.showwarning = lambda message, *_, **__: _say(args.command_prog, f"warning: {message}")
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe is handled below, not at exit
         return code
     except BrokenPipeError:  # the reader of the output went away (`pushpull models | head`): not an error to report
