@@ -84,6 +84,9 @@ def test_failure_exits_1_with_one_line(command, tmp_path, capsys):
     (["eval", "m", "--data", "d", "--batch-size", "0"], "argument --batch-size: expected a positive integer, got '0'"),
     (["eval", "m", "--data", "d", "--limit", "-3"], "argument --limit: expected a positive integer"),
     (["eval", "m", "--data", "d", "--mean", "0.5,0.5"], "argument --mean: expected three comma-separated numbers"),
+    (["eval", "m", "--data", "d", "--device", "gpu"],
+     "argument --device: expected cpu, cuda, cuda:1, ... or auto, got 'gpu'"),
+    (["train", "--model", "resnet20", "--device", "cuda:x"], "argument --device: expected cpu, cuda, cuda:1, ..."),
     (["make-c", "--corruptions", "fog,fogg"], "unknown corruption 'fogg'; did you mean 'fog'?"),
     (["make-p", "--perturbations", "rotaet"], "unknown perturbation 'rotaet'; did you mean 'rotate'?"),
     (["analyze", "responses", "m", "--image", "x", "--noise", "gausian"], "did you mean 'gaussian'"),
@@ -243,3 +246,38 @@ def test_make_c_folder_options_fail_in_one_line(extra, message, tmp_path, capsys
     data = tmp_path / ("missing" if extra == ["--dataset", "folder"] else "in")
     code, err = run(["make-c", *extra, "--data", str(data), "--out", str(tmp_path / "out")], capsys)
     assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_a_torchvision_model_is_pointed_to_weights_files_not_to_pretrained(tmp_path, capsys):
+    base = ["eval", "torchvision:resnet18", "--data", str(tmp_path), "--out", str(tmp_path / "r.json"), "--no-progress"]
+    code, err = run([*base, "--pretrained"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "unknown model" not in err, err
+    assert "for torchvision:resnet18 give a weights file (--weights FILE)" in err
+    code, err = run(base, capsys)
+    assert code == 1 and "'torchvision:resnet18' needs --weights FILE" in err and "--pretrained" not in err, err
+
+
+
+@pytest.mark.parametrize("argv", [
+    ["make-c", "--dataset", "cifar10", "--data", "{data}", "--out", "{file}", "--corruptions", "fog", "--no-progress"],
+    ["train", "--model", "resnet20", "--data", "{data}", "--out", "{file}", "--max-steps", "1", "--workers", "0",
+     "--no-progress"],
+])
+def test_an_out_folder_that_is_a_file_is_named(argv, tmp_path, capsys, fake_cifar10):
+    file = tmp_path / "notes.txt"
+    file.write_text("x")
+    root = fake_cifar10(tmp_path / "data", n_test=4, n_train=8).root
+    code, err = run([a.format(data=root, file=file) for a in argv], capsys)
+    assert code == 1 and err.endswith(f": error: {file} is a file; a folder is needed there\n"), err
+
+
+def test_a_library_warning_is_one_line_naming_the_command(monkeypatch, tmp_path, capsys):
+    import warnings
+
+    def warns(args):
+        warnings.warn("Figure 3 skipped: it needs all 15 corruptions", stacklevel=2)
+        return 0
+
+    monkeypatch.setattr("pushpull.cli.report.handler", warns)
+    assert run(["report", "r.json", "--out", str(tmp_path)], capsys) == (
+        0, "pushpull report: warning: Figure 3 skipped: it needs all 15 corruptions\n")

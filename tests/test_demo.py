@@ -73,6 +73,23 @@ def test_demo_writes_results_and_is_reproducible(tmp_path):
     assert json.loads((out / "results.json").read_text())["errors"] == errors
 
 
+def test_ctrl_c_while_training_stops_the_demo_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    """fit() returns when Ctrl-C stops it; the demo must stop too, not train the twin and compare a half-trained net."""
+    from pushpull.engine.train import TrainResult
+
+    trained = []
+
+    def interrupted_fit(model, train_set, test_set, recipe, out, **kwargs):
+        trained.append(out.name)
+        return TrainResult(model, [], out, finished=False, stopped_by="SIGINT")
+
+    monkeypatch.setattr("pushpull.engine.train.fit", interrupted_fit)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--epochs", "1", "--corruptions", "contrast", "--no-progress"]) == 130
+    assert capsys.readouterr().err.endswith("pushpull demo: interrupted; rerun the same command to resume\n")
+    assert trained == ["plain"] and not (out / "results.json").exists() and not (out / "results.md").exists()
+
+
 def test_demo_rejects_unknown_corruption(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), "--epochs", "1", "--corruptions", "gausian_noise",
                  "--no-progress"]) != 0

@@ -184,6 +184,10 @@ def test_bad_inputs_give_clear_errors(bench, tmp_path):
     root = bench[0]
     with pytest.raises(FileNotFoundError, match="lacks corruption file.*snow.npy"):
         run(bench, tiny_model(), corruptions=["gaussian_noise", "snow"])
+    with pytest.raises(FileNotFoundError, match=f"benchmark folder not found: {tmp_path / 'typo'}$"):
+        run(bench, tiny_model(), c_dir=tmp_path / "typo")
+    with pytest.raises(FileNotFoundError, match=f"benchmark folder not found: {tmp_path / 'typo'}$"):
+        run(bench, tiny_model(), p_dir=tmp_path / "typo")
     with pytest.raises(ValueError, match="unknown corruption"):
         run(bench, tiny_model(), corruptions=["gaussian_nois"])
     bad = tmp_path / "C"
@@ -437,6 +441,24 @@ def test_resume_from_a_damaged_results_file_names_it(bench, tmp_path):
     out.write_text('{"format": "pushpull-robustness-res')  # cut short
     with pytest.raises(ValueError, match=f"results file {out} is not valid JSON"):
         run(bench, tiny_model(), out=out)
+
+
+def test_a_damaged_labels_file_is_named(bench, tmp_path):
+    import shutil
+
+    root = tmp_path / "bench"
+    shutil.copytree(bench[0], root)
+    np.save(root / "P" / "labels.npy", bench[2])
+    for sub in ("C", "P"):
+        labels = root / sub / "labels.npy"
+        whole = labels.read_bytes()
+        for cut in (0, 5, 100, len(whole) - 1):  # empty, inside the magic, inside the header, inside the data
+            labels.write_bytes(whole[:cut])
+            with pytest.raises(ValueError, match=f"{sub}/labels.npy cannot be read") as err:
+                evaluate(tiny_model(), data=root, c_dir=root / "C", p_dir=root / "P", corruptions=C_NAMES,
+                         perturbations=P_NAMES, progress=False, out=tmp_path / "r.json")
+            assert "pickle" not in str(err.value)  # a cut file is not one to unpickle
+        labels.write_bytes(whole)
 
 
 def test_an_old_results_file_without_the_new_data_fields_resumes(bench, tmp_path):

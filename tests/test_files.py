@@ -39,6 +39,17 @@ def test_atomic_path_names_are_unique(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
+def test_a_folder_in_the_way_is_named_before_anything_is_written(tmp_path):
+    from pushpull.cli import _one_line
+
+    (tmp_path / "r.json").mkdir()
+    with pytest.raises(IsADirectoryError) as err:
+        with atomic_path(tmp_path / "r.json") as tmp:
+            pytest.fail(f"the block ran: {tmp}")
+    assert _one_line(err.value) == f"{tmp_path / 'r.json'}: is a folder; give a file name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
 def test_parent_folders_are_created(tmp_path):
     target = tmp_path / "a" / "b" / "c.txt"
     atomic_write(target, "hi")

@@ -88,6 +88,28 @@ def test_registry_name_with_torch_weights_pickles_only_when_allowed(trained, tmp
         load_model("resnet20_pp", weights=truncated)
 
 
+def test_a_damaged_legacy_checkpoint_is_a_one_line_error_naming_it(trained, tmp_path):
+    # The original authors' files are torch's legacy (non-zip) format, whose unpickler fails on a cut or
+    # damaged file with struct.error, IndexError, KeyError... depending on where the damage falls.
+    whole = tmp_path / "whole.pth.tar"
+    torch.save({"state_dict": trained.state_dict()}, whole, _use_new_zipfile_serialization=False)
+    data = whole.read_bytes()
+    damaged = tmp_path / "model_best.pth.tar"
+    for cut in [*range(0, 300, 3), *range(300, len(data), len(data) // 50)]:  # the header, then the tensors
+        damaged.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=r"model_best.pth.tar (is not a readable checkpoint|cannot be read)"):
+            load_model("resnet20_pp", weights=damaged)
+
+
+@pytest.mark.parametrize("allow_pickle", [False, True])
+def test_a_file_that_is_no_checkpoint_is_not_offered_a_full_unpickle(allow_pickle, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("weights are in the other folder\n")
+    with pytest.raises(ValueError, match=r"notes.txt is not a checkpoint \(neither a torch.save nor") as err:
+        load_model("resnet20_pp", weights=text, allow_pickle=allow_pickle)
+    assert "allow_pickle" not in str(err.value)
+
+
 def test_saved_model_and_its_sidecar(trained, tmp_path):
     path = save_model(trained, tmp_path / "r20pp.safetensors", name="resnet20_pp", mean=SAVED_MEAN, std=SAVED_STD,
                       source="unit test")

@@ -144,6 +144,13 @@ def test_every_data_note_is_footnoted_once(tmp_path):
     assert md.count(short) == 1 and "[2] clean test data differ from the official release" in md
 
 
+def test_an_unfinished_run_is_footnoted(tmp_path):
+    unfinished = {**fake_results("cut", 0, 0.09, 0.25, None), "complete": False}  # as eval leaves it on Ctrl-C
+    paths = write_runs(tmp_path, [fake_results("whole", 0, 0.08, 0.30, 0.05), unfinished])
+    md = build_tables(load_results(paths), None)[0].markdown()
+    assert "| cut [1] |" in md and "| whole |" in md and "\n\n[1] an unfinished run (interrupted)" in md
+
+
 def test_write_report_files_and_figure(result_files, tmp_path):
     out = tmp_path / "report"
     written = write_report(result_files, out)

@@ -188,7 +188,7 @@ def test_make_cifar_p_resumes_after_interruption(tmp_path, monkeypatch):
     redone.clear()
     gen.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=1, workers=1, progress=False)
     assert redone == []
-    with pytest.raises(ValueError, match="other options"):
+    with pytest.raises(ValueError, match=r"other options: seed 1 \(now 2\); use another --out folder$"):
         gen.make_cifar_p(images, labels, out, ["gaussian_noise"], seed=2, workers=1, progress=False)
 
 

@@ -17,3 +17,10 @@ def test_prints_the_absolute_path_it_wrote(tmp_path, capsys, monkeypatch):
     with Image.open(tmp_path / "sheet.png") as sheet:
         size = f"{sheet.width}x{sheet.height} px"
     assert line.startswith(f"wrote {tmp_path / 'sheet.png'}: {size}, 2 corruption(s)")
+
+
+def test_a_folder_is_named_as_a_folder(tmp_path, capsys):
+    assert main(["show-corruptions", str(tmp_path), "--out", str(tmp_path / "sheet.png")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"pushpull show-corruptions: error: {tmp_path} is a folder: give one image file "
+                   "(make-c --dataset folder does folders)\n")

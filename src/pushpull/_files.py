@@ -6,6 +6,7 @@ interrupted writer leaves the old version (or nothing) and no temporary file beh
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -27,6 +28,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     failure the temporary file is removed and ``path`` is left as it was.
     """
     path = Path(path)
+    if path.is_dir():  # else os.replace fails at the end, naming the temporary file
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:

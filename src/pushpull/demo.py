@@ -88,6 +88,8 @@ def run_demo(out: str | Path = "pushpull-demo", data: str | Path | None = None, 
         _say(progress, f"training the {variant} network ({recipe.epochs} epochs, recipe {recipe.name})")
         result = fit(model, train_set, test_set, recipe, out / variant, seed=seed, resume=True, progress=progress,
                      device=device, checkpoint_minutes=5)
+        if not result.finished:  # stopped by Ctrl-C/SIGTERM, checkpoint saved: compare no half-trained network
+            raise KeyboardInterrupt
         models[variant] = result.model.eval()
 
     errors = evaluate_corruptions(models, test_images, test_labels, mean, std, corruptions, seed=seed,

@@ -177,14 +177,19 @@ OFFICIAL_DATA_NOTE = ("clean test data differ from the official release (checksu
                       "do not compare with published numbers")
 
 
+UNFINISHED_NOTE = "an unfinished run (interrupted): what it did before it stopped; rerun its `pushpull eval` to finish"
+
+
 def data_notes(results: dict) -> list[str]:
     """What a reader must know about a run's data: its ``data.notes`` (e.g. fewer images than asked,
-    a test file that is not the official one), and that its clean data are not the official release
-    when ``data.official`` is false and no note says so."""
+    a test file that is not the official one), that its clean data are not the official release
+    when ``data.official`` is false and no note says so, and that the run did not finish."""
     data = results.get("data") or {}
     notes = [str(n) for n in data.get("notes") or []]
     if data.get("official") is False and not any("official" in n for n in notes):
         notes.append(OFFICIAL_DATA_NOTE)
+    if results.get("complete") is False:
+        notes.append(UNFINISHED_NOTE)
     return notes
 
 

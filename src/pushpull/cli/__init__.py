@@ -22,6 +22,7 @@ import pickle
 import pkgutil
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -89,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE
     debug = args.debug or os.environ.get("PUSHPULL_DEBUG", "") not in ("", "0")
     try:
-        code = int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if not debug:  # a warning is a line like an error's, without Python's file, line and source
+                warnings.showwarning = lambda message, *_, **__: _say(args.command_prog, f"warning: {message}")
+            code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe is handled below, not at exit
         return code
     except BrokenPipeError:  # the reader of the output went away (`pushpull models | head`): not an error to report
@@ -115,7 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(err: BaseException) -> str:
     """The error's message on one line: an OS error names its file, long texts are cut."""
-    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+    if isinstance(err, FileExistsError) and err.filename is not None and os.path.isfile(err.filename):
+        text = f"{err.filename} is a file; a folder is needed there"  # mkdir(exist_ok=True) of an --out folder
+    elif isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.filename}: {err.strerror}"
     elif isinstance(err, KeyError) and len(err.args) == 1:
         text = repr(err.args[0])

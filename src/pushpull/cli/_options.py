@@ -37,6 +37,19 @@ def positive_float(text: str) -> float:
     return value
 
 
+def device_name(text: str) -> str | None:
+    """A device torch knows (``cpu``, ``cuda:1``, ...), checked here so a typo is a usage error; ``auto``: None."""
+    if text == "auto":
+        return None
+    import torch
+
+    try:
+        torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:1, ... or auto, got {text!r}") from None
+    return text
+
+
 def _int_at_least(text: str, low: int, what: str) -> int:
     try:
         value = int(text)
@@ -146,7 +159,7 @@ def add_option(parser: argparse._ActionsContainer, *flags: str, hidden: Sequence
 
 def add_device(parser: argparse._ActionsContainer) -> None:
     """``--device cpu|cuda|cuda:1|...``; None (also ``auto``): CUDA when available, else the CPU."""
-    parser.add_argument("--device", type=lambda text: None if text == "auto" else text, default=None,
+    parser.add_argument("--device", type=device_name, default=None,
                         help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 

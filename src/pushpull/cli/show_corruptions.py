@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from pushpull._files import atomic_path
 
     names = args.corruptions or list(CORRUPTIONS)
+    if Path(args.image).is_dir():
+        raise IsADirectoryError(f"{args.image} is a folder: give one image file (make-c --dataset folder does folders)")
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
     out = Path(args.out)

@@ -119,8 +119,11 @@ def claim_manifest(out: Path, unrecorded_files_predate: bool = False, write: boo
                 raise ValueError(f"{path} says random-stream rule {old.get('stream_rule', 1)}, this pushpull uses rule "
                                  f"{STREAM_RULE} (stream ids from the names): {mixing}")
             clash = {k: (old.get(k), v) for k, v in info.items() if k != "names" and old.get(k) != v}
+            if "n" in clash:
+                clash.pop("indices", None)  # which images follows from how many: their digest says nothing more
             if clash:
-                raise ValueError(f"{out} was generated with other options {clash}; use another --out folder")
+                said = ", ".join(f"{k} {was} (now {now})" for k, (was, now) in clash.items())
+                raise ValueError(f"{out} was generated with other options: {said}; use another --out folder")
             info["names"] = list(old.get("names", [])) + info["names"]
         info["names"] = sorted(set(info["names"]))  # the same bytes whichever process or shard writes first
         if write:

@@ -102,6 +102,17 @@ def open_npy(path: str | Path, shape: Sequence[int | None] | None = None) -> np.
     return np.load(path, mmap_mode="r")
 
 
+def read_labels(path: str | Path) -> np.ndarray:
+    """A ``labels.npy`` as int64; a file cut short or not a ``.npy`` is a :class:`DamagedFileError` naming it."""
+    try:
+        return np.load(path, allow_pickle=False).astype(np.int64)
+    except (ValueError, EOFError) as err:
+        with open(path, "rb") as f:
+            npy = f.read(6) == b"\x93NUMPY"
+        reason = str(err).splitlines()[0] if npy else "not a .npy file"
+        raise DamagedFileError(f"{path} cannot be read ({reason}); regenerate or re-download it") from None
+
+
 def read_manifest(root: str | Path) -> dict:
     """The generation manifest of a local benchmark folder, or {} for an official release."""
     path = Path(root) / MANIFEST
@@ -113,7 +124,7 @@ def _labels(root: Path, rows: int, labels: Sequence[int] | np.ndarray | None) ->
         path = root / "labels.npy"
         if not path.is_file():
             raise FileNotFoundError(f"{path} missing: pass labels= (e.g. from pushpull.data.cifar.load_cifar)")
-        labels = np.load(path)
+        labels = read_labels(path)
     labels = np.asarray(labels).astype(np.int64)
     if labels.shape != (rows,):
         raise ValueError(f"{root}: {len(labels)} labels for {rows} rows")

@@ -23,7 +23,7 @@ import numpy as np
 # --limit strides the way make-c/-p --limit does: _coverage relies on it to find a subset folder's images.
 from .generate import select_indices as strided_indices
 from .robustness_sets import (IMAGENET_C_JPEG, CorruptedCIFAR, CorruptedImageNet, PerturbedImageNet, open_npy,
-                              read_image, read_video)
+                              read_image, read_labels, read_video)
 
 Chunk = tuple[np.ndarray, "np.ndarray | None", int]  # (uint8 images, labels or None for -P, frames)
 
@@ -162,6 +162,8 @@ def _coverage(n: int, rows: int, folder: Path) -> np.ndarray:
 
 
 def _require_files(folder: Path, names: Sequence[str], kind: str) -> None:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"benchmark folder not found: {folder}")
     missing = [f"{name}.npy" for name in names if not (folder / f"{name}.npy").is_file()]
     if missing:
         raise FileNotFoundError(f"benchmark folder {folder} lacks {kind} file(s) {', '.join(missing)}; "
@@ -212,7 +214,7 @@ class ArraySources:
                 raise ValueError(f"{p_dir}: the perturbation files hold different numbers of sequences")
             self.p_rows = _coverage(n, lengths.pop(), p_dir)
             if (p_dir / "labels.npy").is_file() and not np.array_equal(
-                    np.load(p_dir / "labels.npy").astype(np.int64), self.labels[self.p_rows]):
+                    read_labels(p_dir / "labels.npy"), self.labels[self.p_rows]):
                 raise ValueError(f"{p_dir / 'labels.npy'} does not match the clean test labels")
             covered = np.intersect1d(covered, self.p_rows)
             held.append((p_dir, len(self.p_rows)))

@@ -160,8 +160,9 @@ def evaluate(
     loaded = load_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs, arch=arch,
                         dataset=dataset.value, mean=mean, std=std, allow_pickle=allow_pickle)
     if isinstance(model, str) and loaded.info.weights is None:
-        raise ValueError(f"model {model!r} needs --weights FILE, or --pretrained for its published weights "
-                         "(`pushpull weights list`)")
+        external = model.partition(":")[0] in ("torchvision", "timm")
+        raise ValueError(f"model {model!r} needs --weights FILE" + ("" if external else
+                         ", or --pretrained for its published weights (`pushpull weights list`)"))
     model, info = loaded.model, loaded.describe()
     info["label"] = label or info["label"]
     norm = info["normalization"]

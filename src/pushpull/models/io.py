@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import pickle
+import struct
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -159,15 +160,26 @@ def read_checkpoint(path: str | os.PathLike, *, allow_pickle: bool = False) -> A
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as err:
+            if not _saved_by_torch(path):  # a text file, an image...: no unpickling would help
+                raise ValueError(f"{path} is not a checkpoint (neither a torch.save nor a .safetensors file)") from None
             if not allow_pickle:
                 raise UnsafeCheckpointError(
                     f"{path} cannot be read safely (torch.load(weights_only=True) refused it: "
                     f"{str(err).splitlines()[0]}). Unpickling it in full can run arbitrary code: only if you trust "
                     "its origin, retry with allow_pickle=True (command line: --allow-pickle)") from err
         return torch.load(path, map_location="cpu", weights_only=False)
-    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError) as err:
+    # torch.load's unpickler fails on a truncated or damaged file with whatever it meets first
+    except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, OSError, struct.error, IndexError,
+            KeyError, AssertionError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0]
         raise ValueError(f"{path} is not a readable checkpoint ({reason})") from err
+
+
+def _saved_by_torch(path: Path) -> bool:
+    """Whether the file starts as ``torch.save`` writes: a zip archive, a pickle (legacy format) or a tar (oldest)."""
+    with path.open("rb") as f:
+        head = f.read(512)
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or head[257:262] == b"ustar"
 
 
 def state_dict_in(checkpoint: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:

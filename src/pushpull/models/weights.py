@@ -196,6 +196,9 @@ def get_weights(name: str) -> Weights:
 
 def pretrained_weights(model: str, pretrained: bool | str) -> Weights:
     """The weights ``create_model(model, pretrained=...)`` means: ``True`` its default, a string those weights."""
+    if model.partition(":")[0] in ("torchvision", "timm"):
+        raise ValueError(f"pretrained weights are pushpull's (`pushpull weights list`); for {model} give a weights "
+                         "file (--weights FILE)")
     name = model_info(model).name
     if pretrained is True:
         if name not in DEFAULT:
