@@ -275,7 +275,7 @@ def test_a_library_warning_is_one_line_naming_the_command(monkeypatch, tmp_path,
     import warnings
 
     def warns(args):
-        warnings.warn("Figure 3 skipped: it needs all 15 corruptions", stacklevel=2)
+        warnings.warn("Figure 3 skipped:\n  it needs all 15 corruptions", stacklevel=2)
         return 0
 
     monkeypatch.setattr("pushpull.cli.report.handler", warns)
