@@ -286,7 +286,8 @@ def test_a_library_warning_is_one_line_naming_the_command(monkeypatch, tmp_path,
 
 @pytest.mark.parametrize("extra, message", [
     (["--benchmark", "cifar10-c", "--p-dir", "P"], "--p-dir needs a -P benchmark; --benchmark cifar10-c has none"),
-    (["--benchmark", "cifar10-c", "--p-dir", "P", "--perturbations", "rotate"], "--p-dir and --perturbations need a -P"),
+    (["--benchmark", "cifar10-c", "--p-dir", "P", "--perturbations", "rotate"],
+     "--p-dir and --perturbations need a -P"),
     (["--benchmark", "imagenet-p", "--c-dir", "C"], "--c-dir needs a -C benchmark; --benchmark imagenet-p has none"),
     (["--benchmark", "cifar10-p", "--corruptions", "fog"], "--corruptions needs a -C benchmark"),
 ])
