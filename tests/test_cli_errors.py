@@ -275,9 +275,22 @@ def test_a_library_warning_is_one_line_naming_the_command(monkeypatch, tmp_path,
     import warnings
 
     def warns(args):
-        warnings.warn("Figure 3 skipped: it needs all 15 corruptions", stacklevel=2)
+        warnings.warn("Figure 3 skipped:\n  it needs all 15 corruptions", stacklevel=2)
         return 0
 
     monkeypatch.setattr("pushpull.cli.report.handler", warns)
     assert run(["report", "r.json", "--out", str(tmp_path)], capsys) == (
         0, "pushpull report: warning: Figure 3 skipped: it needs all 15 corruptions\n")
+
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--benchmark", "cifar10-c", "--p-dir", "P"], "--p-dir needs a -P benchmark; --benchmark cifar10-c has none"),
+    (["--benchmark", "cifar10-c", "--p-dir", "P", "--perturbations", "rotate"],
+     "--p-dir and --perturbations need a -P"),
+    (["--benchmark", "imagenet-p", "--c-dir", "C"], "--c-dir needs a -C benchmark; --benchmark imagenet-p has none"),
+    (["--benchmark", "cifar10-p", "--corruptions", "fog"], "--corruptions needs a -C benchmark"),
+])
+def test_eval_refuses_options_its_benchmarks_would_ignore(extra, message, tmp_path, capsys):
+    code, err = run(["eval", "resnet20", "--data", str(tmp_path), "--out", str(tmp_path / "r.json"), *extra], capsys)
+    assert code == 2 and message in err and err.count("\n") == 1, err

@@ -20,6 +20,29 @@ def test_missing_folder_names_expected_path(tmp_path):
         load_cifar(tmp_path)
 
 
+def test_a_failed_download_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import urllib.error
+
+    from torchvision import datasets
+
+    from pushpull.cli import main
+
+    def offline(root, train, download):
+        from pathlib import Path
+
+        Path(root).mkdir(parents=True, exist_ok=True)  # as torchvision does before it fetches
+        raise urllib.error.URLError(OSError(-2, "Name or service not known"))
+
+    monkeypatch.setattr(datasets, "CIFAR10", offline)
+    root = tmp_path / "cifar"
+    assert main(["train", "--model", "resnet20", "--data", str(root), "--download", "--out", str(tmp_path / "run"),
+                 "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"pushpull train: error: cannot download cifar10 into {root} (") and err.count("\n") == 1
+    assert err.endswith("without network put the official cifar-10-batches-py/ folder there\n")
+    assert not root.exists() and not (tmp_path / "run").exists()
+
+
 def test_refuses_executable_pickles(tmp_path):
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()

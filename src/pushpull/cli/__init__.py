@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             if not debug:  # a warning is a line like an error's, without Python's file, line and source
-                warnings.showwarning = lambda message, *_, **__: _say(args.command_prog, f"warning: {message}")
+                warnings.showwarning = lambda message, *_, **__: _say(args.command_prog,
+                                                                      f"warning: {_one_line(message)}")
             code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: a closed pipe is handled below, not at exit
         return code

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..engine.stopping import RESUME_HINT
+from . import UsageError
 from ._options import (add_data, add_device, add_limit, add_no_progress, add_normalization, add_seed,
                        add_severities, add_shard, corruption_names, perturbation_names, positive_int)
 
@@ -88,6 +89,7 @@ def handler(args: argparse.Namespace) -> int:
     from ..engine.evaluate import evaluate
     from ..engine.results import partial_path
 
+    _check_benchmark_options(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     from ..models.load import spec_label
@@ -149,3 +151,16 @@ def format_summary(results: dict) -> str:
     for name, row in s["perturbations"].items():
         lines.append(f"  {name:<18} FP {num(row['fp'], 4)}  FR {num(row['fr'])}  T5D {num(row['t5d'])}")
     return "\n".join(lines)
+
+
+def _check_benchmark_options(args: argparse.Namespace) -> None:
+    """A -C option without a -C benchmark (or -P without -P) would be ignored: say so instead."""
+    from ..engine.evaluate import parse_benchmarks
+
+    _, want_c, want_p = parse_benchmarks(args.benchmark)
+    for wanted, kind, options in ((want_c, "-C", {"--c-dir": args.c_dir, "--corruptions": args.corruptions}),
+                                  (want_p, "-P", {"--p-dir": args.p_dir, "--perturbations": args.perturbations})):
+        given = [flag for flag, value in options.items() if value is not None]
+        if given and not wanted:
+            verb = "need" if len(given) > 1 else "needs"
+            raise UsageError(f"{' and '.join(given)} {verb} a {kind} benchmark; --benchmark {args.benchmark} has none")

@@ -176,5 +176,13 @@ def _download(root: str | Path, dataset: Dataset) -> None:
     from torchvision import datasets
 
     cls = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[dataset]
-    for train in (True, False):
-        cls(str(root), train=train, download=True)
+    made = not Path(root).exists()
+    try:
+        for train in (True, False):
+            cls(str(root), train=train, download=True)
+    except OSError as err:  # urllib's URLError among them: offline, DNS, a proxy, a full disk
+        if made and Path(root).is_dir() and not any(Path(root).iterdir()):
+            Path(root).rmdir()  # leave no empty folder behind
+        reason = getattr(err, "reason", None) or err.strerror or err
+        raise OSError(f"cannot download {dataset} into {root} ({reason}); without network put the official "
+                      f"{_LAYOUT[dataset][0]}/ folder there") from None
