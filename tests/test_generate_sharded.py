@@ -133,6 +133,23 @@ def test_a_run_resumes_the_chunks_of_a_run_split_otherwise(cifar, one_process, t
     assert {k: v for k, v in files(tmp_path).items() if k != "pushpull-shards.json"} == one_process("cifar-c")
 
 
+def test_a_rerun_removes_chunks_left_beside_a_finished_file(cifar, one_process, tmp_path):
+    """Two runs of one command at once: the second's chunks outlive the file the first assembled; a rerun clears them."""
+    for k in (0, 1):
+        assert generate("make-c", "cifar10", cifar, tmp_path, CIFAR_C, "--shard", f"{k}/2") == 0
+    parts = sorted(tmp_path.glob("*.npy.parts-*"))
+    assert parts
+    kept = tmp_path.parent / f"{tmp_path.name}-parts"
+    for folder in parts:
+        shutil.copytree(folder, kept / folder.name)
+    assert generate("make-c", "cifar10", cifar, tmp_path, CIFAR_C, "--merge") == 0
+    for folder in parts:  # the other run's chunks, written after the merge
+        shutil.copytree(kept / folder.name, folder)
+    assert generate("make-c", "cifar10", cifar, tmp_path, CIFAR_C, "--merge") == 0
+    assert not list(tmp_path.glob("*.npy.parts-*"))
+    assert {k: v for k, v in files(tmp_path).items() if k != "pushpull-shards.json"} == one_process("cifar-c")
+
+
 def test_make_p_shards_and_merge_equal_one_process(cifar, one_process, tmp_path):
     for k in (1, 0, 2):
         assert generate("make-p", "cifar10", cifar, tmp_path, CIFAR_P, "--shard", f"{k}/3") == 0

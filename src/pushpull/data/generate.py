@@ -139,8 +139,13 @@ def _cifar_targets(out: Path, labels: np.ndarray, images: int, shapes: dict[str,
     claim_manifest(out, write=False, **manifest)
     if not shard.whole:
         check_plan(out, shard, write=ctx.is_main)
-    targets = {name: NpyChunks(out / f"{name}.npy", shape, key) for name, shape in shapes.items()
-               if not _finished(out / f"{name}.npy", shape, report=ctx.is_main)}
+    targets = {}
+    for name, shape in shapes.items():
+        chunks = NpyChunks(out / f"{name}.npy", shape, key)
+        if not _finished(out / f"{name}.npy", shape, report=ctx.is_main):
+            targets[name] = chunks
+        elif ctx.is_main:  # chunks left by a concurrent run of the same command: the file holds their rows
+            chunks.discard()
     if merge:
         merge_chunks(out, targets, images)
     if ctx.is_main:

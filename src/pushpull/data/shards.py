@@ -93,6 +93,10 @@ class NpyChunks:
             missing[start:stop] = False
         return chunks, missing
 
+    def discard(self) -> None:
+        """Remove the chunk folder, if any (once the final file is whole)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def missing_rows(self) -> np.ndarray:
         return self._coverage()[1]
 
@@ -116,7 +120,7 @@ class NpyChunks:
                             _copy_bytes(chunk, final, (stop - start - skip) * row,
                                        _data_offset(file) + skip * row, start_of_data + (start + skip) * row)
                         filled = stop
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self.discard()
 
 
 def _data_offset(path: Path) -> int:
