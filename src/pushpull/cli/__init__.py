@@ -136,7 +136,9 @@ def _usage_error(prog: str, message: str) -> None:
 
 
 def _say(prog: str, message: str) -> None:
-    print(f"{prog}: {message}", file=sys.stderr)
+    """One line on stderr in one write, so the lines of several processes (torchrun) never run together."""
+    sys.stderr.write(f"{prog}: {message}\n")
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":
