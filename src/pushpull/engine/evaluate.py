@@ -36,6 +36,7 @@ from ..data.streams import STREAM_RULE
 from ..data.sources import (BENCHMARKS, ArraySources, Benchmark, BenchmarkDataset, ImageNetSources, Unit, UnitKind,
                             official_cifar_test, strided_indices)
 from ..models.load import load_model
+from ..models.registry import is_external
 from .batches import Batch, Normalize, Source, UnitDone, batches, prefetch
 from .distributed import DistContext, Shard, all_gather_object, process_group, process_shard
 from .results import Counts, as_partial, finish, is_done, new_results, partial_path, record, write_results
@@ -160,8 +161,7 @@ def evaluate(
     loaded = load_model(model, weights=weights, num_classes=num_classes, model_kwargs=model_kwargs, arch=arch,
                         dataset=dataset.value, mean=mean, std=std, allow_pickle=allow_pickle)
     if isinstance(model, str) and loaded.info.weights is None:
-        external = model.partition(":")[0] in ("torchvision", "timm")
-        raise ValueError(f"model {model!r} needs --weights FILE" + ("" if external else
+        raise ValueError(f"model {model!r} needs --weights FILE" + ("" if is_external(model) else
                          ", or --pretrained for its published weights (`pushpull weights list`)"))
     model, info = loaded.model, loaded.describe()
     info["label"] = label or info["label"]

@@ -50,7 +50,7 @@ from ..data.constants import IMAGENET_MEAN, IMAGENET_STD
 from . import official, weights as weights_table
 from .io import (check_fits, file_sha256, read_checkpoint, read_metadata, save_model, sidecar_path, state_dict_in,
                  three_channels)
-from .registry import ModelInfo, create_model, list_models, model_info
+from .registry import ModelInfo, create_model, is_external, list_models, model_info
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pth.tar", ".pt", ".ckpt")
 # In a folder of several checkpoints: a pushpull training run's final model, then the original code's best.
@@ -240,7 +240,7 @@ def import_official(path: str | os.PathLike, model_name: str | None = None, *, o
 
 def _named_file(spec: str) -> Path | None:
     """The checkpoint file ``spec`` names (folders resolved), or None when it is a name."""
-    if spec.startswith(("torchvision:", "timm:")):
+    if is_external(spec):
         return None
     path = Path(spec)
     if path.is_dir():
@@ -303,7 +303,7 @@ def _official(path: Path, arch: str | None, allow_pickle: bool) -> tuple[nn.Modu
 
 def _architecture(spec: str, kwargs: dict[str, Any]) -> tuple[nn.Module, LoadInfo, tuple | None]:
     """A randomly initialised model named by ``spec``, and its architecture's normalisation (or None)."""
-    library, _, name = spec.partition(":") if spec.startswith(("torchvision:", "timm:")) else ("", "", spec)
+    library, _, name = spec.partition(":") if is_external(spec) else ("", "", spec)
     try:
         if library == "torchvision":
             import torchvision

@@ -90,6 +90,12 @@ for _depth in (18, 50):
     _register(f"resnet{_depth}", "resnet_imagenet", partial(resnet_imagenet, _depth), **_IMAGENET)
 
 _ALIASES = {"alexnet": "alexnet_cifar", "alexnet_pp": "alexnet_cifar_pp"}
+EXTERNAL_PREFIXES = ("torchvision:", "timm:")  # models named in another library, not in this registry
+
+
+def is_external(spec: str) -> bool:
+    """Whether ``spec`` names a torchvision or timm model (``torchvision:resnet18``): no pushpull weights for it."""
+    return spec.startswith(EXTERNAL_PREFIXES)
 
 
 def canonical_name(name: str) -> str:

@@ -31,7 +31,7 @@ from ..data.constants import CIFAR10_MEAN, CIFAR10_STD
 from .download import DownloadError, check_sha256, download
 from .io import file_sha256, read_checkpoint, read_metadata, save_model, sidecar_path, three_channels
 from .official import official_extra, official_model
-from .registry import model_info
+from .registry import is_external, model_info
 
 DIR_ENV = "PUSHPULL_WEIGHTS_DIR"
 MIRROR_ENV = "PUSHPULL_WEIGHTS_MIRROR"
@@ -196,7 +196,7 @@ def get_weights(name: str) -> Weights:
 
 def pretrained_weights(model: str, pretrained: bool | str) -> Weights:
     """The weights ``create_model(model, pretrained=...)`` means: ``True`` its default, a string those weights."""
-    if model.partition(":")[0] in ("torchvision", "timm"):
+    if is_external(model):
         raise ValueError(f"pretrained weights are pushpull's (`pushpull weights list`); for {model} give a weights "
                          "file (--weights FILE)")
     name = model_info(model).name
