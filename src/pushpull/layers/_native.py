@@ -7,9 +7,10 @@ same maps filtered by the fixed, separable resize matrices. Products, filtering,
 rectification and their adjoints are the C kernels of ``_native.c``: they work on one
 (image, channel) plane at a time, so everything stays in the CPU caches, and run in
 parallel with OpenMP (PyTorch's runtime and thread count). For wide inputs the backward
-leaves the products' adjoints to PyTorch's BLAS (``_blas_backward``): they are then plain
-matrix products with the weights, which BLAS does faster than a plane at a time. The kernels are compiled on
-first use with the system's C compiler and loaded by :func:`pushpull._compiled.load_library`.
+leaves the products' adjoints to PyTorch's BLAS (``_blas_backward``): they are plain matrix
+products with the weights, which BLAS does faster than a plane at a time. The kernels are
+compiled on first use with the system's C compiler and loaded by
+:func:`pushpull._compiled.load_library`.
 
 Covers float32 on the CPU with stride 1, dilation 1, one group, zero padding and odd
 kernels; the layer uses it where it covers the call and pays, and the other exact paths
@@ -66,8 +67,9 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, p, ctypes.c_int]
-    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_backward_maps, lib.pp_basis_forward, lib.pp_basis_backward, lib.pp_planes_infer,
-                   lib.pp_stacked_build, lib.pp_stacked_rectify, lib.pp_stacked_rectify_backward, lib.pp_last_team):
+    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_backward_maps, lib.pp_basis_forward, lib.pp_basis_backward,
+                   lib.pp_planes_infer, lib.pp_stacked_build, lib.pp_stacked_rectify, lib.pp_stacked_rectify_backward,
+                   lib.pp_last_team):
         kernel.restype = ctypes.c_int
     return lib
 
@@ -216,15 +218,16 @@ class NativePushPull(torch.autograd.Function):
         sums_a = x.new_empty(n, cout) if need_alpha else None
         rectified = (_ptr(grad), _ptr(push), _ptr(pull), _ptr(a_h), _ptr(a_w), _ptr(alphas), int(dual_output))
         if cin >= BLAS_MIN_CHANNELS:
-            dw = _blas_backward(geometry, x, weight, rectified, dx, need_w, sums_b, sums_a, threads)
+            dk = _blas_backward(geometry, x, weight, rectified, dx, need_w, sums_b, sums_a, threads)
         else:  # the products' adjoints in the kernel, plane by plane
             groups = packed.shape[1]
-            dw = x.new_zeros(threads, cout, groups, cin, G) if need_w else None
+            dk = x.new_zeros(threads, cout, groups, cin, G) if need_w else None
             _check(_library().pp_backward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), *rectified, _ptr(dx),
-                                           _ptr(dw), _ptr(sums_b), _ptr(sums_a), threads)
-            if dw is not None:  # per-thread sums, in the packed layout, back to (Cout, Cin, Kh, Kw)
-                dw = dw.sum(0).transpose(2, 3).reshape(cout, groups * G, cin)[:, :kh * kw]
-                dw = dw.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
+                                           _ptr(dk), _ptr(sums_b), _ptr(sums_a), threads)
+            if dk is not None:  # per-thread sums in the packed layout: (Cout, taps, Cin)
+                dk = dk.sum(0).transpose(2, 3).reshape(cout, groups * G, cin)[:, :kh * kw]
+        # (Cout, taps, Cin) back to (Cout, Cin, Kh, Kw)
+        dw = None if dk is None else dk.reshape(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous()
         db = sums_b.sum(0) if sums_b is not None else None
         d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
         return dx, dw, None, db, d_alpha, None, None, None, None, None  # one per forward input
@@ -233,9 +236,9 @@ class NativePushPull(torch.autograd.Function):
 def _blas_backward(geometry: Tensor, x: Tensor, weight: Tensor, rectified: tuple, dx: Tensor | None, need_w: bool,
                    sums_b: Tensor | None, sums_a: Tensor | None, threads: int) -> Tensor | None:
     """The backward for wide inputs: the kernels make the maps' gradients ``gy`` (cout·taps rows of
-    h·w) a few images at a time, small enough to stay in the CPU's caches, and the input and weight
-    gradients are BLAS products with ``k`` as a (cout·taps, cin) matrix: ``dx = kᵀ gy``, ``dk = gy xᵀ``.
-    Fills ``dx`` and the sums; returns the weight gradient (or None)."""
+    h·w) a few images at a time (``MAPS_CHUNK_BYTES``), and the input and weight gradients are BLAS
+    products with ``k`` as a (cout·taps, cin) matrix: ``dx = kᵀ gy``, ``dk = gy xᵀ``. Fills ``dx``
+    and the sums; returns ``dk`` as (cout, taps, cin), or None."""
     n, cin, h, w = x.shape
     cout, _, kh, kw = weight.shape
     rows, hw = cout * kh * kw, h * w
@@ -253,7 +256,7 @@ def _blas_backward(geometry: Tensor, x: Tensor, weight: Tensor, rectified: tuple
             torch.matmul(k_cols, g, out=dx[n0:n1].view(n1 - n0, cin, hw))
         if dk is not None:
             dk.addbmm_(g, x_cols[n0:n1].transpose(1, 2))
-    return dk.view(cout, kh, kw, cin).permute(0, 3, 1, 2).contiguous() if dk is not None else None
+    return None if dk is None else dk.view(cout, kh * kw, cin)
 
 
 def basis_forward(geometry: tuple[int, ...], x: Tensor, a_h: Tensor, a_w: Tensor, out: Tensor) -> None:
