@@ -240,12 +240,11 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
-        float *scratch = malloc(sizeof(float) * (backward_scratch(&b) + groups * G * hw));
+        /* zeroed: the grids' margins, and gy's planes of padded taps */
+        float *scratch = calloc(backward_scratch(&b) + groups * G * hw, sizeof(float));
         float *gy = scratch + backward_scratch(&b);
         float *gw_t = gw ? gw + (int64_t)omp_get_thread_num() * cout * groups * cin * G : NULL;
-        if (scratch) {
-            memset(scratch, 0, sizeof(float) * (backward_scratch(&b) + groups * G * hw)); /* margins, padded taps */
-        } else {
+        if (!scratch) {
 #pragma omp atomic write
             failed = 1;
         }
