@@ -185,7 +185,7 @@ def draws_only(run, name: str):  # noqa: ANN001, ANN201
     """
     from unittest import mock
 
-    from pushpull.data import perturbations
+    from pushpull.data import _sequence_native, perturbations, sequence_kernels
     from pushpull.data.streams import image_stream
 
     streams: list[tuple[tuple, RecordingStream]] = []
@@ -194,7 +194,19 @@ def draws_only(run, name: str):  # noqa: ANN001, ANN201
         streams.append((key, RecordingStream(image_stream(*key))))
         return streams[-1][1]
 
-    with mock.patch.object(perturbations, "image_stream", recording):
+    def noted(fill):  # noqa: ANN001, ANN202
+        """The C fills (``_sequence_native.uniforms`` / ``standard_normals``) draw from the stream's bit
+        generator without a Generator method: noted as draws too."""
+        def call(rng, out):  # noqa: ANN001, ANN202
+            if isinstance(rng, RecordingStream):
+                rng.calls.append((fill, (), {"out": out}))
+            return fill(rng, out)
+
+        return call
+
+    with mock.patch.object(perturbations, "image_stream", recording), \
+            mock.patch.object(_sequence_native, "uniforms", noted(_sequence_native.uniforms)), \
+            mock.patch.object(sequence_kernels, "standard_normals", noted(sequence_kernels.standard_normals)):
         run()
     replay = [(key, [(method, args, {k: np.empty_like(v) if k == "out" else v for k, v in kwargs.items()})
                      for method, args, kwargs in stream.calls]) for key, stream in streams]
@@ -205,7 +217,10 @@ def draws_only(run, name: str):  # noqa: ANN001, ANN201
         for key, calls in replay:
             rng = image_stream(*key)
             for method, args, kwargs in calls:
-                getattr(rng, method)(*args, **kwargs)
+                if callable(method):
+                    method(rng, *args, **kwargs)
+                else:
+                    getattr(rng, method)(*args, **kwargs)
 
     return draw
 

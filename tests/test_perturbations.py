@@ -482,6 +482,54 @@ def test_native_poisson_is_generator_poisson_on_millions_of_rates():
         assert ours.random(dtype=np.float32) == expected.random(dtype=np.float32)
 
 
+@pytest.mark.parametrize("fill, dtype", [("uniforms", np.float64), ("standard_normals", np.float64),
+                                         ("standard_normals", np.float32)])
+def test_native_draws_are_the_generators_own(fill, dtype):
+    """The C fills give Generator.random / standard_normal's values and leave the generator where numpy leaves it:
+    on millions of values (thousands through numpy's rare ziggurat branches), in pieces of awkward sizes, from a
+    state holding a spare 32-bit half; a non-PCG64 stream takes numpy's own path."""
+    from pushpull.data import _sequence_native
+
+    native_library()
+    assert _sequence_native._draws() is not None, "the native PCG64 draws differ from numpy's here"
+    ours_fill = getattr(_sequence_native, fill)
+    for seed, keep_half in ((0, False), (1, True)):
+        expected, ours = np.random.default_rng(seed), np.random.default_rng(seed)
+        if keep_half:
+            expected.random(dtype=np.float32), ours.random(dtype=np.float32)
+        for size in (0, 1, 7, 2_000_003, 1000):
+            out = np.empty(size, dtype)
+            ours_fill(ours, out)
+            want = expected.random(size) if fill == "uniforms" else expected.standard_normal(size, dtype)
+            assert np.array_equal(out, want), (seed, size)
+            assert ours.bit_generator.state == expected.bit_generator.state
+    other = np.random.Generator(np.random.MT19937(3))
+    out = np.empty(1000, dtype)
+    ours_fill(other, out)
+    want = np.random.Generator(np.random.MT19937(3))
+    assert np.array_equal(out, want.random(1000) if fill == "uniforms" else want.standard_normal(1000, dtype))
+
+
+def test_native_normals_hand_numpy_the_rare_draws():
+    """The layers whose bound is 0 (every draw goes to numpy's own sampler) and the tail layer: each draw the C
+    fast path does not take is numpy's, the state put back as before it."""
+    from pushpull.data import _sequence_native
+
+    native_library()
+    draws = _sequence_native._draws()
+    assert draws is not None
+    tables = draws[1]
+    for dtype in (np.float64, np.float32):
+        ki = tables[dtype].ki
+        assert ki[1] == 0 and (ki[2:] > 0).all(), "numpy's wedge layers: only layer 1 has no one-step draws"
+        values = np.empty(500_000, dtype)
+        rng, expected = np.random.default_rng(5), np.random.default_rng(5)
+        _sequence_native.standard_normals(rng, values)
+        want = expected.standard_normal(values.size, dtype)
+        assert np.array_equal(values, want)
+        assert (np.abs(values) > 3.6541528).sum() > 20, "the tail branch (layer 0) was reached"
+
+
 @pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "shot_noise_3", "speckle_noise_2", "motion_blur",
                                   "snow", "spatter", "gaussian_blur", "brightness", "zoom_blur", "rotate", "scale",
                                   "shear", "tilt"])

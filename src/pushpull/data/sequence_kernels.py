@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from ._sequence_native import library
+from ._sequence_native import library, standard_normals
 from .corruptions.blur import motion_kernel, motion_offsets, quantum_to_char
 
 _CHUNK_BYTES = 64 << 20  # float64 partial sums held at once (all frames of a chunk of images)
@@ -201,7 +201,7 @@ def normal_noise_frames(lib, clean: np.ndarray, base: str, level: float, rng: np
     for t in range(0, count, step):
         block = out[t:t + step]
         draws = z[:block.size]
-        rng.standard_normal(dtype=dtype, out=draws)
+        standard_normals(rng, draws)
         kernel(flat, flat.size, len(block), values, level, draws, block)
     return out.reshape((count,) + clean.shape)
 

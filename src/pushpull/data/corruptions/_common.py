@@ -29,6 +29,19 @@ def to_uint8(x: np.ndarray, consume: bool = False) -> np.ndarray:
     return y.astype(np.uint8)
 
 
+def normals(rngs, size: tuple[int, ...], scale: float) -> np.ndarray:
+    """``draw(rngs, "normal", size=size, scale=scale)``: numpy's ``0.0 + scale * z`` per value, its standard normals
+    ``z`` made in C where that gives numpy's own (``_sequence_native.standard_normals``)."""
+    from .._sequence_native import standard_normals
+
+    out = np.empty((len(rngs),) + tuple(size))
+    for z, rng in zip(out, rngs):
+        standard_normals(rng, z)
+    out *= scale
+    out += 0.0  # loc: turns -0.0 into 0.0, as numpy's sum does
+    return out
+
+
 def draw(rngs, method: str, *args, **kwargs) -> np.ndarray:
     """Stack one draw per image from its own stream: ``rng.<method>(*args, **kwargs)`` (one stream: no copy)."""
     if len(rngs) == 1:

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import _native
-from ._common import draw, to_uint8, to_unit
+from ._common import normals, to_uint8, to_unit
 
 
 def gaussian_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """x + N(0, sigma) on [0, 1] images, clipped, truncated to uint8."""
-    noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
+    noise = normals(rngs, images.shape[1:], sigma)
     lib = _native.kernels()
     if lib is not None:
         return _noise_u8(lib, images, noise, speckle=False)
@@ -73,7 +73,7 @@ def impulse_noise(images: np.ndarray, amount: float, rngs: Sequence[np.random.Ge
 
 def speckle_noise(images: np.ndarray, sigma: float, rngs: Sequence[np.random.Generator]) -> np.ndarray:
     """x + x * N(0, sigma): multiplicative noise, stronger on bright pixels."""
-    noise = draw(rngs, "normal", size=images.shape[1:], scale=sigma)
+    noise = normals(rngs, images.shape[1:], sigma)
     lib = _native.kernels()
     if lib is not None:
         return _noise_u8(lib, images, noise, speckle=True)
