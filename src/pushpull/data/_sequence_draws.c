@@ -39,22 +39,41 @@ static const float sign_of_f[2] = {1.0f, -1.0f};
 
 #define PCG64_MULTIPLIER (((u128)2549297995355413924ULL << 64) + 4865540595714422341ULL)
 
-/* one step of PCG64 (128-bit LCG, then XSL-RR of the new state) */
-static inline uint64_t pcg64_next(u128 *s, u128 inc) {
-    uint64_t hi, lo;
-    unsigned rot;
-    *s = *s * PCG64_MULTIPLIER + inc;
-    hi = (uint64_t)(*s >> 64);
-    lo = (uint64_t)*s;
-    rot = (unsigned)(hi >> 58);
-    lo ^= hi;
+/* PCG64's output of a state: XSL-RR (the halves' xor, rotated by the top 6 bits) */
+static inline uint64_t xsl_rr(u128 s) {
+    uint64_t hi = (uint64_t)(s >> 64), lo = (uint64_t)s ^ hi;
+    unsigned rot = (unsigned)(hi >> 58);
     return (lo >> rot) | (lo << ((64 - rot) & 63));
 }
 
+/* one step of PCG64: the 128-bit LCG, then the new state's output */
+static inline uint64_t pcg64_next(u128 *s, u128 inc) {
+    *s = *s * PCG64_MULTIPLIER + inc;
+    return xsl_rr(*s);
+}
+
+static inline double next_double(uint64_t output) {
+    return (double)(output >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Four states a step apart, each jumping four steps at a time (s -> A4 s + C4, A4 = a^4, C4 = c (a^3 + a^2 + a + 1)):
+ * the same sequence, with four independent multiply chains in flight instead of one. */
 void pp_pcg64_doubles(pcg64_state *st, int64_t n, double *out) {
-    u128 s = st->pcg->state, inc = st->pcg->inc;
-    for (int64_t i = 0; i < n; i++) out[i] = (double)(pcg64_next(&s, inc) >> 11) * (1.0 / 9007199254740992.0);
-    st->pcg->state = s;
+    const u128 a = PCG64_MULTIPLIER, inc = st->pcg->inc, a2 = a * a, a4 = a2 * a2, c4 = inc * (a2 * a + a2 + a + 1);
+    u128 lane[4], last = st->pcg->state;  /* lane[k]: the state that gives output i + k; last: the one before i */
+    int64_t i = 0;
+    lane[0] = last * a + inc;
+    for (int k = 1; k < 4; k++) lane[k] = lane[k - 1] * a + inc;
+    for (; i + 4 <= n; i += 4) {
+        for (int k = 0; k < 4; k++) out[i + k] = next_double(xsl_rr(lane[k]));
+        last = lane[3];
+        for (int k = 0; k < 4; k++) lane[k] = lane[k] * a4 + c4;
+    }
+    for (int k = 0; i + k < n; k++) {
+        out[i + k] = next_double(xsl_rr(lane[k]));
+        last = lane[k];
+    }
+    st->pcg->state = last;
 }
 
 void pp_pcg64_normals(bitgen *gen, normal_fn numpy_normal, const uint64_t *ki, const double *wi, int64_t n,
