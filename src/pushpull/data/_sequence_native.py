@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -55,6 +56,7 @@ _SIGNATURES = {  # kernel: (return type, argument types), as the C sources decla
     "pp_pcg64_normals_f": (None, [ctypes.c_void_p, ctypes.c_void_p, _u32, _f32, _I64, _f32]),
 }
 _BLOCK = 1 << 15  # uniforms drawn per block (256 kB)
+Fill = Callable[[np.random.Generator, np.ndarray], None]  # fills its array with the stream's next_double values
 
 
 def enabled() -> bool:
@@ -126,7 +128,8 @@ def _numpy_uniforms(rng: np.random.Generator, out: np.ndarray) -> None:
     rng.random(out=out)
 
 
-def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kernel, fill=None) -> None:
+def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kernel, fill: Fill | None = None
+                ) -> None:
     """Run ``kernel(start, u, used) -> done`` over n elements on uniforms drawn in blocks from ``rng``,
     then leave ``rng`` exactly where drawing them one by one (``next_double``) would have.
 
@@ -224,7 +227,7 @@ def _draws() -> tuple[ctypes.CDLL, dict[type, _Ziggurat]] | None:
         return None
     tables = {dtype: _ziggurat(dtype, sampler) for dtype, sampler in zip((np.float64, np.float32), samplers)}
     if not _draws_are_numpys(lib, tables):
-        log.warning("pushpull: the native PCG64 draws differ from numpy's here; the -P generator uses numpy's")
+        log.warning("pushpull: the native PCG64 draws differ from numpy's here; the noise draws use numpy's")
         return None
     return lib, tables
 
@@ -282,7 +285,8 @@ def _uniforms_per_variate(lam: np.ndarray) -> np.ndarray:
     return np.where(lam >= 10, 2.3, np.where(lam > 0, lam + 1, 0.0))
 
 
-def poisson(rng: np.random.Generator, lam: np.ndarray, lib: ctypes.CDLL | None = None, fill=None) -> np.ndarray:
+def poisson(rng: np.random.Generator, lam: np.ndarray, lib: ctypes.CDLL | None = None, fill: Fill | None = None
+            ) -> np.ndarray:
     """``rng.poisson(lam)`` (int64, lam's shape) through the native kernel; the same draws and final state."""
     lib = lib or library()
     lam = np.ascontiguousarray(lam, np.float64).ravel()
