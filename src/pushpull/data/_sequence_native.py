@@ -1,4 +1,5 @@
-"""The -P generator's native kernels (``_sequence_noise.c``, ``_sequence_warps.c``), and the numpy-exact draws built on them.
+"""The -P generator's native kernels (``_sequence_noise.c``, ``_sequence_warps.c``, ``_sequence_draws.c``), and the
+numpy-exact draws built on them.
 
 Compiled on first use with the system's C compiler into the project's kernel cache
 (:func:`pushpull._compiled.load_library`, like every C kernel of the project) and loaded with :mod:`ctypes`. The flags keep IEEE
@@ -261,9 +262,14 @@ def _draws_are_numpys(lib: ctypes.CDLL, tables: dict[type, _Ziggurat]) -> bool:
     return True
 
 
+def _draws_for(rng: np.random.Generator) -> tuple[ctypes.CDLL, dict[type, _Ziggurat]] | None:
+    """:func:`_draws` where they serve ``rng`` (a PCG64 stream, the C code turned on)."""
+    return _draws() if exact_for(rng) and enabled() else None
+
+
 def uniforms(rng: np.random.Generator, out: np.ndarray) -> None:
     """``rng.random(out=out)`` (float64, C-contiguous): in C for a PCG64 stream, the same values and state after."""
-    draws = _draws() if exact_for(rng) and enabled() else None
+    draws = _draws_for(rng)
     if draws is None:
         rng.random(out=out)
     else:
@@ -273,7 +279,7 @@ def uniforms(rng: np.random.Generator, out: np.ndarray) -> None:
 def standard_normals(rng: np.random.Generator, out: np.ndarray) -> None:
     """``rng.standard_normal(dtype=out.dtype, out=out)`` (float64 or float32, C-contiguous): in C for a PCG64
     stream, the same values and state after."""
-    draws = _draws() if exact_for(rng) and enabled() else None
+    draws = _draws_for(rng)
     if draws is None:
         rng.standard_normal(dtype=out.dtype.type, out=out)
     else:

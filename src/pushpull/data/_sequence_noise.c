@@ -10,7 +10,7 @@
  *
  * - pp_poisson*, pp_shot_*: numpy's Generator.poisson algorithm (the multiplication method below
  *   lam = 10, Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
- *   next_double() values drawn in bulk with Generator.random.
+ *   next_double() values drawn in bulk (Generator.random's, made by _sequence_draws.c where it serves).
  * - pp_gaussian_frames / pp_speckle_frames: the noise frames' arithmetic after the normal draws.
  * - pp_motion_sweep: ImageMagick's motion blur of one edge-padded image at many angles.
  * - pp_hsv_factors / pp_brightness_frames, pp_gaussian_blur, pp_snow_frames, pp_water_frame,
