@@ -227,7 +227,6 @@ def draws_only(run, name: str):  # noqa: ANN001, ANN201
 
 def imagenet_table(repeats: int) -> None:
     from pushpull.data.perturbations import PERTURBATIONS, VALIDATION_PERTURBATIONS, perturb
-    from pushpull.data.sequence_kernels import perspective_maps
 
     names = PERTURBATIONS + VALIDATION_PERTURBATIONS
     image = np.random.default_rng(0).integers(0, 256, (256, 341, 3), dtype=np.uint8)
@@ -237,20 +236,13 @@ def imagenet_table(repeats: int) -> None:
         draws = draws_only(ours, n)
         jobs[n] = (ours, numpy_only(functools.partial(reference_sequence, image, n, "imagenet", 224)),
                    draws or (lambda: None))
-    cold = "tilt, new shape"  # tilt's maps are cached per image shape; this row recomputes them every time
-
-    def cold_tilt() -> None:
-        perspective_maps.cache_clear()
-        perturb(image[None], "tilt", params="imagenet", crop=224)
-
-    jobs[cold] = (cold_tilt,) + jobs["tilt"][1:]
     ours, ref, draws = interleaved(jobs, repeats)
     ms = {k: 1e3 * np.median(v) for k, v in ours.items()}
     print(f"ImageNet-P: one 256x341 image -> 224 px frames, ms CPU per sequence, median of {repeats} interleaved "
           f"rounds (speed-up: median of the rounds' ratios); draws: the random draws alone that define the sequence, "
           f"as our generator makes them (same Generator calls, sizes, streams); rest: ours - draws")
     print(f"{'perturbation':15s} {'ours':>8s} {'reference':>10s} {'speed-up':>9s} {'draws':>7s} {'rest':>7s}")
-    for name in list(names) + [cold]:
+    for name in names:
         d = 1e3 * np.median(draws[name])
         print(f"{name:15s} {ms[name]:8.1f} {1e3 * np.median(ref[name]):10.1f} "
               f"{np.median(ref[name] / ours[name]):8.1f}x {d:7.1f} {ms[name] - d:7.1f}")

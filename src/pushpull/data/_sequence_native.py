@@ -31,8 +31,7 @@ FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", 
 
 _u8, _f64, _f32, _i64 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in
                          (np.uint8, np.float64, np.float32, np.int64))
-_i16, _u16, _u32, _u64 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in
-                          (np.int16, np.uint16, np.uint32, np.uint64))
+_u32, _u64 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in (np.uint32, np.uint64))
 _I64, _P64, _F, _D = ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_float, ctypes.c_double
 _SIGNATURES = {  # kernel: (return type, argument types), as the C sources declare them
     "pp_init": (None, []),
@@ -49,7 +48,7 @@ _SIGNATURES = {  # kernel: (return type, argument types), as the C sources decla
     "pp_snow_frames": (None, [_f32, _u8, _I64, _I64, _I64, _f64, _u8]),
     "pp_convolve_columns": (None, [_f64, _I64, _I64, _f64, _I64, _f64]),
     "pp_gaussian_blur": (ctypes.c_int, [_f64, _I64, _I64, _I64, _f64, _I64, _u8]),
-    "pp_perspective_map": (None, [_f64, _I64, _I64, _I64, _I64, _i16, _u16]),
+    "pp_perspective_warp": (_I64, [_u8, _I64, _I64, _I64, _f64, _I64, _I64, _I64, _I64, _u8]),
     "pp_water_frame": (None, [_f32, _f32, _I64, _F, _F, _f32, _u8]),
     "pp_running_mean": (None, [_u8, _u8, _I64, _I64, _f32, _u8]),
     "pp_pcg64_doubles": (None, [ctypes.c_void_p, _I64, _f64]),

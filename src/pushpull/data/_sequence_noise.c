@@ -15,7 +15,7 @@
  * - pp_motion_sweep: ImageMagick's motion blur of one edge-padded image at many angles.
  * - pp_hsv_factors / pp_brightness_frames, pp_gaussian_blur, pp_snow_frames, pp_water_frame,
  *   pp_running_mean, pp_convolve_columns: the other sequences' per-frame arithmetic;
- *   pp_pil_affine_bilinear and pp_perspective_map: Pillow's and OpenCV 4's warps.
+ *   pp_pil_affine_bilinear and pp_perspective_warp: Pillow's and OpenCV 4's warps.
  */
 #include "_sequences.h"
 

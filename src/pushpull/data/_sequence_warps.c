@@ -259,33 +259,113 @@ WIDE int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, cons
     return 0;
 }
 
-/* OpenCV 4 warpPerspective's map for one matrix whose window needs no clamping (w keeps its sign, every
- * source point within int16 pixels): per output pixel (x, y), the source point's x, y and w rows of the
- * inverse matrix (inv, row-major) as ((a x) + (b y)) + c, scale 32 / w, each coordinate times it rounded
- * half to even (cvRound), split into the integer pixel (>> 5) and the 5 + 5-bit fraction remap reads. */
-void pp_perspective_map(const double *inv, int64_t top, int64_t left, int64_t height, int64_t width, int16_t *whole,
-                        uint16_t *fraction) {
+/* OpenCV 4 warpPerspective's source point of each pixel of one output row y, columns x0 .. x0 + n - 1, for a
+ * matrix whose window needs no clamping (w keeps its sign, every source point within int16 pixels): the x, y and
+ * w rows of the inverse matrix (inv, row-major) as ((a x) + (b y)) + c, scale 32 / w, each coordinate times it
+ * rounded half to even (cvRound), in 1/32 px (fx, fy). int32 columns: the loop converts and stores in vectors. */
+static inline void perspective_row(const double *inv, double Y, int32_t x0, int32_t n, int32_t *fx, int32_t *fy) {
     const double magic = 6755399441055744.0;  /* 1.5 * 2^52: (v + magic) - magic rounds |v| < 2^51 half to even */
-    for (int64_t y = top; y < top + height; y++) {
-        double Y = (double)y;
-        for (int64_t x = left; x < left + width; x++) {
-            double X = (double)x, s, p, q;
-            int32_t fx, fy;
-            int64_t o = (y - top) * width + (x - left);
-            s = inv[6] * X + inv[7] * Y;
-            s += inv[8];
-            s = 32.0 / s;
-            p = inv[0] * X + inv[1] * Y;
-            p += inv[2];
-            q = inv[3] * X + inv[4] * Y;
-            q += inv[5];
-            p = p * s;
-            q = q * s;
-            fx = (int32_t)((p + magic) - magic);
-            fy = (int32_t)((q + magic) - magic);
-            whole[2 * o] = (int16_t)(fx >> 5);
-            whole[2 * o + 1] = (int16_t)(fy >> 5);
-            fraction[o] = (uint16_t)(((fy & 31) << 5) | (fx & 31));
+    for (int32_t j = 0; j < n; j++) {
+        double X = (double)(x0 + j), s, p, q;
+        s = inv[6] * X + inv[7] * Y;
+        s += inv[8];
+        s = 32.0 / s;
+        p = inv[0] * X + inv[1] * Y;
+        p += inv[2];
+        q = inv[3] * X + inv[4] * Y;
+        q += inv[5];
+        p = p * s;
+        q = q * s;
+        fx[j] = (int32_t)((p + magic) - magic);
+        fy[j] = (int32_t)((q + magic) - magic);
+    }
+}
+
+/* remap's INTER_LINEAR fixed point at one source point (fx, fy in 1/32 px) of an h x w image of c channels:
+ * weights (32 - ax or ax) (32 - ay or ay) 32, summing to 2^15, taps outside the image black (BORDER_CONSTANT 0),
+ * (sum + 2^14) >> 15. */
+static inline void bilinear_at(const uint8_t *src, int64_t h, int64_t w, int64_t c, int32_t fx, int32_t fy,
+                               uint8_t *o) {
+    const int64_t sx = fx >> 5, sy = fy >> 5, ax = fx & 31, ay = fy & 31, row = w * c;
+    const int32_t w00 = (int32_t)((32 - ax) * (32 - ay) * 32), w01 = (int32_t)(ax * (32 - ay) * 32),
+                  w10 = (int32_t)((32 - ax) * ay * 32), w11 = (int32_t)(ax * ay * 32);
+    if ((uint64_t)sx < (uint64_t)(w - 1) && (uint64_t)sy < (uint64_t)(h - 1)) {
+        const uint8_t *p = src + sy * row + sx * c;
+        for (int64_t k = 0; k < c; k++)
+            o[k] = (uint8_t)((p[k] * w00 + p[k + c] * w01 + p[k + row] * w10 + p[k + row + c] * w11 + 16384) >> 15);
+        return;
+    }
+    for (int64_t k = 0; k < c; k++) {
+        int32_t total = 16384;
+        for (int64_t dy = 0; dy < 2; dy++)
+            for (int64_t dx = 0; dx < 2; dx++)
+                if (sy + dy >= 0 && sy + dy < h && sx + dx >= 0 && sx + dx < w)
+                    total += src[(sy + dy) * row + (sx + dx) * c + k] * (dy ? (dx ? w11 : w10) : (dx ? w01 : w00));
+        o[k] = (uint8_t)(total >> 15);
+    }
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+/* bilinear_at for 3 channels, its taps 8 bytes at a time (the caller makes sure 8 bytes can be read at the top-left
+ * and bottom-left taps): the same integers, as (32 - ay) h0 + ay h1 with each row's h = (32 - ax) left + ax right,
+ * whose 32-fold is the 4-tap sum, so (sum + 2^14) >> 15 = (that + 2^9) >> 10. wx[ax], wy[ay]: the weights. */
+static inline uint32_t bilinear3_sse2(const uint8_t *p, int64_t row, __m128i wx, __m128i wy) {
+    const __m128i zero = _mm_setzero_si128();
+    __m128i top = _mm_mullo_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)p), zero), wx);
+    __m128i bottom = _mm_mullo_epi16(_mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(p + row)), zero), wx);
+    top = _mm_add_epi16(top, _mm_srli_si128(top, 6));  /* channel k: its left tap (lane k) + right tap (lane k + 3) */
+    bottom = _mm_add_epi16(bottom, _mm_srli_si128(bottom, 6));
+    __m128i s = _mm_madd_epi16(_mm_unpacklo_epi16(top, bottom), wy);
+    s = _mm_srai_epi32(_mm_add_epi32(s, _mm_set1_epi32(512)), 10);
+    s = _mm_packus_epi16(_mm_packs_epi32(s, s), s);
+    return (uint32_t)_mm_cvtsi128_si32(s);
+}
+#endif
+
+/* One output row of 3-channel pixels at the source points fx, fy: the SIMD taps where 8 bytes are readable at
+ * both rows' left taps, bilinear_at elsewhere. */
+static inline __attribute__((always_inline)) void bilinear_row3(const uint8_t *src, int64_t h, int64_t w, const int32_t *fx, const int32_t *fy,
+                                 int64_t n, uint8_t *o) {
+#if defined(__SSE2__)
+    __m128i wx[32], wy[32];
+    for (int a = 0; a < 32; a++) {
+        wx[a] = _mm_setr_epi16((short)(32 - a), (short)(32 - a), (short)(32 - a), (short)a, (short)a, (short)a, 0, 0);
+        wy[a] = _mm_set1_epi32(a << 16 | (32 - a));
+    }
+    for (int64_t j = 0; j < n; j++, o += 3) {
+        const int64_t sx = fx[j] >> 5, sy = fy[j] >> 5;
+        if ((uint64_t)sx < (uint64_t)(w - 1) && (uint64_t)sy < (uint64_t)(h - 1) && (sy < h - 2 || sx < w - 2)) {
+            uint32_t v = bilinear3_sse2(src + (sy * w + sx) * 3, w * 3, wx[fx[j] & 31], wy[fy[j] & 31]);
+            o[0] = (uint8_t)v;
+            o[1] = (uint8_t)(v >> 8);
+            o[2] = (uint8_t)(v >> 16);
+        } else {
+            bilinear_at(src, h, w, 3, fx[j], fy[j], o);
         }
     }
+#else
+    for (int64_t j = 0; j < n; j++) bilinear_at(src, h, w, 3, fx[j], fy[j], o + 3 * j);
+#endif
+}
+
+/* OpenCV 4 warpPerspective (INTER_LINEAR, black border) of one h x w x c uint8 image by the matrix whose inverse
+ * is inv, output rows top .. top + height - 1 and columns left .. left + width - 1 only (out: height x width x c):
+ * each row's source points (perspective_row), then remap's fixed-point interpolation of each. Returns -1 when
+ * out of memory. */
+WIDE int64_t pp_perspective_warp(const uint8_t *src, int64_t h, int64_t w, int64_t c, const double *inv,
+                                 int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
+    int32_t *fx = malloc(2 * (size_t)width * sizeof(int32_t)), *fy = fx + width;
+    if (!fx) return -1;
+    for (int64_t r = 0; r < height; r++) {
+        uint8_t *o = out + r * width * c;
+        perspective_row(inv, (double)(top + r), (int32_t)left, (int32_t)width, fx, fy);
+        if (c == 3) {
+            bilinear_row3(src, h, w, fx, fy, width, o);
+        } else {
+            for (int64_t j = 0; j < width; j++) bilinear_at(src, h, w, c, fx[j], fy[j], o + c * j);
+        }
+    }
+    free(fx);
+    return 0;
 }

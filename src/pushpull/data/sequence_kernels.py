@@ -8,8 +8,8 @@ frames are bit-identical to the per-frame reference (``tests/test_perturbations.
   i = 0..w-1 of ``k_i * shift(x, o_i(angle))`` is accumulated in tap order as the reference does:
   in C one output row at a time; in numpy ``k_i * x`` is computed once per tap for all frames, and
   frames whose first taps have the same offsets share those partial sums.
-- ``perspective_maps`` / ``warp_frames``: OpenCV 4's fixed-point ``warpPerspective`` as
-  OpenCV's own ``remap`` on its 1/32-px map, computed only for the output window that is kept.
+- ``warp_frames``: OpenCV 4's fixed-point ``warpPerspective`` (its 1/32-px map and ``remap``'s integer
+  bilinear weights) in one C pass, computed only for the output window that is kept.
 - ``shifted_frames``: translate's whole-pixel shifts as array copies (PIL's nearest-neighbour affine
   samples exactly the shifted pixel there).
 - ``normal_noise_frames``, ``snow_frames``, ``gaussian_blur_frames``, ``water_frames``: the per-frame
@@ -20,7 +20,6 @@ Where the kernels cannot be built (no C compiler) or fail their checks, the nump
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import cv2
@@ -109,11 +108,22 @@ def _sweep(images: np.ndarray, radius: float, sigma: float, angles: Sequence[flo
     return out
 
 
-@functools.lru_cache(maxsize=4)  # a few image shapes (ImageNet's commonest); ~9 MB each at 224 px, 31 frames
-def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int, int, int, int]
-                     ) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """OpenCV 4's ``warpPerspective`` map per 3x3 matrix (flattened), for output pixels
-    rows ``top:top+height``, columns ``left:left+width`` of ``window = (top, left, height, width)``.
+def _clamping_needed(inverses: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """Per inverse matrix (T, 3, 3): whether some pixel of ``window`` needs OpenCV's clamping (w changes sign, or a
+    source point leaves int16 pixels). x, y and w are affine in the pixel position, so their extremes over the
+    window lie at its corners."""
+    top, left, height, width = window
+    corners = np.array([[left, top, 1], [left + width - 1, top, 1], [left, top + height - 1, 1],
+                        [left + width - 1, top + height - 1, 1]], np.float64)
+    rows = corners @ inverses.transpose(0, 2, 1)
+    keeps_sign = (rows[..., 2] > 0).all(1) | (rows[..., 2] < 0).all(1)
+    bounded = 64.0 * np.abs(rows[..., :2]).max((1, 2)) < 32767 * 32 * np.abs(rows[..., 2]).min(1)
+    return ~(keeps_sign & bounded)
+
+
+def perspective_map(inv: np.ndarray, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV 4's ``warpPerspective`` map for the inverse 3x3 matrix ``inv``, for output pixels rows
+    ``top:top+height``, columns ``left:left+width`` of ``window = (top, left, height, width)``.
 
     Each pixel's source point is computed as OpenCV 4 did (double precision; x, y, w rows of the
     inverse matrix, ``32 / w``, clamped to int32, rounded to 1/32 px), then split into the integer
@@ -122,60 +132,46 @@ def perspective_maps(matrices: tuple[tuple[float, ...], ...], window: tuple[int,
     top, left, height, width = window
     xs = np.arange(left, left + width, dtype=np.float64)[None, :]
     ys = np.arange(top, top + height, dtype=np.float64)[:, None]
-    corners = np.array([[left, top, 1], [left + width - 1, top, 1], [left, top + height - 1, 1],
-                        [left + width - 1, top + height - 1, 1]], np.float64)
-    inverses = np.linalg.inv(np.reshape(matrices, (-1, 3, 3)))
-    # x, y and w are affine in the pixel position: their extremes over the window lie at its corners,
-    # so one look tells whether w keeps its sign and every source point lies within int16 pixels
-    rows = corners @ inverses.transpose(0, 2, 1)
-    keeps_sign = (rows[..., 2] > 0).all(1) | (rows[..., 2] < 0).all(1)
-    bounded = 64.0 * np.abs(rows[..., :2]).max((1, 2)) < 32767 * 32 * np.abs(rows[..., 2]).min(1)
-    wholes = np.empty((len(inverses), height, width, 2), np.int16)
-    fractions = np.empty((len(inverses), height, width), np.uint16)
-    scale, p = np.empty((height, width)), np.empty((height, width))
-    fixed, low = np.empty((2, height, width), np.int32), np.empty((height, width), np.uint16)
-    lib = library()
-    for inv, safe, whole, fraction in zip(inverses, keeps_sign & bounded, wholes, fractions):
-        if safe and lib is not None:  # the same doubles and roundings, one pass in C
-            lib.pp_perspective_map(np.ascontiguousarray(inv), top, left, height, width, whole, fraction)
-            continue
-        np.add(inv[2, 0] * xs, inv[2, 1] * ys, out=scale)
-        scale += inv[2, 2]
-        if safe:
-            np.divide(32.0, scale, out=scale)
-        else:  # OpenCV's W ? 32 / W : 0
-            np.divide(32.0, scale, out=scale, where=scale != 0)
-        for k in (0, 1):
-            np.add(inv[k, 0] * xs, inv[k, 1] * ys, out=p)
-            p += inv[k, 2]
-            # p * (32 / w) in double, clamped to int32 and rounded half to even: OpenCV's saturate_cast<int>
-            cv2.multiply(p, scale, dst=fixed[k], dtype=cv2.CV_32S)
-            np.right_shift(fixed[k] if safe else fixed[k].clip(-32768 * 32, 32767 * 32), 5, out=whole[..., k],
-                           casting="unsafe")
-        np.bitwise_and(fixed[1], 31, out=fraction, casting="unsafe")
-        fraction <<= 5
-        np.bitwise_and(fixed[0], 31, out=low, casting="unsafe")
-        fraction |= low
-    wholes.setflags(write=False)
-    fractions.setflags(write=False)
-    return tuple(zip(wholes, fractions))
+    scale = inv[2, 0] * xs + inv[2, 1] * ys
+    scale += inv[2, 2]
+    np.divide(32.0, scale, out=scale, where=scale != 0)  # OpenCV's W ? 32 / W : 0 (0 left where W = 0)
+    whole = np.empty((height, width, 2), np.int16)
+    fixed = np.empty((2, height, width), np.int32)
+    for k in (0, 1):
+        p = inv[k, 0] * xs + inv[k, 1] * ys
+        p += inv[k, 2]
+        # p * (32 / w) in double, clamped to int32 and rounded half to even: OpenCV's saturate_cast<int>
+        cv2.multiply(p, scale, dst=fixed[k], dtype=cv2.CV_32S)
+        np.right_shift(fixed[k].clip(-32768 * 32, 32767 * 32), 5, out=whole[..., k], casting="unsafe")
+    fraction = ((fixed[1] & 31) << 5 | (fixed[0] & 31)).astype(np.uint16)
+    return whole, fraction
 
 
 def warp_frames(images: np.ndarray, matrices: np.ndarray, window: tuple[int, int, int, int] | None = None
                 ) -> np.ndarray:
     """OpenCV 4 ``warpPerspective(image, M, (W, H))`` (INTER_LINEAR, black border) of every image
     (N, H, W, C ≤ 4) by every matrix (T, 3, 3), keeping only ``window`` (top, left, height, width;
-    default the whole image): uint8 (N, T, height, width, C)."""
+    default the whole image): uint8 (N, T, height, width, C).
+
+    In C (source points and fixed-point interpolation in one pass, a row at a time) where no pixel needs
+    OpenCV's clamping; otherwise the map (:func:`perspective_map`) through OpenCV's own ``remap``."""
     n, h, w, c = images.shape
-    window = (0, 0, h, w) if window is None else window
-    key = tuple(tuple(float(v) for v in np.ravel(m)) for m in matrices)
-    maps = perspective_maps(key, tuple(int(v) for v in window))
-    out = np.empty((n, len(maps), window[2], window[3], c), np.uint8)
-    for k, image in enumerate(images):
-        image = np.ascontiguousarray(image)
-        for t, (whole, fraction) in enumerate(maps):
-            cv2.remap(image, whole, fraction, cv2.INTER_LINEAR, dst=out[k, t],
-                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    window = (0, 0, h, w) if window is None else tuple(int(v) for v in window)
+    inverses = np.linalg.inv(np.asarray(matrices, np.float64))
+    out = np.empty((n, len(inverses), window[2], window[3], c), np.uint8)
+    images = [np.ascontiguousarray(image) for image in images]
+    lib = library()
+    for t, (inv, clamped) in enumerate(zip(inverses, _clamping_needed(inverses, window))):
+        inv = np.ascontiguousarray(inv)
+        if lib is not None and not clamped:
+            for k, image in enumerate(images):
+                if lib.pp_perspective_warp(image, h, w, c, inv, *window, out[k, t]) < 0:
+                    raise MemoryError("pushpull: out of memory in the tilt kernel")
+            continue
+        whole, fraction = perspective_map(inv, window)
+        for k, image in enumerate(images):
+            cv2.remap(image, whole, fraction, cv2.INTER_LINEAR, dst=out[k, t], borderMode=cv2.BORDER_CONSTANT,
+                      borderValue=0)
     return out
 
 
