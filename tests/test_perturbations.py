@@ -662,6 +662,24 @@ def test_native_shot_frames_equal_numpy_poisson_for_every_value(level):
     """Shot frames take PTRS's rejection test from a threshold table where it decides beyond doubt, numpy's own
     logarithms elsewhere: every pixel value at rates from below 10 to 5000 (beyond the table's reach too),
     against Generator.poisson frame by frame, and the generator left where numpy leaves it."""
+    check_shot_frames(level)
+
+
+@pytest.mark.parametrize("path", ["python blocks", "a variate longer than a block"])
+def test_shot_frames_other_block_loops_equal_numpy_poisson(path, monkeypatch):
+    """The same frames and state where the blocks go back to Python each (numpy's draws, not the C ones), and
+    where a variate needs more uniforms than a block holds (the C loop gives up, the Python one grows the block)."""
+    from pushpull.data import _sequence_native
+
+    if path == "python blocks":
+        monkeypatch.setattr(_sequence_native, "_draws_for", lambda rng: None)
+    else:
+        monkeypatch.setattr(_sequence_native, "_BLOCK", 6)
+    check_shot_frames(8.0)
+    check_shot_frames(60.0)
+
+
+def check_shot_frames(level: float) -> None:
     from pushpull.data._sequence_native import shot_frames
 
     lib = native_library()

@@ -58,7 +58,8 @@ static inline double next_double(uint64_t output) {
 
 /* Four states a step apart, each jumping four steps at a time (s -> A4 s + C4, A4 = a^4, C4 = c (a^3 + a^2 + a + 1)):
  * the same sequence, with four independent multiply chains in flight instead of one. */
-void pp_pcg64_doubles(pcg64_state *st, int64_t n, double *out) {
+void pp_pcg64_doubles(void *state, int64_t n, double *out) {
+    pcg64_state *st = (pcg64_state *)state;
     const u128 a = PCG64_MULTIPLIER, inc = st->pcg->inc, a2 = a * a, a4 = a2 * a2, c4 = inc * (a2 * a + a2 + a + 1);
     u128 lane[4], last = st->pcg->state;  /* lane[k]: the state that gives output i + k; last: the one before i */
     int64_t i = 0;

@@ -38,6 +38,8 @@ _SIGNATURES = {  # kernel: (return type, argument types), as the C sources decla
     "pp_poisson": (_I64, [_f64, _I64, _I64, _f64, _I64, _P64, _i64]),
     "pp_shot_thresholds": (None, [_f64, _i64, _i64, _i64, _f32]),
     "pp_shot_frames": (_I64, [_u8, _I64, _f64, _D, _i64, _i64, _i64, _f32, _I64, _I64, _f64, _I64, _P64, _u8]),
+    "pp_shot_frames_drawn": (_I64, [ctypes.c_void_p, _f64, _I64, _u8, _I64, _f64, _D, _i64, _i64, _i64, _f32, _I64,
+                                    _u8]),
     "pp_gaussian_frames": (None, [_u8, _I64, _I64, _f32, _F, _f32, _u8]),
     "pp_speckle_frames": (None, [_u8, _I64, _I64, _f64, _D, _f64, _u8]),
     "pp_hsv_factors": (None, [_u8, _I64, _f64, _f64]),
@@ -128,8 +130,8 @@ def _numpy_uniforms(rng: np.random.Generator, out: np.ndarray) -> None:
     rng.random(out=out)
 
 
-def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kernel, fill: Fill | None = None
-                ) -> None:
+def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kernel, fill: Fill | None = None,
+                drawn=None) -> None:
     """Run ``kernel(start, u, used) -> done`` over n elements on uniforms drawn in blocks from ``rng``,
     then leave ``rng`` exactly where drawing them one by one (``next_double``) would have.
 
@@ -137,13 +139,30 @@ def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kern
     step per double, so the state after ``m`` of them is the saved state advanced by m (the 32-bit
     half kept for ``next_uint32``, which ``advance`` clears, is put back). Blocks stay small enough
     for the cache; the uniforms of an unfinished variate move to the front of the next block.
+    ``drawn(state_address, block) -> consumed`` (or -1), where given, runs the whole loop in C on the C
+    draws (no return to Python per block) whenever those serve ``rng`` and no ``fill`` is asked for.
     """
     bitgen = rng.bit_generator
     saved = bitgen.state
     size = int(min(expected_uniforms * 1.02 + 64, _BLOCK))
     block = np.empty(size)
+    consumed = -1
+    if drawn is not None and fill is None and _draws_for(rng) is not None:
+        with bitgen.lock:
+            consumed = drawn(bitgen.ctypes.state_address, block)
+        bitgen.state = saved  # the C loop drew whole blocks; -1: a variate longer than a block, the loop below
+    if consumed < 0:
+        consumed = _block_loop(rng, n, block, kernel, fill or uniforms)
+        bitgen.state = saved
+    bitgen.advance(consumed)
+    state = bitgen.state
+    state["has_uint32"], state["uinteger"] = saved["has_uint32"], saved["uinteger"]
+    bitgen.state = state
+
+
+def _block_loop(rng: np.random.Generator, n: int, block: np.ndarray, kernel, fill: Fill) -> int:
+    """:func:`_sequential`'s blocks, a call to ``kernel`` each; the uniforms consumed."""
     used, consumed, done, tail = ctypes.c_int64(), 0, 0, 0
-    fill = fill or uniforms
     while done < n:
         fill(rng, block[tail:])
         done = kernel(done, block, used)
@@ -153,11 +172,7 @@ def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kern
             block = np.concatenate([block, np.empty(len(block))])
         else:
             block[:tail] = block[used.value:]
-    bitgen.state = saved
-    bitgen.advance(consumed)
-    state = bitgen.state
-    state["has_uint32"], state["uinteger"] = saved["has_uint32"], saved["uinteger"]
-    bitgen.state = state
+    return consumed
 
 
 def exact_for(rng: np.random.Generator) -> bool:
@@ -327,5 +342,6 @@ def shot_frames(lib: ctypes.CDLL, rng: np.random.Generator, clean: np.ndarray, f
     out = np.empty(n, np.uint8)
     _sequential(rng, n, cost, lambda start, u, used: lib.pp_shot_frames(
         flat, flat.size, lam, float(level), kmin, span, offset, thresholds, start, n, u, len(u), ctypes.byref(used),
-        out))
+        out), drawn=lambda state, block: lib.pp_shot_frames_drawn(
+        state, block, len(block), flat, flat.size, lam, float(level), kmin, span, offset, thresholds, n, out))
     return out.reshape((frames,) + clean.shape)

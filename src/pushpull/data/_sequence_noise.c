@@ -10,7 +10,8 @@
  *
  * - pp_poisson*, pp_shot_*: numpy's Generator.poisson algorithm (the multiplication method below
  *   lam = 10, Hoermann's PTRS transformed rejection from 10 on), reading its uniforms from a block of
- *   next_double() values drawn in bulk (Generator.random's, made by _sequence_draws.c where it serves).
+ *   next_double() values drawn in bulk (Generator.random's, made by _sequence_draws.c where it serves;
+ *   pp_shot_frames_drawn draws its blocks itself).
  * - pp_gaussian_frames / pp_speckle_frames: the noise frames' arithmetic after the normal draws.
  * - pp_motion_sweep: ImageMagick's motion blur of one edge-padded image at many angles.
  * - pp_hsv_factors / pp_brightness_frames, pp_gaussian_blur, pp_snow_frames, pp_water_frame,
@@ -217,6 +218,25 @@ int64_t pp_shot_frames(const uint8_t *clean, int64_t npix, const double *lam, do
     }
     *used = pos;
     return e;
+}
+
+/* pp_shot_frames over all n elements with its uniforms drawn here, a block at a time, from the PCG64 state at
+ * `state` (pp_pcg64_doubles) into block[0:size], an unfinished variate's uniforms moved to the block's front: no
+ * return to Python per block. Returns the uniforms consumed, or -1 where one variate needs more than a block
+ * holds; the state is left past the last block drawn (the caller puts it at the consumed count). */
+int64_t pp_shot_frames_drawn(void *state, double *block, int64_t size, const uint8_t *clean, int64_t npix,
+                             const double *lam, double level, const int64_t *kmin, const int64_t *span,
+                             const int64_t *offset, const float *T, int64_t n, uint8_t *out) {
+    int64_t done = 0, tail = 0, consumed = 0, used;
+    while (done < n) {
+        pp_pcg64_doubles(state, size - tail, block + tail);
+        done = pp_shot_frames(clean, npix, lam, level, kmin, span, offset, T, done, n, block, size, &used, out);
+        if (used == 0 && done < n) return -1;
+        consumed += used;
+        tail = size - used;
+        memmove(block, block + used, (size_t)tail * sizeof(double));
+    }
+    return consumed;
 }
 
 /* Gaussian-noise frames (float32, as the reference's torch arithmetic): element e of `frames` frames of npix

@@ -12,6 +12,12 @@
 #define WIDE __attribute__((target_clones("avx2", "default")))
 #else
 #define WIDE
+/* _sequence_draws.c: Generator.random's next_double values from a numpy PCG64 state (its state_address), in place */
+void pp_pcg64_doubles(void *state, int64_t n, double *out);
+
 #endif
+
+/* _sequence_draws.c: Generator.random's next_double values from a numpy PCG64 state (its state_address), in place */
+void pp_pcg64_doubles(void *state, int64_t n, double *out);
 
 #endif
