@@ -204,8 +204,25 @@ def draws_only(run, name: str):  # noqa: ANN001, ANN201
 
         return call
 
+    def noted_loop(sequential):  # noqa: ANN001, ANN202
+        """The C block loop (``_sequential``'s ``drawn``) draws its uniforms itself: noted as a fill of the
+        uniforms it consumed."""
+        def call(rng, n, expected, kernel, fill=None, drawn=None):  # noqa: ANN001, ANN202
+            if isinstance(rng, RecordingStream) and drawn is not None:
+                def drawn_and_noted(state, block, inner=drawn):  # noqa: ANN001, ANN202
+                    consumed = inner(state, block)
+                    if consumed >= 0:
+                        rng.calls.append((_sequence_native.uniforms, (), {"out": np.empty(consumed)}))
+                    return consumed
+
+                return sequential(rng, n, expected, kernel, fill, drawn_and_noted)
+            return sequential(rng, n, expected, kernel, fill, drawn)
+
+        return call
+
     with mock.patch.object(perturbations, "image_stream", recording), \
             mock.patch.object(_sequence_native, "uniforms", noted(_sequence_native.uniforms)), \
+            mock.patch.object(_sequence_native, "_sequential", noted_loop(_sequence_native._sequential)), \
             mock.patch.object(sequence_kernels, "standard_normals", noted(sequence_kernels.standard_normals)):
         run()
     replay = [(key, [(method, args, {k: np.empty_like(v) if k == "out" else v for k, v in kwargs.items()})
