@@ -4,7 +4,8 @@ numpy-exact draws built on them.
 Compiled on first use with the system's C compiler into the project's kernel cache
 (:func:`pushpull._compiled.load_library`, like every C kernel of the project) and loaded with :mod:`ctypes`. The flags keep IEEE
 arithmetic as numpy's own C code does it (``-ffp-contract=off``, no fast-math, no ``-march``), so
-every kernel gives the numpy code's bits. The Poisson kernel re-implements numpy's algorithm, so
+every kernel gives the numpy code's bits (``-fno-trapping-math`` only lets clipping loops vectorise: the
+same values, only the floating-point exception flags, which nothing reads, may differ). The Poisson kernel re-implements numpy's algorithm, so
 it is also checked against ``Generator.poisson`` when the library is loaded: where that check fails
 (another libm, a numpy with another algorithm) or no compiler exists, :func:`library` is None
 and the callers keep their numpy path. ``PUSHPULL_NATIVE=0`` turns it off like the layer's kernels.
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = tuple(Path(__file__).with_name(f) for f in ("_sequence_noise.c", "_sequence_warps.c", "_sequence_draws.c",
                                                      "_sequences.h"))
-FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-std=gnu11", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math", "-fno-trapping-math", "-std=gnu11", "-shared", "-fPIC"]
 
 _u8, _f64, _f32, _i64 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in
                          (np.uint8, np.float64, np.float32, np.int64))
@@ -40,8 +41,8 @@ _SIGNATURES = {  # kernel: (return type, argument types), as the C sources decla
     "pp_shot_frames": (_I64, [_u8, _I64, _f64, _D, _i64, _i64, _i64, _f32, _I64, _I64, _f64, _I64, _P64, _u8]),
     "pp_shot_frames_drawn": (_I64, [ctypes.c_void_p, _f64, _I64, _u8, _I64, _f64, _D, _i64, _i64, _i64, _f32, _I64,
                                     _u8]),
-    "pp_gaussian_frames": (None, [_u8, _I64, _I64, _f32, _F, _f32, _u8]),
-    "pp_speckle_frames": (None, [_u8, _I64, _I64, _f64, _D, _f64, _u8]),
+    "pp_gaussian_frames": (None, [_f32, _I64, _I64, _F, _f32, _u8]),
+    "pp_speckle_frames": (None, [_f64, _I64, _I64, _D, _f64, _u8]),
     "pp_hsv_factors": (None, [_u8, _I64, _f64, _f64]),
     "pp_brightness_frames": (None, [_f64, _f64, _I64, _f64, _I64, _u8]),
     "pp_motion_sweep": (ctypes.c_int, [_f64, _I64, _I64, _I64, _I64, _f64, _I64, _i64, _i64, _I64, _i64, _i64, _u8,

@@ -240,30 +240,25 @@ int64_t pp_shot_frames_drawn(void *state, double *block, int64_t size, const uin
 }
 
 /* Gaussian-noise frames (float32, as the reference's torch arithmetic): element e of `frames` frames of npix
- * values is uint8(255 * clip(x + level * z[e], 0, 1)), x = xv[clean[e % npix]] (the value / 255 in float32). */
-WIDE void pp_gaussian_frames(const uint8_t *clean, int64_t npix, int64_t frames, const float *xv, float level,
-                        const float *z, uint8_t *out) {
+ * values is uint8(255 * clip(x[e % npix] + level * z[e], 0, 1)), x: each pixel's value / 255 in float32. */
+WIDE void pp_gaussian_frames(const float *x, int64_t npix, int64_t frames, float level, const float *z, uint8_t *out) {
     for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
         for (int64_t p = 0; p < npix; p++) {
             float t = level * z[p];
-            t = t + xv[clean[p]];
-            t = t < 0 ? 0 : (t > 1 ? 1 : t);
-            out[p] = (uint8_t)(t * 255.0f);
+            out[p] = clipped_byte_f(t + x[p]);
         }
     }
 }
 
-/* Speckle-noise frames (float64): uint8(255 * clip(x + x * (0 + level * z[e]), 0, 1)), x = xv[clean[e % npix]]. */
-WIDE void pp_speckle_frames(const uint8_t *clean, int64_t npix, int64_t frames, const double *xv, double level,
-                       const double *z, uint8_t *out) {
+/* Speckle-noise frames (float64): uint8(255 * clip(x + x * (0 + level * z[e]), 0, 1)), x = x[e % npix] (each
+ * pixel's value / 255.0). */
+WIDE void pp_speckle_frames(const double *x, int64_t npix, int64_t frames, double level, const double *z,
+                            uint8_t *out) {
     for (int64_t f = 0; f < frames; f++, z += npix, out += npix) {
         for (int64_t p = 0; p < npix; p++) {
-            double x = xv[clean[p]];
             double noise = 0.0 + level * z[p];
-            double t = noise * x;
-            t = t + x;
-            t = t < 0 ? 0 : (t > 1 ? 1 : t);
-            out[p] = (uint8_t)(t * 255);
+            double t = noise * x[p];
+            out[p] = clipped_byte(t + x[p]);
         }
     }
 }
@@ -330,9 +325,7 @@ WIDE void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, 
                 double f = flake[row[i]], g = flake[turned[w - 1 - i]];
                 for (int b = 0; b < 3; b++) {
                     double v = (double)x[(y * w + i) * 3 + b] + f;
-                    v = v + g;
-                    v = v < 0 ? 0 : (v > 1 ? 1 : v);
-                    out[((t * h + y) * w + i) * 3 + b] = (uint8_t)(v * 255);
+                    out[((t * h + y) * w + i) * 3 + b] = clipped_byte(v + g);
                 }
             }
         }
@@ -342,24 +335,23 @@ WIDE void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, 
 /* Water drops over one float32 image (npix pixels, 3 channels): the mask m scaled to peak at intensity
  * (m / peak, 0 where the peak is 0; times intensity), then uint8(255 * clip(x + m * colour, 0, 1)), all in
  * float32 as weather.water_drops computes it. The mask is scaled in place first (a loop that vectorises). */
-static inline uint8_t water_value(float x, float m, float colour) {
-    float t = m * colour;
-    t = x + t;
-    t = t < 0 ? 0 : (t > 1 ? 1 : t);
-    t = t * 255.0f;
-    return (uint8_t)t;
-}
-
 WIDE void pp_water_frame(const float *x, float *mask, int64_t npix, float peak, float intensity, const float *colour,
                          uint8_t *out) {
+    enum { CHUNK = 512 };  /* pixels whose shading m * colour is spread to one value per channel at a time */
+    float shade[3 * CHUNK];
     if (peak > 0)
         for (int64_t p = 0; p < npix; p++) mask[p] = (mask[p] / peak) * intensity;
     else
         for (int64_t p = 0; p < npix; p++) mask[p] = 0.0f * intensity;
-    for (int64_t p = 0; p < npix; p++) {
-        out[p * 3] = water_value(x[p * 3], mask[p], colour[0]);
-        out[p * 3 + 1] = water_value(x[p * 3 + 1], mask[p], colour[1]);
-        out[p * 3 + 2] = water_value(x[p * 3 + 2], mask[p], colour[2]);
+    for (int64_t start = 0; start < npix; start += CHUNK) {
+        const int64_t count = npix - start < CHUNK ? npix - start : CHUNK;
+        const float *xs = x + 3 * start;
+        uint8_t *o = out + 3 * start;
+        for (int64_t i = 0; i < count; i++)
+            for (int b = 0; b < 3; b++) shade[3 * i + b] = mask[start + i] * colour[b];
+        for (int64_t q = 0; q < 3 * count; q++) {  /* channels side by side: a loop that vectorises */
+            o[q] = clipped_byte_f(xs[q] + shade[q]);
+        }
     }
 }
 

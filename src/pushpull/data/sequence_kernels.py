@@ -193,12 +193,13 @@ def normal_noise_frames(lib, clean: np.ndarray, base: str, level: float, rng: np
     else:
         values, dtype, kernel, level = np.arange(256, dtype=np.uint8) / 255.0, np.float64, lib.pp_speckle_frames, \
             float(level)
+    x = values[flat]  # each pixel's value / 255, so the kernel's loop is a plain stream that vectorises
     z = np.empty(step * flat.size, dtype)
     for t in range(0, count, step):
         block = out[t:t + step]
         draws = z[:block.size]
         standard_normals(rng, draws)
-        kernel(flat, flat.size, len(block), values, level, draws, block)
+        kernel(x, flat.size, len(block), level, draws, block)
     return out.reshape((count,) + clean.shape)
 
 
