@@ -323,28 +323,37 @@ static inline uint32_t bilinear3_sse2(const uint8_t *p, int64_t row, __m128i wx,
 }
 #endif
 
-/* One output row of 3-channel pixels at the source points fx, fy: the SIMD taps where 8 bytes are readable at
- * both rows' left taps, bilinear_at elsewhere. */
-static inline __attribute__((always_inline)) void bilinear_row3(const uint8_t *src, int64_t h, int64_t w, const int32_t *fx, const int32_t *fy,
-                                 int64_t n, uint8_t *o) {
+/* One output row of 3-channel pixels at the source points fx, fy: first, in a loop that vectorises, each pixel's
+ * byte offset and whether 8 bytes are readable at both rows' left taps (the SIMD taps' condition), then the mixes,
+ * bilinear_at where the SIMD taps do not apply. wx, wy: bilinear3_sse2's weights; offset: n int32 of scratch. */
+static inline __attribute__((always_inline)) void bilinear_row3(const uint8_t *src, int64_t h, int64_t w,
+                                                                const int32_t *fx, const int32_t *fy, int64_t n,
+                                                                const void *wx_table, const void *wy_table,
+                                                                int32_t *offset, uint8_t *o) {
 #if defined(__SSE2__)
-    __m128i wx[32], wy[32];
-    for (int a = 0; a < 32; a++) {
-        wx[a] = _mm_setr_epi16((short)(32 - a), (short)(32 - a), (short)(32 - a), (short)a, (short)a, (short)a, 0, 0);
-        wy[a] = _mm_set1_epi32(a << 16 | (32 - a));
+    const __m128i *wx = wx_table, *wy = wy_table;
+    const int32_t wi = (int32_t)w, hi = (int32_t)h;
+    for (int64_t j = 0; j < n; j++) {
+        const int32_t sx = fx[j] >> 5, sy = fy[j] >> 5;
+        const int32_t simd = (sx >= 0) & (sx < wi - 1) & (sy >= 0) & (sy < hi - 1) & ((sy < hi - 2) | (sx < wi - 2));
+        offset[j] = simd ? (sy * wi + sx) * 3 : -1;
     }
     for (int64_t j = 0; j < n; j++, o += 3) {
-        const int64_t sx = fx[j] >> 5, sy = fy[j] >> 5;
-        if ((uint64_t)sx < (uint64_t)(w - 1) && (uint64_t)sy < (uint64_t)(h - 1) && (sy < h - 2 || sx < w - 2)) {
-            uint32_t v = bilinear3_sse2(src + (sy * w + sx) * 3, w * 3, wx[fx[j] & 31], wy[fy[j] & 31]);
-            o[0] = (uint8_t)v;
-            o[1] = (uint8_t)(v >> 8);
-            o[2] = (uint8_t)(v >> 16);
+        if (offset[j] >= 0) {
+            uint32_t v = bilinear3_sse2(src + offset[j], w * 3, wx[fx[j] & 31], wy[fy[j] & 31]);
+            if (j + 1 < n) {
+                memcpy(o, &v, 4);  /* its fourth byte is the next pixel's, written next */
+            } else {
+                o[0] = (uint8_t)v;
+                o[1] = (uint8_t)(v >> 8);
+                o[2] = (uint8_t)(v >> 16);
+            }
         } else {
             bilinear_at(src, h, w, 3, fx[j], fy[j], o);
         }
     }
 #else
+    (void)wx_table, (void)wy_table, (void)offset;
     for (int64_t j = 0; j < n; j++) bilinear_at(src, h, w, 3, fx[j], fy[j], o + 3 * j);
 #endif
 }
@@ -355,13 +364,22 @@ static inline __attribute__((always_inline)) void bilinear_row3(const uint8_t *s
  * out of memory. */
 WIDE int64_t pp_perspective_warp(const uint8_t *src, int64_t h, int64_t w, int64_t c, const double *inv,
                                  int64_t top, int64_t left, int64_t height, int64_t width, uint8_t *out) {
-    int32_t *fx = malloc(2 * (size_t)width * sizeof(int32_t)), *fy = fx + width;
+    int32_t *fx = malloc(3 * (size_t)width * sizeof(int32_t)), *fy = fx + width, *offset = fy + width;
+#if defined(__SSE2__)
+    __m128i wx[32], wy[32];
+    for (int a = 0; a < 32; a++) {
+        wx[a] = _mm_setr_epi16((short)(32 - a), (short)(32 - a), (short)(32 - a), (short)a, (short)a, (short)a, 0, 0);
+        wy[a] = _mm_set1_epi32(a << 16 | (32 - a));
+    }
+#else
+    const void *wx = NULL, *wy = NULL;
+#endif
     if (!fx) return -1;
     for (int64_t r = 0; r < height; r++) {
         uint8_t *o = out + r * width * c;
         perspective_row(inv, (double)(top + r), (int32_t)left, (int32_t)width, fx, fy);
-        if (c == 3) {
-            bilinear_row3(src, h, w, fx, fy, width, o);
+        if (c == 3 && h * w * 3 < INT32_MAX) {
+            bilinear_row3(src, h, w, fx, fy, width, wx, wy, offset, o);
         } else {
             for (int64_t j = 0; j < width; j++) bilinear_at(src, h, w, c, fx[j], fy[j], o + c * j);
         }
