@@ -314,20 +314,26 @@ WIDE void pp_brightness_frames(const double *value, const double *factor, int64_
 }
 
 /* Snow frames: uint8(255 * clip(x + f[y, x] + f[h-1-y, w-1-x], 0, 1)) in double, x the whitened image
- * (float32, (h, w, 3)), f = flake[layer value] (value / 255.0) of each frame's blurred layer (frames, h, w). */
-WIDE void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, const double *flake,
-                    uint8_t *out) {
+ * (float32, (h, w, 3)), f = layer value / 255.0 of each frame's blurred layer (frames, h, w): the division numpy's
+ * arange(256) / 255.0 makes, here per pixel rather than as a table lookup, so the row loops vectorise. */
+WIDE void pp_snow_frames(const float *x, const uint8_t *layers, int64_t frames, int64_t h, int64_t w, double *scratch,
+                         uint8_t *out) {
+    double *f = scratch, *g = scratch + w;  /* 2 w doubles: one row's flakes, and its turned row's reversed */
     for (int64_t t = 0; t < frames; t++) {
         const uint8_t *layer = layers + t * h * w;
         for (int64_t y = 0; y < h; y++) {
             const uint8_t *row = layer + y * w, *turned = layer + (h - 1 - y) * w;
+            const float *xs = x + y * w * 3;
+            uint8_t *o = out + (t * h + y) * w * 3;
             for (int64_t i = 0; i < w; i++) {
-                double f = flake[row[i]], g = flake[turned[w - 1 - i]];
-                for (int b = 0; b < 3; b++) {
-                    double v = (double)x[(y * w + i) * 3 + b] + f;
-                    out[((t * h + y) * w + i) * 3 + b] = clipped_byte(v + g);
-                }
+                f[i] = (double)row[i] / 255.0;
+                g[i] = (double)turned[w - 1 - i] / 255.0;
             }
+            for (int64_t i = 0; i < w; i++)
+                for (int b = 0; b < 3; b++) {
+                    double v = (double)xs[i * 3 + b] + f[i];
+                    o[i * 3 + b] = clipped_byte(v + g[i]);
+                }
         }
     }
 }

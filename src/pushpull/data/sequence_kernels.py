@@ -211,10 +211,10 @@ def snow_frames(lib, images: np.ndarray, moving: np.ndarray, blend: float) -> np
     x = images.astype(np.float32) / 255.0
     gray = cv2.cvtColor(np.ascontiguousarray(x.reshape(n * h, w, 3)), cv2.COLOR_RGB2GRAY).reshape(n, h, w, 1)
     x = np.ascontiguousarray(blend * x + (1 - blend) * np.maximum(x, gray * 1.5 + 0.5))
-    flake = np.arange(256) / 255.0  # layer / 255.0, per layer value
+    scratch = np.empty(2 * w)  # one row's flakes and its turned row's
     out = np.empty(moving.shape[:2] + (h, w, 3), np.uint8)
     for image, layers, frames in zip(x, moving, out):
-        lib.pp_snow_frames(image, np.ascontiguousarray(layers), len(layers), h, w, flake, frames)
+        lib.pp_snow_frames(image, np.ascontiguousarray(layers), len(layers), h, w, scratch, frames)
     return out
 
 
