@@ -2,13 +2,14 @@
 numpy-exact draws built on them.
 
 Compiled on first use with the system's C compiler into the project's kernel cache
-(:func:`pushpull._compiled.load_library`, like every C kernel of the project) and loaded with :mod:`ctypes`. The flags keep IEEE
-arithmetic as numpy's own C code does it (``-ffp-contract=off``, no fast-math, no ``-march``), so
-every kernel gives the numpy code's bits (``-fno-trapping-math`` only lets clipping loops vectorise: the
-same values, only the floating-point exception flags, which nothing reads, may differ). The Poisson kernel re-implements numpy's algorithm, so
-it is also checked against ``Generator.poisson`` when the library is loaded: where that check fails
-(another libm, a numpy with another algorithm) or no compiler exists, :func:`library` is None
-and the callers keep their numpy path. ``PUSHPULL_NATIVE=0`` turns it off like the layer's kernels.
+(:func:`pushpull._compiled.load_library`, like every C kernel of the project) and loaded with
+:mod:`ctypes`. The flags keep IEEE arithmetic as numpy's own C code does it (``-ffp-contract=off``,
+no fast-math, no ``-march``), so every kernel gives the numpy code's bits (``-fno-trapping-math``
+only lets clipping loops vectorise: the same values; only the floating-point exception flags, which
+nothing reads, may differ). The Poisson kernel re-implements numpy's algorithm, so it is also
+checked against ``Generator.poisson`` when the library is loaded: where that check fails (another
+libm, a numpy with another algorithm) or no compiler exists, :func:`library` is None and the
+callers keep their numpy path. ``PUSHPULL_NATIVE=0`` turns it off like the layer's kernels.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _numpy_uniforms(rng: np.random.Generator, out: np.ndarray) -> None:
 
 
 def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kernel, fill: Fill | None = None,
-                drawn=None) -> None:
+                drawn: Callable[[int, np.ndarray], int] | None = None) -> None:
     """Run ``kernel(start, u, used) -> done`` over n elements on uniforms drawn in blocks from ``rng``,
     then leave ``rng`` exactly where drawing them one by one (``next_double``) would have.
 
