@@ -219,42 +219,63 @@ WIDE void pp_convolve_columns(const double *x, int64_t h, int64_t w, const doubl
     }
 }
 
+/* One symmetric correlate1d pass over n values: dst[i] = centre[i] * wt[0], then += (lo[j][i] + hi[j][i]) * wt[j]
+ * for j = r down to 1, sixteen outputs held in registers over all taps (each output's operations in that order). */
+static inline void symmetric_pass(double *dst, const double *centre, const double *const *lo, const double *const *hi,
+                                  const double *wt, int64_t r, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        v4d acc[4];
+        for (int q = 0; q < 4; q++) acc[q] = *(const v4du *)(centre + i + 4 * q) * wt[0];
+        for (int64_t j = r; j >= 1; j--) {
+            const double k = wt[j];
+            for (int q = 0; q < 4; q++)
+                acc[q] += (*(const v4du *)(lo[j] + i + 4 * q) + *(const v4du *)(hi[j] + i + 4 * q)) * k;
+        }
+        for (int q = 0; q < 4; q++) *(v4du *)(dst + i + 4 * q) = acc[q];
+    }
+    for (; i < n; i++) {
+        double acc = centre[i] * wt[0];
+        for (int64_t j = r; j >= 1; j--) acc += (lo[j][i] + hi[j][i]) * wt[j];
+        dst[i] = acc;
+    }
+}
+
 /* scipy.ndimage's gaussian_filter(x, (sigma, sigma, 0), mode='nearest') of one (h, w, c) float64 image,
  * as its symmetric correlate1d computes each pass: out = x[i] * w[0], then += (x[i - j] + x[i + j]) * w[j]
  * for j = r down to 1 (edges repeated); rows (axis 0) first, then columns, then uint8(255 * out).
  * One output row at a time: its first-pass row goes straight into an edge-extended line that stays in cache,
- * whose second pass runs tap by tap over the whole row (each output's additions in the same order as one
- * output at a time). Returns nonzero when its row buffer cannot be allocated. */
+ * whose second pass reads it at offsets of +-j pixels. Returns nonzero when its buffers cannot be allocated. */
 WIDE int pp_gaussian_blur(const double *x, int64_t h, int64_t w, int64_t c, const double *wt, int64_t r,
                           uint8_t *out) {
     int64_t row = w * c;
     double *line = malloc(sizeof(double) * ((size_t)(w + 2 * r) * (size_t)c + (size_t)row));
-    if (!line) return 1;
+    const double **taps = malloc(sizeof(double *) * 4 * (size_t)(r + 1));  /* rows' lo, hi; then the line's */
+    if (!line || !taps) {
+        free(line);
+        free(taps);
+        return 1;
+    }
     double *p = line + r * c, *v = line + (w + 2 * r) * c;
+    const double **up = taps, **down = taps + (r + 1), **before = taps + 2 * (r + 1), **after = taps + 3 * (r + 1);
+    for (int64_t j = 1; j <= r; j++) before[j] = p - j * c, after[j] = p + j * c;
     for (int64_t y = 0; y < h; y++) {
-        const double *centre = x + y * row;
         uint8_t *o = out + y * row;
-        for (int64_t i = 0; i < row; i++) p[i] = centre[i] * wt[0];
-        for (int64_t j = r; j >= 1; j--) {
-            const double *up = x + (y - j < 0 ? 0 : y - j) * row;
-            const double *down = x + (y + j >= h ? h - 1 : y + j) * row;
-            const double k = wt[j];
-            for (int64_t i = 0; i < row; i++) p[i] += (up[i] + down[i]) * k;
+        for (int64_t j = 1; j <= r; j++) {
+            up[j] = x + (y - j < 0 ? 0 : y - j) * row;
+            down[j] = x + (y + j >= h ? h - 1 : y + j) * row;
         }
+        symmetric_pass(p, x + y * row, up, down, wt, r, row);
         for (int64_t i = 0; i < r; i++) {  /* the row's first and last pixels repeated r times */
             for (int64_t b = 0; b < c; b++) {
                 line[i * c + b] = p[b];
                 p[(w + i) * c + b] = p[(w - 1) * c + b];
             }
         }
-        for (int64_t i = 0; i < row; i++) v[i] = p[i] * wt[0];
-        for (int64_t j = r; j >= 1; j--) {
-            const double *before = p - j * c, *after = p + j * c;
-            const double k = wt[j];
-            for (int64_t i = 0; i < row; i++) v[i] += (before[i] + after[i]) * k;
-        }
+        symmetric_pass(v, p, before, after, wt, r, row);
         for (int64_t i = 0; i < row; i++) o[i] = (uint8_t)(255 * v[i]);
     }
+    free(taps);
     free(line);
     return 0;
 }
