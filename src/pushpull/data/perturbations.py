@@ -23,7 +23,6 @@ the numpy path computes the same frames.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Literal
@@ -254,12 +253,14 @@ def _spatter(images: np.ndarray, params: str, rngs: Callable[[int], np.random.Ge
     liquid = gaussian_smooth(liquid, cfg["sigma"])
     liquid[liquid < cfg["threshold"]] = 0
     lib = library()
-    drops = functools.partial(water_frames, lib) if lib is not None else water_drops
-    frames = []
-    for _ in range(FRAMES):
-        frames.append(drops(x, liquid, np.float32(0.6)))
+    frames = np.empty((n, FRAMES, h, w, 3), np.uint8)
+    for t in range(FRAMES):
+        if lib is not None:  # straight into the frames
+            water_frames(lib, x, liquid, np.float32(0.6), frames[:, t])
+        else:
+            frames[:, t] = water_drops(x, liquid, np.float32(0.6))
         liquid = convolve_same(liquid, cfg["drift"], axis=1)
-    return np.stack(frames, 1)
+    return frames
 
 
 # --------------------------------------------------------------------------- geometric

@@ -241,12 +241,14 @@ def gaussian_blur_frames(lib, x: np.ndarray, weights: Sequence[np.ndarray]) -> n
     return out
 
 
-def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32) -> np.ndarray:
-    """``weather.water_drops``: its OpenCV mask per image, then its float32 shading and blend in C."""
+def water_frames(lib, x: np.ndarray, liquid: np.ndarray, intensity: np.float32, out: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """``weather.water_drops``: its OpenCV mask per image, then its float32 shading and blend in C, into ``out``
+    (N, H, W, 3) uint8, each image's frame C-contiguous (default: a new array)."""
     from .corruptions.weather import WATER_COLOUR, water_mask
 
     colour = WATER_COLOUR.astype(np.float32)
-    out = np.empty(x.shape, np.uint8)
+    out = np.empty(x.shape, np.uint8) if out is None else out
     for image, layer, frame in zip(x, (liquid * 255).astype(np.uint8), out):
         m = np.require(water_mask(layer), np.float32, ["C_CONTIGUOUS", "WRITEABLE", "OWNDATA"])  # scaled in place
         lib.pp_water_frame(np.ascontiguousarray(image), m, m.size, m.max(), intensity, colour, frame)
