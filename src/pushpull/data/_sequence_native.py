@@ -152,10 +152,10 @@ def _sequential(rng: np.random.Generator, n: int, expected_uniforms: float, kern
     if drawn is not None and fill is None and _draws_for(rng) is not None:
         with bitgen.lock:
             consumed = drawn(bitgen.ctypes.state_address, block)
-        bitgen.state = saved  # the C loop drew whole blocks; -1: a variate longer than a block, the loop below
-    if consumed < 0:
-        consumed = _block_loop(rng, n, block, kernel, fill or uniforms)
+    if consumed < 0:  # no C loop, or it gave up on a variate longer than a block: the blocks from the start
         bitgen.state = saved
+        consumed = _block_loop(rng, n, block, kernel, fill or uniforms)
+    bitgen.state = saved  # then forward by the uniforms consumed (the loops drew whole blocks)
     bitgen.advance(consumed)
     state = bitgen.state
     state["has_uint32"], state["uinteger"] = saved["has_uint32"], saved["uinteger"]

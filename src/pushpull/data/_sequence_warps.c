@@ -395,11 +395,12 @@ WIDE int64_t pp_perspective_warp(const uint8_t *src, int64_t h, int64_t w, int64
 #else
     const void *wx = NULL, *wy = NULL;
 #endif
+    const int simd_rows = c == 3 && h * w * 3 < INT32_MAX;  /* bilinear_row3's int32 byte offsets */
     if (!fx) return -1;
     for (int64_t r = 0; r < height; r++) {
         uint8_t *o = out + r * width * c;
         perspective_row(inv, (double)(top + r), (int32_t)left, (int32_t)width, fx, fy);
-        if (c == 3 && h * w * 3 < INT32_MAX) {
+        if (simd_rows) {
             bilinear_row3(src, h, w, fx, fy, width, wx, wy, offset, o);
         } else {
             for (int64_t j = 0; j < width; j++) bilinear_at(src, h, w, c, fx[j], fy[j], o + c * j);
