@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import subprocess
 import sys
 import textwrap
@@ -102,6 +103,58 @@ def test_native_backward_in_chunks_of_images(monkeypatch, images_per_chunk, inpu
     assert (x.grad is None) == (not input_grad)
     if input_grad:
         assert rel_err(x.grad, x64.grad) < 1e-5
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+
+
+# narrower x86 instruction sets and the CPU flags they need: the kernels' register blocking differs
+# per vector width (16 floats and 32 registers with AVX-512, 8 and 16 with AVX2, 4 and 16 with SSE)
+NARROWER_BUILDS = [("-march=x86-64-v3", {"avx2", "fma", "bmi2"}), ("-march=x86-64-v2", {"sse4_2", "popcnt"})]
+
+
+@needs_native
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction sets")
+@pytest.mark.parametrize("march,needs", NARROWER_BUILDS, ids=[m for m, _ in NARROWER_BUILDS])
+def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_path, march, needs):
+    if not needs <= _cpu_flags():
+        pytest.skip(f"this CPU cannot run {march}")
+    cases = [NATIVE_CASES[0], NATIVE_CASES[6], NATIVE_CASES[11], NATIVE_CASES[-2], NATIVE_CASES[-1]]
+    native_outputs = []
+    for k, padding, bias, size, channels, batch, extra in cases:  # with the -march=native build
+        torch.manual_seed(zlib.crc32(repr((k, size, channels)).encode()))
+        native, ref = _pair(k, 1, padding, 1, 1, bias, cin=channels[0], cout=channels[1], **extra)
+        x = torch.randn(batch, channels[0], *size)
+        native_outputs.append((native, ref, x, native(x).detach()))
+    monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path))
+    # tuned for this CPU as the native build is (GCC's tuning for some CPUs splits chains of FMAs)
+    flags = [g for f in _native_flags() for g in ([march, "-mtune=native"] if f == "-march=native" else [f])]
+    monkeypatch.setattr(_native, "_flags", lambda: flags)
+    _native._library.cache_clear()
+    try:
+        assert _native.available()
+        for backward in ("kernel", "blas"):
+            monkeypatch.setattr(_native, "BLAS_MIN_CHANNELS", 1 if backward == "blas" else 1 << 30)
+            for native, ref, x, native_out in native_outputs:
+                grad_out = torch.randn(native_out.shape, dtype=torch.float64)
+                out, grads = outputs_and_grads(native, x, grad_out)
+                want, want_grads = outputs_and_grads(ref, x.double(), grad_out)
+                assert rel_err(out, want) < 1e-5
+                for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
+                    assert rel_err(g, w) < 1e-5, name
+                if "fma" in needs:  # the blocking only moves values between registers: every sum in the same order
+                    assert torch.equal(out, native_out)
+    finally:
+        _native._library.cache_clear()
+    assert [f.name for f in tmp_path.iterdir()]  # a build of its own, not the -march=native one
+
+
+_native_flags = _native._flags
 
 
 @needs_native

@@ -1,4 +1,4 @@
-/* What the layer's two kernel sources (_native.c, _basis.c) share: vectors of 16 floats, the flat
+/* What the layer's two kernel sources (_native.c, _basis.c) share: one vector register, the flat
  * multi-tap filter and the register-blocked products. Built into one library (see _native.py). */
 #ifndef PUSHPULL_LAYER_KERNELS_H
 #define PUSHPULL_LAYER_KERNELS_H
@@ -11,12 +11,24 @@
 #define MAX_TAPS 1024
 #define G 9 /* kernel taps per register block (a 3x3 kernel is one block) */
 
-/* 16 floats; aligned(4) makes unaligned loads and stores through it legal. GCC and Clang map it
- * onto AVX-512, AVX2 or SSE registers, whichever -march allows. */
-typedef float v16 __attribute__((vector_size(64), aligned(4)));
+/* One vector register: 16 floats with AVX-512, 8 with AVX, 4 otherwise; and how many the CPU has.
+ * The register-blocked kernels size their blocks by these, so that their accumulators never spill
+ * (27 accumulators of 16 floats fit AVX-512's 32 registers, but would take 54 of AVX2's 16). The
+ * blocking only changes which values sit in registers: each sum is taken in the same order. */
+#if defined(__AVX512F__)
+#define VW 16
+#define NREG 32
+#elif defined(__AVX__)
+#define VW 8
+#define NREG 16
+#else
+#define VW 4
+#define NREG 16
+#endif
+typedef float vf __attribute__((vector_size(VW * 4), aligned(4)));
 
-static inline v16 load(const float *p) { return *(const v16 *)p; }
-static inline void store(float *p, v16 v) { *(v16 *)p = v; }
+static inline vf load(const float *p) { return *(const vf *)p; }
+static inline void store(float *p, vf v) { *(vf *)p = v; }
 
 /* the team size of the last parallel region, for pp_last_team (tests check it follows the request) */
 extern int pp_team;
@@ -30,20 +42,28 @@ typedef struct {
     float c;
 } tap;
 
+/* the flat filter's block: MT vectors of sums, enough in flight to hide the multiply-add latency */
+#if NREG >= 32
+#define MT 4
+#else
+#define MT 8
+#endif
+
 /* dst[t] = sum_k taps[k].c * taps[k].src[t] for t in [0, len) */
 static inline void multi_tap(float *restrict dst, int64_t len, const tap *taps, int ntaps) {
     int64_t t = 0;
-    for (; t + 64 <= len; t += 64) { /* four independent accumulators hide the FMA latency */
-        v16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    for (; t + MT * VW <= len; t += MT * VW) {
+        vf a[MT];
+        for (int v = 0; v < MT; v++) a[v] = (vf){0};
         for (int k = 0; k < ntaps; k++) {
             const float *s = taps[k].src + t;
             const float c = taps[k].c;
-            a0 += c * load(s), a1 += c * load(s + 16), a2 += c * load(s + 32), a3 += c * load(s + 48);
+            for (int v = 0; v < MT; v++) a[v] += c * load(s + v * VW);
         }
-        store(dst + t, a0), store(dst + t + 16, a1), store(dst + t + 32, a2), store(dst + t + 48, a3);
+        for (int v = 0; v < MT; v++) store(dst + t + v * VW, a[v]);
     }
-    for (; t + 16 <= len; t += 16) {
-        v16 a0 = {0};
+    for (; t + VW <= len; t += VW) {
+        vf a0 = {0};
         for (int k = 0; k < ntaps; k++) a0 += taps[k].c * load(taps[k].src + t);
         store(dst + t, a0);
     }
@@ -54,30 +74,42 @@ static inline void multi_tap(float *restrict dst, int64_t len, const tap *taps, 
     }
 }
 
-/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw): 48 pixels at a time
- * (27 accumulators), so every broadcast weight feeds three multiply-adds */
+/* the products' blocks: PT taps x PV pixel vectors of accumulators, with PV pixel vectors and a
+ * broadcast weight beside them; PT divides G */
+#if NREG >= 32
+#define PT 9
+#define PV 3
+#else
+#define PT 3
+#define PV 4
+#endif
+
+/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw): PV vectors of pixels
+ * and PT taps at a time, so every broadcast weight feeds PV multiply-adds and every pixel vector PT */
 static inline void products(float *restrict y, const float *restrict x, const float *restrict wt, int64_t cin,
                      int64_t hw) {
     int64_t p = 0;
-    for (; p + 48 <= hw; p += 48) {
-        v16 a[G][3];
-        for (int j = 0; j < G; j++) a[j][0] = a[j][1] = a[j][2] = (v16){0};
-        for (int64_t c = 0; c < cin; c++) {
-            const float *xc = x + c * hw + p;
-            const v16 x0 = load(xc), x1 = load(xc + 16), x2 = load(xc + 32);
-            for (int j = 0; j < G; j++) {
-                const float wj = wt[c * G + j];
-                a[j][0] += wj * x0, a[j][1] += wj * x1, a[j][2] += wj * x2;
+    for (; p + PV * VW <= hw; p += PV * VW)
+        for (int j0 = 0; j0 < G; j0 += PT) {
+            vf a[PT][PV];
+            for (int j = 0; j < PT; j++)
+                for (int v = 0; v < PV; v++) a[j][v] = (vf){0};
+            for (int64_t c = 0; c < cin; c++) {
+                vf xv[PV];
+                for (int v = 0; v < PV; v++) xv[v] = load(x + c * hw + p + v * VW);
+                for (int j = 0; j < PT; j++) {
+                    const float wj = wt[c * G + j0 + j];
+                    for (int v = 0; v < PV; v++) a[j][v] += wj * xv[v];
+                }
             }
+            for (int j = 0; j < PT; j++)
+                for (int v = 0; v < PV; v++) store(y + (j0 + j) * hw + p + v * VW, a[j][v]);
         }
-        for (int j = 0; j < G; j++)
-            store(y + j * hw + p, a[j][0]), store(y + j * hw + p + 16, a[j][1]), store(y + j * hw + p + 32, a[j][2]);
-    }
-    for (; p + 16 <= hw; p += 16) {
-        v16 a[G];
-        for (int j = 0; j < G; j++) a[j] = (v16){0};
+    for (; p + VW <= hw; p += VW) {
+        vf a[G];
+        for (int j = 0; j < G; j++) a[j] = (vf){0};
         for (int64_t c = 0; c < cin; c++) {
-            const v16 x0 = load(x + c * hw + p);
+            const vf x0 = load(x + c * hw + p);
             for (int j = 0; j < G; j++) a[j] += wt[c * G + j] * x0;
         }
         for (int j = 0; j < G; j++) store(y + j * hw + p, a[j]);

@@ -20,28 +20,55 @@
  */
 #include "_kernels.h"
 
-static inline float hsum(v16 v) {
+static inline float hsum(vf v) {
     float s = 0.0f;
-    for (int l = 0; l < 16; l++) s += v[l];
+    for (int l = 0; l < VW; l++) s += v[l];
     return s;
 }
+
+/* the adjoints' blocks: XV pixel vectors of the G map gradients held while the input channels
+ * stream past XC at a time; for the weights, three channels by WT taps of accumulators (WT divides G) */
+#if NREG >= 32
+#define XV 2
+#define XC 1
+#define WT 9
+#else
+#define XV 1
+#define XC 4
+#define WT 3
+#endif
 
 int pp_team;
 
 /* how many threads the last kernel call ran with */
 int pp_last_team(void) { return pp_team; }
 
-/* gx[c][p] += sum_j wt[c][j] gy[j][p]: the products' adjoint for the input */
+/* gx[c][p] += sum_j wt[c][j] gy[j][p]: the products' adjoint for the input. XC channels at a time
+ * keep XC independent chains of multiply-adds in flight. */
 static void products_adjoint_x(float *restrict gx, const float *restrict gy, const float *restrict wt, int64_t cin,
                                int64_t hw) {
     int64_t p = 0;
-    for (; p + 32 <= hw; p += 32) {
-        v16 d[G][2];
-        for (int j = 0; j < G; j++) d[j][0] = load(gy + j * hw + p), d[j][1] = load(gy + j * hw + p + 16);
-        for (int64_t c = 0; c < cin; c++) {
-            v16 a0 = load(gx + c * hw + p), a1 = load(gx + c * hw + p + 16);
-            for (int j = 0; j < G; j++) a0 += wt[c * G + j] * d[j][0], a1 += wt[c * G + j] * d[j][1];
-            store(gx + c * hw + p, a0), store(gx + c * hw + p + 16, a1);
+    for (; p + XV * VW <= hw; p += XV * VW) {
+        vf d[G][XV];
+        for (int j = 0; j < G; j++)
+            for (int v = 0; v < XV; v++) d[j][v] = load(gy + j * hw + p + v * VW);
+        int64_t c = 0;
+        for (; c + XC <= cin; c += XC) {
+            vf a[XC][XV];
+            for (int i = 0; i < XC; i++)
+                for (int v = 0; v < XV; v++) a[i][v] = load(gx + (c + i) * hw + p + v * VW);
+            for (int j = 0; j < G; j++)
+                for (int i = 0; i < XC; i++)
+                    for (int v = 0; v < XV; v++) a[i][v] += wt[(c + i) * G + j] * d[j][v];
+            for (int i = 0; i < XC; i++)
+                for (int v = 0; v < XV; v++) store(gx + (c + i) * hw + p + v * VW, a[i][v]);
+        }
+        for (; c < cin; c++) {
+            vf a[XV];
+            for (int v = 0; v < XV; v++) a[v] = load(gx + c * hw + p + v * VW);
+            for (int j = 0; j < G; j++)
+                for (int v = 0; v < XV; v++) a[v] += wt[c * G + j] * d[j][v];
+            for (int v = 0; v < XV; v++) store(gx + c * hw + p + v * VW, a[v]);
         }
     }
     for (; p < hw; p++)
@@ -53,35 +80,36 @@ static void products_adjoint_x(float *restrict gx, const float *restrict gy, con
 }
 
 /* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights. Three channels at a
- * time, so that every load of gy feeds three multiply-adds (27 accumulators in registers). */
+ * time, so that every load of gy feeds three multiply-adds (3 x WT accumulators in registers). */
 static void products_adjoint_w(float *restrict gw, const float *restrict gy, const float *restrict x, int64_t cin,
                                int64_t hw) {
     int64_t c = 0;
-    for (; c + 3 <= cin; c += 3) {
-        v16 a[3][G];
-        for (int j = 0; j < G; j++) a[0][j] = a[1][j] = a[2][j] = (v16){0};
-        const float *x0 = x + c * hw, *x1 = x0 + hw, *x2 = x1 + hw;
-        int64_t p = 0;
-        for (; p + 16 <= hw; p += 16) {
-            const v16 u0 = load(x0 + p), u1 = load(x1 + p), u2 = load(x2 + p);
-            for (int j = 0; j < G; j++) {
-                const v16 d = load(gy + j * hw + p);
-                a[0][j] += d * u0, a[1][j] += d * u1, a[2][j] += d * u2;
+    for (; c + 3 <= cin; c += 3)
+        for (int j0 = 0; j0 < G; j0 += WT) {
+            vf a[3][WT];
+            for (int j = 0; j < WT; j++) a[0][j] = a[1][j] = a[2][j] = (vf){0};
+            const float *x0 = x + c * hw, *x1 = x0 + hw, *x2 = x1 + hw;
+            int64_t p = 0;
+            for (; p + VW <= hw; p += VW) {
+                const vf u0 = load(x0 + p), u1 = load(x1 + p), u2 = load(x2 + p);
+                for (int j = 0; j < WT; j++) {
+                    const vf d = load(gy + (j0 + j) * hw + p);
+                    a[0][j] += d * u0, a[1][j] += d * u1, a[2][j] += d * u2;
+                }
             }
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < WT; j++) {
+                    float s = hsum(a[i][j]);
+                    for (int64_t q = p; q < hw; q++) s += gy[(j0 + j) * hw + q] * x[(c + i) * hw + q];
+                    gw[(c + i) * G + j0 + j] += s;
+                }
         }
-        for (int i = 0; i < 3; i++)
-            for (int j = 0; j < G; j++) {
-                float s = hsum(a[i][j]);
-                for (int64_t q = p; q < hw; q++) s += gy[j * hw + q] * x[(c + i) * hw + q];
-                gw[(c + i) * G + j] += s;
-            }
-    }
     for (; c < cin; c++) {
-        v16 a[G];
-        for (int j = 0; j < G; j++) a[j] = (v16){0};
+        vf a[G];
+        for (int j = 0; j < G; j++) a[j] = (vf){0};
         int64_t p = 0;
-        for (; p + 16 <= hw; p += 16) {
-            const v16 u = load(x + c * hw + p);
+        for (; p + VW <= hw; p += VW) {
+            const vf u = load(x + c * hw + p);
             for (int j = 0; j < G; j++) a[j] += load(gy + j * hw + p) * u;
         }
         for (int j = 0; j < G; j++) {
@@ -199,12 +227,15 @@ static void map_gradients(const backward_geometry *b, int64_t no, const float *g
     for (int64_t r = 0; r < ho; r++)
 #pragma omp simd reduction(+ : sb, sa) /* vectorised: the sums may be reassociated */
         for (int64_t c = 0; c < wo; c++) {
+            /* every operand loaded and multiplied unconditionally: the selects then vectorise without
+             * AVX-512's masks (a conditional load or product is not if-converted) */
             const int64_t t = r * wo + c, s = (r + my) * wg + c + mx;
-            const float d1 = push[t] > 0.0f ? gr_push[t] : 0.0f;
-            const float d2 = pull[t] > 0.0f ? al * gr_pull[t] : 0.0f; /* d loss / d pullconv */
+            const float rp = push[t], rq = pull[t], gp = gr_push[t], gq = gr_pull[t], agq = al * gq;
+            const float d1 = rp > 0.0f ? gp : 0.0f;
+            const float d2 = rq > 0.0f ? agq : 0.0f; /* d loss / d pullconv */
             g1[s] = d1, g2[s] = d2;
             sb += d1 + d2;
-            sa += -gr_pull[t] * pull[t];
+            sa += -gq * rq;
         }
     if (gbias) gbias[no] = sb;
     if (galpha) galpha[no] = sa;
