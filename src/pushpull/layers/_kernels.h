@@ -26,6 +26,7 @@
 #define NREG 16
 #endif
 typedef float vf __attribute__((vector_size(VW * 4), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(VW * 4), aligned(4))); /* a comparison's lanes: all ones or zero */
 
 static inline vf load(const float *p) { return *(const vf *)p; }
 static inline void store(float *p, vf v) { *(vf *)p = v; }
