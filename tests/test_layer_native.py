@@ -30,6 +30,12 @@ def _pair(*args, cin: int = 4, cout: int = 6, **kwargs) -> tuple[PushPullConv2d,
     return native, ref
 
 
+def _use_blas(monkeypatch, on: bool) -> None:
+    """Whether the products and their adjoints go through BLAS (wide inputs) or the kernels, whatever the width."""
+    for threshold in ("BLAS_MIN_CHANNELS", "BLAS_FORWARD_MIN_CHANNELS"):
+        monkeypatch.setattr(_native, threshold, 1 if on else 1 << 30)
+
+
 NATIVE_CASES = [
     # (kernel_size, padding, bias, input (H, W), channels (in, out), batch, extra kwargs)
     (3, 1, True, (32, 32), (16, 4), 2, {}),  # the vectorised main loops (64-wide blocks)
@@ -55,12 +61,12 @@ NATIVE_CASES = [
 
 
 @needs_native
-@pytest.mark.parametrize("backward", ["kernel", "blas"])
+@pytest.mark.parametrize("products", ["kernel", "blas"])  # computed plane by plane, or by BLAS (wide inputs)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("k,padding,bias,size,channels,batch,extra", NATIVE_CASES)
 def test_native_matches_float64_reference(monkeypatch, k, padding, bias, size, channels, batch, extra, threads,
-                                          backward):
-    monkeypatch.setattr(_native, "BLAS_MIN_CHANNELS", 1 if backward == "blas" else 1 << 30)
+                                          products):
+    _use_blas(monkeypatch, products == "blas")
     torch.manual_seed(zlib.crc32(repr((k, padding, bias, size, channels, extra)).encode()))
     native, ref = _pair(k, 1, padding, 1, 1, bias, cin=channels[0], cout=channels[1], **extra)
     x = torch.randn(batch, channels[0], *size)
@@ -86,18 +92,21 @@ def test_native_matches_float64_reference(monkeypatch, k, padding, bias, size, c
 @pytest.mark.parametrize("images_per_chunk", [1, 2])
 @pytest.mark.parametrize("input_grad", [True, False])
 @pytest.mark.parametrize("extra", [{"trainable_alpha": True}, {"dual_output": True}])
-def test_native_backward_in_chunks_of_images(monkeypatch, images_per_chunk, input_grad, extra):
-    """The backward makes the maps' gradients a few images at a time: every chunking gives the same gradients."""
+def test_native_blas_paths_in_chunks_of_images(monkeypatch, images_per_chunk, input_grad, extra):
+    """For wide inputs the forward makes the products, and the backward the maps' gradients, a few images at a
+    time: every chunking gives the same output and gradients."""
     torch.manual_seed(7)
     native, ref = _pair(3, 1, 1, 1, 1, True, cin=5, cout=4, **extra)
-    monkeypatch.setattr(_native, "BLAS_MIN_CHANNELS", 1)
+    _use_blas(monkeypatch, True)
     monkeypatch.setattr(_native, "MAPS_CHUNK_BYTES", images_per_chunk * 4 * 4 * 9 * 11 * 10)
     x = torch.randn(5, 5, 11, 10)
     x64 = x.double()
     x.requires_grad_(input_grad), x64.requires_grad_(input_grad)
-    grad_out = torch.randn(ref(x64).shape, dtype=torch.float64)
-    native(x).backward(grad_out.float())
-    ref(x64).backward(grad_out)
+    out, want = native(x), ref(x64)
+    assert rel_err(out, want) < 1e-5
+    grad_out = torch.randn(want.shape, dtype=torch.float64)
+    out.backward(grad_out.float())
+    want.backward(grad_out)
     for (name, p), q in zip(native.named_parameters(), ref.parameters()):
         assert rel_err(p.grad, q.grad) < 1e-5, name
     assert (x.grad is None) == (not input_grad)
@@ -125,12 +134,14 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
     if not needs <= _cpu_flags():
         pytest.skip(f"this CPU cannot run {march}")
     cases = [NATIVE_CASES[0], NATIVE_CASES[6], NATIVE_CASES[11], NATIVE_CASES[-2], NATIVE_CASES[-1]]
-    native_outputs = []
-    for k, padding, bias, size, channels, batch, extra in cases:  # with the -march=native build
-        torch.manual_seed(zlib.crc32(repr((k, size, channels)).encode()))
-        native, ref = _pair(k, 1, padding, 1, 1, bias, cin=channels[0], cout=channels[1], **extra)
-        x = torch.randn(batch, channels[0], *size)
-        native_outputs.append((native, ref, x, native(x).detach()))
+    runs = []
+    for products in ("kernel", "blas"):  # with the -march=native build
+        _use_blas(monkeypatch, products == "blas")
+        for k, padding, bias, size, channels, batch, extra in cases:
+            torch.manual_seed(zlib.crc32(repr((k, size, channels)).encode()))
+            native, ref = _pair(k, 1, padding, 1, 1, bias, cin=channels[0], cout=channels[1], **extra)
+            x = torch.randn(batch, channels[0], *size)
+            runs.append((products, native, ref, x, native(x).detach()))
     monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path))
     # tuned for this CPU as the native build is (GCC's tuning for some CPUs splits chains of FMAs)
     flags = [g for f in _native_flags() for g in ([march, "-mtune=native"] if f == "-march=native" else [f])]
@@ -138,17 +149,16 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
     _native._library.cache_clear()
     try:
         assert _native.available()
-        for backward in ("kernel", "blas"):
-            monkeypatch.setattr(_native, "BLAS_MIN_CHANNELS", 1 if backward == "blas" else 1 << 30)
-            for native, ref, x, native_out in native_outputs:
-                grad_out = torch.randn(native_out.shape, dtype=torch.float64)
-                out, grads = outputs_and_grads(native, x, grad_out)
-                want, want_grads = outputs_and_grads(ref, x.double(), grad_out)
-                assert rel_err(out, want) < 1e-5
-                for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
-                    assert rel_err(g, w) < 1e-5, name
-                if "fma" in needs:  # the blocking only moves values between registers: every sum in the same order
-                    assert torch.equal(out, native_out)
+        for products, native, ref, x, native_out in runs:
+            _use_blas(monkeypatch, products == "blas")
+            grad_out = torch.randn(native_out.shape, dtype=torch.float64)
+            out, grads = outputs_and_grads(native, x, grad_out)
+            want, want_grads = outputs_and_grads(ref, x.double(), grad_out)
+            assert rel_err(out, want) < 1e-5
+            for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
+                assert rel_err(g, w) < 1e-5, name
+            if "fma" in needs:  # the blocking only moves values between registers: every sum in the same order
+                assert torch.equal(out, native_out)
     finally:
         _native._library.cache_clear()
     assert [f.name for f in tmp_path.iterdir()]  # a build of its own, not the -march=native one

@@ -135,10 +135,12 @@ static void products_adjoint_w(float *restrict gw, const float *restrict gy, con
     }
 }
 
-int pp_forward(const int64_t *g, const float *x, const float *wt, const float *ah, const float *aw,
-               const float *bias, const float *alpha, int dual, float *out, float *push_r, float *pull_r,
-               int nthreads) {
-    const int64_t n = g[0], cout = g[1], kh = g[2], kw = g[3], h = g[4], w = g[5], ph = g[6], pw = g[7];
+/* planes no of images n0 .. n1-1: the products from x and wt, or (maps not NULL) read from maps,
+ * (n1 - n0, cout, kh*kw, hw) */
+static int forward_planes(const int64_t *g, int64_t n0, int64_t n1, const float *x, const float *wt,
+                          const float *maps, const float *ah, const float *aw, const float *bias, const float *alpha,
+                          int dual, float *out, float *push_r, float *pull_r, int nthreads) {
+    const int64_t cout = g[1], kh = g[2], kw = g[3], h = g[4], w = g[5], ph = g[6], pw = g[7];
     const int64_t ho = g[8], wo = g[9], pt = g[10], pl = g[11], qt = g[12], ql = g[13], cin = g[14];
     const int64_t hw = h * w, groups = (kh * kw + G - 1) / G;
     const int64_t hp = h + 2 * qt, wp = w + 2 * ql, grid = hp * wp; /* Y's zero-margined grid */
@@ -148,23 +150,26 @@ int pp_forward(const int64_t *g, const float *x, const float *wt, const float *a
     {
         /* the products, their kh*kw grids, kh row-filtered grids Z_a, the push and pull sums */
         record_team();
-        float *y = malloc(sizeof(float) * groups * G * hw);
+        float *y = maps ? NULL : malloc(sizeof(float) * groups * G * hw);
         float *yp = calloc((size_t)((kh * kw + kh) * grid + 2 * ho * wp), sizeof(float));
         float *z = yp + kh * kw * grid, *push = z + kh * grid, *pull = push + ho * wp;
         tap taps[MAX_TAPS];
-        if (!y || !yp) {
+        const int ok = (maps || y) && yp;
+        if (!ok) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t no = 0; no < n * cout; no++) {
-            if (!y || !yp) continue;
+        for (int64_t no = n0 * cout; no < n1 * cout; no++) {
+            if (!ok) continue;
             const int64_t i_n = no / cout, o = no % cout;
-            for (int64_t gi = 0; gi < groups; gi++)
-                products(y + gi * G * hw, x + i_n * cin * hw, wt + (o * groups + gi) * cin * G, cin, hw);
+            const float *ys = maps ? maps + (no - n0 * cout) * kh * kw * hw : y;
+            if (!maps)
+                for (int64_t gi = 0; gi < groups; gi++)
+                    products(y + gi * G * hw, x + i_n * cin * hw, wt + (o * groups + gi) * cin * G, cin, hw);
             for (int64_t ab = 0; ab < kh * kw; ab++)
                 for (int64_t r = 0; r < h; r++)
-                    memcpy(yp + ab * grid + (r + qt) * wp + ql, y + ab * hw + r * w, sizeof(float) * w);
+                    memcpy(yp + ab * grid + (r + qt) * wp + ql, ys + ab * hw + r * w, sizeof(float) * w);
             int nt = 0;
             for (int64_t a = 0; a < kh; a++)
                 for (int64_t b = 0; b < kw; b++)
@@ -207,6 +212,20 @@ int pp_forward(const int64_t *g, const float *x, const float *wt, const float *a
         free(y);
     }
     return failed;
+}
+
+int pp_forward(const int64_t *g, const float *x, const float *wt, const float *ah, const float *aw,
+               const float *bias, const float *alpha, int dual, float *out, float *push_r, float *pull_r,
+               int nthreads) {
+    return forward_planes(g, 0, g[0], x, wt, NULL, ah, aw, bias, alpha, dual, out, push_r, pull_r, nthreads);
+}
+
+/* the forward of images n0 .. n1-1 from their products computed by the caller (BLAS, for wide inputs):
+ * maps (n1 - n0, cout, kh*kw, hw) */
+int pp_forward_maps(const int64_t *g, int64_t n0, int64_t n1, const float *maps, const float *ah, const float *aw,
+                    const float *bias, const float *alpha, int dual, float *out, float *push_r, float *pull_r,
+                    int nthreads) {
+    return forward_planes(g, n0, n1, NULL, NULL, maps, ah, aw, bias, alpha, dual, out, push_r, pull_r, nthreads);
 }
 
 /* The backward's geometry: the output-gradient grids get margins wide enough for every adjoint shift. */

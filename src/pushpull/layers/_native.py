@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .._compiled import load_library
 from ._workspace import scratch
-from .config import BLAS_MIN_CHANNELS, MAPS_CHUNK_BYTES, native_enabled
+from .config import BLAS_FORWARD_MIN_CHANNELS, BLAS_MIN_CHANNELS, MAPS_CHUNK_BYTES, native_enabled
 from .eager import eager_call, is_eager_tensor
 from .reference import combine
 from .resize import interpolation_matrix, resize_kernel
@@ -59,6 +59,8 @@ def _library() -> ctypes.CDLL | None:
         return None
     p, i64p = ctypes.c_void_p, ctypes.POINTER(ctypes.c_int64)
     lib.pp_forward.argtypes = [i64p, p, p, p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
+    lib.pp_forward_maps.argtypes = [i64p, ctypes.c_int64, ctypes.c_int64, p, p, p, p, p, ctypes.c_int, p, p, p,
+                                    ctypes.c_int]
     lib.pp_backward.argtypes = [i64p, p, p, p, p, p, p, p, p, ctypes.c_int, p, p, p, p, ctypes.c_int]
     lib.pp_backward_maps.argtypes = [i64p, ctypes.c_int64, ctypes.c_int64, p, p, p, p, p, p, ctypes.c_int, p, p, p,
                                      ctypes.c_int]
@@ -67,7 +69,7 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, p, ctypes.c_int]
-    for kernel in (lib.pp_forward, lib.pp_backward, lib.pp_backward_maps, lib.pp_basis_forward, lib.pp_basis_backward,
+    for kernel in (lib.pp_forward, lib.pp_forward_maps, lib.pp_backward, lib.pp_backward_maps, lib.pp_basis_forward, lib.pp_basis_backward,
                    lib.pp_planes_infer, lib.pp_stacked_build, lib.pp_stacked_rectify, lib.pp_stacked_rectify_backward,
                    lib.pp_last_team):
         kernel.restype = ctypes.c_int
@@ -190,9 +192,12 @@ class NativePushPull(torch.autograd.Function):
         out = x.new_empty(n, cout * (2 if dual_output else 1), ho, wo)
         keep = grad_enabled and any(ctx.needs_input_grad)  # the rectified maps, for a backward
         push, pull = (x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)) if keep else (None, None)
-        _check(_library().pp_forward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), _ptr(a_h), _ptr(a_w),
-                                      _ptr(bias_c), _ptr(alphas), int(dual_output), _ptr(out), _ptr(push),
-                                      _ptr(pull), torch.get_num_threads())
+        rest = (_ptr(a_h), _ptr(a_w), _ptr(bias_c), _ptr(alphas), int(dual_output), _ptr(out), _ptr(push),
+                _ptr(pull), torch.get_num_threads())
+        if x.shape[1] >= BLAS_FORWARD_MIN_CHANNELS:
+            _blas_forward(geometry, x, weight, rest)
+        else:  # the products in the kernel, plane by plane
+            _check(_library().pp_forward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), *rest)
         ctx.geometry = (pull_size, pads, pull_pads, dual_output)
         ctx.alpha_is_tensor = isinstance(alpha, Tensor)
         ctx.float_alpha = None if ctx.alpha_is_tensor else alpha
@@ -231,6 +236,26 @@ class NativePushPull(torch.autograd.Function):
         db = sums_b.sum(0) if sums_b is not None else None
         d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
         return dx, dw, None, db, d_alpha, None, None, None, None, None  # one per forward input
+
+
+def _blas_forward(geometry: Tensor, x: Tensor, weight: Tensor, rest: tuple) -> None:
+    """The forward for wide inputs: the products ``Y = k x`` (cout·taps rows of h·w) as BLAS products,
+    a few images at a time (``MAPS_CHUNK_BYTES``), which the kernels then filter and rectify. A plane
+    at a time, the kernel's products stream the whole input image once per output channel, which
+    falls out of a small L2 cache (a 64-channel image at 40x40 is 400 KB)."""
+    n, cin, h, w = x.shape
+    cout, _, kh, kw = weight.shape
+    rows, hw = cout * kh * kw, h * w
+    k_rows = weight.detach().permute(0, 2, 3, 1).reshape(rows, cin)
+    chunk = max(1, min(n, MAPS_CHUNK_BYTES // (4 * rows * hw)))
+    y = scratch(chunk * rows * hw, x.dtype, x.device)
+    maps = _check(_library().pp_forward_maps)
+    x_cols = x.view(n, cin, hw)
+    for n0 in range(0, n, chunk):
+        n1 = min(n, n0 + chunk)
+        products = y[:(n1 - n0) * rows * hw].view(n1 - n0, rows, hw)
+        torch.matmul(k_rows, x_cols[n0:n1], out=products)
+        maps(_int64_ptr(geometry), n0, n1, _ptr(products), *rest)
 
 
 def _blas_backward(geometry: Tensor, x: Tensor, weight: Tensor, rectified: tuple, dx: Tensor | None, need_w: bool,
