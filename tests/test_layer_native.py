@@ -142,6 +142,13 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
             native, ref = _pair(k, 1, padding, 1, 1, bias, cin=channels[0], cout=channels[1], **extra)
             x = torch.randn(batch, channels[0], *size)
             runs.append((products, native, ref, x, native(x).detach()))
+    for extra in ({}, {"dual_output": True}):  # strided stems: the basis path's kernels (training and inference)
+        torch.manual_seed(3)
+        stem = PushPullConv2d(3, 10, 7, 2, 3, **extra)
+        ref = PushPullConv2d(3, 10, 7, 2, 3, **extra, impl="reference").double()
+        ref.load_state_dict({k: v.double() for k, v in stem.state_dict().items()})
+        x = torch.randn(2, 3, 33, 30)
+        runs.append(("kernel", stem, ref, x, stem(x).detach()))
     monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path))
     # tuned for this CPU as the native build is (GCC's tuning for some CPUs splits chains of FMAs)
     flags = [g for f in _native_flags() for g in ([march, "-mtune=native"] if f == "-march=native" else [f])]
@@ -157,6 +164,8 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
             assert rel_err(out, want) < 1e-5
             for name, g, w in zip(("input", "weight", "bias", "alpha"), grads, want_grads):
                 assert rel_err(g, w) < 1e-5, name
+            with torch.no_grad():
+                assert rel_err(native(x), want) < 1e-5
             if "fma" in needs:  # the blocking only moves values between registers: every sum in the same order
                 assert torch.equal(out, native_out)
     finally:

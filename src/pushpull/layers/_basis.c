@@ -315,12 +315,23 @@ int pp_stacked_rectify_backward(const int64_t *m, const float *grad, const uint8
             const float al = dual ? -1.0f : alpha[o];
             const uint8_t *mk = mask + no * hwo;
             float *g1 = g_push + no * hwo, *g2 = g_pull + no * hwo, sb = 0.0f, sa = 0.0f;
-#pragma omp simd reduction(+ : sb)
-            for (int64_t t = 0; t < hwo; t++) {
+            /* vectors written out: GCC leaves the conditional loads scalar without AVX-512's masks */
+            const vf zero = {0};
+            vf vsb = zero;
+            int64_t t = 0;
+            for (; t + VW <= hwo; t += VW) {
+                const vi bits = __builtin_convertvector(*(const vbytes *)(mk + t), vi);
+                const vf d1 = (vf)(((bits & 1) != 0) & (vi)load(gp + t));
+                const vf d2 = (vf)(((bits & 2) != 0) & (vi)(al * load(gq + t)));
+                store(g1 + t, d1), store(g2 + t, d2);
+                vsb += d1 + d2;
+            }
+            for (; t < hwo; t++) {
                 const float d1 = mk[t] & 1 ? gp[t] : 0.0f, d2 = mk[t] & 2 ? al * gq[t] : 0.0f;
                 g1[t] = d1, g2[t] = d2;
                 sb += d1 + d2;
             }
+            sb += hsum(vsb);
             if (galpha) {
                 const float *pr = pull_r + no * hwo;
 #pragma omp simd reduction(+ : sa)

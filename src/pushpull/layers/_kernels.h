@@ -30,6 +30,13 @@ typedef int32_t vi __attribute__((vector_size(VW * 4), aligned(4))); /* a compar
 
 static inline vf load(const float *p) { return *(const vf *)p; }
 static inline void store(float *p, vf v) { *(vf *)p = v; }
+typedef uint8_t vbytes __attribute__((vector_size(VW), aligned(1))); /* VW bytes of a mask */
+
+static inline float hsum(vf v) {
+    float s = 0.0f;
+    for (int l = 0; l < VW; l++) s += v[l];
+    return s;
+}
 
 /* the team size of the last parallel region, for pp_last_team (tests check it follows the request) */
 extern int pp_team;

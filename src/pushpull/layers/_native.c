@@ -20,12 +20,6 @@
  */
 #include "_kernels.h"
 
-static inline float hsum(vf v) {
-    float s = 0.0f;
-    for (int l = 0; l < VW; l++) s += v[l];
-    return s;
-}
-
 /* the adjoints' blocks: XV pixel vectors of the G map gradients held while the input channels
  * stream past XC at a time; for the weights, three channels by WT taps of accumulators (WT divides G) */
 #if NREG >= 32
