@@ -32,8 +32,8 @@ def _pair(*args, cin: int = 4, cout: int = 6, **kwargs) -> tuple[PushPullConv2d,
 
 def _use_blas(monkeypatch, on: bool) -> None:
     """Whether the products and their adjoints go through BLAS (wide inputs) or the kernels, whatever the width."""
-    for threshold in ("BLAS_MIN_CHANNELS", "BLAS_FORWARD_MIN_CHANNELS"):
-        monkeypatch.setattr(_native, threshold, 1 if on else 1 << 30)
+    for threshold in ("BLAS_MIN_CHANNELS", "BLAS_FORWARD_MIN_CHANNELS", "BLAS_FORWARD_MIN_IMAGE_BYTES"):
+        monkeypatch.setattr(_native, threshold, 0 if on else 1 << 30)
 
 
 NATIVE_CASES = [
@@ -174,6 +174,21 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
 
 
 _native_flags = _native._flags
+
+
+def test_blas_products_only_for_wide_inputs_whose_images_leave_l2(monkeypatch):
+    monkeypatch.setattr(_native, "l2_cache_bytes", lambda: 512 << 10)
+    assert _native._products_by_blas(torch.empty(2, 64, 40, 40))  # 400 KB: over half of 512 KB
+    assert not _native._products_by_blas(torch.empty(2, 64, 20, 20))  # 100 KB stays
+    assert not _native._products_by_blas(torch.empty(2, 16, 80, 80))  # too narrow for BLAS to pay
+    monkeypatch.setattr(_native, "l2_cache_bytes", lambda: 2 << 20)
+    assert not _native._products_by_blas(torch.empty(2, 64, 40, 40))
+
+
+def test_cache_sizes_read_as_sysfs_writes_them():
+    from pushpull._compiled import cache_size, l2_cache_bytes
+    assert [cache_size(t) for t in ("512K", "2048K\n", "1M", "65536")] == [512 << 10, 2 << 20, 1 << 20, 65536]
+    assert l2_cache_bytes() >= 64 << 10
 
 
 @needs_native

@@ -11,6 +11,7 @@ switch ``PUSHPULL_NATIVE`` (:func:`pushpull.layers.config.native_enabled`).
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -42,6 +43,26 @@ def cpu_signature() -> str:
     except OSError:
         lines = []
     return "|".join([platform.machine(), platform.processor(), *lines])
+
+
+def cache_size(text: str) -> int:
+    """Bytes of a size as Linux's sysfs writes cache sizes: ``512K``, ``2048K``, ``1M``."""
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip()
+    return int(text[:-1]) * units[text[-1].upper()] if text[-1:].upper() in units else int(text)
+
+
+@functools.lru_cache(maxsize=1)
+def l2_cache_bytes() -> int:
+    """The L2 cache of one core, from sysfs (1 MB where it cannot be read): where kernels that stream an
+    operand repeatedly stop finding it in cache."""
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
+                return cache_size((index / "size").read_text())
+        except (OSError, ValueError, KeyError):
+            continue
+    return 1 << 20
 
 
 def load_library(sources: Path | Sequence[Path], flags: Sequence[str], name: str) -> ctypes.CDLL | None:

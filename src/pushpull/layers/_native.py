@@ -30,9 +30,10 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from .._compiled import load_library
+from .._compiled import l2_cache_bytes, load_library
 from ._workspace import scratch
-from .config import BLAS_FORWARD_MIN_CHANNELS, BLAS_MIN_CHANNELS, MAPS_CHUNK_BYTES, native_enabled
+from .config import (BLAS_FORWARD_MIN_CHANNELS, BLAS_FORWARD_MIN_IMAGE_BYTES, BLAS_MIN_CHANNELS, MAPS_CHUNK_BYTES,
+                     native_enabled)
 from .eager import eager_call, is_eager_tensor
 from .reference import combine
 from .resize import interpolation_matrix, resize_kernel
@@ -194,7 +195,7 @@ class NativePushPull(torch.autograd.Function):
         push, pull = (x.new_empty(n, cout, ho, wo), x.new_empty(n, cout, ho, wo)) if keep else (None, None)
         rest = (_ptr(a_h), _ptr(a_w), _ptr(bias_c), _ptr(alphas), int(dual_output), _ptr(out), _ptr(push),
                 _ptr(pull), torch.get_num_threads())
-        if x.shape[1] >= BLAS_FORWARD_MIN_CHANNELS:
+        if _products_by_blas(x):
             _blas_forward(geometry, x, weight, rest)
         else:  # the products in the kernel, plane by plane
             _check(_library().pp_forward)(_int64_ptr(geometry), _ptr(x), _ptr(packed), *rest)
@@ -236,6 +237,15 @@ class NativePushPull(torch.autograd.Function):
         db = sums_b.sum(0) if sums_b is not None else None
         d_alpha = sums_a.sum(0).view(alpha.shape) if sums_a is not None else None
         return dx, dw, None, db, d_alpha, None, None, None, None, None  # one per forward input
+
+
+def _products_by_blas(x: Tensor) -> bool:
+    """Whether the forward takes its products from BLAS: for wide inputs whose images do not stay in L2
+    (``config.BLAS_FORWARD_MIN_IMAGE_BYTES``: by default half of it) while the kernel streams them once per
+    output channel."""
+    image_bytes = x[0].numel() * x.element_size()
+    min_bytes = l2_cache_bytes() // 2 if BLAS_FORWARD_MIN_IMAGE_BYTES is None else BLAS_FORWARD_MIN_IMAGE_BYTES
+    return x.shape[1] >= BLAS_FORWARD_MIN_CHANNELS and image_bytes > min_bytes
 
 
 def _blas_forward(geometry: Tensor, x: Tensor, weight: Tensor, rest: tuple) -> None:

@@ -59,6 +59,10 @@ MAPS_CHUNK_BYTES = 16 << 20
 # 512 KB L2), 1 thread, kernel vs BLAS: 64->64 at 40x40 b16 inference 39.3 / 32.7 ms, fwd+bwd 104 / 96 ms;
 # 32->32 at 32x32 b32 15.8 / 15.8 ms; 16->16 at 32x32 b128 20.6 / 24.4 ms.
 BLAS_FORWARD_MIN_CHANNELS = 32
+# ... and from this many bytes of one input image (None: half the core's L2 cache, read from sysfs). On a
+# CPU whose L2 holds the image (2 MB on the Xeon measured) the kernel's products ran at MKL's speed (13 ms
+# at 64->64 40x40 b16), and BLAS would only add the maps' round trip through memory.
+BLAS_FORWARD_MIN_IMAGE_BYTES: int | None = None
 
 # Leased buffers (``_workspace.lease``: outputs, masks, planes kept for a backward): the pool's size, its bytes
 # in all, and the largest buffer it keeps. The basis path's training keeps a batch's basis planes for the
