@@ -134,14 +134,14 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
     const basis_geometry pa = basis_read(qa), pb = basis_read(qb);
     const int64_t n = m[0], cin = m[1], cout = m[2], groups = m[3], cpg = cin / groups, opg = cout / groups;
     const int64_t taps = pa.kh * pa.kw, hw = pa.h * pa.w, hwo = pa.ho * pa.wo, row = 2 * hwo;
-    const int64_t blocks = (opg + G - 1) / G, nk = cpg * taps;
+    const int64_t blocks = (opg + G - 1) / G, nk = cpg * taps, pitch = skewed_pitch(row); /* rows pitch apart */
     int failed = 0;
 #pragma omp parallel num_threads(nthreads)
     {
         record_team();
         const int64_t extra = MAX(filter_scratch(&pb), filter_scratch(&pa));
-        float *planes = malloc(sizeof(float) * (cin * taps * row + G * row + extra));
-        float *y = planes + cin * taps * row, *scratch = y + G * row;
+        float *planes = malloc(sizeof(float) * (cin * taps * pitch + G * pitch + extra));
+        float *y = planes + cin * taps * pitch, *scratch = y + G * pitch;
         if (!planes) {
 #pragma omp atomic write
             failed = 1;
@@ -151,15 +151,15 @@ int pp_planes_infer(const int64_t *m, const int64_t *qa, const int64_t *qb, cons
             if (!planes) continue;
             for (int64_t c = 0; c < cin; c++) {
                 const float *xp = x + (i_n * cin + c) * hw;
-                shift_plane(&pa, xp, planes + c * taps * row, row, scratch);
-                filter_plane(&pb, xp, ah, aw, planes + c * taps * row + hwo, row, scratch);
+                shift_plane(&pa, xp, planes + c * taps * pitch, pitch, scratch);
+                filter_plane(&pb, xp, ah, aw, planes + c * taps * pitch + hwo, pitch, scratch);
             }
             for (int64_t gb = 0; gb < groups * blocks; gb++) {
                 const int64_t gi = gb / blocks, o0 = gi * opg + gb % blocks * G;
-                products(y, planes + gi * nk * row, wt + gb * nk * G, nk, row);
+                products(y, planes + gi * nk * pitch, wt + gb * nk * G, nk, row, pitch);
                 for (int64_t j = 0; j < G && o0 + j < (gi + 1) * opg; j++) {
                     const int64_t o = o0 + j;
-                    const float b0 = bias ? bias[o] : 0.0f, al = alpha[o], *sp = y + j * row, *sq = sp + hwo;
+                    const float b0 = bias ? bias[o] : 0.0f, al = alpha[o], *sp = y + j * pitch, *sq = sp + hwo;
                     float *o_push = out + ((dual ? 2 : 1) * i_n * cout + o) * hwo, *o_pull = o_push + cout * hwo;
                     for (int64_t t = 0; t < hwo; t++) {
                         const float s = sp[t] + b0, q = sq[t] + b0, r = s > 0.0f ? s : 0.0f, u = q < 0.0f ? -q : 0.0f;

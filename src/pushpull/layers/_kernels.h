@@ -92,10 +92,26 @@ static inline void multi_tap(float *restrict dst, int64_t len, const tap *taps, 
 #define PV 4
 #endif
 
-/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw): PV vectors of pixels
- * and PT taps at a time, so every broadcast weight feeds PV multiply-adds and every pixel vector PT */
+/* A plane pitch of at least len floats at which no two of eight consecutive planes lie a multiple of
+ * 4 KB apart, give or take 64 bytes. At such strides (a 32x32 plane is exactly 4 KB) a kernel that walks
+ * the planes at one pixel meets the cache's associativity and the CPU's 4K aliasing: its loads collide
+ * in one cache set, or are taken for reloads of the pending stores to another plane, and stall. */
+static inline int64_t skewed_pitch(int64_t len) {
+    for (int64_t pitch = len;; pitch += 16) {
+        int clear = 1;
+        for (int64_t k = 1; k <= 8 && clear; k++) {
+            const int64_t r = k * pitch * (int64_t)sizeof(float) % 4096;
+            clear = r >= 64 && r <= 4096 - 64;
+        }
+        if (clear) return pitch;
+    }
+}
+
+/* y[j][p] = sum_c wt[c][j] x[c][p] for the G taps j of one block, p in [0, hw), the planes of x and y
+ * pitch floats apart: PV vectors of pixels and PT taps at a time, so every broadcast weight feeds PV
+ * multiply-adds and every pixel vector PT */
 static inline void products(float *restrict y, const float *restrict x, const float *restrict wt, int64_t cin,
-                     int64_t hw) {
+                            int64_t hw, int64_t pitch) {
     int64_t p = 0;
     for (; p + PV * VW <= hw; p += PV * VW)
         for (int j0 = 0; j0 < G; j0 += PT) {
@@ -104,29 +120,29 @@ static inline void products(float *restrict y, const float *restrict x, const fl
                 for (int v = 0; v < PV; v++) a[j][v] = (vf){0};
             for (int64_t c = 0; c < cin; c++) {
                 vf xv[PV];
-                for (int v = 0; v < PV; v++) xv[v] = load(x + c * hw + p + v * VW);
+                for (int v = 0; v < PV; v++) xv[v] = load(x + c * pitch + p + v * VW);
                 for (int j = 0; j < PT; j++) {
                     const float wj = wt[c * G + j0 + j];
                     for (int v = 0; v < PV; v++) a[j][v] += wj * xv[v];
                 }
             }
             for (int j = 0; j < PT; j++)
-                for (int v = 0; v < PV; v++) store(y + (j0 + j) * hw + p + v * VW, a[j][v]);
+                for (int v = 0; v < PV; v++) store(y + (j0 + j) * pitch + p + v * VW, a[j][v]);
         }
     for (; p + VW <= hw; p += VW) {
         vf a[G];
         for (int j = 0; j < G; j++) a[j] = (vf){0};
         for (int64_t c = 0; c < cin; c++) {
-            const vf x0 = load(x + c * hw + p);
+            const vf x0 = load(x + c * pitch + p);
             for (int j = 0; j < G; j++) a[j] += wt[c * G + j] * x0;
         }
-        for (int j = 0; j < G; j++) store(y + j * hw + p, a[j]);
+        for (int j = 0; j < G; j++) store(y + j * pitch + p, a[j]);
     }
     for (; p < hw; p++)
         for (int j = 0; j < G; j++) {
             float acc = 0.0f;
-            for (int64_t c = 0; c < cin; c++) acc += wt[c * G + j] * x[c * hw + p];
-            y[j * hw + p] = acc;
+            for (int64_t c = 0; c < cin; c++) acc += wt[c * G + j] * x[c * pitch + p];
+            y[j * pitch + p] = acc;
         }
 }
 

@@ -37,23 +37,9 @@ int pp_team;
 /* how many threads the last kernel call ran with */
 int pp_last_team(void) { return pp_team; }
 
-/* A plane pitch of at least len floats at which no two of eight consecutive planes lie a multiple of
- * 4 KB apart, give or take 64 bytes. At such strides (a 32x32 plane is exactly 4 KB) the CPU takes a
- * load for a reload of a pending store to the other plane and stalls it (4K aliasing): the input
- * adjoint, which loads and stores every channel's plane in turn, ran at a third of its speed. */
-static int64_t skewed_pitch(int64_t len) {
-    for (int64_t pitch = len;; pitch += 16) {
-        int clear = 1;
-        for (int64_t k = 1; k <= 8 && clear; k++) {
-            const int64_t r = k * pitch * (int64_t)sizeof(float) % 4096;
-            clear = r >= 64 && r <= 4096 - 64;
-        }
-        if (clear) return pitch;
-    }
-}
-
 /* gx[c][p] += sum_j wt[c][j] gy[j][p]: the products' adjoint for the input, gx's planes gpitch floats
- * apart (see skewed_pitch). XC channels at a time keep XC independent chains of multiply-adds in flight. */
+ * apart (see skewed_pitch in _kernels.h). XC channels at a time keep XC independent chains of
+ * multiply-adds in flight. */
 static void products_adjoint_x(float *restrict gx, int64_t gpitch, const float *restrict gy, const float *restrict wt,
                                int64_t cin, int64_t hw) {
     int64_t p = 0;
@@ -160,7 +146,7 @@ static int forward_planes(const int64_t *g, int64_t n0, int64_t n1, const float 
             const float *ys = maps ? maps + (no - n0 * cout) * kh * kw * hw : y;
             if (!maps)
                 for (int64_t gi = 0; gi < groups; gi++)
-                    products(y + gi * G * hw, x + i_n * cin * hw, wt + (o * groups + gi) * cin * G, cin, hw);
+                    products(y + gi * G * hw, x + i_n * cin * hw, wt + (o * groups + gi) * cin * G, cin, hw, hw);
             for (int64_t ab = 0; ab < kh * kw; ab++)
                 for (int64_t r = 0; r < h; r++)
                     memcpy(yp + ab * grid + (r + qt) * wp + ql, ys + ab * hw + r * w, sizeof(float) * w);
