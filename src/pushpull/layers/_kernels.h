@@ -27,10 +27,10 @@
 #endif
 typedef float vf __attribute__((vector_size(VW * 4), aligned(4)));
 typedef int32_t vi __attribute__((vector_size(VW * 4), aligned(4))); /* a comparison's lanes: all ones or zero */
+typedef uint8_t vbytes __attribute__((vector_size(VW), aligned(1)));  /* VW bytes of a mask */
 
 static inline vf load(const float *p) { return *(const vf *)p; }
 static inline void store(float *p, vf v) { *(vf *)p = v; }
-typedef uint8_t vbytes __attribute__((vector_size(VW), aligned(1))); /* VW bytes of a mask */
 
 static inline float hsum(vf v) {
     float s = 0.0f;
