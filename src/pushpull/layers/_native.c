@@ -37,16 +37,16 @@ int pp_team;
 /* how many threads the last kernel call ran with */
 int pp_last_team(void) { return pp_team; }
 
-/* gx[c][p] += sum_j wt[c][j] gy[j][p]: the products' adjoint for the input, gx's planes gpitch floats
- * apart (see skewed_pitch in _kernels.h). XC channels at a time keep XC independent chains of
- * multiply-adds in flight. */
-static void products_adjoint_x(float *restrict gx, int64_t gpitch, const float *restrict gy, const float *restrict wt,
-                               int64_t cin, int64_t hw) {
+/* gx[c][p] += sum_j wt[c][j] gy[j][p]: the products' adjoint for the input, the planes of gx and gy
+ * gpitch and ypitch floats apart (see skewed_pitch in _kernels.h). XC channels at a time keep XC
+ * independent chains of multiply-adds in flight. */
+static void products_adjoint_x(float *restrict gx, int64_t gpitch, const float *restrict gy, int64_t ypitch,
+                               const float *restrict wt, int64_t cin, int64_t hw) {
     int64_t p = 0;
     for (; p + XV * VW <= hw; p += XV * VW) {
         vf d[G][XV];
         for (int j = 0; j < G; j++)
-            for (int v = 0; v < XV; v++) d[j][v] = load(gy + j * hw + p + v * VW);
+            for (int v = 0; v < XV; v++) d[j][v] = load(gy + j * ypitch + p + v * VW);
         int64_t c = 0;
         for (; c + XC <= cin; c += XC) {
             vf a[XC][XV];
@@ -69,15 +69,16 @@ static void products_adjoint_x(float *restrict gx, int64_t gpitch, const float *
     for (; p < hw; p++)
         for (int64_t c = 0; c < cin; c++) {
             float acc = gx[c * gpitch + p];
-            for (int j = 0; j < G; j++) acc += wt[c * G + j] * gy[j * hw + p];
+            for (int j = 0; j < G; j++) acc += wt[c * G + j] * gy[j * ypitch + p];
             gx[c * gpitch + p] = acc;
         }
 }
 
-/* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights. Three channels at a
- * time, so that every load of gy feeds three multiply-adds (3 x WT accumulators in registers). */
-static void products_adjoint_w(float *restrict gw, const float *restrict gy, const float *restrict x, int64_t cin,
-                               int64_t hw) {
+/* gw[c][j] += sum_p gy[j][p] x[c][p]: the products' adjoint for the weights, gy's planes ypitch floats
+ * apart. Three channels at a time, so that every load of gy feeds three multiply-adds (3 x WT
+ * accumulators in registers). */
+static void products_adjoint_w(float *restrict gw, const float *restrict gy, int64_t ypitch, const float *restrict x,
+                               int64_t cin, int64_t hw) {
     int64_t c = 0;
     for (; c + 3 <= cin; c += 3)
         for (int j0 = 0; j0 < G; j0 += WT) {
@@ -88,14 +89,14 @@ static void products_adjoint_w(float *restrict gw, const float *restrict gy, con
             for (; p + VW <= hw; p += VW) {
                 const vf u0 = load(x0 + p), u1 = load(x1 + p), u2 = load(x2 + p);
                 for (int j = 0; j < WT; j++) {
-                    const vf d = load(gy + (j0 + j) * hw + p);
+                    const vf d = load(gy + (j0 + j) * ypitch + p);
                     a[0][j] += d * u0, a[1][j] += d * u1, a[2][j] += d * u2;
                 }
             }
             for (int i = 0; i < 3; i++)
                 for (int j = 0; j < WT; j++) {
                     float s = hsum(a[i][j]);
-                    for (int64_t q = p; q < hw; q++) s += gy[(j0 + j) * hw + q] * x[(c + i) * hw + q];
+                    for (int64_t q = p; q < hw; q++) s += gy[(j0 + j) * ypitch + q] * x[(c + i) * hw + q];
                     gw[(c + i) * G + j0 + j] += s;
                 }
         }
@@ -105,11 +106,11 @@ static void products_adjoint_w(float *restrict gw, const float *restrict gy, con
         int64_t p = 0;
         for (; p + VW <= hw; p += VW) {
             const vf u = load(x + c * hw + p);
-            for (int j = 0; j < G; j++) a[j] += load(gy + j * hw + p) * u;
+            for (int j = 0; j < G; j++) a[j] += load(gy + j * ypitch + p) * u;
         }
         for (int j = 0; j < G; j++) {
             float s = hsum(a[j]);
-            for (int64_t q = p; q < hw; q++) s += gy[j * hw + q] * x[c * hw + q];
+            for (int64_t q = p; q < hw; q++) s += gy[j * ypitch + q] * x[c * hw + q];
             gw[c * G + j] += s;
         }
     }
@@ -225,11 +226,11 @@ static backward_geometry backward_read(const int64_t *g) {
 /* floats of one thread's scratch for map_gradients: grids of push and pull, kh grids U_a, one wide plane */
 static size_t backward_scratch(const backward_geometry *b) { return (size_t)(2 * b->grid + (b->kh + 1) * b->h * b->wg); }
 
-/* gy (kh*kw, hw): the gradient of the maps Y_ab of plane no = (image, o), from the output gradient
- * and the rectified maps; also that plane's sums for the bias and alpha gradients. */
+/* gy (kh*kw planes of hw, ypitch floats apart): the gradient of the maps Y_ab of plane no = (image, o),
+ * from the output gradient and the rectified maps; also that plane's sums for the bias and alpha gradients. */
 static void map_gradients(const backward_geometry *b, int64_t no, const float *grad, const float *push_r,
                           const float *pull_r, const float *ah, const float *aw, const float *alpha, int dual,
-                          float *gy, float *gbias, float *galpha, float *scratch) {
+                          float *gy, int64_t ypitch, float *gbias, float *galpha, float *scratch) {
     const int64_t cout = b->cout, kh = b->kh, kw = b->kw, h = b->h, w = b->w, ho = b->ho, wo = b->wo;
     const int64_t my = b->my, mx = b->mx, wg = b->wg, i_n = no / cout, o = no % cout;
     float *g1 = scratch, *g2 = g1 + b->grid, *u = g2 + b->grid, *wide = u + kh * h * wg;
@@ -275,7 +276,7 @@ static void map_gradients(const backward_geometry *b, int64_t no, const float *g
             for (int64_t j = 0; j < b->pw; j++)
                 if (aw[j * kw + bb] != 0.0f) taps[nt++] = (tap){u + a * h * wg + b->ql - j + mx, aw[j * kw + bb]};
             multi_tap(wide, b->span, taps, nt);
-            float *gab = gy + (a * kw + bb) * b->hw;
+            float *gab = gy + (a * kw + bb) * ypitch;
             for (int64_t r = 0; r < h; r++) memcpy(gab + r * w, wide + r * wg, sizeof(float) * w);
         }
 }
@@ -293,9 +294,9 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
     {
         record_team();
         /* zeroed: the grids' margins, and gy's planes of padded taps; then the input gradient of one image */
-        const int64_t gpitch = skewed_pitch(hw);
-        float *scratch = calloc(backward_scratch(&b) + groups * G * hw + (gx ? cin * gpitch : 0), sizeof(float));
-        float *gy = scratch + backward_scratch(&b), *gx_s = gy + groups * G * hw;
+        const int64_t gpitch = skewed_pitch(hw); /* of the gradients' planes */
+        float *scratch = calloc(backward_scratch(&b) + groups * G * gpitch + (gx ? cin * gpitch : 0), sizeof(float));
+        float *gy = scratch + backward_scratch(&b), *gx_s = gy + groups * G * gpitch;
         float *gw_t = gw ? gw + (int64_t)omp_get_thread_num() * cout * groups * cin * G : NULL;
         if (!scratch) {
 #pragma omp atomic write
@@ -308,12 +309,13 @@ int pp_backward(const int64_t *g, const float *x, const float *wt, const float *
             float *gx_n = gx ? gx + i_n * cin * hw : NULL;
             if (gx_n) memset(gx_s, 0, sizeof(float) * cin * gpitch);
             for (int64_t o = 0; o < cout; o++) {
-                map_gradients(&b, i_n * cout + o, grad, push_r, pull_r, ah, aw, alpha, dual, gy, gbias, galpha,
+                map_gradients(&b, i_n * cout + o, grad, push_r, pull_r, ah, aw, alpha, dual, gy, gpitch, gbias, galpha,
                               scratch);
                 for (int64_t gi = 0; gi < groups; gi++) {
                     const float *wt_o = wt + (o * groups + gi) * cin * G;
-                    if (gx_n) products_adjoint_x(gx_s, gpitch, gy + gi * G * hw, wt_o, cin, hw);
-                    if (gw_t) products_adjoint_w(gw_t + (o * groups + gi) * cin * G, gy + gi * G * hw, x_n, cin, hw);
+                    const float *gy_g = gy + gi * G * gpitch;
+                    if (gx_n) products_adjoint_x(gx_s, gpitch, gy_g, gpitch, wt_o, cin, hw);
+                    if (gw_t) products_adjoint_w(gw_t + (o * groups + gi) * cin * G, gy_g, gpitch, x_n, cin, hw);
                 }
             }
             if (gx_n)
@@ -344,7 +346,7 @@ int pp_backward_maps(const int64_t *g, int64_t n0, int64_t n1, const float *grad
         for (int64_t no = n0 * b.cout; no < n1 * b.cout; no++)
             if (scratch)
                 map_gradients(&b, no, grad, push_r, pull_r, ah, aw, alpha, dual,
-                              gy + (no - n0 * b.cout) * b.kh * b.kw * b.hw, gbias, galpha, scratch);
+                              gy + (no - n0 * b.cout) * b.kh * b.kw * b.hw, b.hw, gbias, galpha, scratch);
         free(scratch);
     }
     return failed;

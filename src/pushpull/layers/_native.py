@@ -70,9 +70,9 @@ def _library() -> ctypes.CDLL | None:
     lib.pp_stacked_build.argtypes = [i64p, i64p, p, p, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, ctypes.c_int]
     lib.pp_stacked_rectify_backward.argtypes = [i64p, p, p, p, ctypes.c_int, p, p, p, p, p, ctypes.c_int]
-    for kernel in (lib.pp_forward, lib.pp_forward_maps, lib.pp_backward, lib.pp_backward_maps, lib.pp_basis_forward, lib.pp_basis_backward,
-                   lib.pp_planes_infer, lib.pp_stacked_build, lib.pp_stacked_rectify, lib.pp_stacked_rectify_backward,
-                   lib.pp_last_team):
+    for kernel in (lib.pp_forward, lib.pp_forward_maps, lib.pp_backward, lib.pp_backward_maps, lib.pp_basis_forward,
+                   lib.pp_basis_backward, lib.pp_planes_infer, lib.pp_stacked_build, lib.pp_stacked_rectify,
+                   lib.pp_stacked_rectify_backward, lib.pp_last_team):
         kernel.restype = ctypes.c_int
     return lib
 
