@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+from builds import BUILD_IDS, NARROWER_BUILDS, narrower, skip_unless_buildable
 from conftest import real_photos
 from PIL import Image
 from scipy.ndimage import gaussian_filter
@@ -113,6 +114,22 @@ def test_motion_blur_kernel_on_grey_layers_and_any_angle():
     for radius, sigma in [(0, 1), (3, 1.5), (15, 8), (40, 20)]:  # 40: taps reach past the image
         np.testing.assert_array_equal(motion_blur(layer, radius, sigma, angles),
                                       numpy_path(motion_blur, layer, radius, sigma, angles))
+
+
+@needs_kernels
+@pytest.mark.parametrize("march,needs", NARROWER_BUILDS, ids=BUILD_IDS)
+def test_every_vector_width_build_sums_as_scipy_and_numpy(monkeypatch, tmp_path, march, needs):
+    """The line sums' blocks are 32 / (doubles per register) vectors: each narrower build this machine runs."""
+    skip_unless_buildable(march, needs)
+    monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path))
+    monkeypatch.setattr(_native, "FLAGS", tuple(narrower(_native.FLAGS, march)))
+    _native._build.cache_clear()
+    try:
+        assert _native.kernels() is not None and list(tmp_path.iterdir())  # builds of their own
+        test_gaussian_line_sums_equal_scipy()
+        test_motion_blur_kernel_on_grey_layers_and_any_angle()
+    finally:
+        _native._build.cache_clear()
 
 
 def test_without_a_compiler_the_numpy_code_runs(monkeypatch, tmp_path, caplog):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from builds import BUILD_IDS, NARROWER_BUILDS, narrower, skip_unless_buildable
 from layer_checks import outputs_and_grads, rel_err, second_order_grads
 
 from pushpull import PushPullConv2d
@@ -115,30 +114,12 @@ def test_native_blas_paths_in_chunks_of_images(monkeypatch, images_per_chunk, in
         assert rel_err(x.grad, x64.grad) < 1e-5
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
-
-
-# narrower x86 instruction sets and the CPU flags they need: the kernels' register blocking differs
-# per vector width (16 floats and 32 registers with AVX-512, 8 and 16 with AVX2, 4 and 16 with SSE)
-NARROWER_BUILDS = [("-march=x86-64-v3", {"avx2", "fma", "bmi2"}), ("-march=x86-64-v2", {"sse4_2", "popcnt"})]
-
-
 @needs_native
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 instruction sets")
-@pytest.mark.parametrize("march,needs", NARROWER_BUILDS, ids=[m for m, _ in NARROWER_BUILDS])
+@pytest.mark.parametrize("march,needs", NARROWER_BUILDS, ids=BUILD_IDS)
 def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_path, march, needs):
-    if not needs <= _cpu_flags():
-        pytest.skip(f"this CPU cannot run {march}")
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    probe = subprocess.run([compiler, march, "-x", "c", "-c", "-", "-o", os.devnull], input="int x;\n",
-                           capture_output=True, text=True, timeout=60)
-    if probe.returncode != 0:
-        pytest.skip(f"{compiler} does not know {march} (GCC 11 / Clang 12 name these levels)")
+    """The register blocks differ per vector width (16 floats and 32 registers with AVX-512, 8 and 16 with
+    AVX2, 4 and 16 with SSE): each narrower build this machine runs, against float64 and the native build."""
+    skip_unless_buildable(march, needs)
     cases = [NATIVE_CASES[0], NATIVE_CASES[6], NATIVE_CASES[11], NATIVE_CASES[-2], NATIVE_CASES[-1]]
     runs = []
     for products in ("kernel", "blas"):  # with the -march=native build
@@ -156,8 +137,7 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
         x = torch.randn(2, 3, 33, 30)
         runs.append(("kernel", stem, ref, x, stem(x).detach()))
     monkeypatch.setenv("PUSHPULL_CACHE", str(tmp_path))
-    # tuned for this CPU as the native build is (GCC's tuning for some CPUs splits chains of FMAs)
-    flags = [g for f in _native_flags() for g in ([march, "-mtune=native"] if f == "-march=native" else [f])]
+    flags = narrower(_native._flags(), march)
     monkeypatch.setattr(_native, "_flags", lambda: flags)
     _native._library.cache_clear()
     try:
@@ -178,8 +158,6 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
         _native._library.cache_clear()
     assert [f.name for f in tmp_path.iterdir()]  # a build of its own, not the -march=native one
 
-
-_native_flags = _native._flags
 
 
 def test_blas_products_only_for_wide_inputs_whose_images_leave_l2(monkeypatch):
