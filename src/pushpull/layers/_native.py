@@ -8,7 +8,8 @@ rectification and their adjoints are the C kernels of ``_native.c``: they work o
 (image, channel) plane at a time, so everything stays in the CPU caches, and run in
 parallel with OpenMP (PyTorch's runtime and thread count). For wide inputs the backward
 leaves the products' adjoints to PyTorch's BLAS (``_blas_backward``): they are plain matrix
-products with the weights, which BLAS does faster than a plane at a time. The kernels are
+products with the weights, which BLAS does faster than a plane at a time; so does the forward
+with the products themselves where an input image does not stay in L2 (``_blas_forward``). The kernels are
 compiled on first use with the system's C compiler and loaded by
 :func:`pushpull._compiled.load_library`.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Union
 
@@ -257,15 +259,22 @@ def _blas_forward(geometry: Tensor, x: Tensor, weight: Tensor, rest: tuple) -> N
     cout, _, kh, kw = weight.shape
     rows, hw = cout * kh * kw, h * w
     k_rows = weight.detach().permute(0, 2, 3, 1).reshape(rows, cin)
-    chunk = max(1, min(n, MAPS_CHUNK_BYTES // (4 * rows * hw)))
-    y = scratch(chunk * rows * hw, x.dtype, x.device)
     maps = _check(_library().pp_forward_maps)
     x_cols = x.view(n, cin, hw)
-    for n0 in range(0, n, chunk):
-        n1 = min(n, n0 + chunk)
-        products = y[:(n1 - n0) * rows * hw].view(n1 - n0, rows, hw)
+    for n0, n1, products in _map_chunks(x, rows, hw):
         torch.matmul(k_rows, x_cols[n0:n1], out=products)
         maps(_int64_ptr(geometry), n0, n1, _ptr(products), *rest)
+
+
+def _map_chunks(x: Tensor, rows: int, hw: int) -> Iterator[tuple[int, int, Tensor]]:
+    """``(n0, n1, maps)``: the batch of ``x`` a few images at a time (``MAPS_CHUNK_BYTES``), and a
+    (n1 - n0, rows, hw) view of this thread's scratch memory for their maps."""
+    n = x.shape[0]
+    chunk = max(1, min(n, MAPS_CHUNK_BYTES // (4 * rows * hw)))
+    buffer = scratch(chunk * rows * hw, x.dtype, x.device)
+    for n0 in range(0, n, chunk):
+        n1 = min(n, n0 + chunk)
+        yield n0, n1, buffer[:(n1 - n0) * rows * hw].view(n1 - n0, rows, hw)
 
 
 def _blas_backward(geometry: Tensor, x: Tensor, weight: Tensor, rectified: tuple, dx: Tensor | None, need_w: bool,
@@ -279,13 +288,9 @@ def _blas_backward(geometry: Tensor, x: Tensor, weight: Tensor, rectified: tuple
     rows, hw = cout * kh * kw, h * w
     k_cols = weight.detach().permute(1, 0, 2, 3).reshape(cin, rows) if dx is not None else None
     dk = x.new_zeros(rows, cin) if need_w else None
-    chunk = max(1, min(n, MAPS_CHUNK_BYTES // (4 * rows * hw)))
-    gy = scratch(chunk * rows * hw, x.dtype, x.device)
     maps = _check(_library().pp_backward_maps)
     x_cols = x.view(n, cin, hw)
-    for n0 in range(0, n, chunk):
-        n1 = min(n, n0 + chunk)
-        g = gy[:(n1 - n0) * rows * hw].view(n1 - n0, rows, hw)
+    for n0, n1, g in _map_chunks(x, rows, hw):
         maps(_int64_ptr(geometry), n0, n1, *rectified, _ptr(g), _ptr(sums_b), _ptr(sums_a), threads)
         if dx is not None:
             torch.matmul(k_cols, g, out=dx[n0:n1].view(n1 - n0, cin, hw))
