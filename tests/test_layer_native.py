@@ -159,7 +159,6 @@ def test_every_vector_width_build_matches_float64_reference(monkeypatch, tmp_pat
     assert [f.name for f in tmp_path.iterdir()]  # a build of its own, not the -march=native one
 
 
-
 def test_blas_products_only_for_wide_inputs_whose_images_leave_l2(monkeypatch):
     monkeypatch.setattr(_native, "l2_cache_bytes", lambda: 512 << 10)
     assert _native._products_by_blas(torch.empty(2, 64, 40, 40))  # 400 KB: over half of 512 KB

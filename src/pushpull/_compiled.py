@@ -60,7 +60,7 @@ def l2_cache_bytes() -> int:
         try:
             if (index / "level").read_text().strip() == "2" and (index / "type").read_text().strip() != "Instruction":
                 return cache_size((index / "size").read_text())
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError):
             continue
     return 1 << 20
 
