@@ -166,12 +166,28 @@ def test_blas_products_only_for_wide_inputs_whose_images_leave_l2(monkeypatch):
     assert not _native._products_by_blas(torch.empty(2, 16, 80, 80))  # too narrow for BLAS to pay
     monkeypatch.setattr(_native, "l2_cache_bytes", lambda: 2 << 20)
     assert not _native._products_by_blas(torch.empty(2, 64, 40, 40))
+    monkeypatch.setattr(_native, "l2_cache_bytes", lambda: 512 << 10)
+    assert _native._products_by_blas(torch.empty(0, 64, 40, 40))  # an empty batch: decided by the shape
 
 
 def test_cache_sizes_read_as_sysfs_writes_them():
     from pushpull._compiled import cache_size, l2_cache_bytes
     assert [cache_size(t) for t in ("512K", "2048K\n", "1M", "65536")] == [512 << 10, 2 << 20, 1 << 20, 65536]
     assert l2_cache_bytes() >= 64 << 10
+
+
+@needs_native
+@pytest.mark.parametrize("products", ["kernel", "blas"])
+def test_native_empty_batch(monkeypatch, products):
+    _use_blas(monkeypatch, products == "blas")
+    native, _ = _pair(3, 1, 1, 1, 1, True, cin=64, cout=8)
+    x = torch.randn(0, 64, 12, 12, requires_grad=True)
+    out = native(x)
+    assert out.shape == (0, 8, 12, 12)
+    out.sum().backward()
+    assert x.grad.shape == x.shape and native.push.weight.grad.abs().sum() == 0
+    with torch.no_grad():
+        assert native(x).shape == (0, 8, 12, 12)
 
 
 @needs_native

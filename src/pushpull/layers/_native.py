@@ -245,7 +245,7 @@ def _products_by_blas(x: Tensor) -> bool:
     """Whether the forward takes its products from BLAS: for wide inputs whose images do not stay in L2
     (``config.BLAS_FORWARD_MIN_IMAGE_BYTES``: by default half of it) while the kernel streams them once per
     output channel."""
-    image_bytes = x[0].numel() * x.element_size()
+    image_bytes = x.shape[1:].numel() * x.element_size()  # from the shape: an empty batch has no x[0]
     min_bytes = l2_cache_bytes() // 2 if BLAS_FORWARD_MIN_IMAGE_BYTES is None else BLAS_FORWARD_MIN_IMAGE_BYTES
     return x.shape[1] >= BLAS_FORWARD_MIN_CHANNELS and image_bytes > min_bytes
 
